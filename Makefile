@@ -23,7 +23,7 @@ test: test-deps vet fmtcheck
 
 ## test-deps: install what the tests need, skipping what is already there.
 test-deps:
-	@true
+	@for f in .ci/deps/*.sh; do [ -f "$$f" ] || continue; bash "$$f" || exit 1; done
 
 vet:
 	$(GO) vet $(PKGS)
