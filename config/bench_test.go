@@ -1,0 +1,42 @@
+package config
+
+import "testing"
+
+// BenchmarkParse measures decoding, defaults and validation: the cost of
+// a load or reload, which is off the request path.
+func BenchmarkParse(b *testing.B) {
+	for _, bb := range []struct {
+		name string
+		data []byte
+	}{
+		{name: "seed-json", data: seedJSON},
+		{name: "default-yaml", data: Default()},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Parse(bb.data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// FuzzParse checks that no input makes Parse panic, and that whatever it
+// accepts converts to an engine.Config.
+func FuzzParse(f *testing.F) {
+	f.Add(seedJSON)
+	f.Add(Default())
+	f.Add([]byte(richYAML))
+	f.Add([]byte(`{"quota_manager": {"tiers": {"a": {"limits": [{"max": 1, "per": "1s"}]}}}, "x": [1, {"y": null}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if _, err := file.Engine(); err != nil {
+			t.Fatalf("Parse accepted a config that Engine rejects: %v", err)
+		}
+	})
+}

@@ -1,0 +1,12 @@
+// Package config is quotagate's configuration: the schema (a superset of
+// the seed's example JSON, which loads unchanged), strict JSON and YAML
+// decoding that names the path of every unknown field and mistyped value,
+// validation that reports every problem at once, conversion to
+// engine.Config, age-encrypted files, and hot reload.
+//
+// A configuration is read with Load (a file, decrypted in memory when it is
+// age-encrypted) or Parse (bytes). The result is validated and immutable; a
+// reload builds a new File and the caller swaps it in whole. Watcher reloads
+// on file changes and on demand (SIGHUP), and keeps the old configuration
+// when the new one is invalid.
+package config

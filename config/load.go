@@ -1,0 +1,66 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Load reads the configuration file at path, decrypts it in memory if it is
+// age-encrypted (see LoadOptions), then parses and validates it as Parse
+// does. The plaintext of an encrypted file never touches disk and is
+// cleared from memory once decoded. A plaintext file that sets
+// require_encryption is refused. Every error names the file.
+func Load(path string, opts LoadOptions) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return LoadData(path, data, opts)
+}
+
+// LoadData is Load for data already read; name identifies it in errors.
+func LoadData(name string, data []byte, opts LoadOptions) (*File, error) {
+	encrypted := IsEncrypted(data)
+	if encrypted {
+		plain, err := Decrypt(data, opts)
+		if err != nil {
+			return nil, inFile(name, err)
+		}
+		defer clear(plain)
+		data = plain
+	}
+	f, err := Parse(data)
+	if err != nil {
+		return nil, inFile(name, err)
+	}
+	if f.RequireEncryption && !encrypted {
+		return nil, fmt.Errorf("config: %s: require_encryption is true but the file is not encrypted; encrypt it (quotagate config encrypt --recipient age1... -o %s.age %s) and load the encrypted file", name, name, name)
+	}
+	return f, nil
+}
+
+// inFile puts the file name into err's message, after the package prefix.
+func inFile(name string, err error) error {
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		ve.File = name
+		return ve
+	}
+	return &fileError{name: name, err: err}
+}
+
+// fileError is an error about one file; its message is
+// "config: NAME: <err without its config: prefix>".
+type fileError struct {
+	name string
+	err  error
+}
+
+func (e *fileError) Error() string {
+	msg, _ := strings.CutPrefix(e.err.Error(), "config: ")
+	return "config: " + e.name + ": " + msg
+}
+
+func (e *fileError) Unwrap() error { return e.err }

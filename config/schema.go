@@ -1,0 +1,293 @@
+package config
+
+// File is a whole configuration file. Its quota_manager block is a superset
+// of the seed's example JSON, which loads unchanged. A File returned by Parse
+// or Load has its defaults applied and has been validated; treat it as
+// immutable, since reloads build a new one.
+type File struct {
+	QuotaManager QuotaManager `json:"quota_manager"`
+	Identity     Identity     `json:"identity"`
+	// Routes map a request path (and method) to an action or workflow when
+	// the route's context_extensions do not name one.
+	Routes  []Route     `json:"routes"`
+	Pricing Pricing     `json:"pricing"`
+	Server  Server      `json:"server"`
+	Tracing Tracing     `json:"tracing"`
+	Store   StoreConfig `json:"store"`
+	// RequireEncryption refuses to load the file unless it is age-encrypted.
+	RequireEncryption bool `json:"require_encryption"`
+}
+
+// QuotaManager is the seed's quota_manager block, extended.
+type QuotaManager struct {
+	// Tiers are the plans, by name. At least one is required.
+	Tiers map[string]Tier `json:"tiers"`
+	// DefaultTier is the tier of subjects with no configured or asserted
+	// tier. Empty means "freemium" if defined, else the lowest-priority tier.
+	DefaultTier string `json:"default_tier"`
+	// UnknownSubjects is "default" (give them DefaultTier) or "deny".
+	UnknownSubjects string `json:"unknown_subjects"`
+	// Window is the default mode of limits that set none: fixed or sliding.
+	Window string `json:"window"`
+	// Timezone is the IANA zone that calendar windows align to.
+	Timezone  string              `json:"timezone"`
+	Actions   map[string]Action   `json:"actions"`
+	Users     map[string]User     `json:"users"`
+	Roles     map[string]Role     `json:"roles"`
+	Workflows map[string]Workflow `json:"workflows"`
+	Teams     map[string]Team     `json:"teams"`
+	Capacity  Capacity            `json:"capacity"`
+	Alerts    Alerts              `json:"alerts"`
+	Messages  Messages            `json:"messages"`
+	Cache     Cache               `json:"cache"`
+}
+
+// Tier is one plan. The api_calls_per_X shorthands are the seed's form; each
+// non-zero one becomes a limit named after its period ("hour").
+type Tier struct {
+	// APICallsPerMinute, APICallsPerHour, APICallsPerDay and
+	// APICallsPerMonth limit calls per calendar period; zero means no limit.
+	APICallsPerMinute int64 `json:"api_calls_per_minute"`
+	APICallsPerHour   int64 `json:"api_calls_per_hour"`
+	APICallsPerDay    int64 `json:"api_calls_per_day"`
+	APICallsPerMonth  int64 `json:"api_calls_per_month"`
+	// Priority is low (the default), medium, high or critical.
+	Priority string  `json:"priority"`
+	Limits   []Limit `json:"limits"`
+	Tokens   Tokens  `json:"tokens"`
+	// Features lists the actions and workflows the tier may use; nil (the
+	// key absent) means all of them, an empty list means none.
+	Features []string `json:"features"`
+	// MaxDelay admits a request that fits within this delay instead of
+	// refusing it; zero means never delay.
+	MaxDelay Duration `json:"max_delay"`
+	// FailureMode is what happens when no decision can be made: closed
+	// (refuse, the default) or open (allow).
+	FailureMode string `json:"failure_mode"`
+	// UpgradeURL is offered to refused clients; empty means none.
+	UpgradeURL string `json:"upgrade_url"`
+}
+
+// Limit is the general form of a limit: Max units Per period.
+type Limit struct {
+	// Name identifies the limit within its owner; limits with the same name
+	// share a counter. Empty means derived from the period and actions.
+	Name string `json:"name"`
+	Max  int64  `json:"max"`
+	// Per is minute, hour, day, week, month, second or a Go duration.
+	Per string `json:"per"`
+	// Unit is calls (the default), units (the request's words) or tokens.
+	Unit string `json:"unit"`
+	// Window is fixed or sliding; empty means quota_manager.window.
+	Window string `json:"window"`
+	// Actions restricts the limit to these actions; empty means all.
+	Actions []string `json:"actions"`
+}
+
+// Tokens is a periodic token grant: Grant tokens at the start of every
+// Every period, or Unlimited.
+type Tokens struct {
+	Grant     int64  `json:"grant"`
+	Every     string `json:"every"`
+	Unlimited bool   `json:"unlimited"`
+}
+
+// Action prices an action: tokens_per_call + ceil(units × tokens_per_1000_units / 1000).
+type Action struct {
+	TokensPer1000Units int64 `json:"tokens_per_1000_units"`
+	// Unit names what the request's units count ("words"); informational.
+	Unit          string `json:"unit"`
+	TokensPerCall int64  `json:"tokens_per_call"`
+}
+
+// User is a configured subject.
+type User struct {
+	Tier  string   `json:"tier"`
+	Team  string   `json:"team"`
+	Roles []string `json:"roles"`
+	// Credits is the user's starting credit balance.
+	Credits int64 `json:"credits"`
+	// APIKeySHA256 is the hex SHA-256 of the user's API key, for the
+	// api_key identity source. The key itself is never stored.
+	APIKeySHA256 string  `json:"api_key_sha256"`
+	Limits       []Limit `json:"limits"`
+}
+
+// Role adds limits and features for every subject holding it.
+type Role struct {
+	Limits   []Limit  `json:"limits"`
+	Features []string `json:"features"`
+}
+
+// Workflow adds per-subject limits to requests in the workflow and may
+// raise their priority.
+type Workflow struct {
+	Limits []Limit `json:"limits"`
+	// Priority overrides the tier's; empty means the tier's.
+	Priority string `json:"priority"`
+}
+
+// Team is a group sharing a token balance and team-wide limits.
+type Team struct {
+	Members []string `json:"members"`
+	Tokens  Tokens   `json:"tokens"`
+	Credits int64    `json:"credits"`
+	Limits  []Limit  `json:"limits"`
+}
+
+// Capacity drives load shedding by priority and scales every limit.
+type Capacity struct {
+	// RequestsPerSecond is the sustainable admitted rate; zero disables
+	// shedding.
+	RequestsPerSecond float64 `json:"requests_per_second"`
+	// Factor scales every limit; zero means 1.
+	Factor float64 `json:"factor"`
+	// ShedAt maps a priority (low, medium, high) to the utilization above
+	// which its requests are shed. Critical is never shed.
+	ShedAt map[string]float64 `json:"shed_at"`
+}
+
+// Alerts is the seed's alerts block.
+type Alerts struct {
+	Enabled bool `json:"enabled"`
+	// ThresholdPercentage is the usage percentage of a limit that triggers
+	// a warning, 1 to 100; zero means 90.
+	ThresholdPercentage int `json:"threshold_percentage"`
+	// Channels are where alerts go: email, dashboard or webhook.
+	Channels []string `json:"channels"`
+}
+
+// Messages override the client-facing texts; empty fields keep the seed's.
+type Messages struct {
+	Exceeded string `json:"exceeded"`
+	// Warning is a format with one %s for the period adjective ("daily").
+	Warning             string `json:"warning"`
+	InsufficientBalance string `json:"insufficient_balance"`
+	// FeatureNotInPlan is a format with two %s: the feature, then the tier
+	// that includes it.
+	FeatureNotInPlan string `json:"feature_not_in_plan"`
+	Shed             string `json:"shed"`
+	NoIdentity       string `json:"no_identity"`
+	UnknownSubject   string `json:"unknown_subject"`
+}
+
+// Cache bounds the engine's memory.
+type Cache struct {
+	// Subjects is how many subjects are held in memory; zero means 100 000.
+	Subjects int `json:"subjects"`
+	// Shards is the number of lock stripes; zero means automatic.
+	Shards int `json:"shards"`
+}
+
+// Identity says where the caller's identity comes from.
+type Identity struct {
+	// Sources are tried in order: jwt, mtls, header, api_key. Absent means
+	// jwt, mtls, then header if it is trusted, then api_key.
+	Sources []string     `json:"sources"`
+	JWT     JWTSource    `json:"jwt"`
+	MTLS    MTLSSource   `json:"mtls"`
+	Header  HeaderSource `json:"header"`
+	APIKey  APIKeySource `json:"api_key"`
+	// StripHeaders are removed from the upstream request: headers a client
+	// could use to spoof a tier.
+	StripHeaders []string `json:"strip_headers"`
+}
+
+// JWTSource reads the payload that Envoy's jwt_authn filter verified and
+// stored in the request's metadata.
+type JWTSource struct {
+	// Filter is the metadata namespace (the filter name).
+	Filter string `json:"filter"`
+	// PayloadKey is jwt_authn's payload_in_metadata key.
+	PayloadKey   string `json:"payload_key"`
+	SubjectClaim string `json:"subject_claim"`
+	// TierClaim, RolesClaim and TeamClaim name claims asserting the tier,
+	// roles and team; empty means the claim is not used.
+	TierClaim  string `json:"tier_claim"`
+	RolesClaim string `json:"roles_claim"`
+	TeamClaim  string `json:"team_claim"`
+}
+
+// MTLSSource takes the principal (SPIFFE id or certificate subject) from
+// attributes.source.principal. It has no settings yet.
+type MTLSSource struct{}
+
+// HeaderSource reads the subject from a header that Envoy sets after
+// authentication. It is used only when Trusted is true.
+type HeaderSource struct {
+	Name    string `json:"name"`
+	Trusted bool   `json:"trusted"`
+}
+
+// APIKeySource reads an API key from a header and looks its SHA-256 up
+// among the users' api_key_sha256.
+type APIKeySource struct {
+	Header string `json:"header"`
+}
+
+// Route maps requests to an action or workflow. An empty Method matches
+// every method.
+type Route struct {
+	PathPrefix string `json:"path_prefix"`
+	Method     string `json:"method"`
+	Action     string `json:"action"`
+	Workflow   string `json:"workflow"`
+}
+
+// Pricing holds request-pricing rules that are not per action.
+type Pricing struct {
+	// PartialBodyWordsPerByte prices a body that Envoy truncated: the words
+	// of the missing bytes are estimated at this rate.
+	PartialBodyWordsPerByte float64 `json:"partial_body_words_per_byte"`
+}
+
+// Server configures the listeners.
+type Server struct {
+	GRPCAddr             string    `json:"grpc_addr"`
+	HTTPAddr             string    `json:"http_addr"`
+	TLS                  TLS       `json:"tls"`
+	MaxConcurrentStreams uint32    `json:"max_concurrent_streams"`
+	Keepalive            Keepalive `json:"keepalive"`
+	// GracePeriod is how long shutdown waits for in-flight requests.
+	GracePeriod Duration `json:"grace_period"`
+	Reflection  bool     `json:"reflection"`
+	// InsufficientBalanceStatus is the HTTP status of a denial for lack
+	// of tokens (402 by default).
+	InsufficientBalanceStatus int `json:"insufficient_balance_status"`
+}
+
+// TLS configures the gRPC listener's certificate. All empty means
+// plaintext; ClientCAFile set means client certificates are required.
+type TLS struct {
+	CertFile     string `json:"cert_file"`
+	KeyFile      string `json:"key_file"`
+	ClientCAFile string `json:"client_ca_file"`
+}
+
+// Keepalive configures gRPC keepalive.
+type Keepalive struct {
+	Time    Duration `json:"time"`
+	Timeout Duration `json:"timeout"`
+	// MinTime is the least interval a client may ping at.
+	MinTime Duration `json:"min_time"`
+}
+
+// Tracing configures span sampling, as fractions from 0 to 1.
+type Tracing struct {
+	SampleAllowed  float64 `json:"sample_allowed"`
+	SampleRejected float64 `json:"sample_rejected"`
+	// RawSubject puts the subject id in spans as is instead of hashed.
+	RawSubject bool `json:"raw_subject"`
+}
+
+// StoreConfig selects where evicted and flushed engine state goes.
+type StoreConfig struct {
+	// Kind is memory, sqlite or redis.
+	Kind string `json:"kind"`
+	// Path is the sqlite database file.
+	Path string `json:"path"`
+	// FlushInterval bounds how much usage a crash may lose in async mode.
+	FlushInterval Duration `json:"flush_interval"`
+	// Durability is async or sync.
+	Durability string `json:"durability"`
+}

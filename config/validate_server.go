@@ -1,0 +1,155 @@
+package config
+
+import (
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+var sourceNames = []string{SourceJWT, SourceMTLS, SourceHeader, SourceAPIKey}
+
+func (f *File) validateIdentity(p *problems) {
+	id := &f.Identity
+	const path = "identity"
+	if len(id.Sources) == 0 {
+		p.addf(path+".sources", "is empty, so every request would be refused for lack of identity; list at least one of %s", strings.Join(sourceNames, ", "))
+	}
+	checkNames(id.Sources, path+".sources", "identity source", sourceNames, p)
+	checkDuplicates(id.Sources, path+".sources", p)
+	uses := func(s string) bool { return slices.Contains(id.Sources, s) }
+	if uses(SourceJWT) {
+		for _, kv := range [...]struct{ key, v string }{
+			{"filter", id.JWT.Filter}, {"payload_key", id.JWT.PayloadKey}, {"subject_claim", id.JWT.SubjectClaim},
+		} {
+			if kv.v == "" {
+				p.addf(path+".jwt."+kv.key, "must not be empty while jwt is in identity.sources")
+			}
+		}
+	}
+	switch h := id.Header; {
+	case h.Trusted && h.Name == "":
+		p.addf(path+".header.name", "missing; a trusted header needs the name of the header Envoy sets after authentication, e.g. x-user-id")
+	case uses(SourceHeader) && !h.Trusted:
+		p.addf(path+".header.trusted", "is false but header is in identity.sources; set trusted: true only if Envoy sets %q after authenticating the caller, or remove header from the sources", h.Name)
+	}
+	checkHeaderName(id.Header.Name, path+".header.name", p)
+	if uses(SourceAPIKey) && id.APIKey.Header == "" {
+		p.addf(path+".api_key.header", "must not be empty while api_key is in identity.sources")
+	}
+	checkHeaderName(id.APIKey.Header, path+".api_key.header", p)
+	for i, h := range id.StripHeaders {
+		checkHeaderName(h, index(path+".strip_headers", i), p)
+		if h == "" {
+			p.addf(index(path+".strip_headers", i), "empty header name; remove it")
+		}
+	}
+}
+
+// checkHeaderName requires the lower-case form, which is how Envoy hands
+// headers to ext_authz.
+func checkHeaderName(name, path string, p *problems) {
+	if name != strings.ToLower(name) {
+		p.addf(path, "must be lower case, as Envoy passes header names, got %q; write %q", name, strings.ToLower(name))
+	}
+}
+
+var httpMethods = []string{
+	http.MethodConnect, http.MethodDelete, http.MethodGet, http.MethodHead, http.MethodOptions,
+	http.MethodPatch, http.MethodPost, http.MethodPut, http.MethodTrace,
+}
+
+func (f *File) validateRoutes(p *problems) {
+	seen := make(map[[2]string]int)
+	for i, r := range f.Routes {
+		path := index("routes", i)
+		if !strings.HasPrefix(r.PathPrefix, "/") {
+			p.addf(path+".path_prefix", "must start with /, got %q", r.PathPrefix)
+		}
+		if r.Method != "" && !slices.Contains(httpMethods, r.Method) {
+			p.addf(path+".method", "unknown HTTP method %q; want an upper-case method such as POST, or leave it empty for every method", r.Method)
+		}
+		if r.Action == "" && r.Workflow == "" {
+			p.addf(path, "names neither an action nor a workflow; set action, workflow or both")
+		}
+		key := [2]string{r.PathPrefix, r.Method}
+		if j, dup := seen[key]; dup {
+			p.addf(path, "has the same path_prefix and method as routes[%d]; remove one", j)
+			continue
+		}
+		seen[key] = i
+	}
+	if v := f.Pricing.PartialBodyWordsPerByte; v < 0 || v > 1 {
+		p.addf("pricing.partial_body_words_per_byte", "must be from 0 to 1, got %g", v)
+	}
+}
+
+func (f *File) validateServer(p *problems) {
+	s := &f.Server
+	checkAddr(s.GRPCAddr, "server.grpc_addr", p)
+	checkAddr(s.HTTPAddr, "server.http_addr", p)
+	if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
+		p.addf("server.tls", "cert_file and key_file go together; set both or neither")
+	}
+	if s.TLS.ClientCAFile != "" && s.TLS.CertFile == "" {
+		p.addf("server.tls.client_ca_file", "requires cert_file and key_file: client certificates need a TLS listener")
+	}
+	if s.MaxConcurrentStreams == 0 {
+		p.addf("server.max_concurrent_streams", "must be > 0, got 0")
+	}
+	for _, d := range [...]struct {
+		key      string
+		v        Duration
+		positive bool
+	}{
+		{"keepalive.time", s.Keepalive.Time, true}, {"keepalive.timeout", s.Keepalive.Timeout, true},
+		{"keepalive.min_time", s.Keepalive.MinTime, false}, {"grace_period", s.GracePeriod, false},
+	} {
+		switch {
+		case d.positive && d.v <= 0:
+			p.addf("server."+d.key, "must be > 0, got %s", d.v)
+		case d.v < 0:
+			p.addf("server."+d.key, "must be >= 0, got %s", d.v)
+		}
+	}
+	if c := s.InsufficientBalanceStatus; c < 400 || c > 599 {
+		p.addf("server.insufficient_balance_status", "must be an HTTP error status from 400 to 599 (402 by default), got %d", c)
+	}
+	for _, t := range [...]struct {
+		key string
+		v   float64
+	}{{"sample_allowed", f.Tracing.SampleAllowed}, {"sample_rejected", f.Tracing.SampleRejected}} {
+		if t.v < 0 || t.v > 1 {
+			p.addf("tracing."+t.key, "must be a fraction from 0 to 1, got %g", t.v)
+		}
+	}
+	f.validateStore(p)
+}
+
+func checkAddr(addr, path string, p *problems) {
+	_, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 0 || n > 65535 {
+		p.addf(path, "want host:port such as \":9191\" or \"127.0.0.1:9191\", got %q", addr)
+	}
+}
+
+func (f *File) validateStore(p *problems) {
+	st := &f.Store
+	switch st.Kind {
+	case "memory", "redis":
+	case "sqlite":
+		if st.Path == "" {
+			p.addf("store.path", "missing; the sqlite store needs a database file path")
+		}
+	default:
+		p.addf("store.kind", "unknown store %q; want memory, sqlite or redis", st.Kind)
+	}
+	if st.FlushInterval <= 0 {
+		p.addf("store.flush_interval", "must be > 0, got %s", st.FlushInterval)
+	}
+	if st.Durability != "async" && st.Durability != "sync" {
+		p.addf("store.durability", "must be async or sync, got %q", st.Durability)
+	}
+}

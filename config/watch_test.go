@@ -1,0 +1,245 @@
+package config
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+)
+
+// applied records the configurations a Watcher applies.
+type applied struct {
+	mu    sync.Mutex
+	files []*File
+	fail  error
+}
+
+func (a *applied) apply(f *File) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail != nil {
+		return a.fail
+	}
+	a.files = append(a.files, f)
+	return nil
+}
+
+// lastPerHour returns freemium's api_calls_per_hour in the last applied
+// config and how many were applied.
+func (a *applied) lastPerHour() (int64, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.files) == 0 {
+		return 0, 0
+	}
+	return a.files[len(a.files)-1].QuotaManager.Tiers["freemium"].APICallsPerHour, len(a.files)
+}
+
+func tierYAML(perHour string) []byte {
+	return []byte("quota_manager:\n  tiers:\n    freemium: {api_calls_per_hour: " + perHour + ", priority: low}\n")
+}
+
+// eventually polls cond until it holds, for file-system events that arrive
+// asynchronously; it fails the test after 10 seconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// startWatcher runs a Watcher on path until the test ends.
+func startWatcher(t *testing.T, path string, opts LoadOptions, a *applied) *Watcher {
+	t.Helper()
+	w := NewWatcher(path, opts, a.apply, nil)
+	w.Debounce = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run() = %v, want nil after cancel", err)
+		}
+	})
+	select {
+	case <-w.watching:
+	case err := <-done:
+		t.Fatalf("Run() = %v before watching", err)
+	}
+	return w
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatcherReloadsOnChange(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "quotagate.yaml")
+	writeFile(t, path, tierYAML("10"))
+	var a applied
+	w := startWatcher(t, path, LoadOptions{}, &a)
+
+	writeFile(t, path, tierYAML("20"))
+	eventually(t, "the valid edit is applied", func() bool { n, _ := a.lastPerHour(); return n == 20 })
+	if st := w.Status(); st.Generation != 1 || st.LastError != "" || st.LastSuccess.IsZero() {
+		t.Errorf("status after a valid edit = %+v", st)
+	}
+
+	writeFile(t, path, tierYAML("-5"))
+	eventually(t, "the invalid edit is refused", func() bool { return w.Status().Failures == 1 })
+	st := w.Status()
+	wantErr := "config: " + path + ": quota_manager.tiers.freemium.api_calls_per_hour: must be > 0, got -5"
+	if st.LastError != wantErr || st.Generation != 1 {
+		t.Errorf("status after an invalid edit = %+v, want generation 1 and error %q", st, wantErr)
+	}
+	if n, count := a.lastPerHour(); n != 20 || count != 1 {
+		t.Errorf("an invalid edit was applied: per hour %d after %d applies", n, count)
+	}
+
+	// An editor that writes a new file and renames it over the old one.
+	tmp := filepath.Join(dir, ".quotagate.yaml.swp")
+	writeFile(t, tmp, tierYAML("30"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the renamed file is applied", func() bool { n, _ := a.lastPerHour(); return n == 30 })
+	if st := w.Status(); st.Generation != 2 || st.LastError != "" || st.Failures != 1 {
+		t.Errorf("status after the rename = %+v", st)
+	}
+}
+
+func TestWatcherFollowsConfigMapSwap(t *testing.T) {
+	// A Kubernetes ConfigMap volume: quotagate.yaml -> ..data/quotagate.yaml,
+	// ..data -> ..<timestamp>, and an update swaps ..data atomically.
+	dir := t.TempDir()
+	version := func(name string, data []byte) {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, name, "quotagate.yaml"), data)
+	}
+	version("..2026_11_27_10_00_00.1", tierYAML("10"))
+	if err := os.Symlink("..2026_11_27_10_00_00.1", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "quotagate.yaml")
+	if err := os.Symlink("..data/quotagate.yaml", path); err != nil {
+		t.Fatal(err)
+	}
+	var a applied
+	startWatcher(t, path, LoadOptions{}, &a)
+
+	version("..2026_11_27_10_05_00.2", tierYAML("40"))
+	if err := os.Symlink("..2026_11_27_10_05_00.2", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the swapped ConfigMap is applied", func() bool { n, _ := a.lastPerHour(); return n == 40 })
+}
+
+func TestWatcherReloadOnRequest(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "quotagate.yaml")
+	writeFile(t, path, tierYAML("10"))
+	var a applied
+	w := startWatcher(t, path, LoadOptions{}, &a)
+
+	// SIGHUP reloads even an unchanged file.
+	w.Reload()
+	eventually(t, "the requested reload is applied", func() bool { return w.Status().Generation == 1 })
+	w.Reload()
+	eventually(t, "the second requested reload is applied", func() bool { return w.Status().Generation == 2 })
+	if _, count := a.lastPerHour(); count != 2 {
+		t.Errorf("applied %d times, want 2", count)
+	}
+}
+
+func TestWatcherSkipsUnchangedContent(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "quotagate.yaml")
+	writeFile(t, path, tierYAML("10"))
+	var a applied
+	w := NewWatcher(path, LoadOptions{}, a.apply, nil)
+	if err := w.reload(false); err != nil {
+		t.Fatal(err)
+	}
+	first := w.Status()
+	if err := w.reload(false); err != nil { // a touch or chmod: same bytes
+		t.Fatal(err)
+	}
+	if st := w.Status(); st != first {
+		t.Errorf("an unchanged file was reloaded: %+v, then %+v", first, st)
+	}
+	if err := w.ReloadNow(); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Status(); st.Generation != 2 {
+		t.Errorf("ReloadNow did not force a reload: %+v", st)
+	}
+}
+
+func TestWatcherApplyFailure(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "quotagate.yaml")
+	writeFile(t, path, tierYAML("10"))
+	a := applied{fail: errors.New("engine: invalid config")}
+	w := NewWatcher(path, LoadOptions{}, a.apply, nil)
+	err := w.ReloadNow()
+	want := "config: " + path + ": the new configuration was not applied: engine: invalid config"
+	if err == nil || err.Error() != want {
+		t.Fatalf("ReloadNow() = %v, want %q", err, want)
+	}
+	if st := w.Status(); st.Failures != 1 || st.Generation != 0 || st.LastError != want {
+		t.Errorf("status = %+v", st)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.ReloadNow(); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("ReloadNow() on a missing file = %v", err)
+	}
+}
+
+func TestWatcherDecrypts(t *testing.T) {
+	dir, keyDir := t.TempDir(), t.TempDir()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idFile := filepath.Join(keyDir, "id.txt")
+	writeFile(t, idFile, []byte(id.String()+"\n"))
+	path := filepath.Join(dir, "quotagate.yaml.age")
+	encrypt := func(perHour string) []byte {
+		var buf bytes.Buffer
+		if err := Encrypt(&buf, tierYAML(perHour), EncryptOptions{Recipients: []string{id.Recipient().String()}}); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	writeFile(t, path, encrypt("10"))
+	var a applied
+	startWatcher(t, path, LoadOptions{IdentityFile: idFile}, &a)
+	writeFile(t, path, encrypt("50"))
+	eventually(t, "the encrypted edit is applied", func() bool { n, _ := a.lastPerHour(); return n == 50 })
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("the watched directory holds %d files, want only the encrypted config", len(entries))
+	}
+}
