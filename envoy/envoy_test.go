@@ -1,0 +1,110 @@
+package envoy
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// uncommentJWT returns the front proxy with its optional jwt_authn block
+// enabled, so that the commented configuration is validated too: between
+// the BEGIN and END markers, commented YAML lines are uncommented and
+// commented prose is dropped.
+func uncommentJWT(t *testing.T, data []byte) []byte {
+	t.Helper()
+	yamlLine := regexp.MustCompile(`^(\s*)# (\s*(- |"?[@\w]+"?:).*)$`)
+	var out []string
+	inside, seen := false, false
+	for _, l := range strings.Split(string(data), "\n") {
+		switch {
+		case strings.Contains(l, "# --- BEGIN jwt_authn"):
+			inside, seen = true, true
+			continue
+		case strings.Contains(l, "# --- END jwt_authn"):
+			inside = false
+			continue
+		case !inside:
+			out = append(out, l)
+			continue
+		}
+		if m := yamlLine.FindStringSubmatch(l); m != nil {
+			out = append(out, m[1]+m[2])
+		}
+	}
+	if !seen {
+		t.Fatalf("front-proxy.yaml lacks the jwt_authn markers")
+	}
+	return []byte(strings.Join(out, "\n"))
+}
+
+func TestExampleBootstrapsValidate(t *testing.T) {
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("want at least the front proxy and the sidecar, found %v (%v)", files, err)
+	}
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Validate(data); err != nil {
+				t.Errorf("Validate(%s): %v", f, err)
+			}
+		})
+	}
+	t.Run("front-proxy.yaml with jwt_authn enabled", func(t *testing.T) {
+		data, err := os.ReadFile("front-proxy.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		enabled := uncommentJWT(t, data)
+		if !strings.Contains(string(enabled), "\n          - name: envoy.filters.http.jwt_authn") {
+			t.Fatalf("uncommenting did not enable jwt_authn:\n%s", enabled)
+		}
+		if err := Validate(enabled); err != nil {
+			t.Errorf("Validate: %v", err)
+		}
+	})
+}
+
+func TestValidateRejectsBrokenConfigs(t *testing.T) {
+	good, err := os.ReadFile("front-proxy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, old, new string
+		want           string // in the error
+	}{
+		{name: "not yaml", old: "static_resources:", new: "static_resources: [", want: "yaml"},
+		{name: "unknown top-level field", old: "static_resources:", new: "static_resource:", want: "static_resource"},
+		{name: "misspelled ext_authz field inside typed_config", old: "failure_mode_allow: false", new: "failure_mode_alow: false", want: "failure_mode_alow"},
+		{name: "empty ext_authz cluster name", old: "envoy_grpc: {cluster_name: quotagate}", new: "envoy_grpc: {cluster_name: \"\"}", want: "ClusterName"},
+		{name: "empty stat prefix inside the connection manager", old: "stat_prefix: ingress_http", new: "stat_prefix: \"\"", want: "StatPrefix"},
+		{name: "negative connect timeout", old: "connect_timeout: 1s", new: "connect_timeout: -1s", want: "ConnectTimeout"},
+		{name: "bad transport API version", old: "transport_api_version: V3", new: "transport_api_version: V9", want: "V9"},
+		{name: "zero max_request_bytes", old: "max_request_bytes: 65536", new: "max_request_bytes: 0", want: "MaxRequestBytes"},
+		{name: "unregistered extension", old: "envoy.extensions.filters.http.router.v3.Router", new: "envoy.extensions.filters.http.nosuch.v3.Nope", want: "nosuch"},
+		{name: "per-route config that neither disables nor sets check settings", old: "                    disabled: true\n", new: "", want: "Override"},
+		{name: "cluster without a name", old: "  - name: backend\n", new: "  - name: \"\"\n", want: "Name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(good), tt.old) {
+				t.Fatalf("front-proxy.yaml no longer contains %q", tt.old)
+			}
+			broken := strings.Replace(string(good), tt.old, tt.new, 1)
+			err := Validate([]byte(broken))
+			if err == nil {
+				t.Fatalf("Validate accepted a broken config (%s)", tt.name)
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want ErrInvalid mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
