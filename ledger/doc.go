@@ -1,0 +1,42 @@
+// Package ledger is quotagate's append-only usage and audit log: one
+// record per charge and per rejection (keyed by the decision's UUIDv7),
+// one per administrative change, with usage rollups for reports and
+// billing.
+//
+// # Storage
+//
+// A Ledger lives in SQLite (a file path, the single-node default) or in
+// PostgreSQL (a postgres:// DSN, for several replicas). Both run the same
+// SQL and the same migrations.
+//
+// # Off the hot path
+//
+// The Check path hands records to a Writer, whose Append only queues. Run
+// writes the queue in batches: each batch is one transaction that stores
+// the records as one block (a row of chained lines, so a record costs its
+// encoding and hash rather than a row and its indexes) and adds them to
+// the rollups. Under durability "sync", AppendWait returns once the
+// record is committed; concurrent calls share one transaction. When the
+// queue is full,
+// Append does not block and does not drop: it folds the record into a
+// spill summary per subject, team, tier, action, balance owner and hour,
+// which the next batch writes as one KindSpill record with the counts,
+// units and tokens it stands for. Usage totals and charged tokens per
+// owner therefore still add up; only the individual decisions' detail is
+// lost, and that loss is counted (WriterStats.Overflowed) and logged.
+//
+// # Tamper evidence
+//
+// Records form a hash chain: each carries SHA-256 over the previous
+// record's hash and its own content. The chain's head and base (the last
+// record removed by retention) are kept in their own row, so Verify can
+// name the first record that was altered or removed, at either end or in
+// the middle. Someone able to rewrite the whole chain and its head can
+// still forge it; anchor the head elsewhere for that.
+//
+// # Reports
+//
+// Usage and Billing read rollups kept per hour, day and month (UTC),
+// per subject and summed over subjects, so that a report's cost depends
+// on the number of periods, not of subjects.
+package ledger

@@ -1,0 +1,209 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/quotagate/quotagate/engine"
+)
+
+// saveReq is one Save call waiting for a commit. done receives exactly one
+// result: the commit's error, or lead == true when the caller is to commit
+// the queue itself.
+type saveReq struct {
+	rows []row
+	also TxFunc // run in the same transaction; nil for none
+	err  error  // the failure of this request alone (its also)
+	done chan saveResult
+}
+
+// TxFunc is work that SaveWith commits atomically with the snapshots, in
+// the same transaction (for example ledger records, when the ledger is in
+// the same database file).
+type TxFunc func(ctx context.Context, tx *sql.Tx) error
+
+// row is one encoded snapshot.
+type row struct {
+	key     string
+	version int64
+	data    []byte
+}
+
+type saveResult struct {
+	err  error
+	lead bool
+}
+
+// upsert keeps, per key, the row with the highest version; a stale
+// snapshot (a lower or equal version) leaves the row as it is.
+const upsert = `INSERT INTO snapshots (key, version, data) VALUES (?1, ?2, ?3)
+ON CONFLICT (key) DO UPDATE SET version = excluded.version, data = excluded.data
+WHERE excluded.version > snapshots.version`
+
+// Save persists snaps, keeping per key the highest Version. Concurrent
+// calls are group-committed: each call's snapshots are in exactly one
+// transaction, shared with whichever calls queued while the previous
+// transaction was being written. Save returns when that transaction has
+// committed (under DurabilitySync, when it is on disk). Once queued, a
+// call waits for its commit even if ctx is cancelled, so that the
+// snapshots' fate is known.
+func (s *Store) Save(ctx context.Context, snaps []engine.Snapshot) error {
+	return s.SaveWith(ctx, snaps, nil)
+}
+
+// SaveWith is Save that also runs also in the transaction that commits
+// snaps: both are committed or neither is. Group commit still applies;
+// each call's also runs within a savepoint, so that one call's failure
+// rolls back only that call's snapshots and work, and is returned to it
+// alone.
+func (s *Store) SaveWith(ctx context.Context, snaps []engine.Snapshot, also TxFunc) error {
+	if len(snaps) == 0 && also == nil {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("store/sqlite: save: %w", err)
+	}
+	rows, err := encode(snaps)
+	if err != nil {
+		return err
+	}
+	req := &saveReq{rows: rows, also: also, done: make(chan saveResult, 1)}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	s.pending = append(s.pending, req)
+	if s.leading {
+		s.mu.Unlock()
+		res := <-req.done
+		if !res.lead {
+			return res.err
+		}
+	} else {
+		s.leading = true
+		s.mu.Unlock()
+	}
+	return s.lead(ctx, req)
+}
+
+// lead commits everything queued, in one transaction, then hands the lead
+// to the oldest call that queued meanwhile (if any), so no caller commits
+// for others more than once. It returns own's result.
+func (s *Store) lead(ctx context.Context, own *saveReq) error {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+
+	err := s.commit(context.WithoutCancel(ctx), batch)
+	var ownErr error
+	for _, r := range batch {
+		rerr := err
+		if rerr == nil {
+			rerr = r.err
+		}
+		if r == own {
+			ownErr = rerr
+			continue
+		}
+		r.done <- saveResult{err: rerr}
+	}
+
+	s.mu.Lock()
+	if len(s.pending) > 0 {
+		s.pending[0].done <- saveResult{lead: true}
+	} else {
+		s.leading = false
+	}
+	s.mu.Unlock()
+	return ownErr
+}
+
+// commit writes every snapshot of batch in one transaction.
+func (s *Store) commit(ctx context.Context, batch []*saveReq) (err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store/sqlite: save: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	stmt, err := tx.PrepareContext(ctx, upsert)
+	if err != nil {
+		return fmt.Errorf("store/sqlite: save: prepare: %w", err)
+	}
+	defer stmt.Close()
+	for i, r := range batch {
+		if r.also != nil {
+			r.err = s.saveWithin(ctx, tx, stmt, i, r)
+			continue
+		}
+		if err := execRows(ctx, stmt, r.rows); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store/sqlite: save: commit: %w", err)
+	}
+	s.commits.Add(1)
+	return nil
+}
+
+// saveWithin writes r's rows and runs r.also inside savepoint i, rolling
+// both back if either fails. The error is r's alone.
+func (s *Store) saveWithin(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, i int, r *saveReq) error {
+	sp := fmt.Sprintf("save_%d", i)
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT "+sp); err != nil {
+		return fmt.Errorf("store/sqlite: save: savepoint: %w", err)
+	}
+	err := execRows(ctx, stmt, r.rows)
+	if err == nil {
+		if err = r.also(ctx, tx); err != nil {
+			err = fmt.Errorf("store/sqlite: save: %w", err)
+		}
+	}
+	if err != nil {
+		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO "+sp); rerr != nil {
+			return fmt.Errorf("store/sqlite: save: roll back to savepoint: %w (after %w)", rerr, err)
+		}
+	}
+	if _, rerr := tx.ExecContext(ctx, "RELEASE "+sp); rerr != nil && err == nil {
+		err = fmt.Errorf("store/sqlite: save: release savepoint: %w", rerr)
+	}
+	return err
+}
+
+func execRows(ctx context.Context, stmt *sql.Stmt, rows []row) error {
+	for _, rw := range rows {
+		if _, err := stmt.ExecContext(ctx, rw.key, rw.version, rw.data); err != nil {
+			return fmt.Errorf("store/sqlite: save %q: %w", rw.key, err)
+		}
+	}
+	return nil
+}
+
+// encode validates and encodes snaps in the caller's goroutine, so that
+// one caller's bad snapshot never fails a transaction shared with others.
+func encode(snaps []engine.Snapshot) ([]row, error) {
+	rows := make([]row, len(snaps))
+	for i := range snaps {
+		snap := &snaps[i]
+		if snap.Version > math.MaxInt64 {
+			return nil, fmt.Errorf("store/sqlite: save %q: version %d does not fit in a signed 64-bit column", snap.Key, snap.Version)
+		}
+		data, err := json.Marshal(snap)
+		if err != nil {
+			return nil, fmt.Errorf("store/sqlite: save %q: encode: %w", snap.Key, err)
+		}
+		rows[i] = row{key: snap.Key, version: int64(snap.Version), data: data}
+	}
+	return rows, nil
+}

@@ -1,0 +1,11 @@
+// Package sqlite is the durable single-node engine.Store: subject state in
+// one SQLite file (modernc.org/sqlite, pure Go) in WAL mode.
+//
+// Each key keeps the snapshot with the highest version: the upsert only
+// replaces a row with a newer one, so batches may arrive in any order.
+// Concurrent Save calls are group-committed: while one transaction is being
+// written, the calls that arrive queue up and the next of them commits
+// them all in one transaction, so under DurabilitySync they share a single
+// fsync. No background goroutine is needed for that; the caller that
+// finds no commit in progress does the work.
+package sqlite

@@ -1,0 +1,196 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quotagate/quotagate/engine"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// ErrClosed is returned by Load and Save after Close.
+var ErrClosed = errors.New("store/sqlite: closed")
+
+// Options configures Open. The zero value is the default: DurabilityBatch
+// and a five-second busy timeout.
+type Options struct {
+	// Durability says when a Save is safe; see Durability.
+	Durability Durability
+	// BusyTimeout is how long a statement waits for another connection's
+	// lock (another process on the same file). Zero means 5 s.
+	BusyTimeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 5 * time.Second
+	}
+	return o
+}
+
+// Store is an engine.Store in one SQLite file. It is safe for concurrent
+// use.
+type Store struct {
+	db   *sql.DB
+	path string
+	opts Options
+
+	mu       sync.Mutex
+	pending  []*saveReq // waiting for the next commit
+	leading  bool       // a Save is committing; the others queue
+	closed   bool
+	inflight sync.WaitGroup
+	commits  atomic.Int64 // transactions committed by Save
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ engine.Store = (*Store)(nil)
+
+// Open opens (creating if missing) the SQLite database at path and brings
+// its schema up to date. The parent directory is created if missing; when
+// it cannot be created or written, the error names it and says what to do.
+// Open starts no goroutines.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	if err := checkDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", dsn(path, opts))
+	if err != nil {
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	db.SetMaxIdleConns(max(4, runtime.GOMAXPROCS(0)))
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store/sqlite: %s: %w", path, err)
+	}
+	return &Store{db: db, path: path, opts: opts}, nil
+}
+
+// dsn builds the modernc.org/sqlite connection string: WAL, the busy
+// timeout, the synchronous level for the durability, and write
+// transactions that take the write lock at BEGIN (so two processes never
+// deadlock upgrading a read lock).
+func dsn(path string, opts Options) string {
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_busy_timeout", fmt.Sprint(opts.BusyTimeout.Milliseconds()))
+	q.Set("_txlock", "immediate")
+	if opts.Durability == DurabilitySync {
+		q.Set("_synchronous", "FULL")
+	} else {
+		q.Set("_synchronous", "NORMAL")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// checkDir creates dir if missing and proves it writable by creating and
+// removing a file in it.
+func checkDir(dir string) error {
+	hint := "create it with write permission for this user, or choose another data directory (--data-dir)"
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("store/sqlite: data directory %q cannot be created: %w; %s", dir, err, hint)
+	}
+	f, err := os.CreateTemp(dir, ".quotagate-write-check-*")
+	if err != nil {
+		return fmt.Errorf("store/sqlite: data directory %q is not writable: %w; %s", dir, err, hint)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
+// Commits returns how many transactions Save has committed. With group
+// commit it grows more slowly than the number of Save calls; under
+// DurabilitySync each is one fsync of the WAL.
+func (s *Store) Commits() int64 { return s.commits.Load() }
+
+// Path returns the database file's path.
+func (s *Store) Path() string { return s.path }
+
+// Load returns the saved snapshot for key, or ok == false if none.
+func (s *Store) Load(ctx context.Context, key string) (engine.Snapshot, bool, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return engine.Snapshot{}, false, ErrClosed
+	}
+	var data []byte
+	err := s.db.QueryRowContext(ctx, `SELECT data FROM snapshots WHERE key = ?1`, key).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return engine.Snapshot{}, false, nil
+	}
+	if err != nil {
+		return engine.Snapshot{}, false, fmt.Errorf("store/sqlite: load %q: %w", key, err)
+	}
+	var snap engine.Snapshot
+	if err := json.Unmarshal(data, &snap); err != nil {
+		return engine.Snapshot{}, false, fmt.Errorf("store/sqlite: load %q: decode: %w", key, err)
+	}
+	snap.Key = key
+	return snap, true, nil
+}
+
+// Close waits for Saves in progress, then closes the database. It is
+// idempotent; later calls return the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.inflight.Wait()
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+// migrations are applied in order; PRAGMA user_version records how many
+// have run. Append only: never edit one that has shipped.
+var migrations = []string{
+	`CREATE TABLE snapshots (
+		key     TEXT PRIMARY KEY,
+		version INTEGER NOT NULL,
+		data    BLOB NOT NULL
+	)`,
+}
+
+// migrate applies the missing migrations in one write transaction, so two
+// processes opening a new file at once do not both apply them.
+func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var have int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&have); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this binary knows (%d): upgrade quotagate", have, len(migrations))
+	}
+	for i := have; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+		return fmt.Errorf("set schema version: %w", err)
+	}
+	return tx.Commit()
+}
