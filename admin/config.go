@@ -1,0 +1,164 @@
+package admin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by every error of Config.Validate.
+var ErrInvalidConfig = errors.New("admin: invalid config")
+
+// Defaults applied by withDefaults.
+const (
+	defaultAuthFailures   = 10
+	authFailureWindow     = time.Minute
+	defaultStreamInterval = time.Second
+)
+
+// Config is the "admin" block of the configuration file. The zero value
+// serves nothing (Addr is empty). A Config must not be changed after it is
+// passed to New.
+type Config struct {
+	// Addr is the listen address, such as "127.0.0.1:8081". Empty turns the
+	// admin server off; --admin-addr overrides it.
+	Addr string `json:"addr,omitempty"`
+	// Tokens are the accepted bearer tokens. With none, the server only
+	// starts on a loopback address, and then serves local clients only.
+	Tokens []TokenConfig `json:"tokens,omitempty"`
+	// TLS serves HTTPS, and with ClientCAFile requires client certificates.
+	TLS TLSConfig `json:"tls,omitzero"`
+	// TraceURL is the link template for a decision's trace in Jaeger or
+	// Tempo; "{trace_id}" is replaced by the trace id, e.g.
+	// "https://tempo.example/explore?traceId={trace_id}". Empty means no
+	// links.
+	TraceURL string `json:"trace_url,omitempty"`
+	// AuthFailuresPerMinute is how many failed authentications one client
+	// address may make per minute before it is answered with 429 until the
+	// minute ends. Zero means 10.
+	AuthFailuresPerMinute int `json:"auth_failures_per_minute,omitempty"`
+}
+
+// TokenConfig is one accepted bearer token.
+type TokenConfig struct {
+	// Name identifies the token in logs and ledger records (the actor).
+	Name string `json:"name"`
+	// SHA256 is the token's SHA-256, 64 hex digits (HashToken). The token
+	// itself is never configured.
+	SHA256 string `json:"sha256"`
+	// Scopes are what the token may do; the highest one counts.
+	Scopes []Scope `json:"scopes"`
+	// Team restricts the token to one team and its members; empty means
+	// unrestricted.
+	Team string `json:"team,omitempty"`
+}
+
+// TLSConfig configures HTTPS for the admin listener.
+type TLSConfig struct {
+	// CertFile and KeyFile are the server's PEM certificate chain and key.
+	// Both empty means plain HTTP.
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+	// ClientCAFile, if set, makes client certificates mandatory: they must
+	// verify against these PEM CA certificates.
+	ClientCAFile string `json:"client_ca_file,omitempty"`
+}
+
+// HashToken returns the SHA-256 of token in hex, the form Config stores.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+func (c Config) withDefaults() Config {
+	if c.AuthFailuresPerMinute <= 0 {
+		c.AuthFailuresPerMinute = defaultAuthFailures
+	}
+	return c
+}
+
+// Validate reports every problem in c, each naming its field path under
+// "admin". It never repeats a token hash, in case a token was pasted there
+// by mistake. Every error wraps ErrInvalidConfig.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: admin.%s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+	}
+	if c.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+			bad("addr", "must be host:port, such as 127.0.0.1:8081, got %q", c.Addr)
+		}
+	}
+	names := map[string]int{}
+	for i, t := range c.Tokens {
+		p := fmt.Sprintf("tokens[%d]", i)
+		if t.Name == "" {
+			bad(p+".name", "must not be empty: it names the actor in logs and the ledger")
+		} else if j, ok := names[t.Name]; ok {
+			bad(p+".name", "duplicate name %q (also tokens[%d])", t.Name, j)
+		} else {
+			names[t.Name] = i
+		}
+		if !isSHA256Hex(t.SHA256) {
+			bad(p+".sha256", "must be 64 hex digits, the SHA-256 of the token (printf %%s TOKEN | sha256sum), got %d characters", len(t.SHA256))
+		}
+		if maxScope(t.Scopes) == ScopeNone {
+			bad(p+".scopes", "must list at least one of read, write, admin")
+		}
+	}
+	if c.TraceURL != "" {
+		u, err := url.Parse(strings.ReplaceAll(c.TraceURL, "{trace_id}", "x"))
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("trace_url", "must be an http or https URL, got %q", c.TraceURL)
+		case !strings.Contains(c.TraceURL, "{trace_id}"):
+			bad("trace_url", "must contain {trace_id}, such as https://tempo.example/explore?traceId={trace_id}, got %q", c.TraceURL)
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file must be set together")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		bad("tls.client_ca_file", "requires cert_file and key_file: client certificates need TLS")
+	}
+	if c.AuthFailuresPerMinute < 0 {
+		bad("auth_failures_per_minute", "must be >= 0, got %d", c.AuthFailuresPerMinute)
+	}
+	return errors.Join(errs...)
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+func maxScope(scopes []Scope) Scope {
+	m := ScopeNone
+	for _, s := range scopes {
+		m = max(m, s)
+	}
+	return m
+}
+
+// isLoopback reports whether addr (host:port) listens on loopback only.
+// An empty host listens on every interface and is not loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

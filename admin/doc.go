@@ -1,0 +1,38 @@
+// Package admin is quotagate's management HTTP API and live dashboard.
+//
+// The API is JSON over HTTP, on its own listener (--admin-addr), apart from
+// the authorization ports, and off unless configured. It reads and changes
+// subjects (usage, limits, balance; tier, roles and overrides), teams and
+// their shared balance, credits, tiers, the capacity and capacity factor,
+// alerts and usage reports. Its OpenAPI 3 document is served at
+// /openapi.json. Every change made through it is recorded in the ledger as
+// an admin record: who (the token's name), what, before and after.
+//
+// # Access control
+//
+// Requests carry a bearer token. Tokens have a scope, read < write < admin,
+// and may be restricted to one team: such a token may only touch that team
+// and its members. Only the SHA-256 of each token is configured (see
+// HashToken), and a presented token is compared against every hash in
+// constant time. TLS with optional client certificates (mTLS) comes on
+// top. There is no default token: with none configured, the server refuses
+// to start unless it is bound to loopback, and then it serves local clients
+// only. Repeated authentication failures from one client address are
+// answered with 429 until the window ends. Tokens are never logged or put
+// in errors.
+//
+// # Dashboard
+//
+// The dashboard is a page served from embedded assets at /dashboard/. The
+// page itself holds no data: it asks for a read token on a login form,
+// keeps it in the tab's sessionStorage and sends it as a bearer header,
+// also on the Server-Sent Events stream (read with fetch, since
+// EventSource cannot set headers). It shows the tiers and their limits,
+// decisions per second by tier and outcome, the subjects closest to their
+// limits, recent rejections linked to their traces, and the alert feed.
+//
+// Decisions reach the dashboard through Observe, which the ext_authz
+// server calls once per Check. Observe does no I/O and never waits on
+// anything but a short mutex: it adds to per-second counters and a ring of
+// recent rejections, which the stream reads once per interval.
+package admin

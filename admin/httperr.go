@@ -1,0 +1,82 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+// maxBody bounds a request body.
+const maxBody = 1 << 20
+
+// httpError is an error with the status and message a client sees; Err is
+// the detail an operator logs, never sent to the client.
+type httpError struct {
+	Code int
+	Msg  string
+	Err  error
+	// RetryAfter, if positive, is sent as the Retry-After header (seconds).
+	RetryAfter int
+}
+
+func (e *httpError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("admin: %d %s: %v", e.Code, e.Msg, e.Err)
+	}
+	return fmt.Sprintf("admin: %d %s", e.Code, e.Msg)
+}
+
+func (e *httpError) Unwrap() error { return e.Err }
+
+func errorf(code int, format string, args ...any) *httpError {
+	return &httpError{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// errBody is the JSON body of every error response.
+type errBody struct {
+	Error string `json:"error"`
+}
+
+// writeError sends err to the client: its message for an httpError, a
+// generic 500 otherwise, and logs the detail of server errors.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	he := &httpError{}
+	if !errors.As(err, &he) {
+		he = &httpError{Code: http.StatusInternalServerError, Msg: "internal error; see the server log", Err: err}
+	}
+	if he.Code >= 500 {
+		s.log.Error("admin: request", "method", r.Method, "path", r.URL.Path, "status", he.Code, "err", he)
+	}
+	if he.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(he.RetryAfter))
+	}
+	if he.Code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="quotagate-admin"`)
+	}
+	writeJSON(w, he.Code, errBody{Error: he.Msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client has gone; nothing to do
+}
+
+// decodeBody decodes a JSON body strictly into v.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &httpError{Code: http.StatusBadRequest, Msg: "invalid JSON body: " + err.Error(), Err: err}
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, "invalid JSON body: one JSON object expected")
+	}
+	return nil
+}

@@ -1,0 +1,260 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/quotagate/quotagate/engine"
+	"github.com/quotagate/quotagate/ledger"
+)
+
+const teamPrefix = "team:"
+
+// engineError maps an engine error to the client's view of it.
+func engineError(err error) error {
+	switch {
+	case errors.Is(err, engine.ErrUnknownTier), errors.Is(err, engine.ErrInvalidConfig),
+		errors.Is(err, engine.ErrUnknownSubject), errors.Is(err, engine.ErrNegativeBalance):
+		return &httpError{Code: http.StatusBadRequest, Msg: strings.TrimPrefix(err.Error(), "engine: "), Err: err}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &httpError{Code: http.StatusServiceUnavailable, Msg: "the request was cancelled or timed out", Err: err}
+	}
+	return err
+}
+
+// subjectFor returns the status of the subject in the request path, if p
+// may touch it.
+func (s *Server) subjectFor(r *http.Request, p principal) (engine.SubjectStatus, error) {
+	id := r.PathValue("id")
+	if id == "" || strings.HasPrefix(id, teamPrefix) {
+		return engine.SubjectStatus{}, errorf(http.StatusBadRequest, "invalid subject id %q: use /v1/teams/{name} for a team", id)
+	}
+	st, err := s.eng.Status(r.Context(), id)
+	if err != nil {
+		return engine.SubjectStatus{}, engineError(err)
+	}
+	if !p.mayTouchTeam(st.Team) {
+		return engine.SubjectStatus{}, errorf(http.StatusForbidden, "token %q is restricted to team %q, and subject %q is not a member", p.name, p.team, id)
+	}
+	return st, nil
+}
+
+func (s *Server) getSubject(w http.ResponseWriter, r *http.Request, p principal) error {
+	st, err := s.subjectFor(r, p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, subjectToJSON(st))
+	return nil
+}
+
+func (s *Server) putProfile(w http.ResponseWriter, r *http.Request, p principal) error {
+	var j profileJSON
+	if err := decodeBody(r, &j); err != nil {
+		return err
+	}
+	return s.changeProfile(w, r, p, func(engine.Profile) (engine.Profile, error) { return profileFromJSON(j) })
+}
+
+// profilePatch is the body of PATCH /v1/subjects/{id}/profile: the fields
+// present replace the current ones.
+type profilePatch struct {
+	Tier   *string      `json:"tier"`
+	Roles  *[]string    `json:"roles"`
+	Team   *string      `json:"team"`
+	Limits *[]limitJSON `json:"limits"`
+}
+
+func (s *Server) patchProfile(w http.ResponseWriter, r *http.Request, p principal) error {
+	var patch profilePatch
+	if err := decodeBody(r, &patch); err != nil {
+		return err
+	}
+	return s.changeProfile(w, r, p, func(cur engine.Profile) (engine.Profile, error) {
+		j := profileToJSON(cur)
+		if patch.Tier != nil {
+			j.Tier = *patch.Tier
+		}
+		if patch.Roles != nil {
+			j.Roles = *patch.Roles
+		}
+		if patch.Team != nil {
+			j.Team = *patch.Team
+		}
+		if patch.Limits != nil {
+			j.Limits = *patch.Limits
+		}
+		return profileFromJSON(j)
+	})
+}
+
+// changeProfile sets the profile that change derives from the current one,
+// records the change in the ledger and answers with the new status. If the
+// ledger cannot record it, the old profile is put back.
+func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p principal,
+	change func(engine.Profile) (engine.Profile, error)) error {
+	if err := s.requireLedger(); err != nil {
+		return err
+	}
+	st, err := s.subjectFor(r, p)
+	if err != nil {
+		return err
+	}
+	next, err := change(st.Profile)
+	if err != nil {
+		return err
+	}
+	if p.team != "" && next.Team != "" && next.Team != p.team {
+		return errorf(http.StatusForbidden, "token %q is restricted to team %q and cannot move %q to team %q", p.name, p.team, st.Subject, next.Team)
+	}
+	ctx := r.Context()
+	if err := s.eng.SetProfile(ctx, st.Subject, next); err != nil {
+		return engineError(err)
+	}
+	before, after := profileText(st.Profile), profileText(next)
+	if err := s.record(ctx, p, st.Subject, "profile", before, after); err != nil {
+		if rerr := s.eng.SetProfile(context.WithoutCancel(ctx), st.Subject, st.Profile); rerr != nil {
+			s.log.Error("admin: put back the profile after the ledger refused the change", "subject", st.Subject, "err", rerr)
+		}
+		return err
+	}
+	s.log.Info("admin: profile changed", "actor", p.name, "subject", st.Subject, "before", before, "after", after)
+	now, err := s.eng.Status(ctx, st.Subject)
+	if err != nil {
+		return engineError(err)
+	}
+	writeJSON(w, http.StatusOK, subjectToJSON(now))
+	return nil
+}
+
+func profileText(p engine.Profile) string {
+	b, err := json.Marshal(profileToJSON(p))
+	if err != nil {
+		return "?"
+	}
+	return string(b)
+}
+
+// creditsBody is the body of POST .../credits.
+type creditsBody struct {
+	// Delta is added to the credits: positive tops up, negative adjusts down.
+	Delta int64 `json:"delta"`
+}
+
+// creditsJSON answers POST .../credits.
+type creditsJSON struct {
+	Owner   string `json:"owner"`
+	Delta   int64  `json:"delta"`
+	Before  int64  `json:"balance_before"`
+	Balance int64  `json:"balance"`
+}
+
+func (s *Server) postSubjectCredits(w http.ResponseWriter, r *http.Request, p principal) error {
+	if err := s.requireLedger(); err != nil {
+		return err
+	}
+	st, err := s.subjectFor(r, p)
+	if err != nil {
+		return err
+	}
+	return s.addCredits(w, r, p, st.Subject)
+}
+
+func (s *Server) postTeamCredits(w http.ResponseWriter, r *http.Request, p principal) error {
+	if err := s.requireLedger(); err != nil {
+		return err
+	}
+	name, err := s.teamFor(r, p)
+	if err != nil {
+		return err
+	}
+	return s.addCredits(w, r, p, teamPrefix+name)
+}
+
+// addCredits adds the body's delta to key's credits and records it; if the
+// ledger cannot record it, the credits are taken back.
+func (s *Server) addCredits(w http.ResponseWriter, r *http.Request, p principal, key string) error {
+	var body creditsBody
+	if err := decodeBody(r, &body); err != nil {
+		return err
+	}
+	if body.Delta == 0 {
+		return errorf(http.StatusBadRequest, "delta must not be 0: give a positive delta to top up, a negative one to adjust down")
+	}
+	ctx := r.Context()
+	after, err := s.eng.AddCredits(ctx, key, body.Delta)
+	if err != nil {
+		return engineError(err)
+	}
+	before := after - body.Delta
+	if err := s.record(ctx, p, key, "credits", strconv.FormatInt(before, 10), strconv.FormatInt(after, 10)); err != nil {
+		if _, rerr := s.eng.AddCredits(context.WithoutCancel(ctx), key, -body.Delta); rerr != nil {
+			s.log.Error("admin: take back credits after the ledger refused the change", "key", key, "err", rerr)
+		}
+		return err
+	}
+	s.log.Info("admin: credits changed", "actor", p.name, "key", key, "delta", body.Delta, "balance", after)
+	writeJSON(w, http.StatusOK, creditsJSON{Owner: key, Delta: body.Delta, Before: before, Balance: after})
+	return nil
+}
+
+// teamFor returns the team named in the request path, if it exists and p
+// may touch it.
+func (s *Server) teamFor(r *http.Request, p principal) (string, error) {
+	name := r.PathValue("name")
+	if !p.mayTouchTeam(name) {
+		return "", errorf(http.StatusForbidden, "token %q is restricted to team %q", p.name, p.team)
+	}
+	if _, ok := s.eng.Config().Teams[name]; !ok {
+		return "", errorf(http.StatusNotFound, "unknown team %q", name)
+	}
+	return name, nil
+}
+
+// teamJSON is GET /v1/teams/{name}.
+type teamJSON struct {
+	Team    string            `json:"team"`
+	Members []string          `json:"members"`
+	Limits  []limitStatusJSON `json:"limits"`
+	Balance balanceJSON       `json:"balance"`
+}
+
+func (s *Server) getTeam(w http.ResponseWriter, r *http.Request, p principal) error {
+	name, err := s.teamFor(r, p)
+	if err != nil {
+		return err
+	}
+	st, err := s.eng.Status(r.Context(), teamPrefix+name)
+	if err != nil {
+		return engineError(err)
+	}
+	members := slices.Sorted(slices.Values(s.eng.Config().Teams[name].Members))
+	writeJSON(w, http.StatusOK, teamJSON{Team: name, Members: members, Limits: statusesToJSON(st.Limits), Balance: balanceToJSON(st)})
+	return nil
+}
+
+// requireLedger refuses a change when there is no ledger to record it.
+func (s *Server) requireLedger() error {
+	if s.led == nil {
+		return errorf(http.StatusServiceUnavailable, "no ledger is configured, and changes must be recorded: start quotagate with a ledger")
+	}
+	return nil
+}
+
+// record appends an admin record: p changed what of subject from before
+// to after.
+func (s *Server) record(ctx context.Context, p principal, subject, what, before, after string) error {
+	rec, err := ledger.NewAdminChange(s.now(), p.name, subject, what, before, after)
+	if err == nil {
+		err = s.led.Append(context.WithoutCancel(ctx), []ledger.Record{rec})
+	}
+	if err != nil {
+		return &httpError{Code: http.StatusServiceUnavailable, Msg: "the ledger could not record the change, so it was undone; retry later", Err: err}
+	}
+	return nil
+}
