@@ -1,7 +1,27 @@
 package engine
 
 import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
 	"time"
+)
+
+// Default values applied by withDefaults.
+const (
+	defaultThresholdPercent = 90
+	defaultCacheSize        = 100_000
+	defaultFlushInterval    = 100 * time.Millisecond
+	defaultExceeded         = "Quota exceeded. Upgrade your plan or wait for the reset."
+	defaultWarning          = "Approaching %s limit."
+	defaultInsufficient     = "Insufficient token balance. Upgrade your plan or add credits."
+	defaultFeatureNotInPlan = "%s is not included in your plan. Upgrade to %s."
+	defaultShed             = "Service is under heavy load. Please retry shortly."
+	defaultNoIdentity       = "Request has no identity."
+	defaultUnknownSubject   = "Unknown subject."
 )
 
 // Config configures an Engine. The zero value of every optional field means
@@ -50,6 +70,13 @@ type Config struct {
 	Events Events
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+	// SyncWrites makes Charge save the changed state to the Store before
+	// it returns (outside any lock), so that an acknowledged charge is never
+	// lost. False saves it at the next Flush (see Run).
+	SyncWrites bool
+	// FlushInterval is how often Run saves dirty state to the Store. Zero
+	// means 100ms.
+	FlushInterval time.Duration
 }
 
 // TierConfig is one plan.
@@ -187,4 +214,271 @@ type CapacityConfig struct {
 	// capacity) above which its requests are shed. Missing priorities take
 	// the defaults: low 0.8, medium 0.9, high 1.0; critical is never shed.
 	ShedAt map[Priority]float64
+}
+
+// withDefaults returns a copy of c with every zero optional field set to its
+// documented default. Maps are shared with c, which must not change.
+func (c Config) withDefaults() Config {
+	if c.DefaultTier == "" {
+		c.DefaultTier = defaultTierOf(c.Tiers)
+	}
+	if c.Alerts.ThresholdPercent == 0 {
+		c.Alerts.ThresholdPercent = defaultThresholdPercent
+	}
+	c.Messages = c.Messages.withDefaults()
+	if c.Capacity.Factor == 0 {
+		c.Capacity.Factor = 1
+	}
+	if c.Location == nil {
+		c.Location = time.UTC
+	}
+	if c.Shards <= 0 {
+		c.Shards = 4 * runtime.GOMAXPROCS(0)
+		if c.Shards < 16 {
+			c.Shards = 16
+		}
+	}
+	c.Shards = ceilPow2(c.Shards)
+	if c.CacheSize <= 0 {
+		c.CacheSize = defaultCacheSize
+	}
+	if c.Store == nil {
+		c.Store = NewMemoryStore()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = defaultFlushInterval
+	}
+	return c
+}
+
+func (m Messages) withDefaults() Messages {
+	def := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	def(&m.Exceeded, defaultExceeded)
+	def(&m.Warning, defaultWarning)
+	def(&m.InsufficientBalance, defaultInsufficient)
+	def(&m.FeatureNotInPlan, defaultFeatureNotInPlan)
+	def(&m.Shed, defaultShed)
+	def(&m.NoIdentity, defaultNoIdentity)
+	def(&m.UnknownSubject, defaultUnknownSubject)
+	return m
+}
+
+// defaultTierOf returns "freemium" if tiers has it, else the tier with the
+// lowest priority (the first by name among equals).
+func defaultTierOf(tiers map[Tier]TierConfig) Tier {
+	if _, ok := tiers["freemium"]; ok {
+		return "freemium"
+	}
+	var best Tier
+	for name, tc := range tiers {
+		if best == "" || tc.Priority < tiers[best].Priority ||
+			(tc.Priority == tiers[best].Priority && name < best) {
+			best = name
+		}
+	}
+	return best
+}
+
+func ceilPow2(n int) int {
+	p := 1
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+// Validate reports every problem in c, each naming the field path and the
+// offending value. Every error wraps ErrInvalidConfig.
+func (c Config) Validate() error {
+	v := &validator{}
+	if len(c.Tiers) == 0 {
+		v.add("tiers", "at least one tier is required")
+	}
+	for _, name := range sortedKeys(c.Tiers) {
+		validateTier(v, "tiers."+string(name), name, c.Tiers[name])
+	}
+	if c.DefaultTier != "" {
+		if _, ok := c.Tiers[c.DefaultTier]; !ok {
+			v.add("default_tier", "unknown tier %q: define it under tiers", c.DefaultTier)
+		}
+	}
+	for _, name := range sortedKeys(c.Actions) {
+		a := c.Actions[name]
+		p := "actions." + name
+		if name == "" {
+			v.add("actions", "an action name must not be empty")
+		}
+		if a.PerCall < 0 {
+			v.add(p+".per_call", "must be >= 0, got %d", a.PerCall)
+		}
+		if a.PerThousand < 0 {
+			v.add(p+".per_thousand", "must be >= 0, got %d", a.PerThousand)
+		}
+	}
+	for _, name := range sortedKeys(c.Users) {
+		u := c.Users[name]
+		p := "users." + name
+		if name == "" || strings.HasPrefix(name, teamKeyPrefix) {
+			v.add("users", "invalid user id %q: must be non-empty and not start with %q", name, teamKeyPrefix)
+		}
+		if u.Tier != "" {
+			if _, ok := c.Tiers[u.Tier]; !ok {
+				v.add(p+".tier", "unknown tier %q: define it under tiers", u.Tier)
+			}
+		}
+		if u.Credits < 0 {
+			v.add(p+".credits", "must be >= 0, got %d", u.Credits)
+		}
+		validateLimits(v, p+".limits", u.Limits)
+	}
+	for _, name := range sortedKeys(c.Roles) {
+		validateLimits(v, "roles."+name+".limits", c.Roles[name].Limits)
+	}
+	for _, name := range sortedKeys(c.Workflows) {
+		w := c.Workflows[name]
+		validateLimits(v, "workflows."+name+".limits", w.Limits)
+		if w.Priority != nil && (*w.Priority < PriorityLow || *w.Priority > PriorityCritical) {
+			v.add("workflows."+name+".priority", "must be low, medium, high or critical, got %d", int(*w.Priority))
+		}
+	}
+	validateTeams(v, c.Teams)
+	validateGlobals(v, c)
+	return v.err()
+}
+
+func validateTier(v *validator, p string, name Tier, t TierConfig) {
+	if name == "" {
+		v.add("tiers", "a tier name must not be empty")
+	}
+	if t.Priority < PriorityLow || t.Priority > PriorityCritical {
+		v.add(p+".priority", "must be low, medium, high or critical, got %d", int(t.Priority))
+	}
+	validateLimits(v, p+".limits", t.Limits)
+	validateGrant(v, p+".tokens", t.Tokens)
+	if t.MaxDelay < 0 {
+		v.add(p+".max_delay", "must be >= 0, got %s", t.MaxDelay)
+	}
+	if t.FailureMode != FailClosed && t.FailureMode != FailOpen {
+		v.add(p+".failure_mode", "must be open or closed, got %d", int(t.FailureMode))
+	}
+}
+
+func validateTeams(v *validator, teams map[string]TeamConfig) {
+	memberOf := map[string]string{}
+	for _, name := range sortedKeys(teams) {
+		t := teams[name]
+		p := "teams." + name
+		if name == "" {
+			v.add("teams", "a team name must not be empty")
+		}
+		for i, m := range t.Members {
+			if other, ok := memberOf[m]; ok && other != name {
+				v.add(fmt.Sprintf("%s.members[%d]", p, i), "%q is already a member of team %q: a subject belongs to one team", m, other)
+			}
+			memberOf[m] = name
+		}
+		validateGrant(v, p+".tokens", t.Tokens)
+		if t.Credits < 0 {
+			v.add(p+".credits", "must be >= 0, got %d", t.Credits)
+		}
+		validateLimits(v, p+".limits", t.Limits)
+	}
+}
+
+func validateGlobals(v *validator, c Config) {
+	if th := c.Alerts.ThresholdPercent; th < 0 || th > 100 {
+		v.add("alerts.threshold_percentage", "must be between 0 and 100, got %d", th)
+	}
+	if c.Window != WindowFixed && c.Window != WindowSliding {
+		v.add("window", "must be fixed or sliding, got %d", int(c.Window))
+	}
+	if c.Capacity.RequestsPerSecond < 0 || math.IsNaN(c.Capacity.RequestsPerSecond) {
+		v.add("capacity.requests_per_second", "must be >= 0, got %g", c.Capacity.RequestsPerSecond)
+	}
+	if c.Capacity.Factor < 0 || math.IsNaN(c.Capacity.Factor) {
+		v.add("capacity.factor", "must be > 0, got %g", c.Capacity.Factor)
+	}
+	for p, at := range c.Capacity.ShedAt {
+		if at <= 0 || math.IsNaN(at) {
+			v.add("capacity.shed_at."+p.String(), "must be > 0, got %g", at)
+		}
+	}
+	if c.Shards < 0 {
+		v.add("shards", "must be >= 0, got %d", c.Shards)
+	}
+	if c.CacheSize < 0 {
+		v.add("cache_size", "must be >= 0, got %d", c.CacheSize)
+	}
+	if c.FlushInterval < 0 {
+		v.add("flush_interval", "must be >= 0, got %s", c.FlushInterval)
+	}
+}
+
+func validateGrant(v *validator, p string, g TokenGrant) {
+	if g.Amount < 0 {
+		v.add(p+".amount", "must be >= 0, got %d", g.Amount)
+	}
+	if g.Amount > 0 || g.Period != (Period{}) {
+		validatePeriod(v, p+".period", g.Period)
+	}
+}
+
+func validateLimits(v *validator, p string, limits []LimitConfig) {
+	seen := make(map[string]int, len(limits))
+	for i, l := range limits {
+		lp := fmt.Sprintf("%s[%d]", p, i)
+		validatePeriod(v, lp+".period", l.Period)
+		if l.Max < 0 {
+			v.add(lp+".max", "must be >= 0, got %d", l.Max)
+		}
+		if l.Unit < UnitCalls || l.Unit > UnitTokens {
+			v.add(lp+".unit", "must be calls, units or tokens, got %d", int(l.Unit))
+		}
+		if l.Mode != nil && *l.Mode != WindowFixed && *l.Mode != WindowSliding {
+			v.add(lp+".mode", "must be fixed or sliding, got %d", int(*l.Mode))
+		}
+		name := limitName(l)
+		if j, ok := seen[name]; ok {
+			v.add(lp+".name", "duplicate limit name %q (also %s[%d]): give one of them a distinct name", name, p, j)
+		}
+		seen[name] = i
+	}
+}
+
+func validatePeriod(v *validator, p string, per Period) {
+	switch per.Calendar {
+	case "minute", "hour", "day", "week", "month":
+		return
+	case "":
+		if per.Every <= 0 {
+			v.add(p, "must be minute, hour, day, week, month or a positive duration, got %s", per.Every)
+		}
+	default:
+		v.add(p, "unknown calendar period %q: want minute, hour, day, week or month", per.Calendar)
+	}
+}
+
+// validator collects configuration problems.
+type validator struct{ errs []error }
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) err() error { return errors.Join(v.errs...) }
+
+func sortedKeys[K ~string, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

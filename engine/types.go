@@ -43,8 +43,9 @@ type Request struct {
 // LimitStatus describes one limit after a charge, or the one that refused a
 // request.
 type LimitStatus struct {
-	// Name identifies the limit, e.g. "hour", "action:translate:day",
-	// "workflow:nightly:hour", "team:hour". It is stable across reloads.
+	// Name identifies the limit, e.g. "hour", "translate:day",
+	// "role:intern:hour", "workflow:nightly:hour", "team:hour". It is
+	// stable across reloads.
 	Name string
 	// Period is the window length; Calendar periods (minute, hour, day,
 	// month) align to the calendar in the configured time zone.
@@ -184,11 +185,11 @@ type Snapshot struct {
 	// Windows are the window counters, one per limit name.
 	Windows []WindowSnapshot
 	// Balance state.
-	Allowance        int64     // what is left of the periodic grant
-	AllowancePeriod  time.Time // start of the grant period Allowance belongs to
-	Credits          int64     // purchased or admin-granted tokens, not reset
-	BalanceAlerted   time.Time // grant period in which EventBalanceLow was sent
-	BalanceRefused   time.Time // grant period in which EventInsufficientBalance was sent
+	Allowance       int64     // what is left of the periodic grant
+	AllowancePeriod time.Time // start of the grant period Allowance belongs to
+	Credits         int64     // purchased or admin-granted tokens, not reset
+	BalanceAlerted  time.Time // grant period in which EventBalanceLow was sent
+	BalanceRefused  time.Time // grant period in which EventInsufficientBalance was sent
 }
 
 // WindowSnapshot is the persisted state of one window counter.

@@ -1,0 +1,66 @@
+package engine
+
+import "time"
+
+// monthPeriod is the grant period of a TokenGrant that sets none.
+var monthPeriod = Period{Calendar: "month", Every: 30 * 24 * time.Hour}
+
+func grantPeriod(g TokenGrant) Period {
+	if g.Period == (Period{}) {
+		return monthPeriod
+	}
+	return g.Period
+}
+
+// rollGrantLocked sets the allowance of st to the grant's Amount at the
+// start of every grant period (unused tokens do not carry over). It does
+// nothing for an inactive grant. The caller holds st's lock.
+func rollGrantLocked(st *subjectState, g TokenGrant, now int64, loc *time.Location) {
+	if !grantActive(g) {
+		return
+	}
+	if st.grantSet && st.grantEnd != 0 && now >= st.grantStart && now < st.grantEnd {
+		return
+	}
+	if st.grantSet && now < st.grantStart {
+		return // the clock went backwards: keep the period
+	}
+	p := grantPeriod(g)
+	s := windowStart(now, p, loc)
+	if !st.grantSet || s != st.grantStart {
+		st.allowance = g.Amount
+		st.grantStart, st.grantSet = s, true
+	}
+	st.grantEnd = windowEnd(s, p, loc)
+}
+
+// balanceLocked is what st can spend: the allowance plus credits. The
+// caller holds st's lock.
+func balanceLocked(st *subjectState) int64 { return st.allowance + st.credits }
+
+// spendLocked deducts cost, from the allowance first and then from credits.
+// The caller has checked that the balance covers cost and holds st's lock.
+func spendLocked(st *subjectState, cost int64) {
+	a := min(st.allowance, cost)
+	st.allowance -= a
+	st.credits -= cost - a
+}
+
+// balanceLowLocked reports whether the balance of st has fallen below the
+// alert threshold of grant g (spent at least threshold percent of it) and
+// no EventBalanceLow was sent in this grant period yet.
+func balanceLowLocked(st *subjectState, g TokenGrant, threshold int64) bool {
+	if g.Unlimited || g.Amount <= 0 || (st.alertedSet && st.alerted == st.grantStart) {
+		return false
+	}
+	return (g.Amount-balanceLocked(st))*100 >= g.Amount*threshold
+}
+
+// balanceRetryLocked returns when a refused cost could be paid: at the next
+// grant period if the new allowance plus credits covers it, else never.
+func balanceRetryLocked(st *subjectState, g TokenGrant, cost int64) int64 {
+	if !grantActive(g) || !st.grantSet || g.Amount+st.credits < cost {
+		return never
+	}
+	return st.grantEnd
+}

@@ -1,0 +1,170 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// flushItem is one snapshot taken by Flush, with what to update once the
+// Store has it.
+type flushItem struct {
+	si    int
+	key   string
+	st    *subjectState
+	entry *pendingSave // non-nil for the retry of a failed eviction save
+}
+
+// Flush saves every changed subject's snapshot to the Store in one batch,
+// and retries evicted state whose save failed. Snapshots are taken under
+// each shard's lock; the Store is called without any lock.
+func (e *Engine) Flush(ctx context.Context) error {
+	var items []flushItem
+	var snaps []Snapshot
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.Lock()
+		q := sh.takeQueuedLocked()
+		for _, key := range sh.dirty {
+			st, ok := sh.lru.Peek(key)
+			if !ok || !st.dirty {
+				continue
+			}
+			st.dirty = false
+			items = append(items, flushItem{si: i, key: key, st: st})
+			snaps = append(snaps, st.snapshotLocked(key))
+		}
+		sh.dirty = sh.dirty[:0]
+		for key, entry := range sh.pending {
+			if entry.failed && entry.inflight == 0 {
+				entry.failed = false
+				entry.inflight++
+				items = append(items, flushItem{si: i, key: key, st: entry.st, entry: entry})
+				snaps = append(snaps, entry.st.snapshotLocked(key))
+			}
+		}
+		sh.mu.Unlock()
+		e.saveQueued(ctx, sh, q)
+	}
+	if len(snaps) == 0 {
+		return nil
+	}
+	err := e.store.Save(ctx, snaps)
+	if err != nil {
+		e.storeErrors.Add(1)
+	}
+	e.completeFlush(items, snaps, err == nil)
+	if err != nil {
+		return fmt.Errorf("engine: flush %d snapshots: %w", len(snaps), err)
+	}
+	return nil
+}
+
+// completeFlush records the outcome of a flush: saved versions on
+// success; on failure the states are marked dirty again for the next one.
+func (e *Engine) completeFlush(items []flushItem, snaps []Snapshot, ok bool) {
+	locked := -1
+	for j, it := range items {
+		if it.si != locked {
+			if locked >= 0 {
+				e.shards[locked].mu.Unlock()
+			}
+			locked = it.si
+			e.shards[locked].mu.Lock()
+		}
+		sh := &e.shards[it.si]
+		switch {
+		case it.entry != nil:
+			sh.completeLocked(it.key, it.entry, snaps[j].Version, ok)
+		case !ok:
+			if cur, found := sh.lru.Peek(it.key); found && cur == it.st {
+				sh.markDirtyLocked(it.key, it.st)
+			}
+		case it.st.savedVersion < snaps[j].Version:
+			it.st.savedVersion = snaps[j].Version
+		}
+	}
+	if locked >= 0 {
+		e.shards[locked].mu.Unlock()
+	}
+}
+
+// Run flushes every FlushInterval until ctx is done, then flushes one last
+// time. A failed periodic flush is counted in Stats.StoreErrors and retried
+// at the next tick. Run returns nil on a clean stop, or the error of the
+// final flush.
+func (e *Engine) Run(ctx context.Context) error {
+	t := time.NewTicker(e.flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return e.Flush(context.WithoutCancel(ctx))
+		case <-t.C:
+			_ = e.Flush(ctx) // counted in StoreErrors; the states stay dirty
+		}
+	}
+}
+
+// markMutated records that owner changed; the version bump and dirty
+// marking happen once, in finishLocked.
+func (c *charge) markMutated(owner *subjectState) {
+	if owner == c.h.st {
+		c.mutSt = true
+	} else {
+		c.mutTs = true
+	}
+}
+
+// finishLocked bumps the versions of changed states, marks them dirty and,
+// with SyncWrites, snapshots them into snaps. The caller holds c.h's locks.
+func (c *charge) finishLocked(snaps []Snapshot) []Snapshot {
+	if c.mutSt {
+		sh := &c.e.shards[c.h.si]
+		sh.mutatedLocked(c.req.Subject, c.h.st)
+		if c.e.syncWrites {
+			snaps = append(snaps, c.h.st.snapshotLocked(c.req.Subject))
+			c.h.st.dirty = false
+		}
+	}
+	if c.mutTs && c.h.ts != nil {
+		sh := &c.e.shards[c.h.ti]
+		sh.mutatedLocked(c.h.team.key, c.h.ts)
+		if c.e.syncWrites {
+			snaps = append(snaps, c.h.ts.snapshotLocked(c.h.team.key))
+			c.h.ts.dirty = false
+		}
+	}
+	return snaps
+}
+
+// syncSave saves snapshots taken by finishLocked (SyncWrites) and records
+// them as saved; on failure the states are marked dirty again so that the
+// next Flush retries them.
+func (c *charge) syncSave(ctx context.Context, snaps []Snapshot) error {
+	if len(snaps) == 0 {
+		return nil
+	}
+	err := c.e.store.Save(ctx, snaps)
+	if err != nil {
+		c.e.storeErrors.Add(1)
+	}
+	c.e.lockPair(c.h.si, c.h.ti)
+	for _, s := range snaps {
+		st, sh := c.h.st, &c.e.shards[c.h.si]
+		if s.Key != c.req.Subject {
+			st, sh = c.h.ts, &c.e.shards[c.h.ti]
+		}
+		switch {
+		case err != nil:
+			sh.markDirtyLocked(s.Key, st)
+		case st.savedVersion < s.Version:
+			st.savedVersion = s.Version
+		}
+	}
+	c.e.unlockPair(c.h.si, c.h.ti)
+	if err != nil {
+		return fmt.Errorf("engine: save state of %q: %w", c.req.Subject, err)
+	}
+	return nil
+}

@@ -1,0 +1,346 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// subjectState is the in-memory state of one subject or team. It is guarded
+// by the lock of the shard that holds it (in its LRU or its pending map).
+type subjectState struct {
+	// version increments on every mutation; savedVersion is the highest
+	// version the Store is known to hold.
+	version, savedVersion uint64
+	// dirty is true when the state changed since its last snapshot; the key
+	// is then in its shard's dirty list.
+	dirty   bool
+	windows []windowState
+	// Balance: the allowance left of the grant period [grantStart,
+	// grantEnd) (unix ns; grantEnd 0 means not computed yet), and credits.
+	allowance, credits   int64
+	grantStart, grantEnd int64
+	alerted, refused     int64 // grant period of the last balance events
+	grantSet             bool
+	alertedSet           bool
+	refusedSet           bool
+	prof                 *profileState // nil: no run-time profile
+	// inline backs windows while there are at most two, so that the common
+	// case reads the state and its counters from one allocation.
+	inline [2]windowState
+}
+
+// profileState is a run-time profile with its limits compiled against the
+// ruleset rs; they are recompiled after a reload.
+type profileState struct {
+	p     Profile
+	rs    *ruleset
+	rules []limitRule
+}
+
+// rulesLocked returns the profile's compiled limits for rs. The caller
+// holds the lock of the state that owns ps.
+func (ps *profileState) rulesLocked(rs *ruleset) []limitRule {
+	if ps == nil {
+		return nil
+	}
+	if ps.rs != rs {
+		ps.rules, ps.rs = rs.compileLimits("", ps.p.Limits), rs
+	}
+	return ps.rules
+}
+
+// windowLocked returns the index of the window named key, adding it if
+// absent. The caller holds st's lock.
+func (st *subjectState) windowLocked(key string) int {
+	for i := range st.windows {
+		if st.windows[i].key == key {
+			return i
+		}
+	}
+	if st.windows == nil {
+		st.windows = st.inline[:0]
+	}
+	st.windows = append(st.windows, windowState{key: key})
+	return len(st.windows) - 1
+}
+
+// pendingSave tracks an evicted state whose save is in flight (or failed):
+// until it completes, a miss revives the state from here instead of
+// loading an older snapshot from the Store.
+type pendingSave struct {
+	st       *subjectState
+	inflight int
+	failed   bool
+}
+
+// queuedSave is a snapshot waiting to be saved once the shard is unlocked.
+type queuedSave struct {
+	entry *pendingSave
+	snap  Snapshot
+}
+
+// shard is one lock stripe of the state cache.
+type shard struct {
+	mu      sync.Mutex
+	lru     *simplelru.LRU[string, *subjectState]
+	pending map[string]*pendingSave
+	queued  []queuedSave // evicted under the lock, saved after it
+	dirty   []string
+	// Counters, guarded by mu.
+	hits, misses, evictions uint64
+	meter                   rateCell
+	// scratch holds the applied limits of the decision that holds mu.
+	scratch [MaxLimitsPerRequest]applied
+	_       [64]byte // keep neighbouring shards' locks off this cache line
+}
+
+func (sh *shard) init(capacity int) error {
+	lru, err := simplelru.NewLRU(capacity, sh.onEvictLocked)
+	if err != nil {
+		return fmt.Errorf("engine: shard cache: %w", err)
+	}
+	sh.lru = lru
+	sh.pending = make(map[string]*pendingSave)
+	return nil
+}
+
+// onEvictLocked runs under the shard lock when the LRU drops a state. A
+// state the Store already holds is dropped; any other is snapshotted and
+// queued for saving after the lock is released, and stays findable in
+// pending until the save returns.
+func (sh *shard) onEvictLocked(key string, st *subjectState) {
+	sh.evictions++
+	if !st.dirty && st.version == st.savedVersion {
+		return
+	}
+	entry := sh.pending[key]
+	if entry == nil || entry.st != st {
+		entry = &pendingSave{st: st}
+		sh.pending[key] = entry
+	}
+	entry.inflight++
+	st.dirty = false
+	sh.queued = append(sh.queued, queuedSave{entry: entry, snap: st.snapshotLocked(key)})
+}
+
+// getLocked returns the state of key from the LRU, or revives it from
+// pending, or returns nil on a miss. The caller holds sh.mu.
+func (sh *shard) getLocked(key string) *subjectState {
+	if st, ok := sh.lru.Get(key); ok {
+		sh.hits++
+		return st
+	}
+	if entry := sh.pending[key]; entry != nil {
+		delete(sh.pending, key)
+		sh.hits++
+		st := entry.st
+		sh.lru.Add(key, st)
+		if st.version != st.savedVersion {
+			sh.markDirtyLocked(key, st)
+		}
+		return st
+	}
+	sh.misses++
+	return nil
+}
+
+// markDirtyLocked records that st changed. The caller holds sh.mu.
+func (sh *shard) markDirtyLocked(key string, st *subjectState) {
+	if !st.dirty {
+		st.dirty = true
+		if len(sh.dirty) >= 2*sh.lru.Len()+64 {
+			sh.compactDirtyLocked()
+		}
+		sh.dirty = append(sh.dirty, key)
+	}
+}
+
+// compactDirtyLocked drops from the dirty list the keys whose state is no
+// longer cached or no longer dirty (evictions save those), so that an
+// engine that is never flushed does not grow the list without bound. The
+// caller holds sh.mu.
+func (sh *shard) compactDirtyLocked() {
+	kept := sh.dirty[:0]
+	seen := make(map[string]bool, sh.lru.Len())
+	for _, k := range sh.dirty {
+		if st, ok := sh.lru.Peek(k); ok && st.dirty && !seen[k] {
+			seen[k] = true
+			kept = append(kept, k)
+		}
+	}
+	clear(sh.dirty[len(kept):])
+	sh.dirty = kept
+}
+
+// mutatedLocked bumps st's version and marks it dirty. The caller holds
+// sh.mu.
+func (sh *shard) mutatedLocked(key string, st *subjectState) {
+	st.version++
+	sh.markDirtyLocked(key, st)
+}
+
+// takeQueuedLocked hands over the snapshots queued by evictions. The
+// caller holds sh.mu and must pass them to saveQueued after unlocking.
+func (sh *shard) takeQueuedLocked() []queuedSave {
+	q := sh.queued
+	sh.queued = nil
+	return q
+}
+
+// saveQueued saves snapshots queued by evictions of sh. It must be called
+// without any lock held.
+func (e *Engine) saveQueued(ctx context.Context, sh *shard, q []queuedSave) {
+	if len(q) == 0 {
+		return
+	}
+	snaps := make([]Snapshot, len(q))
+	for i := range q {
+		snaps[i] = q[i].snap
+	}
+	err := e.store.Save(context.WithoutCancel(ctx), snaps)
+	if err != nil {
+		e.storeErrors.Add(1)
+	}
+	sh.mu.Lock()
+	for i := range q {
+		sh.completeLocked(q[i].snap.Key, q[i].entry, q[i].snap.Version, err == nil)
+	}
+	sh.mu.Unlock()
+}
+
+// completeLocked records the outcome of saving an evicted state. A failed
+// save stays pending and is retried by the next Flush. The caller holds
+// sh.mu.
+func (sh *shard) completeLocked(key string, entry *pendingSave, version uint64, ok bool) {
+	entry.inflight--
+	if !ok {
+		entry.failed = true
+		return
+	}
+	if entry.st.savedVersion < version {
+		entry.st.savedVersion = version
+	}
+	if entry.inflight == 0 && sh.pending[key] == entry && entry.st.version == entry.st.savedVersion {
+		delete(sh.pending, key)
+	}
+}
+
+// shardIndex picks the shard of key with the engine's seeded hash.
+func (e *Engine) shardIndex(key string) int {
+	return int(maphashString(e.seed, key) & e.mask)
+}
+
+// held is the state one request works on, with the shard locks held.
+type held struct {
+	si, ti   int // shard indexes; ti < 0 when no team state is needed
+	st, ts   *subjectState
+	team     *teamRules
+	teamName string
+}
+
+func (e *Engine) lockPair(si, ti int) {
+	switch {
+	case ti < 0 || ti == si:
+		e.shards[si].mu.Lock()
+	case si < ti:
+		e.shards[si].mu.Lock()
+		e.shards[ti].mu.Lock()
+	default:
+		e.shards[ti].mu.Lock()
+		e.shards[si].mu.Lock()
+	}
+}
+
+func (e *Engine) unlockPair(si, ti int) {
+	e.shards[si].mu.Unlock()
+	if ti >= 0 && ti != si {
+		e.shards[ti].mu.Unlock()
+	}
+}
+
+// maxAcquireAttempts bounds the retries of acquire when state keeps being
+// evicted between load and use (a cache far too small for the load).
+const maxAcquireAttempts = 64
+
+// acquire locks the shards of req's subject and, if its team keeps state,
+// of the team (in shard-index order), loading missing state from the Store
+// without any lock held. On success the locks are held and the caller must
+// call unlockPair(h.si, h.ti). With create false, a subject with no state
+// anywhere yields h.st == nil and no locks held.
+func (e *Engine) acquire(ctx context.Context, rs *ruleset, req *Request, u *userRules, create bool, h *held) error {
+	teamName := rs.teamFor(req, u, nil)
+	si := e.shardIndex(req.Subject)
+	for range maxAcquireAttempts {
+		tr := rs.teams[teamName]
+		ti := -1
+		if tr.needsState() {
+			ti = e.shardIndex(tr.key)
+		}
+		e.lockPair(si, ti)
+		st := e.shards[si].getLocked(req.Subject)
+		var ts *subjectState
+		if ti >= 0 {
+			ts = e.shards[ti].getLocked(tr.key)
+		}
+		if st == nil || (ti >= 0 && ts == nil) {
+			e.unlockPair(si, ti)
+			if st == nil {
+				found, err := e.load(ctx, rs, si, req.Subject, create)
+				if err != nil || !found {
+					h.st = nil
+					return err
+				}
+			}
+			if ti >= 0 && ts == nil {
+				if _, err := e.load(ctx, rs, ti, tr.key, true); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if actual := rs.teamFor(req, u, st.prof); actual != teamName {
+			e.unlockPair(si, ti)
+			teamName = actual
+			continue
+		}
+		*h = held{si: si, ti: ti, st: st, ts: ts, team: tr, teamName: teamName}
+		return nil
+	}
+	return fmt.Errorf("engine: charge %q: its state kept being evicted before use: raise CacheSize", req.Subject)
+}
+
+// load reads key from the Store (no lock held) and inserts it into shard i
+// unless another goroutine did first. A key the Store does not have gets
+// fresh state with its starting credits, if create is set; otherwise load
+// reports found == false.
+func (e *Engine) load(ctx context.Context, rs *ruleset, i int, key string, create bool) (found bool, err error) {
+	sh := &e.shards[i]
+	snap, ok, err := e.store.Load(ctx, key)
+	e.loads.Add(1)
+	if err != nil {
+		e.storeErrors.Add(1)
+		return false, fmt.Errorf("engine: load state of %q: %w", key, err)
+	}
+	if !ok && !create {
+		return false, nil
+	}
+	var st *subjectState
+	if ok {
+		st = stateFromSnapshot(snap)
+	} else {
+		st = &subjectState{credits: rs.startingCredits(key)}
+	}
+	sh.mu.Lock()
+	if sh.lru.Contains(key) || sh.pending[key] != nil {
+		sh.mu.Unlock()
+		return true, nil
+	}
+	sh.lru.Add(key, st)
+	q := sh.takeQueuedLocked()
+	sh.mu.Unlock()
+	e.saveQueued(ctx, sh, q)
+	return true, nil
+}

@@ -1,0 +1,320 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// teamKeyPrefix starts the state key of a team: "team:<name>". Subject ids
+// with this prefix are reserved.
+const teamKeyPrefix = "team:"
+
+// ruleset is a compiled, immutable Config. Engine holds the current one in
+// an atomic.Pointer and Reload swaps in a new one whole, so a request sees
+// one consistent ruleset from start to end.
+type ruleset struct {
+	cfg          Config
+	loc          *time.Location
+	utc          bool
+	tiers        map[Tier]*tierRules
+	defaultTier  *tierRules
+	actions      map[string]ActionConfig
+	users        map[string]*userRules
+	roles        map[string]*roleRules
+	workflows    map[string]*workflowRules
+	teams        map[string]*teamRules
+	teamOf       map[string]string // member -> team
+	requiredTier map[string]Tier   // feature -> cheapest tier that includes it
+	threshold    int64             // percent
+	msgs         Messages
+	shedAt       [PriorityCritical + 1]float64
+}
+
+// limitRule is one compiled limit. key names its window counter in the
+// owner's state and is the LimitStatus.Name.
+type limitRule struct {
+	key     string
+	period  Period
+	max     int64
+	unit    Unit
+	mode    WindowMode
+	actions []string // nil means every action
+	warning string   // e.g. "Approaching daily limit."
+}
+
+// appliesTo reports whether the rule counts requests for action.
+func (r *limitRule) appliesTo(action string) bool {
+	return r.actions == nil || slices.Contains(r.actions, action)
+}
+
+type tierRules struct {
+	name     Tier
+	priority Priority
+	limits   []limitRule
+	grant    TokenGrant
+	features map[string]bool // nil means every feature
+	maxDelay time.Duration
+	failure  FailureMode
+}
+
+type userRules struct {
+	tier    Tier
+	team    string
+	roles   []string
+	limits  []limitRule
+	credits int64
+}
+
+type roleRules struct {
+	limits   []limitRule
+	features map[string]bool
+}
+
+type workflowRules struct {
+	limits   []limitRule
+	priority *Priority
+}
+
+type teamRules struct {
+	name    string
+	key     string // "team:<name>"
+	grant   TokenGrant
+	credits int64
+	limits  []limitRule
+	// paysCosts is true when members' costs come from the team's balance:
+	// the team has a token grant or starting credits.
+	paysCosts bool
+}
+
+// pays reports whether t is a configured team that pays its members' costs.
+func (t *teamRules) pays() bool { return t != nil && t.paysCosts }
+
+// needsState reports whether a member's request touches the team's state.
+func (t *teamRules) needsState() bool { return t.pays() || (t != nil && len(t.limits) > 0) }
+
+func grantActive(g TokenGrant) bool { return g.Amount > 0 || g.Unlimited }
+
+// compile validates cfg and builds its ruleset. cfg must already carry its
+// defaults.
+func compile(cfg Config) (*ruleset, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rs := &ruleset{
+		cfg:          cfg,
+		loc:          cfg.Location,
+		utc:          cfg.Location == time.UTC,
+		tiers:        make(map[Tier]*tierRules, len(cfg.Tiers)),
+		actions:      cfg.Actions,
+		users:        make(map[string]*userRules, len(cfg.Users)),
+		roles:        make(map[string]*roleRules, len(cfg.Roles)),
+		workflows:    make(map[string]*workflowRules, len(cfg.Workflows)),
+		teams:        make(map[string]*teamRules, len(cfg.Teams)),
+		teamOf:       make(map[string]string),
+		requiredTier: make(map[string]Tier),
+		threshold:    int64(cfg.Alerts.ThresholdPercent),
+		msgs:         cfg.Messages,
+	}
+	rs.shedAt = [...]float64{PriorityLow: 0.8, PriorityMedium: 0.9, PriorityHigh: 1.0, PriorityCritical: 0}
+	for p, at := range cfg.Capacity.ShedAt {
+		if p >= PriorityLow && p < PriorityCritical {
+			rs.shedAt[p] = at
+		}
+	}
+	for name, tc := range cfg.Tiers {
+		rs.tiers[name] = &tierRules{
+			name: name, priority: tc.Priority, grant: tc.Tokens, features: featureSet(tc.Features),
+			limits: rs.compileLimits("", tc.Limits), maxDelay: tc.MaxDelay, failure: tc.FailureMode,
+		}
+	}
+	rs.defaultTier = rs.tiers[cfg.DefaultTier]
+	for name, uc := range cfg.Users {
+		rs.users[name] = &userRules{tier: uc.Tier, team: uc.Team, roles: uc.Roles,
+			limits: rs.compileLimits("", uc.Limits), credits: uc.Credits}
+	}
+	for name, rc := range cfg.Roles {
+		rs.roles[name] = &roleRules{limits: rs.compileLimits("role:"+name+":", rc.Limits),
+			features: featureSet(rc.Features)}
+		if rs.roles[name].features == nil {
+			rs.roles[name].features = map[string]bool{}
+		}
+	}
+	for name, wc := range cfg.Workflows {
+		rs.workflows[name] = &workflowRules{limits: rs.compileLimits("workflow:"+name+":", wc.Limits),
+			priority: wc.Priority}
+	}
+	for name, tc := range cfg.Teams {
+		rs.teams[name] = &teamRules{name: name, key: teamKeyPrefix + name, grant: tc.Tokens,
+			credits: tc.Credits, limits: rs.compileLimits(teamKeyPrefix, tc.Limits),
+			paysCosts: grantActive(tc.Tokens) || tc.Credits > 0}
+		for _, m := range tc.Members {
+			rs.teamOf[m] = name
+		}
+	}
+	rs.computeRequiredTiers()
+	return rs, nil
+}
+
+func featureSet(features []string) map[string]bool {
+	if features == nil {
+		return nil
+	}
+	set := make(map[string]bool, len(features))
+	for _, f := range features {
+		set[f] = true
+	}
+	return set
+}
+
+// computeRequiredTiers finds, for every feature named anywhere in the
+// config, the lowest-priority tier that includes it.
+func (rs *ruleset) computeRequiredTiers() {
+	var features []string
+	for _, tc := range rs.cfg.Tiers {
+		features = append(features, tc.Features...)
+	}
+	for _, rc := range rs.cfg.Roles {
+		features = append(features, rc.Features...)
+	}
+	for a := range rs.cfg.Actions {
+		features = append(features, a)
+	}
+	for w := range rs.cfg.Workflows {
+		features = append(features, w)
+	}
+	for _, f := range features {
+		if _, done := rs.requiredTier[f]; done {
+			continue
+		}
+		var best *tierRules
+		for _, t := range rs.tiers {
+			if t.features != nil && !t.features[f] {
+				continue
+			}
+			if best == nil || t.priority < best.priority || (t.priority == best.priority && t.name < best.name) {
+				best = t
+			}
+		}
+		if best != nil {
+			rs.requiredTier[f] = best.name
+		}
+	}
+}
+
+// compileLimits compiles limits, prefixing each key.
+func (rs *ruleset) compileLimits(prefix string, limits []LimitConfig) []limitRule {
+	if len(limits) == 0 {
+		return nil
+	}
+	out := make([]limitRule, len(limits))
+	for i, l := range limits {
+		mode := rs.cfg.Window
+		if l.Mode != nil {
+			mode = *l.Mode
+		}
+		out[i] = limitRule{
+			key: prefix + limitName(l), period: l.Period, max: l.Max, unit: l.Unit, mode: mode,
+			actions: l.Actions, warning: fmt.Sprintf(rs.msgs.Warning, l.Period.Adjective()),
+		}
+	}
+	return out
+}
+
+// limitName returns l.Name, or the name derived from its actions, unit and
+// period: "hour", "translate:day", "tokens:month".
+func limitName(l LimitConfig) string {
+	if l.Name != "" {
+		return l.Name
+	}
+	var parts []string
+	if len(l.Actions) > 0 {
+		parts = append(parts, strings.Join(l.Actions, "+"))
+	}
+	if l.Unit != UnitCalls {
+		parts = append(parts, l.Unit.String())
+	}
+	return strings.Join(append(parts, l.Period.String()), ":")
+}
+
+// tierOf returns the tier named t, or the default tier when t is empty or
+// no longer defined (a reload removed it).
+func (rs *ruleset) tierOf(t Tier) *tierRules {
+	if tr, ok := rs.tiers[t]; ok {
+		return tr
+	}
+	return rs.defaultTier
+}
+
+// staticTier is the tier of req before its runtime profile is known: the
+// configured user's tier, else the asserted one, else the default.
+func (rs *ruleset) staticTier(req *Request, u *userRules) *tierRules {
+	if u != nil && u.tier != "" {
+		return rs.tierOf(u.tier)
+	}
+	return rs.tierOf(req.Tier)
+}
+
+// resolveTier applies the precedence runtime profile > configured user >
+// asserted claim > default; static is the tier without the profile.
+func (rs *ruleset) resolveTier(static *tierRules, prof *profileState) *tierRules {
+	if prof != nil && prof.p.Tier != "" {
+		if tr, ok := rs.tiers[prof.p.Tier]; ok {
+			return tr
+		}
+	}
+	return static
+}
+
+// teamFor returns the team of req: the runtime profile's, the asserted one,
+// the configured user's, or the team that lists the subject as a member.
+func (rs *ruleset) teamFor(req *Request, u *userRules, prof *profileState) string {
+	if prof != nil && prof.p.Team != "" {
+		return prof.p.Team
+	}
+	if req.Team != "" {
+		return req.Team
+	}
+	if u != nil && u.team != "" {
+		return u.team
+	}
+	return rs.teamOf[req.Subject]
+}
+
+// known reports whether the config knows req's subject without looking at
+// runtime state: a configured user or team member, or an asserted tier.
+func (rs *ruleset) known(req *Request) bool {
+	if req.Tier != "" {
+		return true
+	}
+	if _, ok := rs.users[req.Subject]; ok {
+		return true
+	}
+	_, ok := rs.teamOf[req.Subject]
+	return ok
+}
+
+// startingCredits is the credit balance of a key seen for the first time.
+func (rs *ruleset) startingCredits(key string) int64 {
+	if name, ok := strings.CutPrefix(key, teamKeyPrefix); ok {
+		if t := rs.teams[name]; t != nil {
+			return t.credits
+		}
+		return 0
+	}
+	if u := rs.users[key]; u != nil {
+		return u.credits
+	}
+	return 0
+}
+
+// cost prices req: PerCall + ceil(Units × PerThousand / 1000).
+func (rs *ruleset) cost(req *Request) int64 {
+	a, ok := rs.actions[req.Action]
+	if !ok {
+		return 0
+	}
+	units := max(req.Units, 0)
+	return a.PerCall + (units*a.PerThousand+999)/1000
+}
