@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/quotagate/quotagate/envoy"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+)
+
+// fakeRoutes stands in for the loader main builds from config.File.
+func fakeRoutes(path string) ([]envoy.Route, error) {
+	if path == "missing.yaml" {
+		return nil, errors.New("config: open missing.yaml: no such file or directory")
+	}
+	return []envoy.Route{
+		{Prefix: "/v1/translate", Method: "POST", Action: "translate"},
+		{Action: "summarize"},
+		{Workflow: "nightly-report"},
+	}, nil
+}
+
+// validSnippets fails the test unless out is the snippet YAML with every
+// part valid for Envoy.
+func validSnippets(t *testing.T, out []byte) {
+	t.Helper()
+	var s map[string][]json.RawMessage
+	if err := yaml.UnmarshalStrict(out, &s); err != nil {
+		t.Fatalf("not snippet YAML: %v\n%s", err, out)
+	}
+	mk := map[string]func() proto.Message{
+		"http_filters": func() proto.Message { return &hcmv3.HttpFilter{} },
+		"clusters":     func() proto.Message { return &clusterv3.Cluster{} },
+		"routes":       func() proto.Message { return &routev3.Route{} },
+	}
+	for key, f := range mk {
+		if len(s[key]) == 0 {
+			t.Errorf("no %s in output", key)
+		}
+		for i, raw := range s[key] {
+			if err := envoy.ValidateMessage(raw, f()); err != nil {
+				t.Errorf("%s[%d]: %v", key, i, err)
+			}
+		}
+	}
+}
+
+func TestRunEnvoyConfig(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		loader    func(string) ([]envoy.Route, error)
+		wantErr   string
+		wantCode  int // exit code for errors; 0 = not an exitError
+		check     func(t *testing.T, out []byte)
+		wantInOut []string
+	}{
+		{name: "snippets from the config's routes", args: []string{"--config", "quota.yaml", "--address", "quotagate.prod:9000"}, loader: fakeRoutes,
+			check: validSnippets, wantInOut: []string{"action: translate", "action: summarize", "workflow: nightly-report", "address: quotagate.prod", "port_value: 9000", "exact: POST"}},
+		{name: "complete bootstrap", args: []string{"--bootstrap", "--listen-port", "8081", "--upstream-address", "app:3000", "--timeout", "100ms"}, loader: fakeRoutes,
+			check: func(t *testing.T, out []byte) {
+				if err := envoy.Validate(out); err != nil {
+					t.Errorf("bootstrap: %v", err)
+				}
+			}, wantInOut: []string{"port_value: 8081", "address: app", "timeout: 0.100s"}},
+		{name: "no loader", args: nil, check: validSnippets},
+		{name: "help", args: []string{"--help"}, wantInOut: []string{"Usage: quotagate envoy-config", "--address host:port", "--bootstrap"}},
+		{name: "loader error names the file", args: []string{"--config", "missing.yaml"}, loader: fakeRoutes, wantErr: "envoy-config: config: open missing.yaml"},
+		{name: "bad address", args: []string{"--address", "quotagate"}, wantErr: `--address "quotagate"`, wantCode: 2},
+		{name: "bad port", args: []string{"--address", "q:99999"}, wantErr: "port must be a number between 1 and 65535", wantCode: 2},
+		{name: "unknown flag", args: []string{"--nope"}, wantErr: "flag provided but not defined: -nope", wantCode: 2},
+		{name: "positional argument", args: []string{"quota.yaml"}, wantErr: "unexpected argument \"quota.yaml\"", wantCode: 2},
+		{name: "bad health path", args: []string{"--health-path", "healthz"}, wantErr: "health path: must start with /", wantCode: 2},
+		{name: "config without a loader", args: []string{"--config", "q.yaml"}, wantErr: "no route loader"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := runEnvoyConfig(context.Background(), tt.args, &stdout, &stderr, tt.loader)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				code := 0
+				var ee exitError
+				if errors.As(err, &ee) {
+					code = ee.code
+				}
+				if code != tt.wantCode {
+					t.Errorf("exit code = %d, want %d", code, tt.wantCode)
+				}
+				if stdout.Len() != 0 {
+					t.Errorf("printed %d bytes on error", stdout.Len())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.check != nil {
+				tt.check(t, stdout.Bytes())
+			}
+			for _, s := range tt.wantInOut {
+				if !strings.Contains(stdout.String(), s) {
+					t.Errorf("output lacks %q:\n%s", s, stdout.String())
+				}
+			}
+		})
+	}
+}
+
+// TestEnvoyConfigFromQuotaConfigs runs the command with main's route loader
+// (routes.go) on the embedded default configuration and on a file, and
+// validates the bootstrap it prints.
+func TestEnvoyConfigFromQuotaConfigs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "quota.yaml")
+	err := os.WriteFile(path, []byte(`
+quota_manager:
+  tiers:
+    freemium: {api_calls_per_hour: 10, priority: low}
+  actions:
+    translate: {tokens_per_1000_units: 5, unit: words}
+    summarize: {tokens_per_1000_units: 2, unit: words}
+  workflows:
+    nightly-report: {priority: critical}
+routes:
+  - {path_prefix: /v1/translate, method: POST, action: translate}
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{name: "embedded default", args: []string{"--bootstrap"}, want: []string{"action: translate"}},
+		{name: "file", args: []string{"--bootstrap", "--config", path},
+			want: []string{"prefix: /v1/translate", "exact: POST", "prefix: /summarize", "action: summarize", "workflow: nightly-report"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := runEnvoyConfig(context.Background(), tt.args, &out, io.Discard, envoyRoutes(func(string) string { return "" })); err != nil {
+				t.Fatal(err)
+			}
+			if err := envoy.Validate(out.Bytes()); err != nil {
+				t.Errorf("bootstrap: %v", err)
+			}
+			for _, s := range tt.want {
+				if !strings.Contains(out.String(), s) {
+					t.Errorf("output lacks %q", s)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,36 @@
+// Package extauthz is quotagate's Envoy external-authorization front end.
+//
+// It turns what a proxy knows about a request (method, path, headers, body,
+// route context_extensions, jwt_authn metadata, mTLS principal) into an
+// engine.Request, asks the engine to decide and charge, and turns the
+// engine.Decision back into an answer the proxy understands: an allow with
+// headers for the client and the upstream, or a denial with a status code,
+// headers and a JSON body.
+//
+// The core is protocol-neutral: Server.Decide takes an Input and returns a
+// Verdict. Two thin adapters sit on top of it: the gRPC
+// envoy.service.auth.v3.Authorization service (Server.Check) and the HTTP
+// authorization mode (Server.HTTPHandler) that speaks Envoy's http_service
+// protocol and the forward-auth convention of Caddy, Traefik and nginx. Both
+// give the same decisions, headers and bodies because both call Decide.
+//
+// # Identity
+//
+// The caller is identified from sources tried in a configured order: the
+// jwt_authn payload in the request's metadata, the mTLS principal, a header
+// that the proxy sets after authentication (only when configured as
+// trusted), and an API key looked up by its SHA-256 hash. A tier is only ever
+// taken from a verified JWT claim, never from a client header. A request with
+// no identity is denied with 401 and a body listing the sources tried.
+//
+// # Units
+//
+// Units are words counted in the request body (see CountWords). When the
+// proxy truncated the body (Envoy's allow_partial_message), the words in the
+// part received are counted exactly and the rest of the body, whose size is
+// known from content-length, is priced at WordsPerByte words per byte. The
+// default, 0.5, is the highest density CountWords can produce (a one-byte
+// word and a one-byte separator), so the charge is an upper bound: a
+// truncated body is never under-charged. A truncated body without a
+// content-length cannot be bounded and is refused with 411.
+package extauthz

@@ -1,0 +1,203 @@
+package extauthz
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// headerPartialBody is set by Envoy to "true" when with_request_body cut
+// the body at max_request_bytes (allow_partial_message).
+const headerPartialBody = "x-envoy-auth-partial-body"
+
+// Check implements envoy.service.auth.v3.Authorization. It never returns an
+// error: every outcome, including "could not decide", is a CheckResponse.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	c := getCall()
+	defer putCall(c)
+	c.in = s.inputFromCheck(req)
+	s.decideInto(ctx, &c.in, &c.v)
+	return checkResponse(&c.v), nil
+}
+
+// inputFromCheck maps Envoy's AttributeContext onto an Input.
+func (s *Server) inputFromCheck(req *authv3.CheckRequest) Input {
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	in := Input{
+		Method:            h.GetMethod(),
+		Path:              h.GetPath(),
+		Host:              h.GetHost(),
+		Scheme:            h.GetScheme(),
+		Headers:           h.GetHeaders(),
+		Body:              h.GetBody(),
+		ContentLength:     -1,
+		ContextExtensions: attrs.GetContextExtensions(),
+		Principal:         attrs.GetSource().GetPrincipal(),
+		RequestID:         h.GetId(),
+	}
+	if in.Headers == nil && h.GetHeaderMap() != nil {
+		in.Headers = headerMap(h.GetHeaderMap())
+	}
+	if in.Body == "" && len(h.GetRawBody()) > 0 {
+		in.Body = string(h.GetRawBody())
+	}
+	in.BodyTruncated = in.Headers[headerPartialBody] == "true"
+	if cl, err := strconv.ParseInt(in.Headers["content-length"], 10, 64); err == nil && cl >= 0 {
+		in.ContentLength = cl
+	}
+	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
+		in.SourceAddress, in.SourcePort = sa.GetAddress(), sa.GetPortValue()
+	}
+	if id := &s.o().Identity; id.usesJWT() {
+		fm := attrs.GetMetadataContext().GetFilterMetadata()[id.JWTFilter]
+		if payload := fm.GetFields()[id.JWTPayloadKey].GetStructValue(); payload != nil {
+			in.JWT = id.claimsFromStruct(payload)
+		}
+	}
+	return in
+}
+
+// claimsFromStruct reads the configured claims straight from the protobuf
+// payload, without converting all of it.
+func (o *IdentityOptions) claimsFromStruct(p *structpb.Struct) Claims {
+	fields := p.GetFields()
+	str := func(name string) string { return fields[name].GetStringValue() }
+	list := func(name string) []string {
+		v := fields[name]
+		if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
+			return strings.Fields(s.StringValue)
+		}
+		var out []string
+		for _, e := range v.GetListValue().GetValues() {
+			if s := e.GetStringValue(); s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return o.claims(str, list)
+}
+
+func (o *IdentityOptions) usesJWT() bool {
+	for _, src := range o.Sources {
+		if src == SourceJWT {
+			return true
+		}
+	}
+	return false
+}
+
+// headerMap flattens Envoy's HeaderMap (sent when encode_raw_headers is
+// on) into a map, joining repeated headers with a comma.
+func headerMap(hm *corev3.HeaderMap) map[string]string {
+	m := make(map[string]string, len(hm.GetHeaders()))
+	for _, hv := range hm.GetHeaders() {
+		val := hv.GetValue()
+		if val == "" && len(hv.GetRawValue()) > 0 {
+			val = string(hv.GetRawValue())
+		}
+		if prev, ok := m[hv.GetKey()]; ok {
+			val = prev + "," + val
+		}
+		m[hv.GetKey()] = val
+	}
+	return m
+}
+
+// checkResponse maps a Verdict onto a CheckResponse.
+func checkResponse(v *Verdict) *authv3.CheckResponse {
+	resp := &authv3.CheckResponse{
+		Status:          &rpcstatus.Status{Code: int32(grpcCode(v))},
+		DynamicMetadata: metadataStruct(&v.Metadata),
+	}
+	if v.Allowed {
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:              headerOptions(v.UpstreamHeaders),
+			HeadersToRemove:      v.RemoveHeaders,
+			ResponseHeadersToAdd: headerOptions(v.Headers),
+		}}
+		return resp
+	}
+	resp.Status.Message = v.Code
+	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(v.Status)},
+		Headers: headerOptions(v.Headers),
+		Body:    string(v.Body),
+	}}
+	return resp
+}
+
+// grpcCode is the google.rpc.Status code that matches the verdict.
+func grpcCode(v *Verdict) codes.Code {
+	switch {
+	case v.Allowed:
+		return codes.OK
+	case v.Status == 401:
+		return codes.Unauthenticated
+	case v.Status == 429 || v.Code == CodeInsufficientBalance:
+		return codes.ResourceExhausted
+	case v.Status == 503:
+		return codes.Unavailable
+	}
+	return codes.PermissionDenied
+}
+
+// headerOptions converts headers to HeaderValueOptions that overwrite any
+// existing value, so a client cannot pre-set a header quotagate sets. The
+// messages are allocated in three blocks rather than two per header.
+func headerOptions(hs []Header) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	ptrs := make([]*corev3.HeaderValueOption, len(hs))
+	opts := make([]corev3.HeaderValueOption, len(hs))
+	vals := make([]corev3.HeaderValue, len(hs))
+	for i, h := range hs {
+		vals[i].Key, vals[i].Value = h.Key, h.Value
+		opts[i].Header = &vals[i]
+		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		ptrs[i] = &opts[i]
+	}
+	return ptrs
+}
+
+// metadataStruct is the dynamic_metadata Envoy stores under the ext_authz
+// filter's namespace. It has at most eight fields, so that its map fits in
+// one group, and its values are allocated in blocks, as in headerOptions.
+func metadataStruct(m *Metadata) *structpb.Struct {
+	const maxFields = 8
+	var (
+		vals = make([]structpb.Value, maxFields)
+		strs = make([]structpb.Value_StringValue, maxFields-1)
+		cost = new(structpb.Value_NumberValue)
+	)
+	fields := make(map[string]*structpb.Value, maxFields)
+	n := 0
+	str := func(k, v string) {
+		if v != "" {
+			strs[n].StringValue = v
+			vals[n].Kind = &strs[n]
+			fields[k] = &vals[n]
+			n++
+		}
+	}
+	str("decision_id", m.DecisionID)
+	str("decision", m.Decision)
+	str("reason", m.Reason)
+	str("tier", m.Tier)
+	str("action", m.Action)
+	str("workflow", m.Workflow)
+	str("failure_mode", m.FailureMode)
+	cost.NumberValue = float64(m.Cost)
+	vals[n].Kind = cost
+	fields["cost"] = &vals[n]
+	return &structpb.Struct{Fields: fields}
+}

@@ -1,0 +1,134 @@
+package extauthz
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// GRPCOptions configures the gRPC server that carries the Authorization
+// service. The zero value of each field means its documented default.
+type GRPCOptions struct {
+	// CertFile and KeyFile enable TLS; both or neither must be set.
+	CertFile, KeyFile string
+	// ClientCAFile, with TLS, requires clients (Envoy) to present a
+	// certificate signed by one of its CAs (mTLS).
+	ClientCAFile string
+	// MaxConcurrentStreams bounds streams per connection. Zero means 1024.
+	MaxConcurrentStreams uint32
+	// KeepaliveTime is the idle time after which the server pings a client,
+	// and KeepaliveTimeout how long it waits for the answer. Zero means 30s
+	// and 10s.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// KeepaliveMinTime is the shortest ping interval a client may use
+	// before the server closes the connection. Zero means 5s.
+	KeepaliveMinTime time.Duration
+	// Reflection registers the gRPC reflection service (for grpcurl).
+	Reflection bool
+	// ServerOptions are appended, e.g. a stats handler for telemetry.
+	ServerOptions []grpc.ServerOption
+}
+
+// NewGRPCServer returns a gRPC server with s registered as the
+// Authorization service, the grpc.health.v1 service reporting SERVING for
+// the server ("") and for envoy.service.auth.v3.Authorization, and
+// reflection when enabled. Call Drain to stop it.
+func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, error) {
+	if o.MaxConcurrentStreams == 0 {
+		o.MaxConcurrentStreams = 1024
+	}
+	if o.KeepaliveTime == 0 {
+		o.KeepaliveTime = 30 * time.Second
+	}
+	if o.KeepaliveTimeout == 0 {
+		o.KeepaliveTimeout = 10 * time.Second
+	}
+	if o.KeepaliveMinTime == 0 {
+		o.KeepaliveMinTime = 5 * time.Second
+	}
+	opts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
+	}
+	if o.CertFile != "" || o.KeyFile != "" || o.ClientCAFile != "" {
+		cfg, err := serverTLS(o.CertFile, o.KeyFile, o.ClientCAFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	opts = append(opts, o.ServerOptions...)
+	gs := grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(gs, s)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	if o.Reflection {
+		reflection.Register(gs)
+	}
+	return gs, hs, nil
+}
+
+// serverTLS loads the server certificate and, for mTLS, the client CAs.
+func serverTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("extauthz: TLS needs both a certificate and a key file (server.tls.cert_file and key_file)")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("extauthz: load TLS key pair %s, %s: %w", certFile, keyFile, err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCAFile != "" {
+		pem, err := os.ReadFile(clientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("extauthz: read client CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("extauthz: client CA file %s holds no PEM certificate", clientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// Drain stops gs gracefully: health turns NOT_SERVING (so Envoy's health
+// checks move traffic away), no new RPCs are accepted, and in-flight Checks
+// may finish within grace; then the server is stopped hard. It reports
+// whether the grace period ran out.
+func Drain(gs *grpc.Server, hs *health.Server, grace time.Duration) (forced bool) {
+	if hs != nil {
+		hs.Shutdown()
+	}
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return false
+	case <-t.C:
+		// Stop cancels the in-flight handlers' contexts; it does not wait
+		// for a handler that ignores its context.
+		gs.Stop()
+		return true
+	}
+}

@@ -1,0 +1,306 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/quotagate/quotagate/engine"
+)
+
+// Header names quotagate sets. They are lower case, as HTTP/2 requires.
+const (
+	HeaderDecisionID      = "x-quota-decision-id"
+	HeaderTier            = "x-quota-tier"
+	HeaderBalance         = "x-quota-balance"
+	HeaderCost            = "x-quota-cost"
+	HeaderWarning         = "x-quota-warning"
+	HeaderFailureMode     = "x-quota-failure-mode"
+	HeaderRateLimitPolicy = "ratelimit-policy"
+	HeaderRateLimit       = "ratelimit"
+	HeaderRetryAfter      = "retry-after"
+	headerContentType     = "content-type"
+	contentTypeJSON       = "application/json"
+)
+
+// The "error" values of denial bodies.
+const (
+	CodeOK                  = "ok"
+	CodeQuotaExceeded       = "quota_exceeded"
+	CodeInsufficientBalance = "insufficient_balance"
+	CodeFeatureNotInPlan    = "feature_not_in_plan"
+	CodeOverloaded          = "overloaded"
+	CodeUnauthenticated     = "unauthenticated"
+	CodeUnknownSubject      = "unknown_subject"
+	CodeLengthRequired      = "length_required"
+	CodeUnavailable         = "unavailable"
+)
+
+// Client messages quotagate writes itself; the engine writes the others.
+const (
+	msgUnavailable    = "The quota service could not decide, so the request is refused. Retry shortly."
+	msgLengthRequired = "The request body was cut short by the proxy and has no Content-Length, so its cost cannot be bounded. Send a Content-Length header."
+)
+
+// allow fills v for an admitted decision.
+func (s *Server) allow(in *Input, v *Verdict) {
+	d := &v.Decision
+	id := d.ID.String()
+	v.Allowed, v.Status, v.Code = true, 200, CodeOK
+	h := make([]Header, 0, 6)
+	h = append(h, Header{HeaderDecisionID, id})
+	h = appendRateLimit(h, d, s.o().Now())
+	if d.HasBalance {
+		h = append(h, Header{HeaderBalance, strconv.FormatInt(d.Balance, 10)})
+	}
+	if d.Cost > 0 {
+		h = append(h, Header{HeaderCost, strconv.FormatInt(d.Cost, 10)})
+	}
+	if d.Warning != "" {
+		h = append(h, Header{HeaderWarning, d.Warning})
+	}
+	v.Headers = h
+	v.UpstreamHeaders = []Header{{HeaderDecisionID, id}, {HeaderTier, string(d.Tier)}}
+	v.RemoveHeaders = s.spoofed(in)
+	v.Metadata = metadataOf(d, id, "allow")
+}
+
+// spoofed returns the configured strip headers that the request carries,
+// except those quotagate sets itself (setting one overwrites it).
+func (s *Server) spoofed(in *Input) []string {
+	var out []string
+	for _, h := range s.o().strip {
+		if _, ok := in.Headers[h]; ok && h != HeaderTier && h != HeaderDecisionID {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// deny fills v for a refusal decided by the engine.
+func (s *Server) deny(now time.Time, v *Verdict) {
+	d := &v.Decision
+	id := d.ID.String()
+	retry := retryAfter(d, now)
+	h := make([]Header, 0, 6)
+	h = append(h, Header{headerContentType, contentTypeJSON}, Header{HeaderDecisionID, id})
+	h = appendRateLimit(h, d, now)
+	if retry > 0 {
+		h = append(h, Header{HeaderRetryAfter, strconv.FormatInt(retry, 10)})
+	}
+	var body any
+	switch d.Reason {
+	case engine.ReasonWindowExceeded:
+		v.Status, v.Code = 429, CodeQuotaExceeded
+		body = windowBody{CodeQuotaExceeded, d.Message, d.Binding.Limit, d.Binding.Remaining,
+			d.Binding.Reset.UTC().Format(time.RFC3339), retry, id, s.upgradeURL(d.Tier)}
+	case engine.ReasonInsufficientBalance:
+		v.Status, v.Code = s.o().InsufficientBalanceStatus, CodeInsufficientBalance
+		h = append(h, Header{HeaderBalance, strconv.FormatInt(d.Balance, 10)})
+		body = balanceBody{CodeInsufficientBalance, d.Message, d.Cost, d.Balance, id, s.upgradeURL(d.Tier)}
+	case engine.ReasonFeatureNotInPlan:
+		v.Status, v.Code = 403, CodeFeatureNotInPlan
+		feature := d.Action
+		if feature == "" {
+			feature = d.Workflow
+		}
+		body = featureBody{CodeFeatureNotInPlan, d.Message, feature, string(d.Tier), string(d.RequiredTier), id, s.upgradeURL(d.Tier)}
+	case engine.ReasonShed:
+		v.Status, v.Code = 503, CodeOverloaded
+		body = overloadBody{CodeOverloaded, d.Message, retry, id}
+	case engine.ReasonNoIdentity:
+		v.Status, v.Code = 401, CodeUnauthenticated
+		body = noIdentityBody{CodeUnauthenticated, d.Message, s.o().Identity.sourceNames(), id}
+	default: // engine.ReasonUnknownSubject, and any reason added later
+		v.Status, v.Code = 403, CodeUnknownSubject
+		body = plainBody{CodeUnknownSubject, d.Message, id}
+	}
+	v.Headers = h
+	v.Body = marshal(body)
+	v.Metadata = metadataOf(d, id, "deny")
+}
+
+// failure fills v when the engine could not decide, by the tier's failure
+// mode: open allows and says so, closed refuses with 503.
+func (s *Server) failure(now time.Time, d *engine.Decision, err error, v *Verdict) {
+	if d.ID == (uuid.UUID{}) {
+		d.ID = newID()
+	}
+	v.Decision, v.Err = *d, err
+	id := d.ID.String()
+	mode := d.FailureMode.String()
+	v.FailureModeApplied = mode
+	s.o().Logger.Warn("extauthz: no decision, applying failure mode",
+		"decision_id", id, "failure_mode", mode, "tier", string(d.Tier), "error", err.Error())
+	v.Metadata = metadataOf(d, id, "allow")
+	v.Metadata.Reason, v.Metadata.FailureMode = "error", mode
+	if d.FailureMode == engine.FailOpen {
+		v.Allowed, v.Status, v.Code = true, 200, CodeOK
+		v.Headers = []Header{{HeaderDecisionID, id}, {HeaderFailureMode, mode}}
+		v.UpstreamHeaders = []Header{{HeaderDecisionID, id}, {HeaderFailureMode, mode}}
+		return
+	}
+	v.Status, v.Code = 503, CodeUnavailable
+	v.Metadata.Decision = "deny"
+	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id}, {HeaderFailureMode, mode}}
+	v.Body = marshal(failureBody{CodeUnavailable, msgUnavailable, mode, id})
+}
+
+// lengthRequired refuses a truncated body whose full size is unknown.
+func (s *Server) lengthRequired(now time.Time, in *Input, v *Verdict) {
+	id := newID()
+	v.Decision.ID = id
+	v.Status, v.Code = 411, CodeLengthRequired
+	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id.String()}}
+	v.Body = marshal(plainBody{CodeLengthRequired, msgLengthRequired, id.String()})
+	v.Metadata = Metadata{DecisionID: id.String(), Decision: "deny", Reason: CodeLengthRequired}
+}
+
+func (s *Server) upgradeURL(t engine.Tier) string {
+	if s.o().UpgradeURL == nil {
+		return ""
+	}
+	return s.o().UpgradeURL(t)
+}
+
+func metadataOf(d *engine.Decision, id, decision string) Metadata {
+	return Metadata{DecisionID: id, Decision: decision, Reason: d.Reason.String(), Tier: string(d.Tier),
+		Action: d.Action, Workflow: d.Workflow, Cost: d.Cost, Units: d.Units}
+}
+
+// appendRateLimit adds the RateLimit-Policy and RateLimit fields of
+// draft-ietf-httpapi-ratelimit-headers for the binding limit:
+// `"hour";q=100;w=3600` and `"hour";r=42;t=1800`.
+func appendRateLimit(h []Header, d *engine.Decision, now time.Time) []Header {
+	if !d.HasBinding {
+		return h
+	}
+	b := &d.Binding
+	var buf [96]byte
+	p := appendSFString(buf[:0], b.Name)
+	p = append(p, ";q="...)
+	p = strconv.AppendInt(p, b.Limit, 10)
+	if w := int64(b.Period.Every / time.Second); w > 0 {
+		p = append(p, ";w="...)
+		p = strconv.AppendInt(p, w, 10)
+	}
+	policy := string(p)
+	r := appendSFString(buf[:0], b.Name)
+	r = append(r, ";r="...)
+	r = strconv.AppendInt(r, max(b.Remaining, 0), 10)
+	r = append(r, ";t="...)
+	r = strconv.AppendInt(r, ceilSeconds(b.Reset.Sub(now)), 10)
+	return append(h, Header{HeaderRateLimitPolicy, policy}, Header{HeaderRateLimit, string(r)})
+}
+
+// appendSFString appends s as a structured-field String (RFC 8941):
+// quoted, with backslash and quote escaped, other non-printables dropped.
+func appendSFString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c >= 0x20 && c < 0x7f:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// retryAfter is the whole seconds, rounded up, before a retry can succeed:
+// the engine's RetryAfter, else the binding limit's reset; 0 when unknown.
+func retryAfter(d *engine.Decision, now time.Time) int64 {
+	if d.RetryAfter > 0 {
+		return ceilSeconds(d.RetryAfter)
+	}
+	if d.HasBinding && d.Binding.Reset.After(now) {
+		return ceilSeconds(d.Binding.Reset.Sub(now))
+	}
+	return 0
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64(math.Ceil(d.Seconds()))
+}
+
+func newID() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil { // only when the random source fails
+		return uuid.New()
+	}
+	return id
+}
+
+// marshal encodes a denial body. The bodies are plain structs of strings and
+// numbers, which cannot fail to encode.
+func marshal(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return []byte(`{"error":"internal"}`)
+	}
+	return b
+}
+
+type windowBody struct {
+	Error             string `json:"error"`
+	Message           string `json:"message"`
+	Limit             int64  `json:"limit"`
+	Remaining         int64  `json:"remaining"`
+	Reset             string `json:"reset"`
+	RetryAfterSeconds int64  `json:"retry_after_seconds"`
+	DecisionID        string `json:"decision_id"`
+	UpgradeURL        string `json:"upgrade_url"`
+}
+
+type balanceBody struct {
+	Error      string `json:"error"`
+	Message    string `json:"message"`
+	Cost       int64  `json:"cost"`
+	Balance    int64  `json:"balance"`
+	DecisionID string `json:"decision_id"`
+	UpgradeURL string `json:"upgrade_url"`
+}
+
+type featureBody struct {
+	Error        string `json:"error"`
+	Message      string `json:"message"`
+	Feature      string `json:"feature"`
+	Tier         string `json:"tier"`
+	RequiredTier string `json:"required_tier"`
+	DecisionID   string `json:"decision_id"`
+	UpgradeURL   string `json:"upgrade_url"`
+}
+
+type overloadBody struct {
+	Error             string `json:"error"`
+	Message           string `json:"message"`
+	RetryAfterSeconds int64  `json:"retry_after_seconds"`
+	DecisionID        string `json:"decision_id"`
+}
+
+type noIdentityBody struct {
+	Error        string   `json:"error"`
+	Message      string   `json:"message"`
+	SourcesTried []string `json:"sources_tried"`
+	DecisionID   string   `json:"decision_id"`
+}
+
+type failureBody struct {
+	Error       string `json:"error"`
+	Message     string `json:"message"`
+	FailureMode string `json:"failure_mode"`
+	DecisionID  string `json:"decision_id"`
+}
+
+type plainBody struct {
+	Error      string `json:"error"`
+	Message    string `json:"message"`
+	DecisionID string `json:"decision_id"`
+}

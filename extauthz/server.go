@@ -1,0 +1,240 @@
+package extauthz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/quotagate/quotagate/engine"
+)
+
+// Route maps a request path and method to an action and workflow, for
+// routes whose context_extensions name neither.
+type Route struct {
+	// PathPrefix matches the start of the path (without the query).
+	PathPrefix string
+	// Method matches the HTTP method, case-insensitively; empty matches any.
+	Method           string
+	Action, Workflow string
+}
+
+// Options configures a Server. The zero value of each field means its
+// documented default.
+type Options struct {
+	// Identity says how callers are identified.
+	Identity IdentityOptions
+	// Routes are tried in order when context_extensions give no action or
+	// workflow; the first match wins.
+	Routes []Route
+	// StripHeaders are identity spoofing vectors (x-tier, ...) removed from
+	// the request sent upstream.
+	StripHeaders []string
+	// InsufficientBalanceStatus is the HTTP status for an insufficient
+	// balance. Zero means 402.
+	InsufficientBalanceStatus int
+	// WordsPerByte prices the unseen part of a truncated body. Zero means
+	// MaxWordsPerByte, which never under-charges; values below the density
+	// of the part received are raised to it.
+	WordsPerByte float64
+	// UpgradeURL returns the upgrade link offered to a refused client of
+	// the tier. Nil means none.
+	UpgradeURL func(engine.Tier) string
+	// Logger receives operator-facing logs. Nil discards them.
+	Logger *slog.Logger
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+	// Observe, if set, is called once at the end of every decision, with
+	// the handler's context (which carries the incoming gRPC metadata), the
+	// time the request arrived, and the input and verdict. It must not
+	// retain in or v.
+	Observe func(ctx context.Context, start time.Time, in *Input, v *Verdict)
+}
+
+// Server decides requests with an engine. It implements Envoy's
+// Authorization gRPC service and, through HTTPHandler, the HTTP
+// authorization mode. It is safe for concurrent use.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+
+	eng *engine.Engine
+	cur atomic.Pointer[settings]
+}
+
+// settings are Options with defaults applied, and what is derived from
+// them. They are immutable; SetOptions swaps them whole.
+type settings struct {
+	Options
+	strip []string // lower-cased StripHeaders
+}
+
+func newSettings(opts Options) (*settings, error) {
+	if err := opts.withDefaults(); err != nil {
+		return nil, err
+	}
+	st := &settings{Options: opts}
+	for _, h := range opts.StripHeaders {
+		st.strip = append(st.strip, strings.ToLower(h))
+	}
+	return st, nil
+}
+
+// o returns the current settings.
+func (s *Server) o() *settings { return s.cur.Load() }
+
+// NewServer returns a Server that charges requests to eng.
+func NewServer(eng *engine.Engine, opts Options) (*Server, error) {
+	if eng == nil {
+		return nil, errors.New("extauthz: nil engine")
+	}
+	s := &Server{eng: eng}
+	if err := s.SetOptions(opts); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SetOptions replaces the server's options, for a configuration reload. It
+// is safe to call while requests are being decided; a request that is
+// under way may see parts of both the old and the new options.
+func (s *Server) SetOptions(opts Options) error {
+	st, err := newSettings(opts)
+	if err != nil {
+		return err
+	}
+	s.cur.Store(st)
+	return nil
+}
+
+func (o *Options) withDefaults() error {
+	o.Identity.withDefaults()
+	if o.InsufficientBalanceStatus == 0 {
+		o.InsufficientBalanceStatus = 402
+	}
+	if s := o.InsufficientBalanceStatus; s < 400 || s > 599 {
+		return fmt.Errorf("extauthz: insufficient balance status %d is not an HTTP error status (400-599)", s)
+	}
+	if o.WordsPerByte < 0 {
+		return fmt.Errorf("extauthz: words per byte %g must not be negative", o.WordsPerByte)
+	}
+	if o.WordsPerByte == 0 {
+		o.WordsPerByte = MaxWordsPerByte
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// Decide identifies the caller of in, prices the request, charges it and
+// returns the answer. It never fails: an engine error becomes a Verdict
+// that applies the tier's failure mode.
+func (s *Server) Decide(ctx context.Context, in Input) Verdict {
+	c := getCall()
+	defer putCall(c)
+	c.in = in
+	s.decideInto(ctx, &c.in, &c.v)
+	return c.v
+}
+
+// decideInto is Decide writing into a Verdict that the caller owns (a
+// pooled one: a Verdict embeds a Decision, over a kilobyte, which would
+// otherwise be allocated per request because Observe sees it).
+func (s *Server) decideInto(ctx context.Context, in *Input, v *Verdict) {
+	o := s.o()
+	start := o.Now()
+	s.decide(ctx, start, in, v)
+	if o.Observe != nil {
+		o.Observe(ctx, start, in, v)
+	}
+}
+
+// call is the per-request scratch space, recycled through callPool.
+type call struct {
+	in Input
+	v  Verdict
+}
+
+var callPool = sync.Pool{New: func() any { return new(call) }}
+
+func getCall() *call { return callPool.Get().(*call) }
+
+func putCall(c *call) {
+	*c = call{}
+	callPool.Put(c)
+}
+
+func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verdict) {
+	var req engine.Request
+	v.Identity = s.o().Identity.identify(in, &req)
+	req.Action, req.Workflow = s.route(in)
+	units, ok := s.units(in)
+	if !ok {
+		s.lengthRequired(start, in, v)
+		return
+	}
+	req.Units = units
+	if dl, ok := ctx.Deadline(); ok {
+		req.Deadline = dl
+	}
+	d, err := s.eng.Charge(ctx, req)
+	now := s.o().Now()
+	if err != nil {
+		s.failure(now, &d, err, v)
+		return
+	}
+	v.Decision = d
+	if d.Allowed {
+		s.allow(in, v)
+		return
+	}
+	s.deny(now, v)
+}
+
+// route returns the action and workflow from context_extensions, falling
+// back to the first configured route that matches.
+func (s *Server) route(in *Input) (action, workflow string) {
+	action, workflow = in.ContextExtensions["action"], in.ContextExtensions["workflow"]
+	if action != "" || workflow != "" || len(s.o().Routes) == 0 {
+		return action, workflow
+	}
+	path := in.Path
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	for _, r := range s.o().Routes {
+		if strings.HasPrefix(path, r.PathPrefix) && (r.Method == "" || strings.EqualFold(r.Method, in.Method)) {
+			return r.Action, r.Workflow
+		}
+	}
+	return "", ""
+}
+
+// units counts the words of the body, pricing a truncated body by the
+// documented conservative rule. ok is false when the body was truncated and
+// its full size is unknown, so no upper bound exists.
+func (s *Server) units(in *Input) (units int64, ok bool) {
+	if !in.BodyTruncated {
+		return CountWords(in.Body), true
+	}
+	if in.ContentLength < 0 {
+		return 0, false
+	}
+	seen := trimPartialRune(in.Body)
+	counted := CountWords(seen)
+	rate := s.o().WordsPerByte
+	if len(seen) > 0 {
+		if density := float64(counted) / float64(len(seen)); density > rate {
+			rate = density
+		}
+	}
+	return partialWords(counted, int64(len(seen)), in.ContentLength, rate), true
+}

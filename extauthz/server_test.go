@@ -1,0 +1,229 @@
+package extauthz
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quotagate/quotagate/engine"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
+
+func hourly(n int64) []engine.LimitConfig {
+	return []engine.LimitConfig{{Name: "hour", Period: engine.Period{Calendar: "hour", Every: time.Hour}, Max: n}}
+}
+
+func month() engine.Period { return engine.Period{Calendar: "month", Every: 30 * 24 * time.Hour} }
+
+// testEngineConfig is the seed's tiers with token grants and the seed's
+// prices.
+func testEngineConfig(now func() time.Time) engine.Config {
+	return engine.Config{
+		Tiers: map[engine.Tier]engine.TierConfig{
+			"freemium":   {Priority: engine.PriorityLow, Limits: hourly(10), Tokens: engine.TokenGrant{Amount: 20, Period: month()}, Features: []string{"translate"}, UpgradeURL: "https://example.com/upgrade"},
+			"standard":   {Priority: engine.PriorityMedium, Limits: hourly(100), Tokens: engine.TokenGrant{Amount: 1000, Period: month()}},
+			"enterprise": {Priority: engine.PriorityHigh, Limits: hourly(500), Tokens: engine.TokenGrant{Unlimited: true}},
+		},
+		DefaultTier: "freemium",
+		Actions: map[string]engine.ActionConfig{
+			"translate": {PerThousand: 5, Unit: "words"},
+			"summarize": {PerThousand: 2, Unit: "words"},
+		},
+		Users:  map[string]engine.UserConfig{"sam": {Tier: "standard"}, "erin": {Tier: "enterprise"}},
+		Alerts: engine.AlertConfig{ThresholdPercent: 90},
+		Now:    now,
+	}
+}
+
+func newTestServer(t testing.TB, c *clock, opts Options) *Server {
+	t.Helper()
+	eng, err := engine.New(testEngineConfig(c.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Now = c.Now
+	if opts.Identity.Sources == nil {
+		opts.Identity = IdentityOptions{Sources: []Source{SourceJWT, SourceHeader}, HeaderTrusted: true}
+	}
+	s, err := NewServer(eng, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func userInput(user, action, body string) Input {
+	h := map[string]string{"x-user-id": user, "content-length": strconv.Itoa(len(body))}
+	if user == "" {
+		delete(h, "x-user-id")
+	}
+	return Input{Method: "POST", Path: "/v1/" + action, Headers: h, Body: body, ContentLength: int64(len(body)),
+		ContextExtensions: map[string]string{"action": action}}
+}
+
+func TestDecideWindow(t *testing.T) {
+	c := &clock{now: t0} // 10:30, so the hour resets in 30 minutes
+	s := newTestServer(t, c, Options{UpgradeURL: func(engine.Tier) string { return "https://example.com/upgrade" }})
+	ctx := context.Background()
+	for i := 1; i <= 10; i++ {
+		v := s.Decide(ctx, userInput("fred", "", ""))
+		if !v.Allowed {
+			t.Fatalf("call %d denied: %s", i, v.Body)
+		}
+		warning, _ := header(v.Headers, HeaderWarning)
+		if want := i >= 9; (warning != "") != want {
+			t.Errorf("call %d: warning %q, want one: %v", i, warning, want)
+		}
+		if i == 9 && warning != "Approaching hourly limit." {
+			t.Errorf("call 9 warning = %q", warning)
+		}
+	}
+	c.Set(t0.Add(10 * time.Second))
+	v := s.Decide(ctx, userInput("fred", "", ""))
+	if v.Allowed || v.Status != 429 {
+		t.Fatalf("call 11: allowed %v status %d", v.Allowed, v.Status)
+	}
+	if got, _ := header(v.Headers, HeaderRetryAfter); got != "1790" {
+		t.Errorf("Retry-After = %s, want 1790 (until 11:00)", got)
+	}
+	var body windowBody
+	if err := json.Unmarshal(v.Body, &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Message != "Quota exceeded. Upgrade your plan or wait for the reset." || body.Limit != 10 || body.Remaining != 0 ||
+		body.Reset != "2026-11-27T11:00:00Z" || body.RetryAfterSeconds != 1790 || body.UpgradeURL == "" || body.DecisionID != v.Decision.ID.String() {
+		t.Errorf("body = %s", v.Body)
+	}
+}
+
+func TestDecideCosts(t *testing.T) {
+	words3000 := strings.Repeat("word ", 3000)
+	tests := []struct {
+		name, user, action string
+		wantCost           int64
+	}{
+		{name: "translate 3000 words", user: "sam", action: "translate", wantCost: 15},
+		{name: "summarize 3000 words", user: "sam", action: "summarize", wantCost: 6},
+		{name: "plain call", user: "sam", action: "", wantCost: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t, &clock{now: t0}, Options{})
+			v := s.Decide(context.Background(), userInput(tt.user, tt.action, words3000))
+			if !v.Allowed || v.Decision.Cost != tt.wantCost || v.Decision.Units != 3000 {
+				t.Fatalf("allowed %v cost %d units %d, want cost %d", v.Allowed, v.Decision.Cost, v.Decision.Units, tt.wantCost)
+			}
+			if got, _ := header(v.Headers, HeaderBalance); got != strconv.FormatInt(1000-tt.wantCost, 10) {
+				t.Errorf("balance header = %s, want %d", got, 1000-tt.wantCost)
+			}
+		})
+	}
+}
+
+func TestDecideInsufficientBalance(t *testing.T) {
+	s := newTestServer(t, &clock{now: t0}, Options{})
+	ctx := context.Background()
+	// freemium has 20 tokens: 3000 words cost 15, leaving 5; 2000 more cost 10.
+	if v := s.Decide(ctx, userInput("fay", "translate", strings.Repeat("w ", 3000))); !v.Allowed {
+		t.Fatalf("first translate denied: %s", v.Body)
+	}
+	v := s.Decide(ctx, userInput("fay", "translate", strings.Repeat("w ", 2000)))
+	if v.Allowed || v.Status != 402 || v.Code != CodeInsufficientBalance {
+		t.Fatalf("allowed %v status %d code %s", v.Allowed, v.Status, v.Code)
+	}
+	if got, _ := header(v.Headers, HeaderBalance); got != "5" {
+		t.Errorf("balance on refusal = %s, want 5", got)
+	}
+	// The refusal charged nothing: 1000 words (5 tokens) still fit exactly.
+	v = s.Decide(ctx, userInput("fay", "translate", strings.Repeat("w ", 1000)))
+	if got, _ := header(v.Headers, HeaderBalance); !v.Allowed || got != "0" {
+		t.Errorf("after refusal: allowed %v balance %s, want allowed with 0 left", v.Allowed, got)
+	}
+}
+
+func TestDecideIdentity(t *testing.T) {
+	s := newTestServer(t, &clock{now: t0}, Options{StripHeaders: []string{"x-tier", "x-quota-tier"}})
+	ctx := context.Background()
+
+	v := s.Decide(ctx, userInput("", "translate", "hello"))
+	if v.Allowed || v.Status != 401 || !strings.Contains(string(v.Body), `"sources_tried":["jwt","header"]`) {
+		t.Errorf("no identity: status %d body %s", v.Status, v.Body)
+	}
+
+	in := userInput("fred", "translate", "hello")
+	in.Headers["x-tier"] = "enterprise"
+	in.Headers["x-quota-tier"] = "enterprise"
+	v = s.Decide(ctx, in)
+	if !v.Allowed || v.Decision.Tier != "freemium" {
+		t.Fatalf("spoofed tier header: allowed %v tier %s", v.Allowed, v.Decision.Tier)
+	}
+	if strings.Join(v.RemoveHeaders, ",") != "x-tier" {
+		t.Errorf("RemoveHeaders = %v", v.RemoveHeaders)
+	}
+	if got, _ := header(v.UpstreamHeaders, HeaderTier); got != "freemium" {
+		t.Errorf("upstream tier = %s", got)
+	}
+
+	in = userInput("", "summarize", "hello")
+	in.JWT = Claims{Subject: "jay", Tier: "enterprise"}
+	v = s.Decide(ctx, in)
+	if !v.Allowed || v.Decision.Tier != "enterprise" || v.Identity != SourceJWT {
+		t.Errorf("jwt tier claim: allowed %v tier %s source %s", v.Allowed, v.Decision.Tier, v.Identity)
+	}
+}
+
+func TestDecideObserve(t *testing.T) {
+	var calls int
+	var gotStart time.Time
+	var gotCode string
+	s := newTestServer(t, &clock{now: t0}, Options{Observe: func(ctx context.Context, start time.Time, in *Input, v *Verdict) {
+		calls++
+		gotStart, gotCode = start, v.Code
+	}})
+	s.Decide(context.Background(), userInput("fred", "summarize", "hello"))
+	if calls != 1 || !gotStart.Equal(t0) || gotCode != CodeFeatureNotInPlan {
+		t.Errorf("Observe called %d times, start %v, code %s", calls, gotStart, gotCode)
+	}
+}
+
+func TestDecideTruncatedWithoutLength(t *testing.T) {
+	s := newTestServer(t, &clock{now: t0}, Options{})
+	in := userInput("sam", "translate", "some words")
+	in.BodyTruncated, in.ContentLength = true, -1
+	v := s.Decide(context.Background(), in)
+	if v.Allowed || v.Status != 411 || v.Code != CodeLengthRequired {
+		t.Errorf("status %d code %s", v.Status, v.Code)
+	}
+}
+
+func TestSetOptions(t *testing.T) {
+	s := newTestServer(t, &clock{now: t0}, Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}}})
+	ctx := context.Background()
+	if v := s.Decide(ctx, userInput("sam", "", "")); v.Status != 401 {
+		t.Fatalf("untrusted header: status %d, want 401", v.Status)
+	}
+	if err := s.SetOptions(Options{InsufficientBalanceStatus: 200}); err == nil {
+		t.Fatal("SetOptions accepted status 200 for a denial")
+	}
+	if v := s.Decide(ctx, userInput("sam", "", "")); v.Status != 401 {
+		t.Fatalf("a rejected SetOptions changed the options: status %d", v.Status)
+	}
+	if err := s.SetOptions(Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.Decide(ctx, userInput("sam", "", "")); !v.Allowed {
+		t.Errorf("after reload: status %d, want allowed", v.Status)
+	}
+}
