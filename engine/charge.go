@@ -63,21 +63,8 @@ func (c *charge) prepare() {
 // decideLocked decides c.req into d and applies the charge. The caller
 // holds the locks of c.h.
 func (c *charge) decideLocked(d *Decision) error {
-	rs, st := c.rs, c.h.st
-	c.tier = rs.resolveTier(c.static, st.prof)
-	d.Tier, d.FailureMode, d.Team = c.tier.name, c.tier.failure, c.h.teamName
-	d.Priority = c.tier.priority
-	if c.wf != nil && c.wf.priority != nil {
-		d.Priority = *c.wf.priority
-	}
-	if f := c.missingFeatureLocked(); f != "" {
-		d.deny(ReasonFeatureNotInPlan, featureMessage(rs, f))
-		d.RequiredTier = rs.requiredTier[f]
-		return nil
-	}
-	if c.e.shed(rs, d.Priority, c.now) {
-		d.deny(ReasonShed, rs.msgs.Shed)
-		d.RetryAfter = time.Second
+	rs := c.rs
+	if c.screenLocked(d) {
 		return nil
 	}
 	if err := c.collectLocked(); err != nil {
@@ -110,6 +97,30 @@ func (c *charge) decideLocked(d *Decision) error {
 	d.Balance = balanceLocked(owner)
 	c.statusesLocked(d)
 	return nil
+}
+
+// screenLocked resolves the tier and priority into d and refuses the
+// request when its plan lacks the feature or its priority is shed. It
+// reports whether d is decided. The caller holds the locks of c.h.
+func (c *charge) screenLocked(d *Decision) bool {
+	rs := c.rs
+	c.tier = rs.resolveTier(c.static, c.h.st.prof)
+	d.Tier, d.FailureMode, d.Team = c.tier.name, c.tier.failure, c.h.teamName
+	d.Priority = c.tier.priority
+	if c.wf != nil && c.wf.priority != nil {
+		d.Priority = *c.wf.priority
+	}
+	if f := c.missingFeatureLocked(); f != "" {
+		d.deny(ReasonFeatureNotInPlan, featureMessage(rs, f))
+		d.RequiredTier = rs.requiredTier[f]
+		return true
+	}
+	if c.e.shed(rs, d.Priority, c.now) {
+		d.deny(ReasonShed, rs.msgs.Shed)
+		d.RetryAfter = time.Second
+		return true
+	}
+	return false
 }
 
 func (d *Decision) deny(r Reason, msg string) {

@@ -66,6 +66,11 @@ type Config struct {
 	// Store holds state that is evicted or flushed. Nil means an in-memory
 	// store (NewMemoryStore).
 	Store Store
+	// Authority, if set, holds the window counters and balances shared by
+	// several replicas (store/redis): each Charge that the local cache
+	// cannot refuse is checked and charged through it, outside any lock.
+	// Nil means this engine is the authority (single node).
+	Authority Authority
 	// Events receives threshold and breach events. Nil discards them.
 	Events Events
 	// Now is the clock. Nil means time.Now.

@@ -35,6 +35,7 @@ type Engine struct {
 	seed   maphash.Seed
 	// Fixed at New; Reload does not change them.
 	store      Store
+	auth       Authority
 	events     Events
 	now        func() time.Time
 	syncWrites bool
@@ -62,6 +63,7 @@ func New(cfg Config) (*Engine, error) {
 		mask:       uint64(cfg.Shards - 1),
 		seed:       maphash.MakeSeed(),
 		store:      cfg.Store,
+		auth:       cfg.Authority,
 		events:     cfg.Events,
 		now:        cfg.Now,
 		syncWrites: cfg.SyncWrites,
@@ -86,12 +88,14 @@ func maphashString(seed maphash.Seed, s string) uint64 { return maphash.String(s
 // Reload validates cfg, compiles it and swaps it in whole: the next request
 // sees the new tiers, limits and prices, applied to the usage counted so
 // far (limits are matched by name; a limit whose period changes starts a
-// fresh window when its current one ends). Store, Events, Now, Shards, CacheSize,
-// SyncWrites and FlushInterval keep their values from New. The capacity
+// fresh window when its current one ends). Store, Authority, Events, Now,
+// Shards, CacheSize, SyncWrites and FlushInterval keep their values from
+// New. The capacity
 // and factor change only if cfg changes them, so a reload does not undo
 // SetCapacity or SetCapacityFactor.
 func (e *Engine) Reload(cfg Config) error {
 	cfg.Store, cfg.Events, cfg.Now = e.base.Store, e.base.Events, e.base.Now
+	cfg.Authority = e.base.Authority
 	cfg.Shards, cfg.CacheSize = e.base.Shards, e.base.CacheSize
 	cfg.SyncWrites, cfg.FlushInterval = e.base.SyncWrites, e.base.FlushInterval
 	cfg = cfg.withDefaults()
@@ -169,6 +173,9 @@ func (e *Engine) decide(ctx context.Context, now time.Time, req *Request, d *Dec
 		}
 		d.deny(ReasonUnknownSubject, rs.msgs.UnknownSubject)
 		return nil
+	}
+	if e.auth != nil {
+		return c.decideRemote(ctx, d)
 	}
 	c.lims = &e.shards[c.h.si].scratch
 	err := c.decideLocked(d)

@@ -81,6 +81,11 @@ func (e *Engine) StatusAt(ctx context.Context, now time.Time, key string) (Subje
 	}
 	c.checkLocked()
 	owner, grant, ownerKey := c.balanceOwnerLocked()
+	if e.auth != nil {
+		if err := c.refreshRemote(ctx, owner, grant, ownerKey); err != nil {
+			return SubjectStatus{}, err
+		}
+	}
 	s.Limits = c.limitStatuses()
 	s.fillBalance(owner, grant, ownerKey, now.UnixNano(), rs)
 	return s, nil
@@ -106,6 +111,11 @@ func (e *Engine) teamStatus(ctx context.Context, rs *ruleset, now time.Time, key
 			return SubjectStatus{}, err
 		}
 		c.checkLocked()
+		if e.auth != nil {
+			if err := c.refreshRemote(ctx, st, grant, key); err != nil {
+				return SubjectStatus{}, err
+			}
+		}
 		s.Limits = c.limitStatuses()
 	}
 	s.fillBalance(st, grant, key, now.UnixNano(), rs)
@@ -205,6 +215,9 @@ func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balan
 	name, isTeam := strings.CutPrefix(key, teamKeyPrefix)
 	if t := rs.teams[name]; isTeam && !t.pays() {
 		return 0, fmt.Errorf("engine: add credits: team %q has no shared balance: give it tokens or credits in the config", name)
+	}
+	if e.auth != nil {
+		return e.addCreditsRemote(ctx, rs, key, delta)
 	}
 	st, i, err := e.lockKey(ctx, rs, key)
 	if err != nil {

@@ -1,0 +1,385 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Authority holds the window counters and balances that several replicas
+// share (store/redis implements it). The engine resolves everything local
+// and cheap (tier, roles, limits, cost, features, shedding) from its
+// ruleset and cached profile, builds a Plan, and asks the Authority to
+// execute it atomically: check every counter and the balance, then charge
+// all of them or none. Implementations must be safe for concurrent use and
+// must never retry a charge whose outcome is unknown.
+type Authority interface {
+	// Charge executes p atomically. An error means the outcome is unknown
+	// (the charge may or may not have been applied); the caller applies the
+	// tier's failure mode and does not retry.
+	Charge(ctx context.Context, p *Plan) (PlanResult, error)
+	// Status reads the counters and the balance of p without charging
+	// anything; the amounts and cost of p are ignored.
+	Status(ctx context.Context, p *Plan) (PlanResult, error)
+	// AddCredits adds delta to the credits of b.Owner, under the hash tag
+	// tag, unless they would fall below zero (ok == false, nothing changed).
+	AddCredits(ctx context.Context, tag string, b PlanBalance, delta int64) (r CreditResult, err error)
+}
+
+// Plan is what one request needs from the Authority.
+type Plan struct {
+	// Tag groups the keys of one request so that they live in one Redis
+	// Cluster slot: the team key ("team:<name>") when the subject belongs
+	// to a team that keeps state, else the subject id. A subject's keys
+	// always carry the same tag, whatever the request.
+	Tag string
+	// Now is the time of the decision.
+	Now time.Time
+	// Counters are the window counters to check and charge.
+	Counters []PlanCounter
+	// Balance is the token balance to check and charge; a zero Owner
+	// means no balance is involved.
+	Balance PlanBalance
+}
+
+// PlanCounter is one window counter of a Plan.
+type PlanCounter struct {
+	// Owner is the subject id or "team:<name>"; Limit is the limit's name.
+	Owner, Limit string
+	// Start and End bound the current window.
+	Start, End time.Time
+	// PrevStart is the start of the window before, for a sliding limit;
+	// zero for a fixed one.
+	PrevStart time.Time
+	// ExpireAt is when the counter may be dropped: End for a fixed window,
+	// End plus one window length for a sliding one (it weighs in the next
+	// window's estimate).
+	ExpireAt time.Time
+	// Max is the effective maximum and Amount what the request adds.
+	Max, Amount int64
+}
+
+// Sliding reports whether the counter's previous window weighs in.
+func (pc *PlanCounter) Sliding() bool { return !pc.PrevStart.IsZero() }
+
+// PlanBalance is the balance part of a Plan.
+type PlanBalance struct {
+	// Owner is the key that pays: the subject id or "team:<name>". Empty
+	// means no balance is involved.
+	Owner string
+	// Cost is what the request costs, in tokens.
+	Cost int64
+	// Grant is the allowance at the start of every grant period (zero: no
+	// grant) and PeriodStart the start of the current period.
+	Grant       int64
+	PeriodStart time.Time
+	// Unlimited means the cost is never refused nor deducted.
+	Unlimited bool
+	// StartingCredits are the owner's credits when it was never seen.
+	StartingCredits int64
+}
+
+// PlanResult is the Authority's answer to a Plan.
+type PlanResult struct {
+	// Allowed reports whether everything was charged.
+	Allowed bool
+	// Refused is the index in Plan.Counters of the counter that refused
+	// the request, or -1.
+	Refused int
+	// Short reports that the balance refused the request.
+	Short bool
+	// Current and Previous are, per counter, the usage of its current and
+	// previous window after the decision.
+	Current, Previous []int64
+	// Allowance and Credits are the balance after the decision.
+	Allowance, Credits int64
+	// Cached reports that the answer came from blocks this replica
+	// reserved earlier (leased mode), without a round trip: Allowance and
+	// Credits are then unknown and the engine keeps its cached balance.
+	Cached bool
+}
+
+// CreditResult is the outcome of Authority.AddCredits.
+type CreditResult struct {
+	// OK is false when the credits would have gone below zero.
+	OK                 bool
+	Allowance, Credits int64
+}
+
+// decideRemote decides c.req through the Authority. On entry the locks of
+// c.h are held; it releases them before the round trip, so nothing slow
+// happens under a lock. A window the local cache already knows to be full
+// refuses the request without a round trip: counters only grow within a
+// window, so a cached count is never above the authority's.
+func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
+	e := c.e
+	// The scratch list must survive the unlocked round trip.
+	c.lims = new([MaxLimitsPerRequest]applied)
+	plan, decided, err := c.planLocked(d)
+	if decided || err != nil {
+		snaps := c.finishLocked(nil)
+		e.release(ctx, c.h.si, c.h.ti)
+		c.emit()
+		if err != nil {
+			return err
+		}
+		return c.syncSave(ctx, snaps)
+	}
+	e.release(ctx, c.h.si, c.h.ti)
+	res, err := e.auth.Charge(ctx, plan)
+	if err != nil {
+		return fmt.Errorf("engine: charge %q through the authority: %w", c.req.Subject, err)
+	}
+	if err := e.acquire(ctx, c.rs, &c.req, c.user, true, &c.h); err != nil {
+		return err
+	}
+	if err := c.applyLocked(d, plan, &res); err != nil {
+		e.release(ctx, c.h.si, c.h.ti)
+		return err
+	}
+	snaps := c.finishLocked(nil)
+	e.release(ctx, c.h.si, c.h.ti)
+	c.emit()
+	return c.syncSave(ctx, snaps)
+}
+
+// collectRemoteLocked resolves the tier and gathers and prices the limits
+// against the cached counters. With screen set it first refuses what
+// screenLocked refuses; it reports whether d is decided already. The
+// caller holds the locks of c.h.
+func (c *charge) collectRemoteLocked(d *Decision, screen bool) (bool, error) {
+	if screen && c.screenLocked(d) {
+		return true, nil
+	}
+	if !screen {
+		c.tier = c.rs.resolveTier(c.static, c.h.st.prof)
+	}
+	c.n = 0
+	if err := c.collectLocked(); err != nil {
+		return true, err
+	}
+	c.checkLocked()
+	owner, grant, ownerKey := c.balanceOwnerLocked()
+	d.BalanceOwner, d.Cost = ownerKey, c.cost
+	rollGrantLocked(owner, grant, c.now, c.rs.loc)
+	return false, nil
+}
+
+// planLocked builds the Plan of c.req, or decides it locally (decided ==
+// true) when a cached window already refuses it. Reservations (max_delay)
+// are not made through an Authority: such a request is refused. The caller
+// holds the locks of c.h.
+func (c *charge) planLocked(d *Decision) (p *Plan, decided bool, err error) {
+	if done, err := c.collectRemoteLocked(d, true); done || err != nil {
+		return nil, true, err
+	}
+	for i := range c.n {
+		if c.lims[i].refused {
+			c.denyWindowLocked(d)
+			c.fillBalanceLocked(d)
+			c.statusesLocked(d)
+			return nil, true, nil
+		}
+	}
+	p = &Plan{Tag: c.req.Subject, Now: time.Unix(0, c.now), Counters: make([]PlanCounter, c.n)}
+	if c.h.ts != nil {
+		p.Tag = c.h.team.key
+	}
+	for i := range c.n {
+		p.Counters[i] = c.counterLocked(&c.lims[i])
+	}
+	owner, grant, ownerKey := c.balanceOwnerLocked()
+	p.Balance = PlanBalance{Owner: ownerKey, Cost: c.cost, Unlimited: grant.Unlimited,
+		StartingCredits: c.rs.startingCredits(ownerKey)}
+	if grant.Amount > 0 && !grant.Unlimited {
+		p.Balance.Grant, p.Balance.PeriodStart = grant.Amount, time.Unix(0, owner.grantStart)
+	}
+	return p, false, nil
+}
+
+// counterLocked describes a's window for the Plan. The caller holds the
+// lock of a's owner.
+func (c *charge) counterLocked(a *applied) PlanCounter {
+	ws := a.ws()
+	pc := PlanCounter{Owner: c.ownerKey(a.owner), Limit: a.rule.key,
+		Start: time.Unix(0, ws.start), End: time.Unix(0, ws.end), ExpireAt: time.Unix(0, ws.end),
+		Max: a.max, Amount: a.amount}
+	if a.rule.mode == WindowSliding {
+		pc.PrevStart = time.Unix(0, windowStart(ws.start-1, a.rule.period, c.rs.loc))
+		pc.ExpireAt = time.Unix(0, ws.end+(ws.end-ws.start))
+	}
+	return pc
+}
+
+func (c *charge) ownerKey(owner *subjectState) string {
+	if owner == c.h.st {
+		return c.req.Subject
+	}
+	return c.h.team.key
+}
+
+// applyLocked copies the authority's counts into the cached state and
+// fills d from res. The limits are collected again, since the state may
+// have been evicted or changed while unlocked; they are matched to the
+// Plan by owner, name and window. The caller holds the locks of c.h.
+func (c *charge) applyLocked(d *Decision, p *Plan, res *PlanResult) error {
+	// Not screened again: the authority has decided, and a shedding or
+	// feature verdict now would refuse a request that was charged.
+	if _, err := c.collectRemoteLocked(d, false); err != nil {
+		return err
+	}
+	refused := -1
+	for i := range c.n {
+		a := &c.lims[i]
+		a.refused = false
+		j := c.matchCounter(p, a)
+		if j < 0 || j >= len(res.Current) {
+			continue
+		}
+		ws := a.ws()
+		ws.cur = res.Current[j]
+		if a.rule.mode == WindowSliding && j < len(res.Previous) {
+			ws.prev = res.Previous[j]
+		}
+		if j == res.Refused {
+			refused = i
+		}
+	}
+	owner, grant, ownerKey := c.balanceOwnerLocked()
+	if ownerKey == p.Balance.Owner && !res.Cached {
+		owner.allowance, owner.credits = res.Allowance, res.Credits
+	}
+	switch {
+	case res.Allowed:
+		c.admitRemoteLocked(d, owner, grant)
+	case res.Short:
+		c.denyBalanceLocked(d, owner, grant)
+	case refused >= 0:
+		a := &c.lims[refused]
+		a.refused = true
+		a.fitAt = fitTimeLocked(a.ws(), c.now, a.rule.mode, a.rule.period, c.rs.loc, a.amount, a.max)
+		c.denyWindowLocked(d)
+	default:
+		// The refusing limit changed while unlocked (a reload): no binding.
+		d.deny(ReasonWindowExceeded, c.rs.msgs.Exceeded)
+	}
+	c.fillBalanceLocked(d)
+	c.statusesLocked(d)
+	return nil
+}
+
+// matchCounter returns the index in p of a's counter, or -1.
+func (c *charge) matchCounter(p *Plan, a *applied) int {
+	owner, start := c.ownerKey(a.owner), a.ws().start
+	for j := range p.Counters {
+		pc := &p.Counters[j]
+		if pc.Limit == a.rule.key && pc.Owner == owner && pc.Start.UnixNano() == start {
+			return j
+		}
+	}
+	return -1
+}
+
+// admitRemoteLocked fills an admission whose charge the authority applied.
+func (c *charge) admitRemoteLocked(d *Decision, owner *subjectState, grant TokenGrant) {
+	d.Allowed, d.Reason = true, ReasonOK
+	d.Charged = d.Cost
+	// The counters live in the authority: the cached copies are not
+	// saved, only the alert marks are.
+	if d.Cost > 0 && !grant.Unlimited && balanceLowLocked(owner, grant, c.rs.threshold) {
+		owner.alerted, owner.alertedSet = owner.grantStart, true
+		c.markMutated(owner)
+		c.eventLocked(EventBalanceLow, d, nil, balanceLocked(owner))
+	}
+	c.e.shards[c.h.si].meter.addLocked(c.now)
+}
+
+// denyBalanceLocked fills a refusal for lack of tokens.
+func (c *charge) denyBalanceLocked(d *Decision, owner *subjectState, grant TokenGrant) {
+	d.deny(ReasonInsufficientBalance, c.rs.msgs.InsufficientBalance)
+	if t := balanceRetryLocked(owner, grant, d.Cost); t != never {
+		d.RetryAfter = time.Duration(t - c.now)
+	}
+	if !owner.refusedSet || owner.refused != owner.grantStart {
+		owner.refused, owner.refusedSet = owner.grantStart, true
+		c.markMutated(owner)
+		c.eventLocked(EventInsufficientBalance, d, nil, balanceLocked(owner))
+	}
+}
+
+// fillBalanceLocked sets the balance fields of d from the cached owner.
+func (c *charge) fillBalanceLocked(d *Decision) {
+	owner, grant, _ := c.balanceOwnerLocked()
+	d.HasBalance = d.Cost > 0 || grantActive(grant) || owner.credits > 0
+	d.Balance = balanceLocked(owner)
+}
+
+// addCreditsRemote is AddCredits through the Authority: the credits live
+// there, and the cached state only mirrors them.
+func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, delta int64) (int64, error) {
+	st, i, err := e.lockKey(ctx, rs, key)
+	if err != nil {
+		return 0, err
+	}
+	name, isTeam := strings.CutPrefix(key, teamKeyPrefix)
+	tag := key
+	var g TokenGrant
+	if isTeam {
+		g = rs.teams[name].grant
+	} else {
+		u := rs.users[key]
+		req := Request{Subject: key}
+		g = rs.resolveTier(rs.staticTier(&req, u), st.prof).grant
+		if t := rs.teams[rs.teamFor(&req, u, st.prof)]; t.needsState() {
+			tag = t.key
+		}
+	}
+	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
+	b := PlanBalance{Owner: key, Unlimited: g.Unlimited, StartingCredits: rs.startingCredits(key)}
+	if g.Amount > 0 && !g.Unlimited {
+		b.Grant, b.PeriodStart = g.Amount, time.Unix(0, st.grantStart)
+	}
+	e.release(ctx, i, -1)
+	r, err := e.auth.AddCredits(ctx, tag, b, delta)
+	if err != nil {
+		return 0, fmt.Errorf("engine: add %d credits to %q through the authority: %w", delta, key, err)
+	}
+	if st, i, err = e.lockKey(ctx, rs, key); err == nil {
+		st.allowance, st.credits = r.Allowance, r.Credits
+		e.release(ctx, i, -1)
+	}
+	if !r.OK {
+		return r.Allowance + r.Credits, fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
+			delta, key, ErrNegativeBalance, r.Credits, r.Credits)
+	}
+	return r.Allowance + r.Credits, nil
+}
+
+// refreshRemote replaces the cached counters of c's limits and the balance
+// of owner (whose key is ownerKey and grant g) with the authority's, for
+// Status. c works on copies of the state, so no lock is held or needed.
+func (c *charge) refreshRemote(ctx context.Context, owner *subjectState, g TokenGrant, ownerKey string) error {
+	rollGrantLocked(owner, g, c.now, c.rs.loc)
+	p := &Plan{Tag: c.req.Subject, Now: time.Unix(0, c.now), Counters: make([]PlanCounter, c.n)}
+	if c.h.ts != nil {
+		p.Tag = c.h.team.key
+	}
+	for i := range c.n {
+		p.Counters[i] = c.counterLocked(&c.lims[i])
+	}
+	p.Balance = PlanBalance{Owner: ownerKey, Unlimited: g.Unlimited, StartingCredits: c.rs.startingCredits(ownerKey)}
+	if g.Amount > 0 && !g.Unlimited {
+		p.Balance.Grant, p.Balance.PeriodStart = g.Amount, time.Unix(0, owner.grantStart)
+	}
+	res, err := c.e.auth.Status(ctx, p)
+	if err != nil {
+		return fmt.Errorf("engine: status of %q through the authority: %w", c.req.Subject, err)
+	}
+	for i := range min(c.n, len(res.Current), len(res.Previous)) {
+		ws := c.lims[i].ws()
+		ws.cur, ws.prev = res.Current[i], res.Previous[i]
+	}
+	owner.allowance, owner.credits = res.Allowance, res.Credits
+	return nil
+}
