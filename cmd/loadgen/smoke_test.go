@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/quotagate/quotagate/cmd/noopauthz/noop"
+)
+
+// TestSmokeAgainstNoop runs loadgen for about a second against the no-op
+// server on loopback, in process, and checks the JSON it prints.
+func TestSmokeAgainstNoop(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := noop.NewGRPCServer(noop.Options{})
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	var out, errOut strings.Builder
+	args := []string{
+		"--name", "noop", "--addr", lis.Addr().String(), "--conns", "2", "--concurrency", "8",
+		"--warmup", "200ms", "--duration", "1s", "--server-pid", strconv.Itoa(os.Getpid()), "--json",
+	}
+	if err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut); err != nil {
+		t.Fatalf("loadgen: %v\nstderr: %s", err, errOut.String())
+	}
+	var r Result
+	if err := json.Unmarshal([]byte(out.String()), &r); err != nil {
+		t.Fatalf("output is not a JSON Result: %v\n%s", err, out.String())
+	}
+	if r.Checks == 0 || r.OK != r.Checks || r.Denied != 0 || r.Errors != 0 {
+		t.Errorf("checks %d, ok %d, denied %d, errors %d: want only OKs", r.Checks, r.OK, r.Denied, r.Errors)
+	}
+	if r.WindowSec < 0.9 || r.ChecksPerSec <= 0 {
+		t.Errorf("window %.2fs at %.0f checks/s", r.WindowSec, r.ChecksPerSec)
+	}
+	l := r.Latency
+	if !(0 < l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max) {
+		t.Errorf("latency percentiles out of order: %+v", l)
+	}
+	if r.ServerCPUPerCheck <= 0 || len(r.ServerPIDs) != 1 {
+		t.Errorf("server CPU per Check %.2f µs for pids %v; want > 0 for this process", r.ServerCPUPerCheck, r.ServerPIDs)
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "bad pid", args: []string{"--server-pid", "abc"}, want: `--server-pid: "abc" is not a process id`},
+		{name: "no addr", args: []string{"--addr", " , "}, want: "--addr is empty"},
+		{name: "zero conns", args: []string{"--conns", "0"}, want: "--conns and --concurrency must be > 0"},
+		{name: "stray argument", args: []string{"extra"}, want: `unexpected argument "extra"`},
+		{name: "table without result", args: []string{"table", "/nonexistent.json"}, want: "loadgen: table:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut strings.Builder
+			err := run(context.Background(), tt.args, func(string) string { return "" }, &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run(%q) error = %v, want one containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// comparison is "NAME's server CPU per Check is at most Max times
+// BASELINE's".
+type comparison struct {
+	Name, Baseline string
+	Max            float64
+}
+
+// parseComparison parses NAME/BASELINE<=RATIO, e.g. quotagate/noop<=1.30.
+func parseComparison(s string) (comparison, error) {
+	pair, ratio, ok := strings.Cut(s, "<=")
+	name, base, ok2 := strings.Cut(pair, "/")
+	if !ok || !ok2 || name == "" || base == "" {
+		return comparison{}, fmt.Errorf("loadgen: --compare %q: want NAME/BASELINE<=RATIO, e.g. quotagate/noop<=1.30", s)
+	}
+	max, err := strconv.ParseFloat(ratio, 64)
+	if err != nil || max <= 0 {
+		return comparison{}, fmt.Errorf("loadgen: --compare %q: ratio %q is not a positive number", s, ratio)
+	}
+	return comparison{Name: name, Baseline: base, Max: max}, nil
+}
+
+type compareFlags []comparison
+
+func (c *compareFlags) String() string { return fmt.Sprint(*c) }
+func (c *compareFlags) Set(s string) error {
+	cmp, err := parseComparison(s)
+	if err != nil {
+		return err
+	}
+	*c = append(*c, cmp)
+	return nil
+}
+
+// runTable implements "loadgen table".
+func runTable(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadgen table", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	var cmps compareFlags
+	fs.Var(&cmps, "compare", "`NAME/BASELINE<=RATIO`: print NAME's server CPU per Check over BASELINE's against the target (repeatable)")
+	strict := fs.Bool("strict", false, "exit non-zero when a target is missed")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var results []Result
+	for _, path := range fs.Args() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("loadgen: table: %w", err)
+		}
+		var r Result
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("loadgen: table: %s is not a loadgen --json result: %w", path, err)
+		}
+		results = append(results, r)
+	}
+	missed, err := writeTable(stdout, results, cmps)
+	if err != nil {
+		return err
+	}
+	if *strict && missed > 0 {
+		return fmt.Errorf("loadgen: %d target(s) missed", missed)
+	}
+	return nil
+}
+
+// row is one server's merged runs, with the spread of its runs' CPU per
+// Check.
+type row struct {
+	Result
+	minCPU, maxCPU float64
+}
+
+// group merges the results by name, in the order names first appear.
+func group(results []Result) []row {
+	var order []string
+	byName := map[string][]Result{}
+	for _, r := range results {
+		if _, ok := byName[r.Name]; !ok {
+			order = append(order, r.Name)
+		}
+		byName[r.Name] = append(byName[r.Name], r)
+	}
+	rows := make([]row, 0, len(order))
+	for _, name := range order {
+		rs := byName[name]
+		rw := row{Result: merge(rs), minCPU: rs[0].ServerCPUPerCheck, maxCPU: rs[0].ServerCPUPerCheck}
+		for _, r := range rs {
+			rw.minCPU = min(rw.minCPU, r.ServerCPUPerCheck)
+			rw.maxCPU = max(rw.maxCPU, r.ServerCPUPerCheck)
+		}
+		rows = append(rows, rw)
+	}
+	return rows
+}
+
+// writeTable prints one row per server (its runs merged) and one line per
+// comparison, and returns how many comparisons missed their target.
+func writeTable(w io.Writer, results []Result, cmps []comparison) (int, error) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\truns\tchecks/s\tCPU/Check µs\t(runs' range)\tserver cores\tp50 µs\tp90 µs\tp99 µs\tdenied %\terrors\t")
+	byName := map[string]row{}
+	for _, r := range group(results) {
+		byName[r.Name] = r
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.1f–%.1f\t%.2f\t%.0f\t%.0f\t%.0f\t%.2f\t%d\t\n", r.Name, r.Runs, r.ChecksPerSec,
+			r.ServerCPUPerCheck, r.minCPU, r.maxCPU, r.ServerCores, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.DeniedPct, r.Errors)
+	}
+	if err := tw.Flush(); err != nil {
+		return 0, fmt.Errorf("loadgen: table: %w", err)
+	}
+	missed := 0
+	for _, c := range cmps {
+		r, ok1 := byName[c.Name]
+		base, ok2 := byName[c.Baseline]
+		if !ok1 || !ok2 || base.ServerCPUPerCheck <= 0 {
+			fmt.Fprintf(w, "%s/%s: cannot compare: a result is missing or has no server CPU  target <= %.2fx  MISSED\n", c.Name, c.Baseline, c.Max)
+			missed++
+			continue
+		}
+		ratio := r.ServerCPUPerCheck / base.ServerCPUPerCheck
+		verdict := "met"
+		if ratio > c.Max {
+			verdict = "MISSED"
+			missed++
+		}
+		fmt.Fprintf(w, "%s/%s server CPU per Check: %.3fx (%+.1f µs)  target <= %.2fx  %s\n",
+			c.Name, c.Baseline, ratio, r.ServerCPUPerCheck-base.ServerCPUPerCheck, c.Max, verdict)
+	}
+	return missed, nil
+}
