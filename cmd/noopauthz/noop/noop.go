@@ -1,0 +1,87 @@
+package noop
+
+import (
+	"context"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Options are the transport settings of the no-op server. They default to
+// the values of quotagate's `server` config block, so that the baseline
+// pays for the same HTTP/2 settings. The zero value of each field means its
+// default.
+type Options struct {
+	// MaxConcurrentStreams bounds the streams per connection. Zero means 1024.
+	MaxConcurrentStreams uint32
+	// KeepaliveTime is how long a connection may be idle before the server
+	// pings it. Zero means 30s.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout is how long the server waits for the ping's answer.
+	// Zero means 10s.
+	KeepaliveTimeout time.Duration
+	// KeepaliveMinTime is the shortest client ping interval the server
+	// tolerates. Zero means 5s.
+	KeepaliveMinTime time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxConcurrentStreams == 0 {
+		o.MaxConcurrentStreams = 1024
+	}
+	if o.KeepaliveTime == 0 {
+		o.KeepaliveTime = 30 * time.Second
+	}
+	if o.KeepaliveTimeout == 0 {
+		o.KeepaliveTimeout = 10 * time.Second
+	}
+	if o.KeepaliveMinTime == 0 {
+		o.KeepaliveMinTime = 5 * time.Second
+	}
+	return o
+}
+
+// Server answers every Check with OK. It is safe for concurrent use; the
+// zero value is ready.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+// Check returns an OK CheckResponse with an empty OkHttpResponse. It
+// allocates a fresh response, as a real server must.
+func (Server) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return &authv3.CheckResponse{
+		Status: &status.Status{},
+		HttpResponse: &authv3.CheckResponse_OkResponse{
+			OkResponse: &authv3.OkHttpResponse{},
+		},
+	}, nil
+}
+
+// NewGRPCServer returns a gRPC server with the Authorization service and
+// grpc.health.v1 (SERVING) registered. The caller serves and stops it.
+func NewGRPCServer(opts Options) *grpc.Server {
+	opts = opts.withDefaults()
+	srv := grpc.NewServer(
+		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    opts.KeepaliveTime,
+			Timeout: opts.KeepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             opts.KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+	)
+	authv3.RegisterAuthorizationServer(srv, Server{})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	return srv
+}
