@@ -230,7 +230,11 @@ func walk(n *node, t reflect.Type, path string, p *problems) {
 
 func walkText(n *node, t reflect.Type, path string, p *problems) {
 	if n.kind != '"' {
-		p.mismatchf(path, "want a duration such as 2s or 1m30s, got %s", describe(n))
+		if strings.HasSuffix(t.Name(), "Duration") {
+			p.mismatchf(path, "want a duration such as 2s or 1m30s, got %s", describe(n))
+		} else {
+			p.mismatchf(path, "want a string, got %s", describe(n))
+		}
 		return
 	}
 	u := reflect.New(t).Interface().(encoding.TextUnmarshaler)

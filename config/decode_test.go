@@ -185,7 +185,7 @@ func TestBadConfigs(t *testing.T) {
 		{
 			name: "unknown top-level field",
 			in:   tiers + "zzz: 1\n",
-			want: []string{"zzz: unknown field; want one of quota_manager, identity, routes, pricing, server, tracing, store, require_encryption"},
+			want: []string{"zzz: unknown field; want one of quota_manager, identity, routes, pricing, server, tracing, store, ledger, admin, require_encryption"},
 		},
 		{
 			name: "wrong types",

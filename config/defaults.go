@@ -62,7 +62,6 @@ func defaults() *File {
 		},
 		Tracing: Tracing{SampleAllowed: 0.01, SampleRejected: 1},
 		Store: StoreConfig{
-			Kind:          "memory",
 			FlushInterval: Duration(100 * time.Millisecond),
 			Durability:    "async",
 		},

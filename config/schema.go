@@ -1,5 +1,10 @@
 package config
 
+import (
+	"github.com/quotagate/quotagate/admin"
+	"github.com/quotagate/quotagate/notify"
+)
+
 // File is a whole configuration file. Its quota_manager block is a superset
 // of the seed's example JSON, which loads unchanged. A File returned by Parse
 // or Load has its defaults applied and has been validated; treat it as
@@ -14,6 +19,11 @@ type File struct {
 	Server  Server      `json:"server"`
 	Tracing Tracing     `json:"tracing"`
 	Store   StoreConfig `json:"store"`
+	// Ledger configures the usage and audit ledger.
+	Ledger LedgerConfig `json:"ledger"`
+	// Admin configures the management API and dashboard (off unless its
+	// addr, or --admin-addr, is set).
+	Admin admin.Config `json:"admin"`
 	// RequireEncryption refuses to load the file unless it is age-encrypted.
 	RequireEncryption bool `json:"require_encryption"`
 }
@@ -147,7 +157,9 @@ type Capacity struct {
 	ShedAt map[string]float64 `json:"shed_at"`
 }
 
-// Alerts is the seed's alerts block.
+// Alerts is the seed's alerts block, extended with the settings of each
+// channel and of the anomaly detector (see notify.Config, which Notify
+// returns).
 type Alerts struct {
 	Enabled bool `json:"enabled"`
 	// ThresholdPercentage is the usage percentage of a limit that triggers
@@ -155,6 +167,17 @@ type Alerts struct {
 	ThresholdPercentage int `json:"threshold_percentage"`
 	// Channels are where alerts go: email, dashboard or webhook.
 	Channels []string `json:"channels"`
+	// QueueSize bounds the alerts waiting for delivery; zero means 1024.
+	QueueSize int `json:"queue_size"`
+	// DedupSize bounds the recent alert keys kept for deduplication; zero
+	// means 100 000.
+	DedupSize int                    `json:"dedup_size"`
+	Webhook   notify.WebhookConfig   `json:"webhook"`
+	Email     notify.EmailConfig     `json:"email"`
+	Dashboard notify.DashboardConfig `json:"dashboard"`
+	Anomaly   notify.AnomalyConfig   `json:"anomaly"`
+	// Messages overrides the texts of alerts.
+	Messages notify.Messages `json:"messages"`
 }
 
 // Messages override the client-facing texts; empty fields keep the seed's.
@@ -282,12 +305,36 @@ type Tracing struct {
 
 // StoreConfig selects where evicted and flushed engine state goes.
 type StoreConfig struct {
-	// Kind is memory, sqlite or redis.
+	// Kind is memory, sqlite or redis. Empty (the default) means sqlite in
+	// the server's data directory when it has one (--data-dir), memory
+	// otherwise.
 	Kind string `json:"kind"`
-	// Path is the sqlite database file.
+	// Path is the sqlite database file; empty means the server's data
+	// directory: DIR/ledger.db, shared with the ledger, when the ledger is
+	// the default one there, else DIR/state.db.
 	Path string `json:"path"`
 	// FlushInterval bounds how much usage a crash may lose in async mode.
 	FlushInterval Duration `json:"flush_interval"`
 	// Durability is async or sync.
 	Durability string `json:"durability"`
+	// Redis configures the shared Redis store (kind: redis).
+	Redis RedisStoreConfig `json:"redis"`
+}
+
+// RedisStoreConfig is the Redis server that several replicas share.
+type RedisStoreConfig struct {
+	// Addr is the server's host:port.
+	Addr string `json:"addr"`
+	// Username and Password authenticate; DB selects the database.
+	Username string `json:"username"`
+	Password string `json:"password"`
+	DB       int    `json:"db"`
+	// Timeout is the deadline of every call on the Check path; zero
+	// means 50ms.
+	Timeout Duration `json:"timeout"`
+	// Prefix starts every key; empty means "qg".
+	Prefix string `json:"prefix"`
+	// Lease, when positive, is the block of a subject's limit a replica
+	// reserves and serves from memory (leased mode); zero means exact.
+	Lease int64 `json:"lease"`
 }

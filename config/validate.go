@@ -30,6 +30,8 @@ func (f *File) validate(p *problems) {
 	f.validateIdentity(p)
 	f.validateRoutes(p)
 	f.validateServer(p)
+	f.validateLedger(p)
+	f.validateAdmin(p)
 }
 
 // validateQuota checks the quota_manager fields that engineConfig does not
@@ -106,6 +108,7 @@ func (f *File) validateAlerts(p *problems) {
 	channels := []string{"dashboard", "email", "webhook"}
 	checkNames(a.Channels, path+".channels", "channel", channels, p)
 	checkDuplicates(a.Channels, path+".channels", p)
+	f.validateNotify(p)
 }
 
 func (f *File) validateMessages(p *problems) {

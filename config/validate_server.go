@@ -138,11 +138,24 @@ func checkAddr(addr, path string, p *problems) {
 func (f *File) validateStore(p *problems) {
 	st := &f.Store
 	switch st.Kind {
-	case "memory", "redis":
-	case "sqlite":
-		if st.Path == "" {
-			p.addf("store.path", "missing; the sqlite store needs a database file path")
+	case "", "memory":
+	case "redis":
+		if st.Redis.Addr == "" {
+			p.addf("store.redis.addr", "missing; the redis store needs the server's host:port, such as \"127.0.0.1:6379\"")
+		} else {
+			checkAddr(st.Redis.Addr, "store.redis.addr", p)
 		}
+		if st.Redis.Timeout < 0 {
+			p.addf("store.redis.timeout", "must be >= 0, got %s", st.Redis.Timeout)
+		}
+		if st.Redis.Lease < 0 {
+			p.addf("store.redis.lease", "must be >= 0 (0 is exact mode), got %d", st.Redis.Lease)
+		}
+		if st.Redis.DB < 0 {
+			p.addf("store.redis.db", "must be >= 0, got %d", st.Redis.DB)
+		}
+	case "sqlite":
+		// An empty path means a file in the server's data directory.
 	default:
 		p.addf("store.kind", "unknown store %q; want memory, sqlite or redis", st.Kind)
 	}

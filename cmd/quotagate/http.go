@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 )
 
@@ -19,7 +20,12 @@ func (a *app) httpMux() *http.ServeMux {
 			return
 		}
 		w.Write([]byte("ready\n"))
+		if st := a.configStatus(); st.LastError != "" {
+			// Still ready: the previous configuration keeps serving.
+			w.Write([]byte("config reload refused, the previous configuration is serving: " + st.LastError + "\n"))
+		}
 	})
+	mux.HandleFunc("GET /status", a.status)
 	mux.Handle("GET /metrics", a.metrics())
 	return mux
 }
@@ -34,4 +40,35 @@ func (a *app) metrics() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	})
+}
+
+// serveStatus is the JSON document of /status.
+type serveStatus struct {
+	Ready  bool         `json:"ready"`
+	Config configStatus `json:"config"`
+	Store  string       `json:"store"`
+	// Durability is batch or sync.
+	Durability string `json:"durability"`
+	Ledger     any    `json:"ledger,omitempty"`
+	Alerts     any    `json:"alerts,omitempty"`
+}
+
+// status serves /status: readiness, the configuration's reload history
+// (with the exact field errors of a refused reload), and the counters of
+// the ledger writer and the notifier.
+func (a *app) status(w http.ResponseWriter, _ *http.Request) {
+	st := serveStatus{Ready: a.ready.Load(), Config: a.configStatus(), Store: a.b.storeDesc, Durability: "batch"}
+	if a.b.sync {
+		st.Durability = "sync"
+	}
+	if a.b.writer != nil {
+		st.Ledger = a.b.writer.Stats()
+	}
+	if a.notifier != nil {
+		st.Alerts = a.notifier.Stats()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(st)
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,14 +17,14 @@ import (
 	"github.com/quotagate/quotagate/ledger"
 )
 
-const ledgerHelp = `Usage: quotagate ledger verify --ledger DSN
+const ledgerHelp = `Usage: quotagate ledger verify (--ledger DSN | --data-dir DIR)
 
 Walks the ledger's hash chain from its oldest record to its newest and
 prints the first record that was altered or removed. Exits 0 when the chain
 is intact and 1 otherwise.
 
-DSN is a SQLite file path (the server's --data-dir/ledger.db by default)
-or a postgres:// URL.
+DSN is a SQLite file path or a postgres:// URL; --data-dir DIR reads the
+server's DIR/ledger.db.
 `
 
 // runLedger runs "quotagate ledger ...": args are what follows "ledger".
@@ -37,9 +39,11 @@ func runLedger(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		return exitError{code: 2, err: fmt.Errorf("ledger: unknown subcommand %q; want verify", args[0])}
 	}
+	var err error
 	fs := newFlagSet("ledger verify")
 	dsn := fs.String("ledger", "", "the ledger: a SQLite file path or a postgres:// URL")
-	if _, err := parseFlags(fs, args[1:], getenv, ledgerHelp, stdout); err != nil {
+	dataDir := fs.String("data-dir", "", "the server's data `directory`; its ledger.db is read when --ledger is not given")
+	if _, err = parseFlags(fs, args[1:], getenv, ledgerHelp, stdout); err != nil {
 		if errors.Is(err, errHelp) {
 			return nil
 		}
@@ -47,6 +51,9 @@ func runLedger(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	if fs.NArg() > 0 {
 		return exitError{code: 2, err: fmt.Errorf("ledger verify: unexpected arguments %q", fs.Args())}
+	}
+	if *dsn, err = ledgerDSN("ledger verify", *dsn, *dataDir); err != nil {
+		return err
 	}
 	l, err := ledger.Open(ctx, *dsn, ledger.Options{})
 	if err != nil {
@@ -64,13 +71,14 @@ func runLedger(ctx context.Context, args []string, getenv func(string) string, s
 	return nil
 }
 
-const usageHelp = `Usage: quotagate usage --ledger DSN [--subject S | --team T | --tier T]
+const usageHelp = `Usage: quotagate usage (--ledger DSN | --data-dir DIR) [--subject S | --team T | --tier T]
                        [--from TIME] [--to TIME] [--by hour|day|month]
-                       [--format table|csv|json] [--prices tier=price,...]
+                       [--format table|csv|json] [--prices tier=price,... | --billing --config FILE]
 
 Prints calls, units, tokens and rejections per period (UTC) from the
-ledger's rollups. With --prices it prints the billing export instead:
-tokens charged per period, subject and tier, times the tier's price.
+ledger's rollups. With --prices (or --billing, which takes the prices
+from the configuration's ledger.prices) it prints the billing export
+instead: tokens charged per period, subject and tier, times the tier's price.
 
 TIME is RFC 3339 (2026-05-01T00:00:00Z), a date (2026-05-01) or a month
 (2026-05). --from defaults to the start of the current month, --to to now.
@@ -116,6 +124,9 @@ func parseUsageFlags(args []string, getenv func(string) string, stdout io.Writer
 	fs := newFlagSet("usage")
 	var f usageFlags
 	fs.StringVar(&f.dsn, "ledger", "", "the ledger: a SQLite file path or a postgres:// URL")
+	dataDir := fs.String("data-dir", "", "the server's data `directory`; its ledger.db is read when --ledger is not given")
+	configPath := fs.String("config", "", "configuration `file` whose ledger.prices --billing uses")
+	billing := fs.Bool("billing", false, "print the billing export at the configuration's ledger.prices")
 	fs.StringVar(&f.q.Subject, "subject", "", "only this subject")
 	fs.StringVar(&f.q.Team, "team", "", "only this team")
 	fs.StringVar(&f.q.Tier, "tier", "", "only this tier")
@@ -132,6 +143,9 @@ func parseUsageFlags(args []string, getenv func(string) string, stdout io.Writer
 		return bad(fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
 	var err error
+	if f.dsn, err = ledgerDSN("usage", f.dsn, *dataDir); err != nil {
+		return f, err
+	}
 	if f.q.By, err = ledger.ParseGrain(*by); err != nil {
 		return bad(fmt.Errorf("--by: %w", err))
 	}
@@ -155,12 +169,50 @@ func parseUsageFlags(args []string, getenv func(string) string, stdout io.Writer
 	if !f.q.From.Before(f.q.To) {
 		return bad(fmt.Errorf("--from %s is not before --to %s", f.q.From.Format(time.RFC3339), f.q.To.Format(time.RFC3339)))
 	}
-	if *prices != "" {
+	switch {
+	case *prices != "":
 		if f.prices, err = parsePrices(*prices); err != nil {
 			return bad(fmt.Errorf("--prices: %w", err))
 		}
+	case *billing:
+		if f.prices, err = configPrices(*configPath, getenv); err != nil {
+			return f, err
+		}
 	}
 	return f, nil
+}
+
+// ledgerDSN returns the ledger to open: dsn, else the data directory's
+// ledger.db, which must exist (a report on a new, empty ledger would only
+// hide a wrong directory).
+func ledgerDSN(cmd, dsn, dataDir string) (string, error) {
+	if dsn != "" {
+		return dsn, nil
+	}
+	if dataDir == "" {
+		return "", exitError{code: 2, err: fmt.Errorf("%s: no ledger given: pass --ledger DSN or the server's --data-dir DIR", cmd)}
+	}
+	path := filepath.Join(dataDir, "ledger.db")
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("%s: no ledger in data directory %s: %w (is it the directory quotagate serve --data-dir used?)", cmd, dataDir, err)
+	}
+	return path, nil
+}
+
+// configPrices returns the ledger.prices of the configuration at path.
+func configPrices(path string, getenv func(string) string) (map[string]float64, error) {
+	if path == "" {
+		return nil, exitError{code: 2, err: errors.New("usage: --billing needs --config FILE for its ledger.prices (or pass --prices tier=price,...)")}
+	}
+	file, _, err := loadConfig(path, getenv)
+	if err != nil {
+		return nil, err
+	}
+	prices := map[string]float64{}
+	for tier, p := range file.Ledger.Prices {
+		prices[tier] = p
+	}
+	return prices, nil
 }
 
 // parseTime accepts RFC 3339, a date or a month, all in UTC.

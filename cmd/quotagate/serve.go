@@ -9,48 +9,65 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 
 	"github.com/quotagate/quotagate/config"
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
+	"github.com/quotagate/quotagate/telemetry"
 )
 
 const serveHelp = `Usage: quotagate serve [flags]
 
 Runs the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization,
-with grpc.health.v1) and an HTTP listener serving /healthz, /readyz and
-/metrics. Without --config it serves the embedded default configuration: the
-seed's tiers, translate and summarize prices, demo users, and a TRUSTED
+with grpc.health.v1) and an HTTP listener serving /healthz, /readyz, /status
+and /metrics. Without --config it serves the embedded default configuration:
+the seed's tiers, translate and summarize prices, demo users, and a TRUSTED
 x-user-id header (a demo setting; a warning is logged).
 
 Flags win over QUOTAGATE_* variables, which win over the configuration file.
 An age-encrypted config is decrypted with the identity in
 $QUOTAGATE_AGE_IDENTITY_FILE or the passphrase in $QUOTAGATE_AGE_PASSPHRASE_FILE.
+
+With --data-dir, usage, balances and alert state survive restarts and every
+decision goes to the ledger, both in one SQLite file, DIR/ledger.db (the
+directory is created if missing). --durability sync commits each charge with
+its ledger record before answering. Without --data-dir, state is in memory
+and nothing is ledgered unless --ledger is set.
+
+The configuration file is reloaded when it changes and on SIGHUP. A file
+that does not load changes nothing: the error is logged, counted in the
+quota_config_reloads_total metric and shown on /status and /readyz.
 SIGTERM or SIGINT drains: health turns NOT_SERVING, new Checks are refused,
-in-flight Checks finish within server.grace_period, and the process exits 0.
-Logs are JSON on stderr.
+in-flight Checks finish within server.grace_period, then the engine and the
+ledger flush, and the process exits 0. Logs are JSON on stderr, with the
+trace_id and span_id of the request. Traces and metrics are exported over
+OTLP when the standard OTEL_* variables name an endpoint.
 `
 
 // serveFlags are serve's settings after flags and environment.
 type serveFlags struct {
 	configPath, grpcAddr, httpAddr, authzHTTPAddr, logLevel string
+	dataDir, durability, ledgerDSN, adminAddr               string
+	traceStdout                                             bool
 	set                                                     map[string]bool
 }
 
 func parseServeFlags(args []string, getenv func(string) string, stdout io.Writer) (serveFlags, error) {
 	var f serveFlags
 	fs := newFlagSet("serve")
-	fs.StringVar(&f.configPath, "config", "", "configuration `file` (YAML or JSON, optionally age-encrypted); empty serves the embedded default")
+	fs.StringVar(&f.configPath, "config", "", "configuration `file` (YAML or JSON, optionally age-encrypted), reloaded on change and SIGHUP; empty serves the embedded default")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", ":9191", "`address` of the ext_authz gRPC listener; overrides server.grpc_addr")
-	fs.StringVar(&f.httpAddr, "http-addr", ":8080", "`address` of the HTTP listener for /healthz, /readyz and /metrics; overrides server.http_addr")
+	fs.StringVar(&f.httpAddr, "http-addr", ":8080", "`address` of the HTTP listener for /healthz, /readyz, /status and /metrics; overrides server.http_addr")
 	fs.StringVar(&f.authzHTTPAddr, "authz-http-addr", "", "`address` of the HTTP authorization listener (Envoy http_service, forward-auth); empty disables it")
+	fs.StringVar(&f.adminAddr, "admin-addr", "", "`address` of the management API and dashboard; overrides admin.addr; empty (and no admin.addr) disables it")
+	fs.StringVar(&f.dataDir, "data-dir", "", "`directory` for durable state and the ledger (DIR/ledger.db), created if missing; empty keeps state in memory")
+	fs.StringVar(&f.durability, "durability", "", "durability `mode`: batch (state saved every store.flush_interval) or sync (each charge and its ledger record committed before the answer); overrides store.durability")
+	fs.StringVar(&f.ledgerDSN, "ledger", "", "ledger `DSN`: a SQLite file or a postgres:// URL; overrides ledger.dsn (default DIR/ledger.db with --data-dir)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.BoolVar(&f.traceStdout, "trace-stdout", false, "also print every sampled span on stdout, for debugging (OTLP export is configured by the standard OTEL_* variables)")
 	set, err := parseFlags(fs, args, getenv, serveHelp, stdout)
 	if err != nil {
 		return f, err
@@ -70,30 +87,48 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return exitError{code: 2, err: fmt.Errorf("serve: --log-level %q: want debug, info, warn or error", f.logLevel)}
+	level, err := telemetry.ParseLevel(f.logLevel)
+	if err != nil {
+		return exitError{code: 2, err: fmt.Errorf("serve: --log-level: %w", err)}
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger := telemetry.NewLogger(stderr, level)
 	file, source, err := loadConfig(f.configPath, getenv)
 	if err != nil {
 		return err
 	}
+	prov, err := telemetry.Setup(ctx, telemetry.Options{
+		ServiceName: "quotagate", Version: versionString(), TraceStdout: f.traceStdout, Stdout: stdout, Getenv: getenv,
+		SampleAllowed: file.Tracing.SampleAllowed, SampleRejected: file.Tracing.SampleRejected,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Flush spans and metrics after the servers drained; ctx is done by now.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := prov.Shutdown(sctx); err != nil {
+			logger.Warn("telemetry shutdown", "error", err)
+		}
+	}()
 	if !f.set["grpc-addr"] {
 		f.grpcAddr = file.Server.GRPCAddr
 	}
 	if !f.set["http-addr"] {
 		f.httpAddr = file.Server.HTTPAddr
 	}
-	a, err := assemble(file, logger)
+	a, err := assemble(ctx, file, assembleOptions{Logger: logger, Providers: prov, Getenv: getenv,
+		DataDir: f.dataDir, Durability: f.durability, LedgerDSN: f.ledgerDSN, AdminAddr: f.adminAddr,
+		ConfigPath: f.configPath, ConfigSource: source})
 	if err != nil {
 		return err
 	}
-	l, err := listen(f)
+	defer a.close()
+	l, err := listen(f, a.adminAddr)
 	if err != nil {
 		return err
 	}
-	announce(logger, stdout, file, source, l)
+	announce(logger, stdout, file, source, l, a)
 	return a.serve(ctx, l, file.Server.GracePeriod.D(), logger)
 }
 
@@ -106,57 +141,6 @@ func loadConfig(path string, getenv func(string) string) (*config.File, string, 
 	}
 	f, err := config.Load(path, opts)
 	return f, path, err
-}
-
-// app is the assembled service: the engine, the ext_authz server and the
-// gRPC server around it.
-type app struct {
-	eng   *engine.Engine
-	authz *extauthz.Server
-	gs    *grpc.Server
-	hs    *health.Server
-	ready atomic.Bool
-	// metricsHandler serves /metrics; nil serves an empty exposition.
-	metricsHandler http.Handler
-}
-
-// assemble builds the engine and servers from the configuration.
-func assemble(file *config.File, logger *slog.Logger) (*app, error) {
-	ecfg, err := file.Engine()
-	if err != nil {
-		return nil, err
-	}
-	if kind := file.Store.Kind; kind != "" && kind != "memory" {
-		return nil, fmt.Errorf("serve: store.kind %q is not available in this build; use memory", kind)
-	}
-	if ecfg.FlushInterval == 0 {
-		ecfg.FlushInterval = file.Store.FlushInterval.D()
-	}
-	ecfg.SyncWrites = ecfg.SyncWrites || file.Store.Durability == "sync"
-	eng, err := engine.New(ecfg)
-	if err != nil {
-		return nil, fmt.Errorf("serve: %w", err)
-	}
-	opts, err := authzOptions(file, eng, logger)
-	if err != nil {
-		return nil, err
-	}
-	authz, err := extauthz.NewServer(eng, opts)
-	if err != nil {
-		return nil, err
-	}
-	srv := file.Server
-	gs, hs, err := authz.NewGRPCServer(extauthz.GRPCOptions{
-		CertFile: srv.TLS.CertFile, KeyFile: srv.TLS.KeyFile, ClientCAFile: srv.TLS.ClientCAFile,
-		MaxConcurrentStreams: srv.MaxConcurrentStreams,
-		KeepaliveTime:        srv.Keepalive.Time.D(), KeepaliveTimeout: srv.Keepalive.Timeout.D(),
-		KeepaliveMinTime: srv.Keepalive.MinTime.D(),
-		Reflection:       srv.Reflection,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &app{eng: eng, authz: authz, gs: gs, hs: hs}, nil
 }
 
 // authzOptions maps the configuration onto extauthz.Options.
@@ -198,10 +182,18 @@ func authzOptions(file *config.File, eng *engine.Engine, logger *slog.Logger) (e
 // listeners are the bound sockets; binding happens before anything starts
 // so that a port in use is one clear error.
 type listeners struct {
-	grpc, http, authzHTTP net.Listener
+	grpc, http, authzHTTP, admin net.Listener
 }
 
-func listen(f serveFlags) (listeners, error) {
+func (l listeners) close() {
+	for _, ln := range []net.Listener{l.grpc, l.http, l.authzHTTP, l.admin} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+func listen(f serveFlags, adminAddr string) (listeners, error) {
 	var l listeners
 	var err error
 	if l.grpc, err = net.Listen("tcp", f.grpcAddr); err != nil {
@@ -218,12 +210,18 @@ func listen(f serveFlags) (listeners, error) {
 			return l, fmt.Errorf("serve: HTTP authorization listener on %s: %w (free the port or choose another with --authz-http-addr)", f.authzHTTPAddr, err)
 		}
 	}
+	if adminAddr != "" {
+		if l.admin, err = net.Listen("tcp", adminAddr); err != nil {
+			l.close()
+			return l, fmt.Errorf("serve: admin listener on %s: %w (free the port or choose another with --admin-addr)", adminAddr, err)
+		}
+	}
 	return l, nil
 }
 
 // announce logs where quotagate listens, warns about a trusted identity
 // header, and prints a ready-to-paste check command.
-func announce(logger *slog.Logger, stdout io.Writer, file *config.File, source string, l listeners) {
+func announce(logger *slog.Logger, stdout io.Writer, file *config.File, source string, l listeners, a *app) {
 	id := file.Identity
 	if id.Header.Trusted {
 		for _, s := range id.Sources {
@@ -238,11 +236,21 @@ func announce(logger *slog.Logger, stdout io.Writer, file *config.File, source s
 	if l.authzHTTP != nil {
 		attrs = append(attrs, "authz_http", l.authzHTTP.Addr().String())
 	}
+	if l.admin != nil {
+		attrs = append(attrs, "admin", l.admin.Addr().String())
+	}
+	attrs = append(attrs, "store", a.b.storeDesc, "durability", map[bool]string{false: "batch", true: "sync"}[a.b.sync])
+	if a.b.led != nil {
+		attrs = append(attrs, "ledger", a.b.led.Backend())
+	}
 	logger.Info("quotagate listening", attrs...)
 	fmt.Fprintf(stdout, "quotagate %s: ext_authz gRPC on %s, health and metrics on http://%s\n",
 		versionString(), l.grpc.Addr(), l.http.Addr())
 	if l.authzHTTP != nil {
 		fmt.Fprintf(stdout, "HTTP authorization (forward-auth) on http://%s\n", l.authzHTTP.Addr())
+	}
+	if l.admin != nil {
+		fmt.Fprintf(stdout, "admin API and dashboard on %s\n", l.admin.Addr())
 	}
 	fmt.Fprintf(stdout, "try: %s\n", exampleCheck(file, l.grpc.Addr()))
 }
@@ -270,21 +278,25 @@ func exampleCheck(file *config.File, addr net.Addr) string {
 	return cmd
 }
 
-// serve runs the servers and the engine's flush loop until ctx is done,
-// then drains: readiness and health turn NOT_SERVING, in-flight Checks
-// finish within grace, and the engine flushes last.
+// serve runs the servers, the engine's flush loop, the ledger writer, the
+// notifier and the configuration watcher until ctx is done, then drains:
+// readiness and health turn NOT_SERVING, in-flight Checks finish within
+// grace, then the engine flushes, the ledger writer flushes, and the store
+// and ledger close.
 func (a *app) serve(ctx context.Context, l listeners, grace time.Duration, logger *slog.Logger) error {
-	engCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopEngine()
+	bg := a.startBackground(ctx)
+	defer bg.cancel()
 	hsrv := &http.Server{Handler: a.httpMux(), ReadHeaderTimeout: 10 * time.Second}
 	var asrv *http.Server
 	if l.authzHTTP != nil {
-		asrv = &http.Server{Handler: a.authz.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+		h := a.authz.HTTPHandler()
+		if a.b.commit != nil {
+			h = a.b.commit.httpHandler(h)
+		}
+		asrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
 	a.ready.Store(true)
 	g, gctx := errgroup.WithContext(ctx)
-	engDone := make(chan error, 1)
-	go func() { engDone <- a.eng.Run(engCtx) }()
 	g.Go(func() error {
 		if err := a.gs.Serve(l.grpc); err != nil {
 			return fmt.Errorf("serve: gRPC: %w", err)
@@ -295,6 +307,10 @@ func (a *app) serve(ctx context.Context, l listeners, grace time.Duration, logge
 	if asrv != nil {
 		g.Go(func() error { return serveHTTP(asrv, l.authzHTTP) })
 	}
+	if l.admin != nil {
+		g.Go(func() error { return a.admin.Serve(gctx, l.admin) })
+	}
+	g.Go(func() error { return a.watchConfig(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("draining", "grace_period", grace.String())
@@ -309,15 +325,68 @@ func (a *app) serve(ctx context.Context, l listeners, grace time.Duration, logge
 		}
 		return hsrv.Shutdown(shutdownCtx)
 	})
-	err := g.Wait()
-	stopEngine()
-	if ferr := <-engDone; ferr != nil && err == nil {
-		err = fmt.Errorf("serve: final flush: %w", ferr)
-	}
+	err := a.stop(g.Wait(), grace, bg)
 	if err == nil {
 		logger.Info("stopped")
 	}
 	return err
+}
+
+// background are the loops that run beside the servers and stop after
+// them: the engine's flushes, the ledger writer and the notifier.
+type background struct {
+	cancel                             context.CancelFunc
+	stopEngine, stopWriter, stopNotify context.CancelFunc
+	engineDone, writerDone, notifyDone <-chan error
+}
+
+func (a *app) startBackground(ctx context.Context) *background {
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	bg := &background{cancel: cancel}
+	var engCtx, writerCtx, notifyCtx context.Context
+	engCtx, bg.stopEngine = context.WithCancel(base)
+	writerCtx, bg.stopWriter = context.WithCancel(base)
+	notifyCtx, bg.stopNotify = context.WithCancel(base)
+	bg.engineDone = goDone(func() error { return a.eng.Run(engCtx) })
+	bg.writerDone = goDone(func() error {
+		if a.b.writer == nil {
+			return nil
+		}
+		return a.b.writer.Run(writerCtx)
+	})
+	bg.notifyDone = goDone(func() error { return a.notifier.Run(notifyCtx) })
+	return bg
+}
+
+// stop runs the shutdown after the servers drained: the engine's final
+// flush, then the ledger writer's, then the notifier delivers what is
+// queued (within grace), then the store and the ledger close.
+func (a *app) stop(err error, grace time.Duration, bg *background) error {
+	bg.stopEngine()
+	if ferr := <-bg.engineDone; ferr != nil && err == nil {
+		err = fmt.Errorf("serve: final flush: %w", ferr)
+	}
+	bg.stopWriter()
+	if werr := <-bg.writerDone; werr != nil && err == nil {
+		err = fmt.Errorf("serve: ledger final flush: %w", werr)
+	}
+	a.notifier.Close()
+	select {
+	case <-bg.notifyDone:
+	case <-time.After(grace):
+		a.logger.Warn("alerts still queued at shutdown were dropped", "grace_period", grace.String())
+	}
+	bg.stopNotify()
+	a.close()
+	return err
+}
+
+// goDone runs fn in a goroutine and returns a channel that receives its
+// result.
+func goDone(fn func() error) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	return done
 }
 
 func serveHTTP(srv *http.Server, l net.Listener) error {

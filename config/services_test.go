@@ -1,0 +1,118 @@
+package config
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/quotagate/quotagate/admin"
+	"github.com/quotagate/quotagate/notify"
+)
+
+func TestServiceBlocks(t *testing.T) {
+	const in = `
+quota_manager:
+  tiers:
+    freemium: {api_calls_per_hour: 10, priority: low}
+    premium: {api_calls_per_hour: 1000, priority: high}
+  alerts:
+    enabled: true
+    threshold_percentage: 80
+    channels: [webhook, dashboard]
+    queue_size: 64
+    webhook: {url: "https://hooks.example.com/q", secret_env: HOOK_KEY, max_retries: 2, backoff: 100ms}
+    dashboard: {size: 50}
+    anomaly: {enabled: true, window: 30s, factor: 4}
+ledger:
+  dsn: /var/lib/quotagate/ledger.db
+  retention_days: 90
+  prices: {freemium: 0, premium: 0.002}
+admin:
+  addr: 127.0.0.1:8081
+  tokens:
+    - {name: ops, sha256: "` + "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4" + `", scopes: [admin]}
+  trace_url: "https://tempo.example/explore?traceId={trace_id}"
+`
+	f, err := Parse([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := f.QuotaManager.Alerts.Notify()
+	if !nc.Enabled || nc.ThresholdPercentage != 80 || !slices.Equal(nc.Channels, []notify.Channel{notify.ChannelWebhook, notify.ChannelDashboard}) {
+		t.Errorf("Notify() = %+v", nc)
+	}
+	if nc.Webhook.URL != "https://hooks.example.com/q" || nc.Webhook.SecretEnv != "HOOK_KEY" || nc.Webhook.Backoff.D().String() != "100ms" ||
+		nc.Dashboard.Size != 50 || !nc.Anomaly.Enabled || nc.Anomaly.Factor != 4 || nc.QueueSize != 64 {
+		t.Errorf("Notify() channel settings = %+v", nc)
+	}
+	if f.Ledger.DSN != "/var/lib/quotagate/ledger.db" || f.Ledger.RetentionDays != 90 || f.Ledger.Prices["premium"] != 0.002 {
+		t.Errorf("Ledger = %+v", f.Ledger)
+	}
+	if f.Admin.Addr != "127.0.0.1:8081" || len(f.Admin.Tokens) != 1 || f.Admin.Tokens[0].Scopes[0] != admin.ScopeAdmin {
+		t.Errorf("Admin = %+v", f.Admin)
+	}
+	if f.Store.Kind != "" {
+		t.Errorf("Store.Kind = %q, want empty (sqlite under --data-dir, else memory)", f.Store.Kind)
+	}
+}
+
+func TestBadServiceBlocks(t *testing.T) {
+	const tiers = "quota_manager:\n  tiers:\n    freemium: {api_calls_per_hour: 10, priority: low}\n"
+	tests := []struct {
+		name string
+		in   string
+		want []string
+	}{
+		{
+			name: "ledger",
+			in:   tiers + "ledger: {retention_days: -1, queue_size: -2, prices: {gold: 1, freemium: -0.5}}\n",
+			want: []string{
+				"ledger.retention_days: must be >= 0 (0 keeps everything), got -1",
+				"ledger.queue_size: must be >= 0 (0 means 65536), got -2",
+				"ledger.prices.freemium: must be a price >= 0 per token, got -0.5",
+				`ledger.prices.gold: unknown tier "gold"; want one of freemium`,
+			},
+		},
+		{
+			name: "webhook without a key",
+			in:   tiers + "  alerts: {enabled: true, channels: [webhook], webhook: {url: \"https://h.example/x\"}}\n",
+			want: []string{"quota_manager.alerts.webhook: set secret_env (or secret) so that deliveries can be signed"},
+		},
+		{
+			name: "unknown alert channel",
+			in:   tiers + "  alerts: {channels: [pager]}\n",
+			want: []string{`quota_manager.alerts.channels[0]: unknown channel "pager"; want one of dashboard, email, webhook`},
+		},
+		{
+			name: "admin token",
+			in:   tiers + "admin: {addr: \"127.0.0.1:8081\", tokens: [{name: ops, sha256: abc, scopes: [read]}]}\n",
+			want: []string{"admin.tokens[0].sha256: must be 64 hex digits, the SHA-256 of the token (printf %s TOKEN | sha256sum), got 3 characters"},
+		},
+		{
+			name: "admin scope",
+			in:   tiers + "admin: {tokens: [{name: ops, sha256: abc, scopes: [root]}]}\n",
+			want: []string{`admin.tokens[0].scopes[0]: admin: unknown scope "root": want read, write or admin`},
+		},
+		{
+			name: "store kind",
+			in:   tiers + "store: {kind: etcd}\n",
+			want: []string{`store.kind: unknown store "etcd"; want memory, sqlite or redis`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.in))
+			var ve *ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("Parse() = %v, want a *ValidationError", err)
+			}
+			var got []string
+			for _, p := range ve.Problems {
+				got = append(got, p.Error())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("problems:\n got  %q\n want %q", got, tt.want)
+			}
+		})
+	}
+}
