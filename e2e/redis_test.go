@@ -1,0 +1,275 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	redis "github.com/redis/go-redis/v9"
+)
+
+// redisProc is a redis-server started by a test on a loopback port, with a
+// throwaway directory and no persistence.
+type redisProc struct {
+	t    *testing.T
+	addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// startRedis starts redis-server on a free loopback port; the test's
+// cleanup stops it.
+func startRedis(t *testing.T) *redisProc {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is not installed: run .ci/deps/redis.sh (as root) to install it: %v", err)
+	}
+	r := &redisProc{t: t, addr: freeAddr(t), dir: t.TempDir()}
+	r.start()
+	t.Cleanup(r.kill)
+	return r
+}
+
+// start runs redis-server on r.addr and waits until it answers PING.
+func (r *redisProc) start() {
+	r.t.Helper()
+	_, port, _ := net.SplitHostPort(r.addr)
+	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", r.dir,
+		"--save", "", "--appendonly", "no")
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("redis-server on %s did not answer within 10s: %v", r.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill stops redis-server at once, as a crash would.
+func (r *redisProc) kill() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// Exactness rounds, calls allowed per hour, and the balance and price of
+// the balance rounds.
+const (
+	redisRounds  = 10
+	redisLimit   = 25
+	redisBalance = 100
+	redisCost    = 7
+	// redisTimeout leaves room for 64 concurrent clients on a loaded CI
+	// machine; a timed-out charge would fail the exactness rounds.
+	redisTimeout  = 250 * time.Millisecond
+	redisReplicas = 3
+)
+
+// writeRedisConfig writes a configuration for replicas sharing the Redis at
+// addr: per round, a user "w<round>" of tier "exact" (redisLimit calls per
+// hour) and a user "b<round>" of tier "balance" (redisBalance tokens,
+// redisCost per translate), plus "shut" (fail closed) and "open" (fail
+// open).
+func writeRedisConfig(t *testing.T, addr string) string {
+	t.Helper()
+	var users strings.Builder
+	for i := range redisRounds {
+		fmt.Fprintf(&users, "    w%d: {tier: exact}\n    b%d: {tier: balance}\n", i, i)
+	}
+	cfg := fmt.Sprintf(`quota_manager:
+  tiers:
+    exact:
+      api_calls_per_hour: %d
+      failure_mode: closed
+    balance:
+      api_calls_per_hour: 100000
+      tokens: {grant: %d, every: month}
+      failure_mode: closed
+    shut:
+      api_calls_per_hour: 100000
+      failure_mode: closed
+    open:
+      api_calls_per_hour: 100000
+      failure_mode: open
+  default_tier: exact
+  actions:
+    translate: {tokens_per_call: %d}
+  users:
+%s    shut: {tier: shut}
+    open: {tier: open}
+identity:
+  sources: [header]
+  header: {name: x-user-id, trusted: true}
+store:
+  kind: redis
+  redis: {addr: %q, timeout: %s}
+`, redisLimit, redisBalance, redisCost, users.String(), addr, redisTimeout)
+	path := filepath.Join(t.TempDir(), "redis.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// admitted sends 64 concurrent requests for subject, spread over the
+// replicas, and returns how many were allowed.
+func admitted(t *testing.T, replicas []*server, subject, action string) int64 {
+	t.Helper()
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			req := envoyRequest{path: "/v1/things", headers: map[string]string{"x-user-id": subject}, action: action}
+			if resp := replicas[i%len(replicas)].check(t, req); resp.GetOkResponse() != nil {
+				if h := headers(resp); h["x-quota-failure-mode"] != "" {
+					t.Errorf("%s: admitted by the failure mode, not by Redis: %v", subject, h)
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return ok.Load()
+}
+
+func TestRedisReplicas(t *testing.T) {
+	rp := startRedis(t)
+	path := writeRedisConfig(t, rp.addr)
+	replicas := make([]*server, redisReplicas)
+	for i := range replicas {
+		replicas[i] = startServer(t, path)
+	}
+	waitOutsideHourEdge()
+
+	t.Run("exact limit", func(t *testing.T) {
+		for round := range redisRounds {
+			if got := admitted(t, replicas, fmt.Sprintf("w%d", round), ""); got != redisLimit {
+				t.Fatalf("round %d: %d of 64 admitted across %d replicas, want exactly %d", round, got, redisReplicas, redisLimit)
+			}
+		}
+	})
+	t.Run("exact balance", func(t *testing.T) {
+		for round := range redisRounds {
+			if got := admitted(t, replicas, fmt.Sprintf("b%d", round), "translate"); got != redisBalance/redisCost {
+				t.Fatalf("round %d: %d of 64 admitted, want floor(%d/%d) = %d", round, got, redisBalance, redisCost, redisBalance/redisCost)
+			}
+		}
+	})
+	t.Run("failure modes and recovery", func(t *testing.T) {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, s := range replicas {
+			wg.Go(func() { keepChecking(t, s, i, stop) })
+		}
+		time.Sleep(100 * time.Millisecond) // mid-run: clients are in flight
+		rp.kill()
+		for _, s := range replicas {
+			checkFailureModes(t, s)
+		}
+		rp.start()
+		for i, s := range replicas {
+			waitRecovered(t, s, i)
+		}
+		close(stop)
+		wg.Wait()
+	})
+}
+
+// keepChecking sends requests of the fail-open tier to s until stop is
+// closed: whether Redis is up, down or restarting, every one must be
+// allowed (by Redis or by the failure mode) within one Redis deadline.
+func keepChecking(t *testing.T, s *server, i int, stop <-chan struct{}) {
+	const slack = 500 * time.Millisecond
+	req := envoyRequest{path: "/v1/things", headers: map[string]string{"x-user-id": "open"}}
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := s.client.Check(ctx, req.checkRequest())
+		cancel()
+		if err != nil {
+			t.Errorf("replica %d: Check: %v", i, err)
+			return
+		}
+		if took := time.Since(start); took > redisTimeout+slack {
+			t.Errorf("replica %d: a fail-open check took %s, want within %s", i, took, redisTimeout+slack)
+		}
+		if resp.GetOkResponse() == nil {
+			t.Errorf("replica %d: a fail-open check was refused: %v", i, resp)
+			return
+		}
+	}
+}
+
+// checkFailureModes asserts that with Redis down, a fail-closed tier gets
+// 503 and a fail-open tier is allowed with x-quota-failure-mode: open,
+// each within one Redis deadline (plus the gRPC round trip).
+func checkFailureModes(t *testing.T, s *server) {
+	t.Helper()
+	const slack = 500 * time.Millisecond
+	for _, tc := range []struct {
+		subject string
+		allowed bool
+		status  int32
+	}{
+		{subject: "shut", status: 503},
+		{subject: "open", allowed: true},
+	} {
+		start := time.Now()
+		resp := s.check(t, envoyRequest{path: "/v1/things", headers: map[string]string{"x-user-id": tc.subject}})
+		took := time.Since(start)
+		if took > redisTimeout+slack {
+			t.Errorf("%s: answered after %s with Redis down, want within %s", tc.subject, took, redisTimeout+slack)
+		}
+		h := headers(resp)
+		switch {
+		case tc.allowed && (resp.GetOkResponse() == nil || h["x-quota-failure-mode"] != "open"):
+			t.Errorf("%s with Redis down = %v, want allowed with x-quota-failure-mode: open", tc.subject, resp)
+		case !tc.allowed && resp.GetDeniedResponse().GetStatus().GetCode() != 503:
+			t.Errorf("%s with Redis down = %v, want 503", tc.subject, resp)
+		}
+	}
+}
+
+// waitRecovered waits until replica i decides through Redis again, with no
+// manual step.
+func waitRecovered(t *testing.T, s *server, i int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp := s.check(t, envoyRequest{path: "/v1/things", headers: map[string]string{"x-user-id": "shut"}})
+		if resp.GetOkResponse() != nil && headers(resp)["x-quota-failure-mode"] == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %d did not recover within 10s of the Redis restart: %v", i, resp)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
