@@ -4,6 +4,7 @@ GO        ?= go
 BIN       ?= bin/quotagate
 GRPC_ADDR ?= 127.0.0.1:9191
 HTTP_ADDR ?= 127.0.0.1:8080
+DATA_DIR  ?= data
 PKGS      := ./...
 
 .PHONY: all build run test test-deps vet fmtcheck bench clean
@@ -13,9 +14,10 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/quotagate
 
-## run: build and start quotagate on the embedded default config (single node).
+## run: build and start quotagate on the embedded default config (single
+## node, state and ledger in SQLite under $(DATA_DIR), no external services).
 run: build
-	./$(BIN) serve --grpc-addr $(GRPC_ADDR) --http-addr $(HTTP_ADDR)
+	./$(BIN) serve --grpc-addr $(GRPC_ADDR) --http-addr $(HTTP_ADDR) --data-dir $(DATA_DIR)
 
 ## test: every test, the e2e suite included, under the race detector.
 test: test-deps vet fmtcheck
