@@ -10,6 +10,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/quotagate/quotagate/engine"
+	"google.golang.org/protobuf/proto"
 )
 
 // BenchmarkCheck measures the Check handler (adapter, identity, word count,
@@ -52,7 +53,8 @@ func BenchmarkCheck(b *testing.B) {
 	}
 }
 
-// BenchmarkCheckResponse measures building a CheckResponse from a verdict.
+// BenchmarkCheckResponse measures building a CheckResponse from a verdict
+// and, in "marshal", also encoding it as gRPC does before sending it.
 func BenchmarkCheckResponse(b *testing.B) {
 	s := &Server{}
 	if err := s.SetOptions(Options{}); err != nil {
@@ -61,10 +63,19 @@ func BenchmarkCheckResponse(b *testing.B) {
 	d := engine.Decision{ID: decisionID, Allowed: true, Tier: "standard", Action: "translate", Cost: 15, Units: 3000,
 		Balance: 985, HasBalance: true, Binding: hourBinding(100, 42), HasBinding: true}
 	in := &Input{Headers: map[string]string{"x-user-id": "u"}}
-	b.ReportAllocs()
-	for b.Loop() {
-		v := Verdict{Decision: d}
-		s.allow(in, &v)
-		checkResponse(&v)
+	for _, marshal := range []bool{false, true} {
+		b.Run(map[bool]string{false: "build", true: "marshal"}[marshal], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				v := Verdict{Decision: d}
+				s.allow(s.o().Now(), in, &v)
+				resp := checkResponse(&v)
+				if marshal {
+					if _, err := proto.Marshal(resp); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
 	}
 }

@@ -114,25 +114,49 @@ func headerMap(hm *corev3.HeaderMap) map[string]string {
 
 // checkResponse maps a Verdict onto a CheckResponse.
 func checkResponse(v *Verdict) *authv3.CheckResponse {
+	if v.Allowed {
+		return okResponse(v)
+	}
 	resp := &authv3.CheckResponse{
-		Status:          &rpcstatus.Status{Code: int32(grpcCode(v))},
+		Status:          &rpcstatus.Status{Code: int32(grpcCode(v)), Message: v.Code},
 		DynamicMetadata: metadataStruct(&v.Metadata),
 	}
-	if v.Allowed {
-		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:              headerOptions(v.UpstreamHeaders),
-			HeadersToRemove:      v.RemoveHeaders,
-			ResponseHeadersToAdd: headerOptions(v.Headers),
-		}}
-		return resp
-	}
-	resp.Status.Message = v.Code
 	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(v.Status)},
 		Headers: headerOptions(v.Headers),
 		Body:    string(v.Body),
 	}}
 	return resp
+}
+
+// okMessages are the messages of an OK CheckResponse, allocated together.
+type okMessages struct {
+	resp   authv3.CheckResponse
+	status rpcstatus.Status
+	oneof  authv3.CheckResponse_OkResponse
+	ok     authv3.OkHttpResponse
+}
+
+// okResponse is checkResponse for an allowed verdict, the common case: its
+// messages, and the upstream and client headers, are allocated in blocks.
+func okResponse(v *Verdict) *authv3.CheckResponse {
+	m := new(okMessages)
+	m.status.Code = int32(grpcCode(v))
+	m.ok.HeadersToRemove = v.RemoveHeaders
+	both := headerOptions2(v.UpstreamHeaders, v.Headers)
+	m.ok.Headers = both[:len(v.UpstreamHeaders):len(v.UpstreamHeaders)]
+	m.ok.ResponseHeadersToAdd = both[len(v.UpstreamHeaders):]
+	if len(m.ok.Headers) == 0 {
+		m.ok.Headers = nil
+	}
+	if len(m.ok.ResponseHeadersToAdd) == 0 {
+		m.ok.ResponseHeadersToAdd = nil
+	}
+	m.oneof.OkResponse = &m.ok
+	m.resp.Status = &m.status
+	m.resp.HttpResponse = &m.oneof
+	m.resp.DynamicMetadata = metadataStruct(&v.Metadata)
+	return &m.resp
 }
 
 // grpcCode is the google.rpc.Status code that matches the verdict.
@@ -151,53 +175,31 @@ func grpcCode(v *Verdict) codes.Code {
 }
 
 // headerOptions converts headers to HeaderValueOptions that overwrite any
-// existing value, so a client cannot pre-set a header quotagate sets. The
-// messages are allocated in three blocks rather than two per header.
+// existing value, so a client cannot pre-set a header quotagate sets.
 func headerOptions(hs []Header) []*corev3.HeaderValueOption {
-	if len(hs) == 0 {
+	return headerOptions2(hs, nil)
+}
+
+// headerOptions2 is headerOptions for a and b, in that order, with the
+// messages of both allocated in three blocks rather than two per header.
+func headerOptions2(a, b []Header) []*corev3.HeaderValueOption {
+	n := len(a) + len(b)
+	if n == 0 {
 		return nil
 	}
-	ptrs := make([]*corev3.HeaderValueOption, len(hs))
-	opts := make([]corev3.HeaderValueOption, len(hs))
-	vals := make([]corev3.HeaderValue, len(hs))
-	for i, h := range hs {
-		vals[i].Key, vals[i].Value = h.Key, h.Value
-		opts[i].Header = &vals[i]
+	ptrs := make([]*corev3.HeaderValueOption, n)
+	opts := make([]corev3.HeaderValueOption, n)
+	vals := make([]corev3.HeaderValue, n)
+	for i := range n {
+		h := &vals[i]
+		if i < len(a) {
+			h.Key, h.Value = a[i].Key, a[i].Value
+		} else {
+			h.Key, h.Value = b[i-len(a)].Key, b[i-len(a)].Value
+		}
+		opts[i].Header = h
 		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 		ptrs[i] = &opts[i]
 	}
 	return ptrs
-}
-
-// metadataStruct is the dynamic_metadata Envoy stores under the ext_authz
-// filter's namespace. It has at most eight fields, so that its map fits in
-// one group, and its values are allocated in blocks, as in headerOptions.
-func metadataStruct(m *Metadata) *structpb.Struct {
-	const maxFields = 8
-	var (
-		vals = make([]structpb.Value, maxFields)
-		strs = make([]structpb.Value_StringValue, maxFields-1)
-		cost = new(structpb.Value_NumberValue)
-	)
-	fields := make(map[string]*structpb.Value, maxFields)
-	n := 0
-	str := func(k, v string) {
-		if v != "" {
-			strs[n].StringValue = v
-			vals[n].Kind = &strs[n]
-			fields[k] = &vals[n]
-			n++
-		}
-	}
-	str("decision_id", m.DecisionID)
-	str("decision", m.Decision)
-	str("reason", m.Reason)
-	str("tier", m.Tier)
-	str("action", m.Action)
-	str("workflow", m.Workflow)
-	str("failure_mode", m.FailureMode)
-	cost.NumberValue = float64(m.Cost)
-	vals[n].Kind = cost
-	fields["cost"] = &vals[n]
-	return &structpb.Struct{Fields: fields}
 }

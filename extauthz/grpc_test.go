@@ -87,7 +87,7 @@ func TestInputFromCheckHeaderMap(t *testing.T) {
 func TestCheckResponse(t *testing.T) {
 	s := testServer(t, Options{StripHeaders: []string{"x-tier"}})
 	allowed := Verdict{Decision: engine.Decision{ID: decisionID, Allowed: true, Tier: "standard", Cost: 3, Action: "translate"}}
-	s.allow(&Input{Headers: map[string]string{"x-tier": "enterprise"}}, &allowed)
+	s.allow(s.o().Now(), &Input{Headers: map[string]string{"x-tier": "enterprise"}}, &allowed)
 	denied := Verdict{Decision: engine.Decision{ID: decisionID, Reason: engine.ReasonWindowExceeded, Tier: "freemium", Binding: hourBinding(10, 10), HasBinding: true}}
 	s.deny(t0, &denied)
 
@@ -132,7 +132,7 @@ func TestCheckResponse(t *testing.T) {
 			}
 		})
 	}
-	md := checkResponse(&allowed).GetDynamicMetadata().AsMap()
+	md := sentMetadata(t, checkResponse(&allowed).GetDynamicMetadata())
 	if md["decision_id"] != decisionID.String() || md["tier"] != "standard" || md["cost"] != float64(3) || md["reason"] != "ok" || md["action"] != "translate" {
 		t.Errorf("dynamic metadata = %v", md)
 	}

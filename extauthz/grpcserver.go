@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -36,9 +37,23 @@ type GRPCOptions struct {
 	KeepaliveMinTime time.Duration
 	// Reflection registers the gRPC reflection service (for grpcurl).
 	Reflection bool
+	// StreamWorkers is the number of long-lived goroutines that run Checks.
+	// A Check's call chain (protobuf decoding, the engine) outgrows a new
+	// goroutine's first stack, and growing it was a tenth of the server's
+	// CPU when every stream had a goroutine of its own; a worker keeps its
+	// grown stack. A stream that finds every worker busy still gets a
+	// goroutine of its own. Zero means 64 per GOMAXPROCS; negative means
+	// none (a goroutine per stream).
+	StreamWorkers int
 	// ServerOptions are appended, e.g. a stats handler for telemetry.
 	ServerOptions []grpc.ServerOption
 }
+
+// streamWorkersPerProc is the default number of stream workers per
+// GOMAXPROCS. The transport hands a stream only to a worker that is idle at
+// that moment, and it may read many streams before any worker runs, so a
+// few per processor would leave most streams to new goroutines.
+const streamWorkersPerProc = 64
 
 // NewGRPCServer returns a gRPC server with s registered as the
 // Authorization service, the grpc.health.v1 service reporting SERVING for
@@ -57,10 +72,16 @@ func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, err
 	if o.KeepaliveMinTime == 0 {
 		o.KeepaliveMinTime = 5 * time.Second
 	}
+	if o.StreamWorkers == 0 {
+		o.StreamWorkers = streamWorkersPerProc * runtime.GOMAXPROCS(0)
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
+	}
+	if o.StreamWorkers > 0 {
+		opts = append(opts, grpc.NumStreamWorkers(uint32(o.StreamWorkers)))
 	}
 	if o.CertFile != "" || o.KeyFile != "" || o.ClientCAFile != "" {
 		cfg, err := serverTLS(o.CertFile, o.KeyFile, o.ClientCAFile)

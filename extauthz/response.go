@@ -44,14 +44,15 @@ const (
 	msgLengthRequired = "The request body was cut short by the proxy and has no Content-Length, so its cost cannot be bounded. Send a Content-Length header."
 )
 
-// allow fills v for an admitted decision.
-func (s *Server) allow(in *Input, v *Verdict) {
+// allow fills v for an admitted decision made at now.
+func (s *Server) allow(now time.Time, in *Input, v *Verdict) {
 	d := &v.Decision
 	id := d.ID.String()
 	v.Allowed, v.Status, v.Code = true, 200, CodeOK
-	h := make([]Header, 0, 6)
-	h = append(h, Header{HeaderDecisionID, id})
-	h = appendRateLimit(h, d, s.o().Now())
+	// One block: up to six client headers, then the two upstream ones.
+	buf := make([]Header, 8)
+	h := append(buf[:0:6], Header{HeaderDecisionID, id})
+	h = appendRateLimit(h, d, now)
 	if d.HasBalance {
 		h = append(h, Header{HeaderBalance, strconv.FormatInt(d.Balance, 10)})
 	}
@@ -62,7 +63,7 @@ func (s *Server) allow(in *Input, v *Verdict) {
 		h = append(h, Header{HeaderWarning, d.Warning})
 	}
 	v.Headers = h
-	v.UpstreamHeaders = []Header{{HeaderDecisionID, id}, {HeaderTier, string(d.Tier)}}
+	v.UpstreamHeaders = append(buf[6:6:8], Header{HeaderDecisionID, id}, Header{HeaderTier, string(d.Tier)})
 	v.RemoveHeaders = s.spoofed(in)
 	v.Metadata = metadataOf(d, id, "allow")
 }

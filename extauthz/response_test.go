@@ -47,7 +47,7 @@ func TestAllowHeaders(t *testing.T) {
 		Cost: 15, Units: 3000, Balance: 985, HasBalance: true, Binding: hourBinding(100, 91), HasBinding: true,
 		Warning: "Approaching hourly limit."}}
 	in := Input{Headers: map[string]string{"x-tier": "enterprise", "x-quota-tier": "enterprise"}}
-	s.allow(&in, &v)
+	s.allow(s.o().Now(), &in, &v)
 
 	want := map[string]string{
 		HeaderDecisionID:      decisionID.String(),

@@ -193,7 +193,7 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 	}
 	v.Decision = d
 	if d.Allowed {
-		s.allow(in, v)
+		s.allow(now, in, v)
 		return
 	}
 	s.deny(now, v)

@@ -47,15 +47,17 @@ func CountWords(s string) int64 {
 	var in uint8 // 1 while inside a word
 	i := 0
 	for i < len(s) {
-		// Eight ASCII bytes at a time, classified together (asciiMasks):
-		// without a joiner among them the bytes are independent and the
-		// word starts are a popcount.
+		// Eight ASCII bytes at a time, classified together (asciiMasks).
+		// Without a joiner among them the bytes are independent, and their
+		// word starts, the letters whose previous byte is not one, are a
+		// population count. A chunk with a byte of 0x80 or more takes the
+		// paths below for one byte or character, then chunks resume.
 		if i+8 <= len(s) {
-			if x := binary.LittleEndian.Uint64([]byte(s[i : i+8])); x&0x8080808080808080 == 0 {
+			if x := binary.LittleEndian.Uint64([]byte(s[i : i+8])); x&highBits == 0 {
 				word, join := asciiMasks(x)
-				if join == 0 { // a word starts at each letter after a non-letter
-					n += int64(bits.OnesCount8(word &^ (word<<1 | in)))
-					in = word >> 7
+				if join == 0 {
+					n += int64(bits.OnesCount64(word &^ (word<<8 | uint64(in)<<7)))
+					in = uint8(word >> 63)
 				} else {
 					var w int64
 					w, in = countJoined(word, join, in)
@@ -97,37 +99,38 @@ func CountWords(s string) int64 {
 	return n
 }
 
-// countJoined counts the word starts in eight classified bytes that hold a
-// joiner, which carries the open word across it, given and returning
-// whether a word is open at their edges.
-func countJoined(word, join, in uint8) (int64, uint8) {
+// highBits has the high bit of each of eight bytes set.
+const highBits = 0x8080808080808080
+
+// countJoined counts the word starts in eight bytes classified by
+// asciiMasks that hold a joiner, given and returning whether a word is open
+// at their edges. A joiner carries the open word across it, so the bytes
+// are taken one at a time.
+func countJoined(word, join uint64, in uint8) (int64, uint8) {
 	var n int64
-	for k := range 8 {
-		next := in&(join>>k&1) | word>>k&1
+	for j := range 8 {
+		sh := 8*j + 7
+		next := in&uint8(join>>sh) | uint8(word>>sh&1)
 		n += int64(next &^ in)
 		in = next
 	}
 	return n, in
 }
 
-// asciiMasks classifies eight ASCII bytes at once (SWAR): bit k of word is
-// set when byte k is a letter or digit, bit k of join when it is an
-// apostrophe or hyphen. Every byte is below 0x80, so no per-byte sum or
-// difference below carries into its neighbour.
-func asciiMasks(x uint64) (word, join uint8) {
+// asciiMasks classifies eight ASCII bytes at once (SWAR): byte k of word
+// has its high bit set when byte k of x is a letter or digit, byte k of
+// join when it is an apostrophe or hyphen; every other bit is clear. Every
+// byte is below 0x80, so no per-byte sum or difference carries into its
+// neighbour. The masks stay in place, rather than gathered into a byte, so
+// that counting word starts is a shift and a 64-bit population count.
+func asciiMasks(x uint64) (word, join uint64) {
 	const ones = 0x0101010101010101
 	lower := x | 0x20*ones // folds A-Z onto a-z
 	letter := (lower + (0x80-'a')*ones) & ((0x80+'z')*ones - lower)
 	digit := (x + (0x80-'0')*ones) & ((0x80+'9')*ones - x)
 	apos := (x ^ '\''*ones) + 0x7f*ones // high bit clear where the byte is '
 	hyphen := (x ^ '-'*ones) + 0x7f*ones
-	return movemask(letter | digit), movemask(^(apos & hyphen))
-}
-
-// movemask gathers the high bit of each byte of m into a byte, byte k to
-// bit k.
-func movemask(m uint64) uint8 {
-	return uint8((m >> 7 & 0x0101010101010101) * 0x0102040810204080 >> 56)
+	return (letter | digit) & highBits, ^(apos & hyphen) & highBits
 }
 
 // bmpClass caches runeClass for the Basic Multilingual Plane, where

@@ -107,7 +107,10 @@ func TestPartialWordsNeverUnderCharges(t *testing.T) {
 func BenchmarkCountWords(b *testing.B) {
 	ascii := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 70)
 	mixed := strings.Repeat("Übersetzung 翻訳 of naïve text, s'il vous plaît. ", 60)
-	for _, bc := range []struct{ name, in string }{{"ascii", ascii}, {"mixed", mixed}} {
+	// prose is like cmd/loadgen's bodies: English with a word in another
+	// script now and then.
+	prose := strings.Repeat("The customer asked for a résumé of the quarterly report and its 翻訳 in German. ", 55)
+	for _, bc := range []struct{ name, in string }{{"ascii", ascii}, {"mixed", mixed}, {"prose", prose}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(bc.in)))
@@ -153,7 +156,7 @@ func referenceCount(s string) int64 {
 // TestCountWordsMatchesReference compares the fast paths (8-byte chunks,
 // the BMP table) with the plain definition on random text.
 func TestCountWordsMatchesReference(t *testing.T) {
-	pieces := []string{"a", "Z", "9", " ", "  ", "\n", ".", ",", "'", "-", "é", "ß", "字", "カ", "\u2019", "\xff", "🙂", "word", "don't", "a-b"}
+	pieces := []string{"a", "Z", "9", " ", "  ", "\n", ".", ",", "'", "-", "é", "ß", "字", "カ", "\u2019", "\xff", "🙂", "word", "don't", "a-b", "abcdefghij", "1234567"}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 2000 {
 		var b strings.Builder
@@ -175,15 +178,33 @@ func TestASCIIMasks(t *testing.T) {
 			x := uint64(' ') * 0x0101010101010101
 			x = x&^(0xff<<(8*k)) | uint64(c)<<(8*k)
 			word, join := asciiMasks(x)
-			if got, want := word>>k&1, asciiWord[c]; got != want {
+			bit := 8*k + 7
+			if got, want := uint8(word>>bit&1), asciiWord[c]; got != want {
 				t.Errorf("byte %q at %d: word bit %d, want %d", rune(c), k, got, want)
 			}
-			if got, want := join>>k&1, asciiKeep[c]; got != want {
+			if got, want := uint8(join>>bit&1), asciiKeep[c]; got != want {
 				t.Errorf("byte %q at %d: join bit %d, want %d", rune(c), k, got, want)
 			}
-			if word&^(1<<k) != 0 || join&^(1<<k) != 0 {
-				t.Errorf("byte %q at %d: spaces classified as word %08b join %08b", rune(c), k, word, join)
+			if word&^(1<<bit) != 0 || join&^(1<<bit) != 0 {
+				t.Errorf("byte %q at %d: spaces classified as word %016x join %016x", rune(c), k, word, join)
 			}
 		}
 	}
+}
+
+// FuzzCountWords checks the fast paths (ASCII runs of up to eight bytes,
+// the BMP table) against the plain rune-by-rune definition.
+func FuzzCountWords(f *testing.F) {
+	for _, s := range []string{
+		"", "hello world", "don't stop well-known", "abcdefgh-ijklmnop", "a'b'c'd'e'f'g'h'i",
+		"café naïve résumé", "hello你好 world", "12345678é12345678", "\xff\xfeabcdefgh", "a🙂b",
+		"Übersetzung 翻訳 of naïve text, s'il vous plaît.", "-------- ''", "x\u2019s",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := CountWords(s), referenceCount(s); got != want {
+			t.Errorf("CountWords(%q) = %d, reference %d", s, got, want)
+		}
+	})
 }

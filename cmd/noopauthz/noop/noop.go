@@ -2,6 +2,7 @@ package noop
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -28,6 +29,11 @@ type Options struct {
 	// KeepaliveMinTime is the shortest client ping interval the server
 	// tolerates. Zero means 5s.
 	KeepaliveMinTime time.Duration
+	// StreamWorkers is the number of long-lived goroutines that run Checks,
+	// as in quotagate's server (extauthz.GRPCOptions.StreamWorkers), so the
+	// two are compared with the same gRPC machinery. Zero means 64 per
+	// GOMAXPROCS; negative means a goroutine per stream.
+	StreamWorkers int
 }
 
 func (o Options) withDefaults() Options {
@@ -42,6 +48,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.KeepaliveMinTime == 0 {
 		o.KeepaliveMinTime = 5 * time.Second
+	}
+	if o.StreamWorkers == 0 {
+		o.StreamWorkers = 64 * runtime.GOMAXPROCS(0)
 	}
 	return o
 }
@@ -67,7 +76,11 @@ func (Server) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRespons
 // grpc.health.v1 (SERVING) registered. The caller serves and stops it.
 func NewGRPCServer(opts Options) *grpc.Server {
 	opts = opts.withDefaults()
-	srv := grpc.NewServer(
+	var workers []grpc.ServerOption
+	if opts.StreamWorkers > 0 {
+		workers = append(workers, grpc.NumStreamWorkers(uint32(opts.StreamWorkers)))
+	}
+	srv := grpc.NewServer(append(workers,
 		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time:    opts.KeepaliveTime,
@@ -76,7 +89,7 @@ func NewGRPCServer(opts Options) *grpc.Server {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             opts.KeepaliveMinTime,
 			PermitWithoutStream: true,
-		}),
+		}))...,
 	)
 	authv3.RegisterAuthorizationServer(srv, Server{})
 	hs := health.NewServer()
