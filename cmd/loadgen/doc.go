@@ -27,6 +27,21 @@
 // --rate paces them instead (an open loop), so that servers can be compared
 // at the same load.
 //
+// Envoy propagates its trace context, so every request carries a
+// traceparent; --trace-sampled (0.01 by default, Istio's default sampling)
+// is the share of them flagged sampled, which a server with parent-based
+// sampling must trace whatever its own sampling says.
+//
+// With --redis ADDR, loadgen also reads that Redis server's INFO
+// commandstats at both ends of the measured window and reports the script
+// calls (EVAL, EVALSHA: one round trip each) and all commands (those the
+// scripts run included, which Redis counts too) per Check.
+//
 // "loadgen table" prints saved --json results side by side with the ratios
 // of CPU per Check that .ci/bench-load checks against their targets.
+//
+// "loadgen otlp-sink --addr ADDR" is the OTLP/gRPC receiver the benchmark
+// exports traces and metrics to: it serves the collector's TraceService
+// and MetricsService, accepts and discards every export, and when stopped
+// prints how many spans and metric exports it received.
 package main

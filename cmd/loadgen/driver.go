@@ -29,6 +29,7 @@ type driveConfig struct {
 	ReadyTimeout time.Duration // how long to wait for the servers to answer
 	ServerPIDs   []int         // processes whose CPU time is charged to the servers
 	ClkTck       int           // clock ticks per second of /proc/PID/stat
+	RedisAddr    string        // a Redis server whose commands are counted; empty for none
 	Workload     workloadConfig
 }
 
@@ -75,7 +76,9 @@ func drive(ctx context.Context, cfg driveConfig) (Result, error) {
 		p := newPacer(cfg.Rate, cfg.Concurrency, i)
 		wg.Go(func() { call(callCtx, &phase, clients[i%len(clients)], w.newBuilder(i), p, st) })
 	}
-	win, err := measureWindow(ctx, cfg, &phase)
+	rc := newRedisCounter(cfg.RedisAddr)
+	defer rc.close()
+	win, err := measureWindow(ctx, cfg, rc, &phase)
 	if err != nil {
 		cancel()
 		wg.Wait()
@@ -93,12 +96,17 @@ func drive(ctx context.Context, cfg driveConfig) (Result, error) {
 type window struct {
 	wall         time.Duration
 	server, self cpuTicks
+	redis        redisStats // what the Redis server ran, if one is watched
 }
 
 // measureWindow sleeps through the warm-up, then brackets the measured
 // window with CPU readings, switching the callers' phase at each end.
-func measureWindow(ctx context.Context, cfg driveConfig, phase *atomic.Int32) (window, error) {
+func measureWindow(ctx context.Context, cfg driveConfig, rc *redisCounter, phase *atomic.Int32) (window, error) {
 	if err := sleep(ctx, cfg.Warmup); err != nil {
+		return window{}, err
+	}
+	redis0, err := rc.stats(ctx)
+	if err != nil {
 		return window{}, err
 	}
 	srv0, err := readCPUAll(cfg.ServerPIDs)
@@ -125,8 +133,13 @@ func measureWindow(ctx context.Context, cfg driveConfig, phase *atomic.Int32) (w
 	if err != nil {
 		return window{}, err
 	}
+	redis1, err := rc.stats(ctx)
+	if err != nil {
+		return window{}, err
+	}
 	return window{
 		wall:   wall,
+		redis:  redisStats{Calls: redis1.Calls - redis0.Calls, Scripts: redis1.Scripts - redis0.Scripts},
 		server: cpuTicks{User: srv1.User - srv0.User, System: srv1.System - srv0.System},
 		self:   cpuTicks{User: self1.User - self0.User, System: self1.System - self0.System},
 	}, nil

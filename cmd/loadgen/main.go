@@ -35,6 +35,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "table" {
 		return runTable(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "otlp-sink" {
+		return runOTLPSink(ctx, args[1:], stdout, stderr)
+	}
 	cfg, asJSON, maxErrRate, err := parseFlags(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -64,6 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 const usage = `Usage: loadgen [flags]
        loadgen table [--compare NAME/BASELINE<=RATIO]... [--strict] RESULT.json...
+       loadgen otlp-sink [--addr HOST:PORT]
 
 loadgen drives Envoy ext_authz Check calls at a server: --concurrency callers,
 each with one Check in flight (a closed loop, or paced to --rate), over --conns
@@ -77,6 +81,10 @@ from /proc/PID/stat over exactly the measured window.
 
 "loadgen table" prints saved --json results side by side, with the ratio of
 server CPU per Check for each --compare.
+
+"loadgen otlp-sink" serves the OTLP/gRPC trace and metrics services on
+--addr, accepting and discarding every export, until interrupted; it then
+prints how many spans and metric exports it received.
 
 Flags:
 `
@@ -101,6 +109,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (dr
 	fs.Float64Var(&c.Workload.FreeShare, "free-share", 0.05, "fraction of Checks sent to the freemium users")
 	fs.IntVar(&c.Workload.MaxBodyBytes, "max-body-bytes", 65536, "Envoy's max_request_bytes: longer bodies are sent cut and flagged partial")
 	fs.Uint64Var(&c.Workload.Seed, "seed", 1, "random seed of the workload")
+	fs.Float64Var(&c.Workload.TraceSampled, "trace-sampled", 0.01, "fraction of requests whose traceparent is flagged sampled (Envoy traced them; 0.01 is Istio's default)")
+	fs.StringVar(&c.RedisAddr, "redis", "", "`host:port` of a Redis server whose commands (INFO commandstats) are counted over the measured window")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	maxErrRate := fs.Float64("max-error-rate", 0.01, "exit non-zero when more than this fraction of Checks fail")
 	if err := fs.Parse(args); err != nil {

@@ -48,6 +48,15 @@ type Result struct {
 	ServerCores        float64 `json:"server_cores"` // CPU seconds per wall second
 	LoadgenCPUSec      float64 `json:"loadgen_cpu_seconds"`
 	LoadgenCPUPerCheck float64 `json:"loadgen_cpu_per_check_us"`
+
+	// RedisCalls is the commands the --redis server ran in the window
+	// (INFO commandstats), those run by scripts included, and
+	// RedisScripts the scripts (EVAL, EVALSHA, FCALL) among them, each one
+	// round trip; zero without --redis.
+	RedisCalls           int64   `json:"redis_calls,omitempty"`
+	RedisScripts         int64   `json:"redis_scripts,omitempty"`
+	RedisCallsPerCheck   float64 `json:"redis_calls_per_check,omitempty"`
+	RedisScriptsPerCheck float64 `json:"redis_scripts_per_check,omitempty"`
 }
 
 // Latency is a latency distribution in microseconds.
@@ -69,6 +78,8 @@ func newResult(cfg driveConfig, win window, stats []*callerStats) Result {
 		DeniedStatus: map[string]int64{}, ErrorCodes: map[string]int64{}, ServerPIDs: cfg.ServerPIDs,
 		ServerCPUSec:  ticksToDuration(win.server.Total(), cfg.ClkTck).Seconds(),
 		LoadgenCPUSec: ticksToDuration(win.self.Total(), cfg.ClkTck).Seconds(),
+		RedisCalls:    win.redis.Calls,
+		RedisScripts:  win.redis.Scripts,
 	}
 	var h histogram
 	for _, st := range stats {
@@ -107,6 +118,8 @@ func (r *Result) derive(h *histogram) {
 	r.ServerCPUPerCheck = 1e6 * r.ServerCPUSec / n
 	r.ServerCores = r.ServerCPUSec / r.WindowSec
 	r.LoadgenCPUPerCheck = 1e6 * r.LoadgenCPUSec / n
+	r.RedisCallsPerCheck = float64(r.RedisCalls) / n
+	r.RedisScriptsPerCheck = float64(r.RedisScripts) / n
 }
 
 // merge returns the results of several runs of the same server as one:
@@ -116,7 +129,7 @@ func merge(rs []Result) Result {
 	m := rs[0]
 	m.DeniedStatus, m.ErrorCodes = map[string]int64{}, map[string]int64{}
 	m.Runs, m.WindowSec, m.ServerCPUSec, m.LoadgenCPUSec = 0, 0, 0, 0
-	m.Checks, m.OK, m.Denied, m.Errors = 0, 0, 0, 0
+	m.Checks, m.OK, m.Denied, m.Errors, m.RedisCalls, m.RedisScripts = 0, 0, 0, 0, 0, 0
 	var h histogram
 	var maxNs int64
 	for _, r := range rs {
@@ -128,6 +141,8 @@ func merge(rs []Result) Result {
 		m.OK += r.OK
 		m.Denied += r.Denied
 		m.Errors += r.Errors
+		m.RedisCalls += r.RedisCalls
+		m.RedisScripts += r.RedisScripts
 		for k, n := range r.DeniedStatus {
 			m.DeniedStatus[k] += n
 		}
@@ -170,6 +185,10 @@ func (r Result) WriteText(w io.Writer) error {
 			r.ServerCPUSec, r.ServerCores, r.ServerCPUPerCheck, r.ServerPIDs)
 	}
 	fmt.Fprintf(&b, "  loadgen CPU %.2f µs per Check\n", r.LoadgenCPUPerCheck)
+	if r.RedisCalls > 0 {
+		fmt.Fprintf(&b, "  redis       %.3f scripts and %.3f commands (scripts' included) per Check\n",
+			r.RedisScriptsPerCheck, r.RedisCallsPerCheck)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

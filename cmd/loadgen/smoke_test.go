@@ -61,6 +61,8 @@ func TestFlagErrors(t *testing.T) {
 		{name: "zero conns", args: []string{"--conns", "0"}, want: "--conns and --concurrency must be > 0"},
 		{name: "stray argument", args: []string{"extra"}, want: `unexpected argument "extra"`},
 		{name: "table without result", args: []string{"table", "/nonexistent.json"}, want: "loadgen: table:"},
+		{name: "otlp-sink stray argument", args: []string{"otlp-sink", "extra"}, want: `otlp-sink: unexpected argument "extra"`},
+		{name: "otlp-sink bad address", args: []string{"otlp-sink", "--addr", "127.0.0.1:notaport"}, want: "loadgen: otlp-sink:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -121,6 +121,12 @@ func writeTable(w io.Writer, results []Result, cmps []comparison) (int, error) {
 	if err := tw.Flush(); err != nil {
 		return 0, fmt.Errorf("loadgen: table: %w", err)
 	}
+	for _, r := range group(results) {
+		if r.RedisCalls > 0 {
+			fmt.Fprintf(w, "%s Redis per Check: %.3f script calls (EVAL/EVALSHA, a round trip each), %.3f commands in all (those scripts run included)\n",
+				r.Name, r.RedisScriptsPerCheck, r.RedisCallsPerCheck)
+		}
+	}
 	missed := 0
 	for _, c := range cmps {
 		r, ok1 := byName[c.Name]

@@ -28,6 +28,10 @@ type workloadConfig struct {
 	// bodies are cut there and flagged partial, as allow_partial_message does.
 	MaxBodyBytes int
 	Seed         uint64
+	// TraceSampled is the fraction of requests whose traceparent has the
+	// sampled flag set: the share of requests Envoy traces. A server with
+	// parent-based sampling keeps a span for each of them.
+	TraceSampled float64
 }
 
 // kind is one sort of request in the mix.
@@ -66,6 +70,8 @@ func newWorkload(cfg workloadConfig) (*workload, error) {
 		return nil, fmt.Errorf("loadgen: --free-users must be in [0, --users), got %d", cfg.FreeUsers)
 	case cfg.FreeShare < 0 || cfg.FreeShare > 1 || (cfg.FreeUsers == 0 && cfg.FreeShare > 0):
 		return nil, fmt.Errorf("loadgen: --free-share must be in [0, 1] and 0 without free users, got %g", cfg.FreeShare)
+	case cfg.TraceSampled < 0 || cfg.TraceSampled > 1:
+		return nil, fmt.Errorf("loadgen: --trace-sampled must be in [0, 1], got %g", cfg.TraceSampled)
 	}
 	w := &workload{cfg: cfg, ids: make([]string, cfg.Users), ips: make([]string, cfg.Users)}
 	for i := range cfg.Users {
@@ -236,7 +242,11 @@ func (b *builder) next(now time.Time) *authv3.CheckRequest {
 	id := b.hex(16)
 	reqID := id[0:8] + "-" + id[8:12] + "-4" + id[13:16] + "-a" + id[17:20] + "-" + id[20:32]
 	h["x-request-id"] = reqID
-	h["traceparent"] = "00-" + id + "-" + b.hex(8) + "-01"
+	flags := "-00"
+	if w.cfg.TraceSampled >= 1 || (w.cfg.TraceSampled > 0 && rng.Float64() < w.cfg.TraceSampled) {
+		flags = "-01"
+	}
+	h["traceparent"] = "00-" + id + "-" + b.hex(8) + flags
 	h["x-user-id"] = w.ids[u]
 	h["x-forwarded-for"] = w.ips[u]
 	h[":method"] = k.method

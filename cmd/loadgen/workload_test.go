@@ -9,14 +9,14 @@ import (
 )
 
 func TestRequestsAreShapedAsEnvoySendsThem(t *testing.T) {
-	w, err := newWorkload(workloadConfig{Users: 10000, FreeUsers: 20, FreeShare: 0.05, MaxBodyBytes: 65536, Seed: 1})
+	w, err := newWorkload(workloadConfig{Users: 10000, FreeUsers: 20, FreeShare: 0.05, MaxBodyBytes: 65536, Seed: 1, TraceSampled: 0.1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := w.newBuilder(0)
 	ids := map[string]bool{}
 	actions := map[string]int{}
-	free := 0
+	free, sampled := 0, 0
 	const n = 20000
 	for range n {
 		req := b.next(time.Unix(1_700_000_000, 0))
@@ -29,6 +29,9 @@ func TestRequestsAreShapedAsEnvoySendsThem(t *testing.T) {
 		}
 		if a.GetSource().GetAddress().GetSocketAddress().GetAddress() == "" || a.GetDestination().GetAddress() == nil {
 			t.Fatal("source or destination address missing")
+		}
+		if strings.HasSuffix(h.GetHeaders()["traceparent"], "-01") {
+			sampled++
 		}
 		user := h.GetHeaders()["x-user-id"]
 		sub := a.GetMetadataContext().GetFilterMetadata()["envoy.filters.http.jwt_authn"].GetFields()["jwt_payload"].GetStructValue().GetFields()["sub"].GetStringValue()
@@ -51,6 +54,9 @@ func TestRequestsAreShapedAsEnvoySendsThem(t *testing.T) {
 	}
 	if len(ids) != n {
 		t.Errorf("%d distinct request ids in %d requests", len(ids), n)
+	}
+	if share := float64(sampled) / n; math.Abs(share-0.1) > 0.01 {
+		t.Errorf("share of traceparents flagged sampled = %.3f, want 0.1", share)
 	}
 	if share := float64(free) / n; math.Abs(share-0.05) > 0.01 {
 		t.Errorf("share of requests to freemium users = %.3f, want 0.05", share)
