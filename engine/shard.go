@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
@@ -92,6 +93,12 @@ type shard struct {
 	// Counters, guarded by mu.
 	hits, misses, evictions uint64
 	meter                   rateCell
+	// epoch changes whenever the Store's copy of a key of this shard may
+	// have changed behind the cache: when an evicted state is queued for
+	// saving and when such a save completes. A load that read the Store
+	// before a change must not insert what it read (see load). It is only
+	// written under mu, but read without it.
+	epoch atomic.Uint64
 	// scratch holds the applied limits of the decision that holds mu.
 	scratch [MaxLimitsPerRequest]applied
 	_       [64]byte // keep neighbouring shards' locks off this cache line
@@ -124,6 +131,7 @@ func (sh *shard) onEvictLocked(key string, st *subjectState) {
 	entry.inflight++
 	st.dirty = false
 	sh.queued = append(sh.queued, queuedSave{entry: entry, snap: st.snapshotLocked(key)})
+	sh.epoch.Add(1)
 }
 
 // getLocked returns the state of key from the LRU, or revives it from
@@ -220,6 +228,7 @@ func (sh *shard) completeLocked(key string, entry *pendingSave, version uint64, 
 		entry.failed = true
 		return
 	}
+	sh.epoch.Add(1)
 	if entry.st.savedVersion < version {
 		entry.st.savedVersion = version
 	}
@@ -318,29 +327,48 @@ func (e *Engine) acquire(ctx context.Context, rs *ruleset, req *Request, u *user
 // reports found == false.
 func (e *Engine) load(ctx context.Context, rs *ruleset, i int, key string, create bool) (found bool, err error) {
 	sh := &e.shards[i]
-	snap, ok, err := e.store.Load(ctx, key)
-	e.loads.Add(1)
-	if err != nil {
-		e.storeErrors.Add(1)
-		return false, fmt.Errorf("engine: load state of %q: %w", key, err)
-	}
-	if !ok && !create {
-		return false, nil
-	}
-	var st *subjectState
-	if ok {
-		st = stateFromSnapshot(snap)
-	} else {
-		st = &subjectState{credits: rs.startingCredits(key)}
-	}
-	sh.mu.Lock()
-	if sh.lru.Contains(key) || sh.pending[key] != nil {
+	for range maxLoadAttempts {
+		// An eviction whose save lands between the Store read and the
+		// insert below would leave the older snapshot in the cache and
+		// lose the evicted usage, so the read is only used if the shard's
+		// epoch has not moved since before it.
+		epoch := sh.epoch.Load()
+		snap, ok, err := e.store.Load(ctx, key)
+		e.loads.Add(1)
+		if err != nil {
+			e.storeErrors.Add(1)
+			return false, fmt.Errorf("engine: load state of %q: %w", key, err)
+		}
+		var st *subjectState
+		switch {
+		case ok:
+			st = stateFromSnapshot(snap)
+		case create:
+			st = &subjectState{credits: rs.startingCredits(key)}
+		}
+		sh.mu.Lock()
+		if sh.lru.Contains(key) || sh.pending[key] != nil {
+			sh.mu.Unlock()
+			return true, nil
+		}
+		if sh.epoch.Load() != epoch {
+			sh.mu.Unlock()
+			continue
+		}
+		if st == nil { // not in the Store, and not to be created
+			sh.mu.Unlock()
+			return false, nil
+		}
+		sh.lru.Add(key, st)
+		q := sh.takeQueuedLocked()
 		sh.mu.Unlock()
+		e.saveQueued(ctx, sh, q)
 		return true, nil
 	}
-	sh.lru.Add(key, st)
-	q := sh.takeQueuedLocked()
-	sh.mu.Unlock()
-	e.saveQueued(ctx, sh, q)
+	// The caller looks again and, finding nothing, loads again.
 	return true, nil
 }
+
+// maxLoadAttempts bounds how often load rereads the Store because the
+// shard's saves kept moving under it.
+const maxLoadAttempts = 8
