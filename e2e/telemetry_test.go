@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,8 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/quotagate/quotagate/ledger"
 )
 
 // otlpReceiver is a real OTLP/gRPC collector endpoint (TraceService and
@@ -140,7 +143,9 @@ func TestTelemetry(t *testing.T) {
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "600000")
 	authzAddr := freeAddr(t)
-	s := startServer(t, "testdata/telemetry.yaml", "--authz-http-addr", authzAddr, "--log-level", "info")
+	dataDir := t.TempDir()
+	s := startServer(t, "testdata/telemetry.yaml", "--authz-http-addr", authzAddr, "--log-level", "info",
+		"--data-dir", dataDir)
 	waitOutsideHourEdge()
 	before := scrape(t, s.httpAddr)
 
@@ -177,6 +182,7 @@ func TestTelemetry(t *testing.T) {
 	checkRejectionSpan(t, spanByDecision(t, spans, grpcID), grpcID, envoyTraceID, envoyParentID, "carol", "GET", "/v1/reports/daily")
 	checkRejectionSpan(t, spanByDecision(t, spans, httpID), httpID, httpTraceID, httpParentID, "dave", "POST", "/v1/translate")
 	checkLogJoinsTrace(t, s.stderr.String(), grpcID, spanByDecision(t, spans, grpcID))
+	checkLedgerJoinsTrace(t, dataDir, spans, total)
 	recv.mu.Lock()
 	defer recv.mu.Unlock()
 	if recv.serviceName != "quotagate-e2e" {
@@ -438,5 +444,51 @@ func TestTelemetryB3(t *testing.T) {
 	}
 	if got, parent := hex.EncodeToString(rejected[0].GetTraceId()), hex.EncodeToString(rejected[0].GetParentSpanId()); got != httpTraceID || parent != envoyParentID {
 		t.Errorf("span trace/parent = %s/%s, want the B3 context %s/%s", got, parent, httpTraceID, envoyParentID)
+	}
+}
+
+// checkLedgerJoinsTrace checks the trace id of each of the want ledger
+// records the run left in dataDir: a rejection names the trace of its
+// exported span, even when the Check came without trace context; an allow
+// under Envoy's unsampled trace names that trace; an allow with no trace
+// context, which no sampler kept, names none.
+func checkLedgerJoinsTrace(t *testing.T, dataDir string, spans []*tracepb.Span, want int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := ledger.Open(ctx, filepath.Join(dataDir, "ledger.db"), ledger.Options{})
+	if err != nil {
+		t.Fatalf("open the ledger: %v", err)
+	}
+	defer l.Close()
+	traceOf := make(map[string]string, len(spans))
+	for _, sp := range spans {
+		traceOf[attrMap(sp.GetAttributes())["quota.decision_id"]] = hex.EncodeToString(sp.GetTraceId())
+	}
+	n := 0
+	err = l.Scan(ctx, func(r ledger.Record) bool {
+		if r.Kind != ledger.KindCharge && r.Kind != ledger.KindRejection {
+			return true
+		}
+		n++
+		id := r.ID.String()
+		switch span, kept := traceOf[id]; {
+		case kept && r.TraceID != span:
+			t.Errorf("ledger record %s (%s %s): trace id %q, want its span's %s", id, r.Kind, r.Subject, r.TraceID, span)
+		case kept:
+		case r.Kind == ledger.KindRejection:
+			t.Errorf("ledger record %s: a rejection without an exported span", id)
+		case strings.HasPrefix(r.Subject, "load-") && r.Subject >= "load-5" && r.TraceID != unsampledTrace:
+			t.Errorf("ledger record %s (%s, under Envoy's unsampled trace): trace id %q, want %s", id, r.Subject, r.TraceID, unsampledTrace)
+		case strings.HasPrefix(r.Subject, "load-") && r.Subject < "load-5" && r.TraceID != "":
+			t.Errorf("ledger record %s (%s, untraced allow): trace id %q, want none", id, r.Subject, r.TraceID)
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("scan the ledger: %v", err)
+	}
+	if n != want {
+		t.Errorf("%d charge and rejection records in the ledger, want one per Check: %d", n, want)
 	}
 }

@@ -183,7 +183,11 @@ func (c mdCarrier) Keys() []string {
 // decision metrics, the quota.check span (started at start, so that the
 // decision-aware sampler sees d.Outcome), its child spans for d.Phases, and
 // a rate-limited log line for a rejection. ctx should come from Extract.
-func (r *Recorder) Record(ctx context.Context, start time.Time, d Decision) {
+// It returns ctx with the quota.check span in it when one was started, so
+// that the caller can tie the ledger record to the trace the decision is
+// in: the span's trace when it was kept, else the propagated one, if any.
+// An allow that no sampler would keep starts no span.
+func (r *Recorder) Record(ctx context.Context, start time.Time, d Decision) context.Context {
 	end := r.opts.Now()
 	r.in.record(ctx, &d, end.Sub(start))
 	if r.tracing {
@@ -194,6 +198,7 @@ func (r *Recorder) Record(ctx context.Context, start time.Time, d Decision) {
 	if d.Outcome != OutcomeAllow && r.lim != nil {
 		r.logRejection(ctx, &d, end)
 	}
+	return ctx
 }
 
 // RecordStoreOp records the latency of one store operation ("load",

@@ -279,3 +279,28 @@ func TestRootAllowsAreSampledAtTheConfiguredRatio(t *testing.T) {
 		t.Errorf("%d of %d allows kept at sample_allowed 0.5, want about %d", got, n, n/2)
 	}
 }
+
+// TestRecordReturnsTheTraceOfItsSpan: a Check that arrived without trace
+// context still gets a trace of its own when its span is kept, and Record
+// hands it back so that the ledger record can name it; an allow that no
+// sampler keeps starts no trace.
+func TestRecordReturnsTheTraceOfItsSpan(t *testing.T) {
+	p, r, s := newExportingRecorder(t, 0, 1, RecorderOptions{})
+	ctx := r.Record(context.Background(), t0, fullDenial())
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.HasTraceID() {
+		t.Fatal("Record returned no trace for a kept rejection without trace context")
+	}
+	flush(t, p)
+	spans := s.Spans()
+	if len(spans) != 1 {
+		t.Fatalf("got %d spans, want 1", len(spans))
+	}
+	if got := hex.EncodeToString(spans[0].GetTraceId()); got != sc.TraceID().String() {
+		t.Errorf("exported trace id = %s, Record returned %s", got, sc.TraceID())
+	}
+	ctx = r.Record(context.Background(), t0, Decision{Outcome: OutcomeAllow, Reason: "ok", Tier: "standard"})
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		t.Errorf("an allow sampled at 0 got trace %s, want none", sc.TraceID())
+	}
+}

@@ -42,7 +42,7 @@ type observer struct {
 func (o *observer) observe(ctx context.Context, start time.Time, in *extauthz.Input, v *extauthz.Verdict) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	ctx = o.rec.Extract(ctx, md, in.Headers)
-	o.rec.Record(ctx, start, telemetryDecision(in, v))
+	traced := o.rec.Record(ctx, start, telemetryDecision(in, v))
 	d := &v.Decision
 	if v.Err != nil || d.ID == uuid.Nil {
 		// No decision was made: nothing was charged or refused by a quota.
@@ -50,10 +50,11 @@ func (o *observer) observe(ctx context.Context, start time.Time, in *extauthz.In
 		// committer's safety net.
 		return
 	}
-	// The span is a child of the propagated trace, so its trace id is the
-	// parent's; a Check without trace context has none to record.
+	// The trace the decision is in: its own span's when one was kept (a
+	// child of the propagated trace, or a new trace), else the propagated
+	// one; none for an untraced allow.
 	var traceID string
-	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+	if sc := trace.SpanContextFromContext(traced); sc.HasTraceID() {
 		traceID = sc.TraceID().String()
 	}
 	now := o.now()
