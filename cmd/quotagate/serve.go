@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -262,13 +265,17 @@ func exampleCheck(file *config.File, addr net.Addr) string {
 		target = net.JoinHostPort("localhost", fmt.Sprint(tcp.Port))
 	}
 	user := "demo-free"
-	if _, ok := file.QuotaManager.Users[user]; !ok {
-		for name := range file.QuotaManager.Users {
-			user = name
-			break
-		}
+	if _, ok := file.QuotaManager.Users[user]; !ok && len(file.QuotaManager.Users) > 0 {
+		// The same user every start: the first configured one by name.
+		user = slices.Sorted(maps.Keys(file.QuotaManager.Users))[0]
 	}
-	cmd := "quotagate check --addr " + target + " --user " + user
+	// The program as it was started (bin/quotagate under make run), so
+	// that the line pastes as is from the same directory.
+	prog := "quotagate"
+	if len(os.Args) > 0 && os.Args[0] != "" {
+		prog = os.Args[0]
+	}
+	cmd := prog + " check --addr " + target + " --user " + user
 	if _, ok := file.QuotaManager.Actions["translate"]; ok {
 		cmd += " --path /v1/translate --action translate --body 'Hello, world. How are you today?'"
 	}
@@ -347,7 +354,16 @@ func (a *app) startBackground(ctx context.Context) *background {
 	engCtx, bg.stopEngine = context.WithCancel(base)
 	writerCtx, bg.stopWriter = context.WithCancel(base)
 	notifyCtx, bg.stopNotify = context.WithCancel(base)
-	bg.engineDone = goDone(func() error { return a.eng.Run(engCtx) })
+	bg.engineDone = goDone(func() error {
+		if a.b.store == nil {
+			// State lives in memory only: a flush would copy every dirty
+			// subject into the memory store for nothing (evictions hand
+			// theirs over), costing CPU and a second copy of the state.
+			<-engCtx.Done()
+			return nil
+		}
+		return a.eng.Run(engCtx)
+	})
 	bg.writerDone = goDone(func() error {
 		if a.b.writer == nil {
 			return nil
