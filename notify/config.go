@@ -382,7 +382,8 @@ func orStr(v, def string) string {
 }
 
 // Duration is a time.Duration that reads and writes as a Go duration
-// string ("5s", "1m30s") in JSON.
+// string ("5s", "1m30s") in JSON and YAML. config.Duration is this type,
+// so that durations read alike everywhere in a configuration file.
 type Duration time.Duration
 
 // D returns d as a time.Duration.
@@ -398,7 +399,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("notify: want a duration such as \"5s\" or \"1m\", got %q", b)
+		return fmt.Errorf("invalid duration %q: want a Go duration such as 2s or 1m30s", b)
 	}
 	*d = Duration(v)
 	return nil

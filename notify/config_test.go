@@ -81,7 +81,7 @@ func TestConfigDecodeErrors(t *testing.T) {
 		name, json, want string
 	}{
 		{"unknown channel", `{"channels": ["sms"]}`, `unknown channel "sms"`},
-		{"bad duration", `{"webhook": {"timeout": "soon"}}`, `want a duration such as "5s"`},
+		{"bad duration", `{"webhook": {"timeout": "soon"}}`, `invalid duration "soon": want a Go duration`},
 		{"bad starttls", `{"email": {"starttls": "maybe"}}`, `want required or disabled`},
 	}
 	for _, tt := range tests {
