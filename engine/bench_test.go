@@ -36,43 +36,84 @@ func benchSubjects(n int) []string {
 // BenchmarkCharge measures parallel Charge on cached subjects, for 1,
 // 10 000 and 1 000 000 subjects, with one shard and with the default
 // (many). The 1-shard and many-shard engines run in the same process, so
-// their ratio is the lock-striping speedup.
+// their ratio is the lock-striping speedup. Each runs with two numbers of
+// concurrent callers: one per core (callers=cores), and 64
+// (callers=64), about what the ext_authz server runs with: Envoy keeps
+// many Checks in flight, each on its own goroutine, and a caller that
+// finds its shard locked is parked while another one runs.
 func BenchmarkCharge(b *testing.B) {
 	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
 	now := func() time.Time { return t0 }
 	for _, n := range []int{1, 10_000, 1_000_000} {
-		subjects := benchSubjects(n)
+		var subjects []string
 		for _, shards := range []int{1, 0} {
-			name := fmt.Sprintf("subjects=%d/shards=%s", n, shardName(shards))
-			e, err := New(benchConfig(shards, 2*n+1024, now))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx := context.Background()
-			for _, s := range subjects {
-				if _, err := e.Charge(ctx, Request{Subject: s, Tier: "standard"}); err != nil {
-					b.Fatal(err)
+			b.Run(fmt.Sprintf("subjects=%d/shards=%s", n, shardName(shards)), func(b *testing.B) {
+				// The population is built only for the sub-benchmarks that
+				// run, and before their timers start.
+				if subjects == nil {
+					subjects = benchSubjects(n)
 				}
-			}
-			runtime.GC() // no collection of the population during the timed loop
-			b.Run(name, func(b *testing.B) {
-				b.ReportAllocs()
-				b.RunParallel(func(pb *testing.PB) {
-					// Each goroutine walks the subjects from its own random
-					// start, so goroutines do not trail one another onto
-					// the same states and shards.
-					i := rand.IntN(n)
-					for pb.Next() {
-						d, err := e.Charge(ctx, Request{Subject: subjects[i], Tier: "standard"})
-						if err != nil || !d.Allowed {
-							b.Fatalf("charge: %v %v", d.Reason, err)
-						}
-						i = (i + 7919) % n
-					}
-				})
+				e := populatedEngine(b, shards, subjects, now)
+				for _, callers := range []int{0, 64} {
+					b.Run(callersName(callers), func(b *testing.B) {
+						benchParallelCharge(b, e, subjects, callers)
+					})
+				}
 			})
 		}
 	}
+}
+
+// benchParallelCharge runs Charge from callers goroutines (0: one per
+// core; else rounded up to a multiple of the cores) over subjects.
+func benchParallelCharge(b *testing.B, e *Engine, subjects []string, callers int) {
+	procs := runtime.GOMAXPROCS(0)
+	if callers > 0 {
+		b.SetParallelism((callers + procs - 1) / procs)
+	}
+	n := len(subjects)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		// Each goroutine walks the subjects from its own random start, so
+		// goroutines do not trail one another onto the same states and
+		// shards.
+		ctx := context.Background()
+		i := rand.IntN(n)
+		for pb.Next() {
+			d, err := e.Charge(ctx, Request{Subject: subjects[i], Tier: "standard"})
+			if err != nil || !d.Allowed {
+				b.Fatalf("charge: %v %v", d.Reason, err)
+			}
+			i = (i + 7919) % n
+		}
+	})
+}
+
+func callersName(n int) string {
+	if n == 0 {
+		return "callers=cores"
+	}
+	return "callers=" + strconv.Itoa(n)
+}
+
+// populatedEngine returns an engine with the given shards (0: the
+// default) that has every subject cached, and collects the garbage of
+// building it so that no collection runs during the timed loop.
+func populatedEngine(b *testing.B, shards int, subjects []string, now func() time.Time) *Engine {
+	b.Helper()
+	e, err := New(benchConfig(shards, 2*len(subjects)+1024, now))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, s := range subjects {
+		if _, err := e.Charge(ctx, Request{Subject: s, Tier: "standard"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runtime.GC()
+	return e
 }
 
 func shardName(n int) string {
