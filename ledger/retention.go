@@ -14,8 +14,12 @@ import (
 // holding a record at or after before; so a few records older than before
 // may stay until the next Prune. The last removed record's hash becomes
 // the chain's base, so Verify still passes. It returns how many records it
-// removed.
+// removed. Records are folded into the rollups (FoldRollups) before they
+// go; Prune never removes a record the rollups do not count yet.
 func (l *Ledger) Prune(ctx context.Context, before time.Time) (n int64, err error) {
+	if err := l.FoldRollups(ctx); err != nil {
+		return 0, err
+	}
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, l.wrap("prune: begin", err)
@@ -25,9 +29,9 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (n int64, err erro
 			tx.Rollback()
 		}
 	}()
-	var headSeq int64
-	q := `SELECT head_seq FROM ledger_chain WHERE id = 1` + l.dialect.lockHead
-	if err := tx.QueryRowContext(ctx, q).Scan(&headSeq); err != nil {
+	var headSeq, rollupSeq int64
+	q := `SELECT head_seq, rollup_seq FROM ledger_chain WHERE id = 1` + l.dialect.lockHead
+	if err := tx.QueryRowContext(ctx, q).Scan(&headSeq, &rollupSeq); err != nil {
 		return 0, l.wrap("prune: read chain head", err)
 	}
 	var keep sql.NullInt64
@@ -39,6 +43,8 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (n int64, err erro
 	if keep.Valid {
 		keepFrom = keep.Int64
 	}
+	// Another process may have appended since the fold above.
+	keepFrom = min(keepFrom, rollupSeq+1)
 	var lastSeq int64
 	var lines string
 	err = tx.QueryRowContext(ctx, `SELECT last_seq, records FROM ledger_blocks WHERE first_seq < $1

@@ -20,28 +20,27 @@ type totalKey struct {
 	team, tier, action string
 }
 
-// rollups are the deltas one batch adds, summed per row so that each row
-// is written once per batch.
+// rollups are the deltas of the records one fold adds, summed per row so
+// that each row is written once per fold.
 type rollups struct {
 	subject map[subjectKey]*counts
 	total   map[totalKey]*counts
 }
 
-// rollupsOf sums what recs add to the rollups, at every grain.
-func rollupsOf(recs []Record) rollups {
-	ru := rollups{subject: make(map[subjectKey]*counts), total: make(map[totalKey]*counts)}
-	for i := range recs {
-		r := &recs[i]
-		d, ok := r.rollupDelta()
-		if !ok {
-			continue
-		}
-		for _, g := range grains {
-			p := g.Start(r.Time).Unix()
-			ru.add(subjectKey{g, p, r.Subject, r.Team, r.Tier, r.Action}, d)
-		}
+func newRollups() rollups {
+	return rollups{subject: make(map[subjectKey]*counts), total: make(map[totalKey]*counts)}
+}
+
+// addRecord adds what r adds to the rollups, at every grain.
+func (ru rollups) addRecord(r *Record) {
+	d, ok := r.rollupDelta()
+	if !ok {
+		return
 	}
-	return ru
+	for _, g := range grains {
+		p := g.Start(r.Time).Unix()
+		ru.add(subjectKey{g, p, r.Subject, r.Team, r.Tier, r.Action}, d)
+	}
 }
 
 func (ru rollups) add(k subjectKey, d counts) {

@@ -65,6 +65,15 @@ var migrations = [][]string{
 			PRIMARY KEY (grain, period, team, tier, action)
 		)` + clusteredPK,
 	},
+	{
+		// rollup_seq is the last record whose usage is in the rollups (the
+		// fold's watermark): records are appended without touching the
+		// rollups, and FoldRollups adds those after rollup_seq and moves it,
+		// in one transaction. Before this migration every append updated
+		// the rollups, so they cover the chain up to its head.
+		`ALTER TABLE ledger_chain ADD COLUMN rollup_seq BIGINT NOT NULL DEFAULT 0`,
+		`UPDATE ledger_chain SET rollup_seq = head_seq`,
+	},
 }
 
 // clusteredPK marks a table to be stored in its primary key's order: on

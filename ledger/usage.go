@@ -47,8 +47,12 @@ type BillingRow struct {
 // Usage returns the usage per period of q.By between q.From and q.To, for
 // the periods that had any, oldest first. It reads the rollups: a subject
 // query reads that subject's rows, any other query reads the totals, so
-// the cost does not grow with the number of subjects.
+// the cost does not grow with the number of subjects. It folds the
+// pending rollups first (FoldRollups), so it counts every record appended.
 func (l *Ledger) Usage(ctx context.Context, q Query) ([]Row, error) {
+	if err := l.FoldRollups(ctx); err != nil {
+		return nil, err
+	}
 	table := "usage_total"
 	if q.Subject != "" {
 		table = "usage_subject"
@@ -80,8 +84,12 @@ func (l *Ledger) Usage(ctx context.Context, q Query) ([]Row, error) {
 // Billing returns, per period of q.By, subject and tier, the tokens
 // charged and their price: Amount = Tokens × prices[tier]. Every tier
 // that was charged tokens must have a price (0 is a price); otherwise
-// Billing names the missing tiers.
+// Billing names the missing tiers. Like Usage, it folds the pending
+// rollups first.
 func (l *Ledger) Billing(ctx context.Context, q Query, prices map[string]float64) ([]BillingRow, error) {
+	if err := l.FoldRollups(ctx); err != nil {
+		return nil, err
+	}
 	where, args := q.where()
 	rows, err := l.db.QueryContext(ctx, `SELECT period, subject, tier, CAST(SUM(tokens) AS BIGINT)
 		FROM usage_subject WHERE `+where+` GROUP BY period, subject, tier

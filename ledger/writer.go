@@ -22,6 +22,10 @@ type WriterOptions struct {
 	// in the default mode), and how often a failed write is retried. Zero
 	// means 100 ms.
 	FlushInterval time.Duration
+	// RollupEvery is how often Run folds the records written since the
+	// last fold into the rollup tables (see Ledger.FoldRollups). Zero
+	// means RollupInterval.
+	RollupEvery time.Duration
 	// Retention is how long records (and hourly rollups) are kept; day and
 	// month rollups are kept for good. Zero keeps everything.
 	Retention time.Duration
@@ -45,6 +49,9 @@ func (o WriterOptions) withDefaults() WriterOptions {
 	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = 100 * time.Millisecond
+	}
+	if o.RollupEvery <= 0 {
+		o.RollupEvery = RollupInterval
 	}
 	if o.PruneEvery <= 0 {
 		o.PruneEvery = time.Hour
@@ -83,6 +90,7 @@ type Writer struct {
 	writeErrors atomic.Int64
 	lastLog     atomic.Int64 // Unix nanoseconds of the last rate-limited log line
 	lastPrune   time.Time    // guarded by writeMu
+	lastFold    time.Time    // guarded by writeMu
 }
 
 // WriterStats are a Writer's counters, for metrics.
@@ -104,12 +112,13 @@ type WriterStats struct {
 func NewWriter(led *Ledger, opts WriterOptions) *Writer {
 	opts = opts.withDefaults()
 	return &Writer{
-		led:   led,
-		opts:  opts,
-		queue: make(chan Record, opts.QueueSize),
-		waits: make(chan waitReq, opts.QueueSize),
-		kick:  make(chan struct{}, 1),
-		spill: spill{m: make(map[spillKey]*Spill)},
+		led:      led,
+		opts:     opts,
+		lastFold: opts.Now(),
+		queue:    make(chan Record, opts.QueueSize),
+		waits:    make(chan waitReq, opts.QueueSize),
+		kick:     make(chan struct{}, 1),
+		spill:    spill{m: make(map[spillKey]*Spill)},
 	}
 }
 
@@ -210,6 +219,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		w.fill(&b)
 		failing = w.write(ctx, &b) != nil
 		if ticked {
+			w.foldIfDue(ctx)
 			w.pruneIfDue(ctx)
 		}
 		w.writeMu.Unlock()
@@ -249,9 +259,9 @@ func (w *Writer) fill(b *batch) {
 	}
 }
 
-// Flush writes everything queued and summarised so far, and returns the
-// first write error. Safe to call while Run runs (e.g. on shutdown, after
-// the server stopped taking requests).
+// Flush writes everything queued and summarised so far and folds it into
+// the rollups, and returns the first error. Safe to call while Run runs
+// (e.g. on shutdown, after the server stopped taking requests).
 func (w *Writer) Flush(ctx context.Context) error {
 	w.writeMu.Lock()
 	defer w.writeMu.Unlock()
@@ -263,8 +273,23 @@ func (w *Writer) Flush(ctx context.Context) error {
 			return err
 		}
 		if len(b.recs) == 0 && len(w.queue) == 0 && len(w.waits) == 0 {
-			return nil
+			break
 		}
+	}
+	w.lastFold = w.opts.Now()
+	return w.led.FoldRollups(ctx)
+}
+
+// foldIfDue folds the rollups every RollupEvery. A failure is logged and
+// retried at the next tick; the records stay in the chain meanwhile.
+func (w *Writer) foldIfDue(ctx context.Context) {
+	now := w.opts.Now()
+	if now.Sub(w.lastFold) < w.opts.RollupEvery {
+		return
+	}
+	w.lastFold = now
+	if err := w.led.FoldRollups(ctx); err != nil {
+		w.logLimited("ledger: folding the usage rollups failed; will retry", slog.Any("err", err))
 	}
 }
 
