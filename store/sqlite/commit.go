@@ -3,7 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 
@@ -22,7 +22,9 @@ type saveReq struct {
 
 // TxFunc is work that SaveWith commits atomically with the snapshots, in
 // the same transaction (for example ledger records, when the ledger is in
-// the same database file).
+// the same database file). It may run twice, the first time in a
+// transaction that is rolled back (see SaveWith), so it must change
+// nothing outside tx.
 type TxFunc func(ctx context.Context, tx *sql.Tx) error
 
 // row is one encoded snapshot.
@@ -56,9 +58,10 @@ func (s *Store) Save(ctx context.Context, snaps []engine.Snapshot) error {
 
 // SaveWith is Save that also runs also in the transaction that commits
 // snaps: both are committed or neither is. Group commit still applies;
-// each call's also runs within a savepoint, so that one call's failure
-// rolls back only that call's snapshots and work, and is returned to it
-// alone.
+// when one call's also (or its snapshots) fails, the transaction is
+// written again with each call's work within a savepoint, so that the
+// failure rolls back only that call's snapshots and work, and is returned
+// to it alone. also may therefore run twice; only its last run commits.
 func (s *Store) SaveWith(ctx context.Context, snaps []engine.Snapshot, also TxFunc) error {
 	if len(snaps) == 0 && also == nil {
 		return nil
@@ -125,8 +128,27 @@ func (s *Store) lead(ctx context.Context, own *saveReq) error {
 	return ownErr
 }
 
-// commit writes every snapshot of batch in one transaction.
-func (s *Store) commit(ctx context.Context, batch []*saveReq) (err error) {
+// commit writes every snapshot of batch in one transaction. It first
+// tries without savepoints, which cost two statements and a journal of
+// the pages changed for every call with work of its own; only when a
+// call's work fails does it roll back and write the batch again with a
+// savepoint per such call, so that the failure is that call's alone.
+func (s *Store) commit(ctx context.Context, batch []*saveReq) error {
+	err := s.commitOnce(ctx, batch, false)
+	if errors.Is(err, errAlsoFailed) {
+		err = s.commitOnce(ctx, batch, true)
+	}
+	return err
+}
+
+// errAlsoFailed reports that a call's TxFunc failed in a transaction
+// without savepoints, which is then rolled back and written again.
+var errAlsoFailed = errors.New("store/sqlite: save: work failed without a savepoint")
+
+// commitOnce writes batch in one transaction, with a savepoint around each
+// call that has work of its own when isolate is set. Without, the first
+// failing work rolls everything back with errAlsoFailed.
+func (s *Store) commitOnce(ctx context.Context, batch []*saveReq, isolate bool) (err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store/sqlite: save: begin: %w", err)
@@ -136,14 +158,18 @@ func (s *Store) commit(ctx context.Context, batch []*saveReq) (err error) {
 			tx.Rollback()
 		}
 	}()
-	stmt, err := tx.PrepareContext(ctx, upsert)
-	if err != nil {
-		return fmt.Errorf("store/sqlite: save: prepare: %w", err)
-	}
+	stmt := tx.StmtContext(ctx, s.upsert)
 	defer stmt.Close()
 	for i, r := range batch {
-		if r.also != nil {
+		r.err = nil
+		switch {
+		case r.also != nil && isolate:
 			r.err = s.saveWithin(ctx, tx, stmt, i, r)
+			continue
+		case r.also != nil:
+			if execRows(ctx, stmt, r.rows) != nil || r.also(ctx, tx) != nil {
+				return errAlsoFailed
+			}
 			continue
 		}
 		if err := execRows(ctx, stmt, r.rows); err != nil {
@@ -192,18 +218,26 @@ func execRows(ctx context.Context, stmt *sql.Stmt, rows []row) error {
 
 // encode validates and encodes snaps in the caller's goroutine, so that
 // one caller's bad snapshot never fails a transaction shared with others.
+// The rows share one buffer.
 func encode(snaps []engine.Snapshot) ([]row, error) {
 	rows := make([]row, len(snaps))
+	ends := make([]int, len(snaps))
+	buf := make([]byte, 0, 96*len(snaps))
 	for i := range snaps {
 		snap := &snaps[i]
 		if snap.Version > math.MaxInt64 {
 			return nil, fmt.Errorf("store/sqlite: save %q: version %d does not fit in a signed 64-bit column", snap.Key, snap.Version)
 		}
-		data, err := json.Marshal(snap)
-		if err != nil {
+		var err error
+		if buf, err = appendSnapshot(buf, snap); err != nil {
 			return nil, fmt.Errorf("store/sqlite: save %q: encode: %w", snap.Key, err)
 		}
-		rows[i] = row{key: snap.Key, version: int64(snap.Version), data: data}
+		ends[i] = len(buf)
+	}
+	start := 0
+	for i := range snaps {
+		rows[i] = row{key: snaps[i].Key, version: int64(snaps[i].Version), data: buf[start:ends[i]:ends[i]]}
+		start = ends[i]
 	}
 	return rows, nil
 }

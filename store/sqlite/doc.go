@@ -8,4 +8,8 @@
 // them all in one transaction, so under DurabilitySync they share a single
 // fsync. No background goroutine is needed for that; the caller that
 // finds no commit in progress does the work.
+//
+// Snapshots are stored in a compact binary encoding (see codec.go); rows
+// written as JSON by earlier versions are still read, and rewritten in
+// the binary form at their next save.
 package sqlite

@@ -230,3 +230,30 @@ func BenchmarkSave(b *testing.B) {
 		}
 	}
 }
+
+// TestConnectionPragmas checks that every connection gets the page cache
+// and checkpoint interval of the DSN (a typo there is silently ignored).
+func TestConnectionPragmas(t *testing.T) {
+	s := openTemp(t, Options{})
+	tests := []struct {
+		name   string
+		pragma string
+		want   int
+	}{
+		{name: "page cache", pragma: "cache_size", want: -cacheKiB},
+		{name: "checkpoint interval", pragma: "wal_autocheckpoint", want: walPages},
+		{name: "page size", pragma: "page_size", want: pageSize},
+		{name: "temporary files in memory", pragma: "temp_store", want: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got int
+			if err := s.db.QueryRowContext(context.Background(), "PRAGMA "+tc.pragma).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("PRAGMA %s = %d, want %d", tc.pragma, got, tc.want)
+			}
+		})
+	}
+}
