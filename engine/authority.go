@@ -71,9 +71,10 @@ type PlanBalance struct {
 	// Cost is what the request costs, in tokens.
 	Cost int64
 	// Grant is the allowance at the start of every grant period (zero: no
-	// grant) and PeriodStart the start of the current period.
-	Grant       int64
-	PeriodStart time.Time
+	// grant), PeriodStart the start of the current period and PeriodEnd
+	// its end (zero when unknown).
+	Grant                  int64
+	PeriodStart, PeriodEnd time.Time
 	// Unlimited means the cost is never refused nor deducted.
 	Unlimited bool
 	// StartingCredits are the owner's credits when it was never seen.
@@ -114,6 +115,9 @@ type CreditResult struct {
 // window, so a cached count is never above the authority's.
 func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 	e := c.e
+	if err := c.refreshProfileLocked(ctx); err != nil {
+		return err
+	}
 	// The scratch list must survive the unlocked round trip.
 	c.lims = new([MaxLimitsPerRequest]applied)
 	plan, decided, err := c.planLocked(d)
@@ -129,6 +133,9 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 	e.release(ctx, c.h.si, c.h.ti)
 	res, err := e.auth.Charge(ctx, plan)
 	if err != nil {
+		if d.FailureMode == FailOpen {
+			c.countOpen(ctx, d)
+		}
 		return fmt.Errorf("engine: charge %q through the authority: %w", c.req.Subject, err)
 	}
 	if err := e.acquire(ctx, c.rs, &c.req, c.user, true, &c.h); err != nil {
@@ -142,6 +149,29 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 	e.release(ctx, c.h.si, c.h.ti)
 	c.emit()
 	return c.syncSave(ctx, snaps)
+}
+
+// countOpen counts a request that the tier's fail-open mode admits while
+// the authority is unreachable in the cached window counters, so that a
+// long outage still bounds usage: once a cached window is full, the
+// subject is refused from the cache (a decision, with no round trip)
+// until the window resets, at most every limit once per replica on top of
+// what the authority counted. The balance is not charged locally. When
+// the authority answers again its counts replace the cached ones, so
+// nothing is charged twice. The decision in d is left as it is.
+func (c *charge) countOpen(ctx context.Context, d *Decision) {
+	e := c.e
+	if err := e.acquire(ctx, c.rs, &c.req, c.user, true, &c.h); err != nil {
+		return
+	}
+	var scratch Decision
+	scratch.FailureMode = d.FailureMode
+	if _, err := c.collectRemoteLocked(&scratch, false); err == nil {
+		for i := range c.n {
+			c.lims[i].ws().cur += c.lims[i].amount
+		}
+	}
+	e.release(ctx, c.h.si, c.h.ti)
 }
 
 // collectRemoteLocked resolves the tier and gathers and prices the limits
@@ -194,6 +224,9 @@ func (c *charge) planLocked(d *Decision) (p *Plan, decided bool, err error) {
 		StartingCredits: c.rs.startingCredits(ownerKey)}
 	if grant.Amount > 0 && !grant.Unlimited {
 		p.Balance.Grant, p.Balance.PeriodStart = grant.Amount, time.Unix(0, owner.grantStart)
+		if owner.grantEnd != 0 {
+			p.Balance.PeriodEnd = time.Unix(0, owner.grantEnd)
+		}
 	}
 	return p, false, nil
 }

@@ -312,3 +312,39 @@ func TestAuthorityRefreshStatus(t *testing.T) {
 		t.Fatalf("refreshRemote succeeded with the authority down")
 	}
 }
+
+func TestAuthorityFailOpenCountedLocally(t *testing.T) {
+	now := t0
+	f := newFakeAuthority()
+	f.err = errors.New("unreachable")
+	e := newEngine(t, authorityConfig(f, &now))
+	ctx := context.Background()
+	steps := []struct {
+		name    string
+		at      time.Time
+		down    bool
+		wantErr bool
+		reason  Reason
+		calls   int // round trips so far
+	}{
+		{name: "outage: fails open", at: t0, down: true, wantErr: true, calls: 1},
+		{name: "outage: fails open again", at: t0.Add(time.Minute), down: true, wantErr: true, calls: 2},
+		{name: "outage: the hour's third call", at: t0.Add(2 * time.Minute), down: true, wantErr: true, calls: 3},
+		{name: "outage: counted locally, refused from the cache", at: t0.Add(3 * time.Minute), down: true, reason: ReasonWindowExceeded, calls: 3},
+		{name: "back, next window: the authority's count again", at: t0.Add(time.Hour), reason: ReasonOK, calls: 4},
+	}
+	for _, s := range steps {
+		now = s.at
+		f.mu.Lock()
+		f.err = nil
+		if s.down {
+			f.err = errors.New("unreachable")
+		}
+		f.mu.Unlock()
+		d, err := e.Charge(ctx, Request{Subject: "una"})
+		if (err != nil) != s.wantErr || (!s.wantErr && d.Reason != s.reason) || f.calls() != s.calls {
+			t.Fatalf("%s: Charge = %v, %v after %d round trips; want error %v, reason %v after %d",
+				s.name, d.Reason, err, f.calls(), s.wantErr, s.reason, s.calls)
+		}
+	}
+}

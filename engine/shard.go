@@ -28,6 +28,9 @@ type subjectState struct {
 	alertedSet           bool
 	refusedSet           bool
 	prof                 *profileState // nil: no run-time profile
+	// profAt is when prof was last read from the ProfileStore (unix ns;
+	// 0: never), for the profile TTL of shared profiles (profile.go).
+	profAt int64
 	// inline backs windows while there are at most two, so that the common
 	// case reads the state and its counters from one allocation.
 	inline [2]windowState
@@ -333,6 +336,7 @@ func (e *Engine) load(ctx context.Context, rs *ruleset, i int, key string, creat
 		// lose the evicted usage, so the read is only used if the shard's
 		// epoch has not moved since before it.
 		epoch := sh.epoch.Load()
+		at := e.now().UnixNano()
 		snap, ok, err := e.store.Load(ctx, key)
 		e.loads.Add(1)
 		if err != nil {
@@ -343,8 +347,14 @@ func (e *Engine) load(ctx context.Context, rs *ruleset, i int, key string, creat
 		switch {
 		case ok:
 			st = stateFromSnapshot(snap)
+			if snap.Version == 0 { // never changed: only a shared profile
+				st.credits = rs.startingCredits(key)
+			}
 		case create:
 			st = &subjectState{credits: rs.startingCredits(key)}
+		}
+		if st != nil && e.profilesLoaded() {
+			st.profAt = at
 		}
 		sh.mu.Lock()
 		if sh.lru.Contains(key) || sh.pending[key] != nil {

@@ -193,6 +193,11 @@ func (e *Engine) SetProfile(ctx context.Context, subject string, p Profile) erro
 	if !p.isZero() {
 		prof = &profileState{p: p.clone()}
 	}
+	// Shared first: a profile that the other replicas cannot read is not
+	// installed here either.
+	if err := e.shareProfile(ctx, subject, p); err != nil {
+		return err
+	}
 	st, i, err := e.lockKey(ctx, rs, subject)
 	if err != nil {
 		return err

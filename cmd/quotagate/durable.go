@@ -34,6 +34,9 @@ type backends struct {
 	authority engine.Authority
 	// closeStore closes the store; nil when there is nothing to close.
 	closeStore func() error
+	// redis is the Redis store, whose call counters close logs; nil for
+	// other stores.
+	redis *redis.Store
 	// storeDesc names the store for the start-up log ("memory",
 	// "sqlite:/data/ledger.db", "redis:127.0.0.1:6379").
 	storeDesc string
@@ -141,8 +144,9 @@ func (b *backends) openStore(ctx context.Context, file *config.File, o assembleO
 	case "redis":
 		r := file.Store.Redis
 		st := redis.Open(redis.Options{Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB,
-			Timeout: r.Timeout.D(), Prefix: r.Prefix})
+			Timeout: r.Timeout.D(), Prefix: r.Prefix, Lease: r.Lease})
 		b.store, b.authority, b.closeStore, b.storeDesc = st, st, st.Close, "redis:"+r.Addr
+		b.redis = st
 	}
 	return nil
 }
@@ -167,6 +171,11 @@ func (b *backends) openLedger(ctx context.Context, file *config.File, o assemble
 
 // close closes the store and the ledger; the writer must be flushed first.
 func (b *backends) close(logger *slog.Logger) {
+	if b.redis != nil {
+		s := b.redis.Stats()
+		logger.Info("redis store calls", "round_trips", s.Calls, "batched_commands", s.Batched,
+			"profile_calls", s.Profiles, "errors", s.Errors)
+	}
 	if b.closeStore != nil {
 		if err := b.closeStore(); err != nil {
 			logger.Error("closing the state store", "store", b.storeDesc, "err", err)

@@ -120,6 +120,13 @@ func (s timedStore) Load(ctx context.Context, key string) (engine.Snapshot, bool
 	return snap, ok, err
 }
 
+// LoadsProfiles forwards the wrapped store's answer (store/redis loads
+// the shared profile with the state, sparing the engine a read).
+func (s timedStore) LoadsProfiles() bool {
+	pl, ok := s.Store.(interface{ LoadsProfiles() bool })
+	return ok && pl.LoadsProfiles()
+}
+
 func (s timedStore) Save(ctx context.Context, snaps []engine.Snapshot) error {
 	t := time.Now()
 	err := s.Store.Save(ctx, snaps)

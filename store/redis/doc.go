@@ -4,8 +4,22 @@
 // Store implements engine.Authority: every Check that the engine's local
 // cache cannot refuse runs one Lua script that checks every window counter
 // of the request and the balance, then charges all of them or none. The
-// script is loaded once and run with EVALSHA; go-redis reloads it when the
-// server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+// script is loaded once and run with EVALSHA; a server that answers
+// NOSCRIPT (after a restart or SCRIPT FLUSH) gets it again with EVAL.
+// The script reads the counters with one MGET and writes each with one
+// SET ... PXAT, which needs Redis 6.2 or later.
+//
+// # Batching
+//
+// The scripts of concurrent Checks go out together in one pipeline
+// ("natural batching"): while a pipeline is in flight (Options.Pipelines,
+// one by default), the scripts that arrive wait, and the first of them to
+// be woken sends them all when it returns. Nothing waits on a timer, so a
+// lone Check is sent at once; under load the system calls and wake-ups of
+// both sides are shared by a whole batch. Each script is still its own
+// atomic EVALSHA, so batching changes no outcome. Deadlines stay per
+// Check: a caller whose deadline passes returns an error at once. A
+// pipeline that fails gives each of its callers an error.
 //
 // # Keys
 //
@@ -16,7 +30,9 @@
 // the next window's estimate), each plus Options.ExpiryMargin for clock
 // skew between replicas. Balances are hashes "<prefix>:{<tag>}:b:<owner>"
 // with the grant period, the allowance left of it and the credits; they
-// never expire. Snapshots (engine.Store) are hashes "<prefix>:{<key>}:s".
+// never expire. Snapshots (engine.Store) are hashes "<prefix>:{<key>}:s",
+// and profiles (engine.ProfileStore) JSON strings "<prefix>:{<subject>}:p"
+// that never expire.
 //
 // The hash tag {<tag>} is what Redis Cluster hashes, so every key of one
 // request lives in one slot and the script may touch them all atomically.
@@ -35,7 +51,27 @@
 // request per timed-out call, and it errs toward the caller (an unknown
 // outcome is reported as an error and the tier's failure mode applies; the
 // charge is not repeated). go-redis reconnects on its own; Healthy reports
-// whether the last call succeeded, for the health endpoint.
+// whether the last call succeeded, for the health endpoint. A request that
+// a fail-open tier admits during an outage is counted in the replica's
+// cached counters (not in its balance), so a subject that fills a window
+// meanwhile is refused from the cache until the window resets: an outage
+// admits at most each limit once per replica on top of what Redis
+// counted. The first answer from Redis replaces the cached counts, so
+// nothing is charged twice.
+//
+// # Profiles
+//
+// Store implements engine.ProfileStore, so subjects' run-time profiles
+// (tier, roles, team, limits) are shared: SetProfile writes a profile
+// through to Redis and bumps the profile epoch "<prefix>:profiles". Each
+// replica reads the epoch at most once per Options.ProfileTTL (5s by
+// default; one read for all subjects, batched with the Checks), and when
+// it moved, re-reads a subject's profile before deciding its next
+// request. A tier change on one replica so binds on all within the TTL,
+// and a snapshot saved by another replica can no longer undo it; while no
+// profile changes, a replica reads each subject's profile once. After a
+// failed read or poll, the next good poll counts as a change, so nothing
+// missed during an outage stays stale.
 //
 // # Leased mode
 //
@@ -43,14 +79,19 @@
 // reserves a block of up to N units of it in the same script call (never
 // past the limit: the block is counted in Redis at once), and serves the
 // next requests from memory until the block is used or the window ends.
-// Sliding counters and balances are never leased: each cost is charged in
-// Redis, so a balance stays exact and never goes negative.
+// A priced request likewise reserves up to N times its cost of the
+// balance's allowance, when the allowance covers the cost; what is left
+// of a replica's previous block goes back to the allowance in the same
+// call. Credits are never leased, and sliding counters are always
+// charged exactly. One reservation per counter or balance is in flight
+// per replica at a time: the requests meanwhile are charged exactly.
 //
-// The error bound: leased mode never admits more than a limit, across any
-// number of replicas. It may refuse early: units that other replicas hold
-// unused count as used, so a request can be refused while up to (N-1)
-// units per other replica (more only while one replica reserves several
-// blocks at once under concurrency) are still unused in the window. A
-// replica that stops forgets its blocks, which stay counted until the
-// window ends. Exact mode (Lease 0) is the default.
+// The error bound: leased mode never admits more than a limit, nor spends
+// more than a balance, across any number of replicas, and a balance never
+// goes negative: every block is taken in Redis before it is used. It may
+// refuse early: units that other replicas hold unused count as used, so a
+// request can be refused while up to N-1 units per other replica of a
+// counter (N-1 requests' worth of tokens of a balance) are still unused.
+// A replica that stops forgets its blocks, which stay counted until the
+// window (or the grant period) ends. Exact mode (Lease 0) is the default.
 package redis

@@ -38,10 +38,20 @@ type Options struct {
 	// Prefix starts every key. Empty means "qg".
 	Prefix string
 	// Lease, when positive, turns on leased mode: a replica reserves
-	// blocks of Lease units of a subject's fixed-window limits and serves
+	// blocks of Lease units of a subject's fixed-window limits, and of
+	// Lease times a request's cost of a balance's allowance, and serves
 	// from them without a round trip (see the package doc for the error
 	// bound). Zero means exact mode.
 	Lease int64
+	// Pipelines bounds the pipelines of charge scripts in flight at once;
+	// the Checks that arrive meanwhile wait and go out together in the
+	// next one. Zero means 1, which makes the largest batches and so the
+	// fewest system calls per Check.
+	Pipelines int
+	// ProfileTTL is how often a replica polls whether profiles changed
+	// (engine.ProfileStore). Zero means 5s: a tier change made on one
+	// replica binds on every other within 5s.
+	ProfileTTL time.Duration
 	// ExpiryMargin is added to every counter's expiry, so a replica whose
 	// clock lags still finds the counter of the window it is in. Zero
 	// means 10s.
@@ -61,6 +71,9 @@ func (o Options) withDefaults() Options {
 	if o.Prefix == "" {
 		o.Prefix = "qg"
 	}
+	if o.ProfileTTL <= 0 {
+		o.ProfileTTL = 5 * time.Second
+	}
 	if o.ExpiryMargin <= 0 {
 		o.ExpiryMargin = 10 * time.Second
 	}
@@ -74,17 +87,22 @@ type Store struct {
 	opts   Options
 	own    bool        // Close closes client
 	leases *leaseTable // nil in exact mode
+	batch  *batcher
+	prof   profilePoll
 	// lastErr holds the error of the last call (nil: it succeeded).
 	lastErr   atomic.Pointer[error]
 	calls     atomic.Uint64
+	batched   atomic.Uint64
+	profiles  atomic.Uint64
 	errs      atomic.Uint64
 	closeOnce sync.Once
 	closed    atomic.Bool
 }
 
 var (
-	_ engine.Authority = (*Store)(nil)
-	_ engine.Store     = (*Store)(nil)
+	_ engine.Authority    = (*Store)(nil)
+	_ engine.Store        = (*Store)(nil)
+	_ engine.ProfileStore = (*Store)(nil)
 )
 
 // New returns a Store on client, which the caller keeps and closes. The
@@ -93,6 +111,7 @@ var (
 // reads); Open does both.
 func New(client goredis.UniversalClient, opts Options) *Store {
 	s := &Store{client: client, opts: opts.withDefaults()}
+	s.batch = newBatcher(s, s.opts.Pipelines)
 	if s.opts.Lease > 0 {
 		s.leases = newLeaseTable(s.opts.Lease)
 	}
@@ -157,10 +176,19 @@ func (s *Store) LastError() error {
 type Stats struct {
 	// Calls counts round trips to Redis; Errors those that failed.
 	Calls, Errors uint64
+	// Batched counts the commands sent in pipelines (charge and status
+	// scripts, profile reads): Batched/Calls is about the mean batch.
+	Batched uint64
+	// Profiles counts profile reads and polls (LoadProfile,
+	// PollProfiles), each a round trip unless batched with others.
+	Profiles uint64
 }
 
 // Stats returns the Store's counters.
-func (s *Store) Stats() Stats { return Stats{Calls: s.calls.Load(), Errors: s.errs.Load()} }
+func (s *Store) Stats() Stats {
+	return Stats{Calls: s.calls.Load(), Errors: s.errs.Load(), Batched: s.batched.Load(),
+		Profiles: s.profiles.Load()}
+}
 
 // record counts one round trip and remembers its outcome. It returns err
 // wrapped with op, or nil.
@@ -198,6 +226,9 @@ func (s *Store) counterKey(tag, owner, limit string, start time.Time) string {
 func (s *Store) balanceKey(tag, owner string) string {
 	return s.opts.Prefix + ":{" + tag + "}:b:" + owner
 }
+
+// epochKey names the profile epoch, bumped by every SaveProfile.
+func (s *Store) epochKey() string { return s.opts.Prefix + ":profiles" }
 
 // snapshotKey names key's snapshot hash.
 func (s *Store) snapshotKey(key string) string {

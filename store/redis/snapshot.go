@@ -3,7 +3,6 @@ package redis
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -23,24 +22,40 @@ redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
 return 1
 `)
 
-// Load returns the snapshot saved for key, or ok == false if none.
+// Load returns the snapshot saved for key, or ok == false if none, with
+// the shared profile (SaveProfile) in place of the one the snapshot was
+// saved with, which may be older. The read goes out batched with
+// concurrent Checks.
 func (s *Store) Load(ctx context.Context, key string) (engine.Snapshot, bool, error) {
 	if s.closed.Load() {
 		return engine.Snapshot{}, false, ErrClosed
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.SnapshotTimeout)
 	defer cancel()
-	data, err := s.client.HGet(ctx, s.snapshotKey(key), "d").Bytes()
-	if errors.Is(err, goredis.Nil) {
-		_ = s.record(nil, "")
-		return engine.Snapshot{}, false, nil
+	c := &call{cmd: []any{"HMGET", s.snapshotKey(key), "d", "p"}}
+	if err := s.batch.do(ctx, c); err != nil {
+		return engine.Snapshot{}, false, fmt.Errorf("store/redis: load %q: %w", key, err)
 	}
-	if err := s.record(err, "load "+strconv.Quote(key)); err != nil {
-		return engine.Snapshot{}, false, err
+	vals, err := c.res.Slice()
+	if err != nil || len(vals) != 2 {
+		return engine.Snapshot{}, false, fmt.Errorf("store/redis: load %q: HMGET answered %v, %v; want 2 values", key, vals, err)
 	}
 	var snap engine.Snapshot
-	if err := json.Unmarshal(data, &snap); err != nil {
-		return engine.Snapshot{}, false, fmt.Errorf("store/redis: load %q: decode: %w", key, err)
+	data, ok := vals[0].(string)
+	if ok {
+		if err := json.Unmarshal([]byte(data), &snap); err != nil {
+			return engine.Snapshot{}, false, fmt.Errorf("store/redis: load %q: decode: %w", key, err)
+		}
+	}
+	if prof, isSet := vals[1].(string); isSet {
+		snap.Profile = engine.Profile{}
+		if err := json.Unmarshal([]byte(prof), &snap.Profile); err != nil {
+			return engine.Snapshot{}, false, fmt.Errorf("store/redis: load the profile of %q: decode: %w", key, err)
+		}
+		ok = true
+	}
+	if !ok {
+		return engine.Snapshot{}, false, nil
 	}
 	snap.Key = key
 	return snap, true, nil

@@ -1,0 +1,226 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// batcher sends the charge scripts (and state and profile reads) of concurrent
+// Checks to Redis together, in one pipeline ("natural batching"): while a
+// pipeline is in flight, the commands that arrive queue up, and the first
+// of them to be woken when it returns sends the whole queue as the next
+// one. Nothing ever waits on a
+// timer, so a lone Check goes out at once, and under load the read and
+// write system calls of both sides are shared by a whole batch.
+//
+// Each script is still its own EVALSHA, atomic on the server, so batching
+// changes no outcome. No goroutine is started: the caller whose turn it is
+// sends the batch. It is safe for concurrent use.
+type batcher struct {
+	s   *Store
+	max int // pipelines in flight at most
+
+	mu       sync.Mutex
+	queue    []*call
+	inflight int // pipelines in flight, or leaders about to send one
+}
+
+// call is one command waiting in a batcher: the charge script with keys
+// and args, or, when cmd is set, that command.
+type call struct {
+	keys []string
+	args []any
+	cmd  []any
+	// wake receives true when the call must send the queue (it holds a
+	// pipeline slot) and false when its result is in. It carries at most
+	// one of each, so its buffer of two never blocks a sender.
+	wake chan bool
+	// sent and slot are guarded by batcher.mu: the call was taken into a
+	// pipeline; the call holds one of the batcher's pipeline slots and
+	// must lead a batch or hand the slot on.
+	sent, slot bool
+	// vals (the script's) or res (cmd's) and err are the outcome,
+	// written before wake receives false.
+	vals []int64
+	res  *goredis.Cmd
+	err  error
+}
+
+func newBatcher(s *Store, pipelines int) *batcher {
+	return &batcher{s: s, max: max(pipelines, 1)}
+}
+
+// do runs c, batched with concurrent calls, and returns when its outcome
+// is in c. ctx bounds the wait: when it ends first, do returns an error at
+// once, and c may or may not run (an unknown outcome, never retried).
+func (b *batcher) do(ctx context.Context, c *call) error {
+	c.wake = make(chan bool, 2)
+	b.mu.Lock()
+	b.queue = append(b.queue, c)
+	lead := b.inflight < b.max
+	if lead {
+		b.inflight++
+		c.slot = true
+	}
+	b.mu.Unlock()
+	for {
+		// lead is set while c holds a slot it has not used.
+		if lead && ctx.Err() == nil {
+			lead = false
+			b.lead(ctx, c)
+			continue // c's outcome is delivered like any other's
+		}
+		select {
+		case l := <-c.wake:
+			if l {
+				lead = true
+				continue
+			}
+			if lead { // another pipeline took c first
+				b.mu.Lock()
+				b.releaseLocked(c)
+				b.mu.Unlock()
+			}
+			return c.err
+		case <-ctx.Done():
+			if sent := b.abandon(c); sent {
+				return fmt.Errorf("wait for the reply: %w (the command may have run)", ctx.Err())
+			}
+			return fmt.Errorf("wait for a pipeline: %w", ctx.Err())
+		}
+	}
+}
+
+// abandon withdraws c, whose caller stops waiting, hands its pipeline
+// slot on if it holds one, and reports whether c was sent already.
+func (b *batcher) abandon(c *call) (sent bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !c.sent {
+		// Out of the queue first, so that the slot is not handed to c.
+		if i := slices.Index(b.queue, c); i >= 0 {
+			b.queue = slices.Delete(b.queue, i, i+1)
+		}
+	}
+	b.releaseLocked(c)
+	return c.sent
+}
+
+// lead sends the queue as one pipeline, delivers the results, then hands
+// the pipeline slot that c holds on.
+func (b *batcher) lead(ctx context.Context, c *call) {
+	b.mu.Lock()
+	batch := b.queue
+	b.queue = nil
+	for _, q := range batch {
+		q.sent = true
+	}
+	b.mu.Unlock()
+	if len(batch) > 0 {
+		b.send(ctx, batch)
+	}
+	b.mu.Lock()
+	b.releaseLocked(c)
+	b.mu.Unlock()
+}
+
+// releaseLocked hands the pipeline slot that c holds, if any, on. The
+// caller holds b.mu.
+func (b *batcher) releaseLocked(c *call) {
+	if c.slot {
+		c.slot = false
+		b.handOffLocked()
+	}
+}
+
+// handOffLocked gives a pipeline slot to the first queued call that holds
+// none, waking it to send the queue, or, when there is none, frees the
+// slot. The caller holds b.mu.
+func (b *batcher) handOffLocked() {
+	for _, next := range b.queue {
+		if !next.slot {
+			next.slot = true
+			next.wake <- true
+			return
+		}
+	}
+	b.inflight--
+}
+
+// send runs batch in one pipeline within Options.Timeout and delivers each
+// call's outcome. Scripts the server does not know (NOSCRIPT: it
+// restarted, or SCRIPT FLUSH) did not run, so they are sent once more with
+// their source; that reload is counted with the pipeline as one call. A
+// pipeline that fails gives each of its calls an error.
+func (b *batcher) send(ctx context.Context, batch []*call) {
+	s := b.s
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.Timeout)
+	defer cancel()
+	s.batched.Add(uint64(len(batch)))
+	cmds, err := execPipeline(ctx, s.client, batch, func(pipe goredis.Pipeliner, c *call) *goredis.Cmd {
+		if c.cmd != nil {
+			return pipe.Do(ctx, c.cmd...)
+		}
+		return chargeScript.EvalSha(ctx, pipe, c.keys, c.args...)
+	})
+	var again []*call
+	for i, c := range batch {
+		if c.cmd == nil && goredis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+			again = append(again, c)
+			continue
+		}
+		deliver(c, cmds[i])
+	}
+	if len(again) > 0 {
+		cmds, err = execPipeline(ctx, s.client, again, func(pipe goredis.Pipeliner, c *call) *goredis.Cmd {
+			return chargeScript.Eval(ctx, pipe, c.keys, c.args...)
+		})
+		for i, c := range again {
+			deliver(c, cmds[i])
+		}
+	}
+	_ = s.record(err, fmt.Sprintf("pipeline of %d commands", len(batch)))
+}
+
+// execPipeline sends one pipeline of add(c) for every call of batch and returns
+// the commands, which carry their own errors. The error is the
+// connection's: nil unless every command failed, since one script's own
+// error (a bad reply) says nothing of the server's health.
+func execPipeline(ctx context.Context, client goredis.UniversalClient, batch []*call,
+	add func(goredis.Pipeliner, *call) *goredis.Cmd) ([]*goredis.Cmd, error) {
+	pipe := client.Pipeline()
+	cmds := make([]*goredis.Cmd, len(batch))
+	for i, c := range batch {
+		cmds[i] = add(pipe, c)
+	}
+	_, err := pipe.Exec(ctx)
+	if err != nil && (!allFailed(cmds) || errors.Is(err, goredis.Nil)) {
+		err = nil
+	}
+	return cmds, err
+}
+
+// allFailed reports whether every command of cmds failed.
+func allFailed(cmds []*goredis.Cmd) bool {
+	for _, c := range cmds {
+		if c.Err() == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// deliver hands c its outcome from cmd and wakes it.
+func deliver(c *call, cmd *goredis.Cmd) {
+	if c.cmd != nil {
+		c.res, c.err = cmd, cmd.Err()
+	} else {
+		c.vals, c.err = cmd.Int64Slice()
+	}
+	c.wake <- false
+}
