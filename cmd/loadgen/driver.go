@@ -30,6 +30,7 @@ type driveConfig struct {
 	ServerPIDs   []int         // processes whose CPU time is charged to the servers
 	ClkTck       int           // clock ticks per second of /proc/PID/stat
 	RedisAddr    string        // a Redis server whose commands are counted; empty for none
+	PerfPath     string        // perf, to count the servers' cycles; empty for none
 	Workload     workloadConfig
 }
 
@@ -97,6 +98,7 @@ type window struct {
 	wall         time.Duration
 	server, self cpuTicks
 	redis        redisStats // what the Redis server ran, if one is watched
+	perf         perfCounts // the servers' cycles, with --perf
 }
 
 // measureWindow sleeps through the warm-up, then brackets the measured
@@ -117,13 +119,21 @@ func measureWindow(ctx context.Context, cfg driveConfig, rc *redisCounter, phase
 	if err != nil {
 		return window{}, err
 	}
+	pc, err := startPerf(cfg.PerfPath, cfg.ServerPIDs)
+	if err != nil {
+		return window{}, err
+	}
 	t0 := time.Now()
 	phase.Store(phaseMeasure)
 	err = sleep(ctx, cfg.Duration)
 	phase.Store(phaseDone)
 	wall := time.Since(t0)
+	perf, perr := pc.stop()
 	if err != nil {
 		return window{}, err
+	}
+	if perr != nil {
+		return window{}, perr
 	}
 	srv1, err := readCPUAll(cfg.ServerPIDs)
 	if err != nil {
@@ -142,6 +152,7 @@ func measureWindow(ctx context.Context, cfg driveConfig, rc *redisCounter, phase
 		redis:  redisStats{Calls: redis1.Calls - redis0.Calls, Scripts: redis1.Scripts - redis0.Scripts},
 		server: cpuTicks{User: srv1.User - srv0.User, System: srv1.System - srv0.System},
 		self:   cpuTicks{User: self1.User - self0.User, System: self1.System - self0.System},
+		perf:   perf,
 	}, nil
 }
 

@@ -48,6 +48,13 @@ type Result struct {
 	ServerCores        float64 `json:"server_cores"` // CPU seconds per wall second
 	LoadgenCPUSec      float64 `json:"loadgen_cpu_seconds"`
 	LoadgenCPUPerCheck float64 `json:"loadgen_cpu_per_check_us"`
+	// ServerCycles and ServerInstructions are what perf stat counted for
+	// the server processes (--perf), and the per-Check figures are in
+	// thousands; all zero without --perf.
+	ServerCycles          float64 `json:"server_cycles,omitempty"`
+	ServerInstructions    float64 `json:"server_instructions,omitempty"`
+	ServerKCyclesPerCheck float64 `json:"server_kcycles_per_check,omitempty"`
+	ServerKInstrPerCheck  float64 `json:"server_kinstructions_per_check,omitempty"`
 
 	// RedisCalls is the commands the --redis server ran in the window
 	// (INFO commandstats), those run by scripts included, and
@@ -76,10 +83,12 @@ func newResult(cfg driveConfig, win window, stats []*callerStats) Result {
 		Name: cfg.Name, Addrs: cfg.Addrs, Conns: cfg.Conns, Concurrency: cfg.Concurrency,
 		Users: cfg.Workload.Users, Runs: 1, Rate: cfg.Rate, WarmupSec: cfg.Warmup.Seconds(), WindowSec: win.wall.Seconds(),
 		DeniedStatus: map[string]int64{}, ErrorCodes: map[string]int64{}, ServerPIDs: cfg.ServerPIDs,
-		ServerCPUSec:  ticksToDuration(win.server.Total(), cfg.ClkTck).Seconds(),
-		LoadgenCPUSec: ticksToDuration(win.self.Total(), cfg.ClkTck).Seconds(),
-		RedisCalls:    win.redis.Calls,
-		RedisScripts:  win.redis.Scripts,
+		ServerCPUSec:       ticksToDuration(win.server.Total(), cfg.ClkTck).Seconds(),
+		LoadgenCPUSec:      ticksToDuration(win.self.Total(), cfg.ClkTck).Seconds(),
+		ServerCycles:       win.perf.Cycles,
+		ServerInstructions: win.perf.Instructions,
+		RedisCalls:         win.redis.Calls,
+		RedisScripts:       win.redis.Scripts,
 	}
 	var h histogram
 	for _, st := range stats {
@@ -118,6 +127,8 @@ func (r *Result) derive(h *histogram) {
 	r.ServerCPUPerCheck = 1e6 * r.ServerCPUSec / n
 	r.ServerCores = r.ServerCPUSec / r.WindowSec
 	r.LoadgenCPUPerCheck = 1e6 * r.LoadgenCPUSec / n
+	r.ServerKCyclesPerCheck = r.ServerCycles / 1e3 / n
+	r.ServerKInstrPerCheck = r.ServerInstructions / 1e3 / n
 	r.RedisCallsPerCheck = float64(r.RedisCalls) / n
 	r.RedisScriptsPerCheck = float64(r.RedisScripts) / n
 }
@@ -129,6 +140,7 @@ func merge(rs []Result) Result {
 	m := rs[0]
 	m.DeniedStatus, m.ErrorCodes = map[string]int64{}, map[string]int64{}
 	m.Runs, m.WindowSec, m.ServerCPUSec, m.LoadgenCPUSec = 0, 0, 0, 0
+	m.ServerCycles, m.ServerInstructions = 0, 0
 	m.Checks, m.OK, m.Denied, m.Errors, m.RedisCalls, m.RedisScripts = 0, 0, 0, 0, 0, 0
 	var h histogram
 	var maxNs int64
@@ -137,6 +149,8 @@ func merge(rs []Result) Result {
 		m.WindowSec += r.WindowSec
 		m.ServerCPUSec += r.ServerCPUSec
 		m.LoadgenCPUSec += r.LoadgenCPUSec
+		m.ServerCycles += r.ServerCycles
+		m.ServerInstructions += r.ServerInstructions
 		m.Checks += r.Checks
 		m.OK += r.OK
 		m.Denied += r.Denied
