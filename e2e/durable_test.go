@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -43,9 +44,10 @@ func patchTier(t *testing.T, adminAddr, subject, tier string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("PATCH tier: %s", resp.Status)
+		t.Fatalf("PATCH tier: %s: %s", resp.Status, body)
 	}
 }
 

@@ -158,8 +158,14 @@ func TestRedisReplicas(t *testing.T) {
 	rp := startRedis(t)
 	path := writeRedisConfig(t, rp.addr)
 	replicas := make([]*server, redisReplicas)
+	adminAddr := freeAddr(t) // replica 0's management API
 	for i := range replicas {
-		replicas[i] = startServer(t, path)
+		var args []string
+		if i == 0 {
+			// Admin changes are recorded in a ledger, or refused.
+			args = []string{"--admin-addr", adminAddr, "--data-dir", t.TempDir()}
+		}
+		replicas[i] = startServer(t, path, args...)
 	}
 	waitOutsideHourEdge()
 
@@ -176,6 +182,9 @@ func TestRedisReplicas(t *testing.T) {
 				t.Fatalf("round %d: %d of 64 admitted, want floor(%d/%d) = %d", round, got, redisBalance, redisCost, redisBalance/redisCost)
 			}
 		}
+	})
+	t.Run("a tier change on one replica reaches the others", func(t *testing.T) {
+		tierChangeReachesReplicas(t, replicas, adminAddr)
 	})
 	t.Run("failure modes and recovery", func(t *testing.T) {
 		stop := make(chan struct{})
@@ -271,5 +280,41 @@ func waitRecovered(t *testing.T, s *server, i int) {
 			t.Fatalf("replica %d did not recover within 10s of the Redis restart: %v", i, resp)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// tierChangeReachesReplicas upgrades a subject through replica 0's admin
+// API after the other replicas cached its profile, and checks that each of
+// them decides by the new tier within the profile TTL (5 s), as the
+// RateLimit-Policy header shows: 25 calls an hour in tier exact, 100 000
+// in tier open.
+func tierChangeReachesReplicas(t *testing.T, replicas []*server, adminAddr string) {
+	t.Helper()
+	const subject = "mover"
+	policy := func(s *server) string {
+		req := envoyRequest{path: "/v1/things", headers: map[string]string{"x-user-id": subject}}
+		return headers(s.check(t, req))["ratelimit-policy"]
+	}
+	const before, after = `"hour";q=25;w=3600`, `"hour";q=100000;w=3600`
+	for i, s := range replicas {
+		if got := policy(s); got != before {
+			t.Fatalf("replica %d: RateLimit-Policy %q before the change, want %q", i, got, before)
+		}
+	}
+	patchTier(t, adminAddr, subject, "open")
+	changed := time.Now()
+	if got := policy(replicas[0]); got != after {
+		t.Fatalf("replica 0 (where the tier changed): RateLimit-Policy %q, want %q at once", got, after)
+	}
+	// Polled every 500 ms, so that the old tier's 25 calls last the wait.
+	const bound = 5*time.Second + 2*time.Second
+	for i, s := range replicas[1:] {
+		for policy(s) != after {
+			if time.Since(changed) > bound {
+				t.Fatalf("replica %d still decides by the old tier %s after the change", i+1, bound)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		t.Logf("replica %d took the new tier %s after the change", i+1, time.Since(changed).Round(100*time.Millisecond))
 	}
 }
