@@ -6,14 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+
+	"github.com/quotagate/quotagate/store/sqlite" // the SQLite file's settings; registers the "sqlite" driver
 )
 
 // errCorrupt reports a stored block that cannot be decoded; Verify says
@@ -96,10 +96,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Ledger, error) {
 		l.db, err = sql.Open("pgx", dsn)
 	default:
 		l.dialect, l.where = sqliteDialect, dsn
-		if err := checkDir(filepath.Dir(dsn)); err != nil {
-			return nil, err
+		if err := sqlite.PrepareDir(filepath.Dir(dsn), "directory", "point --ledger elsewhere"); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
 		}
-		l.db, err = sql.Open("sqlite", sqliteDSN(dsn, opts))
+		l.db, err = sql.Open("sqlite", sqlite.DSN(dsn, opts.Sync, opts.BusyTimeout))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open %s: %w", l.where, err)
@@ -111,31 +111,6 @@ func Open(ctx context.Context, dsn string, opts Options) (*Ledger, error) {
 	return l, nil
 }
 
-func sqliteDSN(path string, opts Options) string {
-	q := url.Values{}
-	q.Set("_journal_mode", "WAL")
-	q.Set("_busy_timeout", fmt.Sprint(opts.BusyTimeout.Milliseconds()))
-	q.Set("_txlock", "immediate")
-	// The page cache holds the B-trees that every batch updates; at
-	// SQLite's default (2 MiB) tens of thousands of subjects miss it and
-	// each write reads its pages back from the OS. A longer WAL between
-	// checkpoints copies a page rewritten by many batches back once.
-	q.Add("_pragma", fmt.Sprintf("cache_size(%d)", -cacheKiB))
-	q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walPages))
-	// Larger pages mean fewer WAL frames (two writes each) per commit, for
-	// the ledger's blocks as for the scattered rows of a flush. SQLite
-	// takes it only when it creates the file; older files keep theirs.
-	q.Add("_pragma", fmt.Sprintf("page_size(%d)", pageSize))
-	// Temporary files (statement journals, sorts) are kept in memory.
-	q.Add("_pragma", "temp_store(MEMORY)")
-	if opts.Sync {
-		q.Set("_synchronous", "FULL")
-	} else {
-		q.Set("_synchronous", "NORMAL")
-	}
-	return "file:" + path + "?" + q.Encode()
-}
-
 // redact drops the password from a DSN, for error messages.
 func redact(dsn string) string {
 	u, err := url.Parse(dsn)
@@ -143,20 +118,6 @@ func redact(dsn string) string {
 		return "postgres database"
 	}
 	return u.Redacted()
-}
-
-func checkDir(dir string) error {
-	hint := "create it with write permission for this user, or point --ledger elsewhere"
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("ledger: directory %q cannot be created: %w; %s", dir, err, hint)
-	}
-	f, err := os.CreateTemp(dir, ".quotagate-write-check-*")
-	if err != nil {
-		return fmt.Errorf("ledger: directory %q is not writable: %w; %s", dir, err, hint)
-	}
-	name := f.Name()
-	f.Close()
-	return os.Remove(name)
 }
 
 // Backend returns "sqlite" or "postgres".
@@ -210,14 +171,3 @@ func (l *Ledger) migrate(ctx context.Context) error {
 	}
 	return tx.Commit()
 }
-
-// cacheKiB is the SQLite page cache per connection (a negative
-// cache_size is in KiB); pages are allocated as they are used. walPages
-// is the WAL's length, in pages, that triggers a checkpoint (32 MiB at
-// pageSize; SQLite's default is 1000 pages). pageSize is the page size of
-// a new database file, in bytes.
-const (
-	cacheKiB = 32 << 10
-	walPages = 2048
-	pageSize = 16 << 10
-)

@@ -91,14 +91,22 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// dsn builds the modernc.org/sqlite connection string: WAL, the busy
-// timeout, the synchronous level for the durability, and write
-// transactions that take the write lock at BEGIN (so two processes never
-// deadlock upgrading a read lock).
+// dsn is DSN for the store's options.
 func dsn(path string, opts Options) string {
+	return DSN(path, opts.Durability == DurabilitySync, opts.BusyTimeout)
+}
+
+// DSN is the modernc.org/sqlite connection string quotagate opens every
+// SQLite file with (the state store here, the ledger in package ledger:
+// under --data-dir they share one file, so they must agree on its page
+// size and journal): WAL, busyTimeout for another connection's lock,
+// write transactions that take the write lock at BEGIN (so two processes
+// never deadlock upgrading a read lock), and synchronous FULL when sync
+// (every commit survives power loss), else NORMAL.
+func DSN(path string, sync bool, busyTimeout time.Duration) string {
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
-	q.Set("_busy_timeout", fmt.Sprint(opts.BusyTimeout.Milliseconds()))
+	q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
 	q.Set("_txlock", "immediate")
 	// The page cache holds the B-trees that every batch updates; at
 	// SQLite's default (2 MiB) tens of thousands of subjects miss it and
@@ -110,10 +118,10 @@ func dsn(path string, opts Options) string {
 	// the ledger's blocks as for the scattered rows of a flush. SQLite
 	// takes it only when it creates the file; older files keep theirs.
 	q.Add("_pragma", fmt.Sprintf("page_size(%d)", pageSize))
-	// Savepoints (store/sqlite's SaveWith under durability sync) journal
-	// the pages they change; in memory rather than in a temporary file.
+	// Temporary files (statement and savepoint journals, sorts) are kept
+	// in memory rather than written out.
 	q.Add("_pragma", "temp_store(MEMORY)")
-	if opts.Durability == DurabilitySync {
+	if sync {
 		q.Set("_synchronous", "FULL")
 	} else {
 		q.Set("_synchronous", "NORMAL")
@@ -121,16 +129,26 @@ func dsn(path string, opts Options) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-// checkDir creates dir if missing and proves it writable by creating and
-// removing a file in it.
+// checkDir is PrepareDir for the store's data directory.
 func checkDir(dir string) error {
-	hint := "create it with write permission for this user, or choose another data directory (--data-dir)"
+	if err := PrepareDir(dir, "data directory", "choose another data directory (--data-dir)"); err != nil {
+		return fmt.Errorf("store/sqlite: %w", err)
+	}
+	return nil
+}
+
+// PrepareDir creates dir if missing and proves it writable by creating
+// and removing a file in it. Its error names dir as what (e.g. "data
+// directory") and ends with what to do: create it with write permission
+// for this user, or the alternative.
+func PrepareDir(dir, what, alternative string) error {
+	hint := "create it with write permission for this user, or " + alternative
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("store/sqlite: data directory %q cannot be created: %w; %s", dir, err, hint)
+		return fmt.Errorf("%s %q cannot be created: %w; %s", what, dir, err, hint)
 	}
 	f, err := os.CreateTemp(dir, ".quotagate-write-check-*")
 	if err != nil {
-		return fmt.Errorf("store/sqlite: data directory %q is not writable: %w; %s", dir, err, hint)
+		return fmt.Errorf("%s %q is not writable: %w; %s", what, dir, err, hint)
 	}
 	name := f.Name()
 	f.Close()
