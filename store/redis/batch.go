@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -112,8 +113,13 @@ func (b *batcher) abandon(c *call) (sent bool) {
 }
 
 // lead sends the queue as one pipeline, delivers the results, then hands
-// the pipeline slot that c holds on.
+// the pipeline slot that c holds on. It first yields the processor once,
+// so that the Checks already running on it reach the queue and go out in
+// this pipeline rather than each leading one of their own: on a busy
+// server that makes batches several times larger, and costs nothing on an
+// idle one, whose run queue is empty.
 func (b *batcher) lead(ctx context.Context, c *call) {
+	runtime.Gosched()
 	b.mu.Lock()
 	batch := b.queue
 	b.queue = nil

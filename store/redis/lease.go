@@ -54,7 +54,7 @@ func needsBalance(p *engine.Plan) bool {
 // balanceLeaseKey names the block of p's balance in the current grant
 // period; a new period is a new block.
 func (s *Store) balanceLeaseKey(p *engine.Plan) string {
-	return s.balanceKey(p.Tag, p.Balance.Owner) + ":" + strconv.FormatInt(p.Balance.PeriodStart.UnixMilli(), 10)
+	return "b{" + p.Tag + "}:" + p.Balance.Owner + ":" + strconv.FormatInt(p.Balance.PeriodStart.UnixMilli(), 10)
 }
 
 // leasedCall is the state of one leased Charge between taking from the
@@ -74,7 +74,7 @@ type leasedCall struct {
 // counters and credits are always charged exactly.
 func (s *Store) chargeLeased(ctx context.Context, p *engine.Plan) (engine.PlanResult, error) {
 	lc := &leasedCall{p: p, covered: make([]bool, len(p.Counters))}
-	lc.a = scriptArgs{keys: s.keys(p), amounts: make([]int64, len(p.Counters)), blocks: make([]int64, len(p.Counters))}
+	lc.a = scriptArgs{keys: windowIDs(p), amounts: make([]int64, len(p.Counters)), blocks: make([]int64, len(p.Counters))}
 	if needsBalance(p) {
 		lc.bkey = s.balanceLeaseKey(p)
 	}

@@ -159,7 +159,7 @@ func TestLeasedBalanceBound(t *testing.T) {
 			if admitted > want || admitted < want-(n-1)*(block-1) {
 				t.Fatalf("admitted %d of %d, want between %d and %d", admitted, tc.reqs, want-(n-1)*(block-1), want)
 			}
-			h, err := srv.client(t).HGetAll(context.Background(), prefix+":{lia}:b:lia").Result()
+			h, err := srv.client(t).HGetAll(context.Background(), prefix+":{lia}:o:lia").Result()
 			if err != nil {
 				t.Fatalf("HGETALL: %v", err)
 			}

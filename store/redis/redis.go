@@ -206,14 +206,13 @@ func (s *Store) record(err error, op string) error {
 	return nil
 }
 
-// counterKey names the counter of owner's limit in the window starting at
-// start.
-func (s *Store) counterKey(tag, owner, limit string, start time.Time) string {
-	b := make([]byte, 0, len(s.opts.Prefix)+len(tag)+len(owner)+len(limit)+28)
-	b = append(b, s.opts.Prefix...)
-	b = append(b, ":{"...)
+// windowID names the window starting at start of owner's limit, under
+// the hash tag tag.
+func windowID(tag, owner, limit string, start time.Time) string {
+	b := make([]byte, 0, len(tag)+len(owner)+len(limit)+21)
+	b = append(b, "w{"...)
 	b = append(b, tag...)
-	b = append(b, "}:w:"...)
+	b = append(b, "}:"...)
 	b = append(b, owner...)
 	b = append(b, ':')
 	b = append(b, limit...)
@@ -222,9 +221,9 @@ func (s *Store) counterKey(tag, owner, limit string, start time.Time) string {
 	return string(b)
 }
 
-// balanceKey names owner's balance hash.
-func (s *Store) balanceKey(tag, owner string) string {
-	return s.opts.Prefix + ":{" + tag + "}:b:" + owner
+// stateKey names owner's state hash: its window counters and its balance.
+func (s *Store) stateKey(tag, owner string) string {
+	return s.opts.Prefix + ":{" + tag + "}:o:" + owner
 }
 
 // epochKey names the profile epoch, bumped by every SaveProfile.

@@ -3,7 +3,7 @@ package redis
 import (
 	"context"
 	"fmt"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -152,53 +152,116 @@ func TestLocalRefusalSkipsRedis(t *testing.T) {
 	}
 }
 
-func TestCountersExpire(t *testing.T) {
+// TestStateHashes checks the layout of a subject's state hash: one key per
+// owner under its hash tag, a counter's fields reused when its window
+// rolls (so they never pile up), an expiry at the last window's end for a
+// hash of counters only, and none for a hash that holds a balance.
+func TestStateHashes(t *testing.T) {
 	srv := startServer(t)
 	st := srv.open(t, Options{ExpiryMargin: time.Second})
 	sliding := engine.WindowSliding
-	cfg := testConfig(10, 50, 1, 0)
+	cfg := testConfig(10, 0, 2, 0)
 	cfg.Tiers["free"] = engine.TierConfig{Limits: []engine.LimitConfig{
 		{Name: "hour", Period: hour, Max: 10},
 		{Name: "10m", Period: engine.Period{Every: 10 * time.Minute}, Max: 10, Mode: &sliding},
-	}, Tokens: engine.TokenGrant{Amount: 50, Period: month}}
-	engines := newEngines(t, st, cfg, 1)
-	if _, err := engines[0].Charge(context.Background(), engine.Request{Subject: "dan", Action: "translate"}); err != nil {
-		t.Fatalf("Charge: %v", err)
+	}}
+	cfg.Tiers["paid"] = engine.TierConfig{Limits: cfg.Tiers["free"].Limits,
+		Tokens: engine.TokenGrant{Amount: 50, Period: month}}
+	cfg.DefaultTier = "free"
+	cfg.Users = map[string]engine.UserConfig{"pam": {Tier: "paid"}}
+	start := time.Now().Truncate(time.Second)
+	var clock atomic.Int64
+	clock.Store(start.UnixNano())
+	cfg.Authority, cfg.Now = st, func() time.Time { return time.Unix(0, clock.Load()) }
+	e, err := engine.New(cfg)
+	if err != nil {
+		t.Fatalf("engine.New: %v", err)
 	}
-	now := engines[0].Config().Now()
-	c := srv.client(t)
 	ctx := context.Background()
+	c := srv.client(t)
+	// dan's tier has no tokens, so his calls are free; pam pays 2 tokens.
+	charge := func(subject string) {
+		t.Helper()
+		req := engine.Request{Subject: subject}
+		if subject == "pam" {
+			req.Action = "translate"
+		}
+		if d, err := e.Charge(ctx, req); err != nil || !d.Allowed {
+			t.Fatalf("Charge %s = %v, %v; want allowed", subject, d.Reason, err)
+		}
+	}
+	hash := func(key string) (map[string]string, time.Duration) {
+		t.Helper()
+		h, err := c.HGetAll(ctx, key).Result()
+		if err != nil {
+			t.Fatalf("HGETALL %s: %v", key, err)
+		}
+		ttl, err := c.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatalf("PTTL %s: %v", key, err)
+		}
+		return h, ttl
+	}
+
+	charge("dan")
+	charge("pam")
 	keys, err := c.Keys(ctx, "qg:*").Result()
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
-	hourEnd := now.Truncate(time.Hour).Add(time.Hour)
-	tenEnd := now.Truncate(10 * time.Minute).Add(10 * time.Minute)
-	want := map[string]time.Duration{
-		"}:w:dan:hour:": hourEnd.Add(time.Second).Sub(now),
-		"}:w:dan:10m:":  tenEnd.Add(10 * time.Minute).Add(time.Second).Sub(now),
-		"}:b:dan":       -1, // balances never expire
+	slices.Sort(keys)
+	if want := []string{"qg:{dan}:o:dan", "qg:{pam}:o:pam"}; !slices.Equal(keys, want) {
+		t.Fatalf("keys = %v, want %v", keys, want)
 	}
-	if len(keys) != len(want) {
-		t.Fatalf("keys = %v, want %d", keys, len(want))
+
+	// Counters only: the hash expires with its last window, the sliding
+	// one, which weighs in for a window after its end.
+	tenEnd := start.Truncate(10 * time.Minute).Add(10 * time.Minute)
+	wantTTL := tenEnd.Add(10 * time.Minute).Add(time.Second).Sub(start)
+	if hourEnd := start.Truncate(time.Hour).Add(time.Hour).Add(time.Second); hourEnd.Sub(start) > wantTTL {
+		wantTTL = hourEnd.Sub(start)
 	}
-	for _, k := range keys {
-		if !strings.HasPrefix(k, "qg:{dan}:") {
-			t.Errorf("key %q does not carry the hash tag {dan}", k)
-		}
-		ttl, err := c.PTTL(ctx, k).Result()
-		if err != nil {
-			t.Fatalf("PTTL %s: %v", k, err)
-		}
-		for part, w := range want {
-			if !strings.Contains(k, part) {
-				continue
-			}
-			// The server's clock runs on from the test's fixed now.
-			if (w < 0 && ttl >= 0) || (w >= 0 && (ttl > w || ttl < w-5*time.Second)) {
-				t.Errorf("PTTL %s = %s, want %s", k, ttl, w)
-			}
-		}
+	h, ttl := hash("qg:{dan}:o:dan")
+	if ttl > wantTTL || ttl < wantTTL-5*time.Second { // the server's clock runs on
+		t.Errorf("PTTL of a hash of counters = %s, want %s", ttl, wantTTL)
+	}
+	if h["n:hour"] != "1" || h["n:10m"] != "1" || h["p:10m"] != "0" || h["x"] == "" || h["c"] != "" {
+		t.Errorf("hash of counters = %v, want n:hour 1, n:10m 1, p:10m 0, an expiry x and no balance", h)
+	}
+	fields := len(h)
+
+	// A balance never expires.
+	h, ttl = hash("qg:{pam}:o:pam")
+	if ttl != -1 || h["x"] != "" || h["a"] != "48" || h["c"] != "0" {
+		t.Errorf("hash with a balance = %v, PTTL %s; want allowance 48, credits 0, no expiry", h, ttl)
+	}
+
+	// Windows roll in place: the sliding window's count moves to p:.
+	clock.Add(int64(10 * time.Minute))
+	charge("dan")
+	h, _ = hash("qg:{dan}:o:dan")
+	if len(h) != fields || h["n:10m"] != "1" || h["p:10m"] != "1" {
+		t.Errorf("after 10 minutes: %v, want %d fields, n:10m 1 and p:10m 1", h, fields)
+	}
+	clock.Add(int64(2 * time.Hour))
+	charge("dan")
+	h, _ = hash("qg:{dan}:o:dan")
+	if len(h) != fields || h["n:hour"] != "1" || h["n:10m"] != "1" || h["p:10m"] != "0" {
+		t.Errorf("after 2 hours: %v, want %d fields, n:hour 1, n:10m 1, p:10m 0", h, fields)
+	}
+
+	// Credits given to a hash of counters make it a hash with a balance,
+	// which must not expire.
+	if _, err := e.AddCredits(ctx, "dan", 5); err != nil {
+		t.Fatalf("AddCredits: %v", err)
+	}
+	h, ttl = hash("qg:{dan}:o:dan")
+	if ttl != -1 || h["x"] != "" || h["c"] != "5" {
+		t.Errorf("after AddCredits: %v, PTTL %s; want credits 5 and no expiry", h, ttl)
+	}
+	charge("dan")
+	if h, ttl = hash("qg:{dan}:o:dan"); ttl != -1 || h["x"] != "" {
+		t.Errorf("a Charge after AddCredits: %v, PTTL %s; want no expiry", h, ttl)
 	}
 }
 
