@@ -132,6 +132,10 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 	}
 	e.release(ctx, c.h.si, c.h.ti)
 	res, err := e.auth.Charge(ctx, plan)
+	if err != nil && c.probing {
+		// The cached windows still refuse the request; the outage goes on.
+		return c.refuseCached(ctx, d)
+	}
 	if err != nil {
 		if d.FailureMode == FailOpen {
 			c.countOpen(ctx, d)
@@ -154,11 +158,13 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 // countOpen counts a request that the tier's fail-open mode admits while
 // the authority is unreachable in the cached window counters, so that a
 // long outage still bounds usage: once a cached window is full, the
-// subject is refused from the cache (a decision, with no round trip)
-// until the window resets, at most every limit once per replica on top of
-// what the authority counted. The balance is not charged locally. When
-// the authority answers again its counts replace the cached ones, so
-// nothing is charged twice. The decision in d is left as it is.
+// subject is refused from the cache, at most every limit once per replica
+// on top of what the authority counted. Such a window asks the authority
+// once per openProbeEvery whether it is really full: a failed ask is
+// refused from the cache, an answer replaces the cached counts, so a
+// subject is decided by the authority again within a second of the
+// outage's end, and nothing is charged twice. The balance is not charged
+// locally. The decision in d is left as it is.
 func (c *charge) countOpen(ctx context.Context, d *Decision) {
 	e := c.e
 	if err := e.acquire(ctx, c.rs, &c.req, c.user, true, &c.h); err != nil {
@@ -168,10 +174,50 @@ func (c *charge) countOpen(ctx context.Context, d *Decision) {
 	scratch.FailureMode = d.FailureMode
 	if _, err := c.collectRemoteLocked(&scratch, false); err == nil {
 		for i := range c.n {
-			c.lims[i].ws().cur += c.lims[i].amount
+			ws := c.lims[i].ws()
+			ws.cur += c.lims[i].amount
+			ws.probe = c.now + int64(openProbeEvery)
 		}
 	}
 	e.release(ctx, c.h.si, c.h.ti)
+}
+
+// openProbeEvery is how often a window that is full only through
+// fail-open counting asks the Authority whether it really is (see
+// windowState.probe): once the outage ends, such a subject is decided by
+// the Authority's counts again within this time, rather than refused from
+// the cache until the window resets.
+const openProbeEvery = time.Second
+
+// refuseCached refuses c.req from the cached windows after a probe (see
+// windowState.probe) failed: the outage goes on, so the windows' counts,
+// fail-open admissions included, still bound the subject.
+func (c *charge) refuseCached(ctx context.Context, d *Decision) error {
+	e := c.e
+	if err := e.acquire(ctx, c.rs, &c.req, c.user, true, &c.h); err != nil {
+		return err
+	}
+	if _, err := c.collectRemoteLocked(d, false); err != nil {
+		e.release(ctx, c.h.si, c.h.ti)
+		return err
+	}
+	refused := false
+	for i := range c.n {
+		refused = refused || c.lims[i].refused
+	}
+	if !refused {
+		// The windows rolled or changed meanwhile: nothing refuses the
+		// request, but its outcome is unknown, as after any failed call.
+		e.release(ctx, c.h.si, c.h.ti)
+		return fmt.Errorf("engine: charge %q through the authority: probe failed and the cached windows no longer refuse", c.req.Subject)
+	}
+	c.denyWindowLocked(d)
+	c.fillBalanceLocked(d)
+	c.statusesLocked(d)
+	snaps := c.finishLocked(nil)
+	e.release(ctx, c.h.si, c.h.ti)
+	c.emit()
+	return c.syncSave(ctx, snaps)
 }
 
 // collectRemoteLocked resolves the tier and gathers and prices the limits
@@ -204,13 +250,11 @@ func (c *charge) planLocked(d *Decision) (p *Plan, decided bool, err error) {
 	if done, err := c.collectRemoteLocked(d, true); done || err != nil {
 		return nil, true, err
 	}
-	for i := range c.n {
-		if c.lims[i].refused {
-			c.denyWindowLocked(d)
-			c.fillBalanceLocked(d)
-			c.statusesLocked(d)
-			return nil, true, nil
-		}
+	if c.probeLocked() {
+		c.denyWindowLocked(d)
+		c.fillBalanceLocked(d)
+		c.statusesLocked(d)
+		return nil, true, nil
 	}
 	p = &Plan{Tag: c.req.Subject, Now: time.Unix(0, c.now), Counters: make([]PlanCounter, c.n)}
 	if c.h.ts != nil {
@@ -229,6 +273,31 @@ func (c *charge) planLocked(d *Decision) (p *Plan, decided bool, err error) {
 		}
 	}
 	return p, false, nil
+}
+
+// probeLocked reports whether a cached window refuses c.req. A window
+// that is full only through fail-open counting (windowState.probe) does
+// not, once its probe is due: the request then asks the Authority, and the
+// next probe is put off by openProbeEvery. The caller holds the locks of
+// c.h.
+func (c *charge) probeLocked() (refused bool) {
+	c.probing = false
+	for i := range c.n {
+		a := &c.lims[i]
+		if !a.refused {
+			continue
+		}
+		if ws := a.ws(); ws.probe == 0 || c.now < ws.probe {
+			return true
+		}
+	}
+	for i := range c.n {
+		if a := &c.lims[i]; a.refused {
+			a.refused, c.probing = false, true
+			a.ws().probe = c.now + int64(openProbeEvery)
+		}
+	}
+	return false
 }
 
 // counterLocked describes a's window for the Plan. The caller holds the
@@ -271,7 +340,7 @@ func (c *charge) applyLocked(d *Decision, p *Plan, res *PlanResult) error {
 			continue
 		}
 		ws := a.ws()
-		ws.cur = res.Current[j]
+		ws.cur, ws.probe = res.Current[j], 0
 		if a.rule.mode == WindowSliding && j < len(res.Previous) {
 			ws.prev = res.Previous[j]
 		}

@@ -330,8 +330,14 @@ func TestAuthorityFailOpenCountedLocally(t *testing.T) {
 		{name: "outage: fails open", at: t0, down: true, wantErr: true, calls: 1},
 		{name: "outage: fails open again", at: t0.Add(time.Minute), down: true, wantErr: true, calls: 2},
 		{name: "outage: the hour's third call", at: t0.Add(2 * time.Minute), down: true, wantErr: true, calls: 3},
-		{name: "outage: counted locally, refused from the cache", at: t0.Add(3 * time.Minute), down: true, reason: ReasonWindowExceeded, calls: 3},
-		{name: "back, next window: the authority's count again", at: t0.Add(time.Hour), reason: ReasonOK, calls: 4},
+		{name: "outage: full through fail-open counting, so it asks; the ask fails and the cache refuses", at: t0.Add(3 * time.Minute), down: true, reason: ReasonWindowExceeded, calls: 4},
+		{name: "outage: refused from the cache, the next ask not due", at: t0.Add(3*time.Minute + openProbeEvery/2), down: true, reason: ReasonWindowExceeded, calls: 4},
+		{name: "outage: the ask is due again, fails again", at: t0.Add(3*time.Minute + openProbeEvery), down: true, reason: ReasonWindowExceeded, calls: 5},
+		{name: "back: the ask is answered by the authority's count, which admits", at: t0.Add(4 * time.Minute), reason: ReasonOK, calls: 6},
+		{name: "back: decided by the authority", at: t0.Add(5 * time.Minute), reason: ReasonOK, calls: 7},
+		{name: "back: the authority's third of the hour", at: t0.Add(6 * time.Minute), reason: ReasonOK, calls: 8},
+		{name: "back: full in the cache, which holds the authority's count: refused with no ask", at: t0.Add(7 * time.Minute), reason: ReasonWindowExceeded, calls: 8},
+		{name: "back, next window: the authority's count again", at: t0.Add(time.Hour), reason: ReasonOK, calls: 9},
 	}
 	for _, s := range steps {
 		now = s.at

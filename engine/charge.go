@@ -49,6 +49,9 @@ type charge struct {
 	mutSt, mutTs bool
 	// allActions collects limits whatever their actions (Status).
 	allActions bool
+	// probing is set when a window full only through fail-open counting
+	// let the request go to the Authority (decideRemote).
+	probing bool
 }
 
 // prepare looks up what the request needs from the ruleset, before any

@@ -18,6 +18,13 @@ type windowState struct {
 	start, end       int64
 	cur, prev, next  int64
 	warned, breached bool
+	// probe is set (with an Authority) while the counts include requests
+	// that a fail-open tier admitted during an outage: when such a window
+	// refuses a request, the engine asks the Authority instead, at most
+	// once per openProbeEvery, and probe is the earliest time (unix ns) of
+	// the next ask. The Authority's answer replaces the counts and clears
+	// it.
+	probe int64
 }
 
 // windowStart returns the start (unix ns) of the window of period p that

@@ -65,10 +65,12 @@
 // whether the last call succeeded, for the health endpoint. A request that
 // a fail-open tier admits during an outage is counted in the replica's
 // cached counters (not in its balance), so a subject that fills a window
-// meanwhile is refused from the cache until the window resets: an outage
-// admits at most each limit once per replica on top of what Redis
-// counted. The first answer from Redis replaces the cached counts, so
-// nothing is charged twice.
+// meanwhile is refused from the cache: an outage admits at most each limit
+// once per replica on top of what Redis counted. Such a window asks Redis
+// at most once a second whether it is really full (refused from the cache
+// while the ask fails), and the first answer replaces the cached counts:
+// within a second of the outage's end the subject is decided by Redis's
+// counts again, and nothing is charged twice.
 //
 // # Profiles
 //

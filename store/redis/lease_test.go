@@ -83,7 +83,7 @@ func TestLeasedErrorBound(t *testing.T) {
 			}
 			var trips uint64
 			for _, st := range stores {
-				trips += st.Stats().Calls - st.Stats().Profiles
+				trips += st.Stats().Calls - st.Stats().Profiles - st.Stats().Loads
 			}
 			if trips*2 > uint64(tc.reqs) {
 				t.Fatalf("%d round trips for %d requests, want at most half with blocks of %d", trips, tc.reqs, block)
@@ -119,7 +119,7 @@ func TestLeaseEndsWithWindow(t *testing.T) {
 		if err != nil || !d.Allowed {
 			t.Fatalf("%s: Charge = %v, %v; want allowed", s.name, d.Reason, err)
 		}
-		if got := st.Stats().Calls - st.Stats().Profiles; got != s.trips {
+		if got := st.Stats().Calls - st.Stats().Profiles - st.Stats().Loads; got != s.trips {
 			t.Fatalf("%s: %d round trips, want %d", s.name, got, s.trips)
 		}
 	}
@@ -168,7 +168,7 @@ func TestLeasedBalanceBound(t *testing.T) {
 			}
 			var trips uint64
 			for _, st := range stores {
-				trips += st.Stats().Calls - st.Stats().Profiles
+				trips += st.Stats().Calls - st.Stats().Profiles - st.Stats().Loads
 			}
 			if trips > tc.trips {
 				t.Fatalf("%d round trips for %d requests, want at most %d with blocks of %d", trips, tc.reqs, tc.trips, block)

@@ -24,18 +24,7 @@ func TestProfileSharedAcrossReplicas(t *testing.T) {
 		DefaultTier: "free",
 		Now:         func() time.Time { return now },
 	}
-	var engines [2]*engine.Engine
-	var stores [2]*Store
-	for i := range engines {
-		stores[i] = srv.open(t, Options{Prefix: "prof", ProfileTTL: ttl, Timeout: time.Second})
-		c := cfg
-		c.Authority, c.Store = stores[i], stores[i]
-		e, err := engine.New(c)
-		if err != nil {
-			t.Fatalf("engine.New: %v", err)
-		}
-		engines[i] = e
-	}
+	engines, stores := replicas(t, srv, Options{Prefix: "prof", ProfileTTL: ttl, Timeout: time.Second}, cfg, 2)
 	a, b := engines[0], engines[1]
 	ctx := context.Background()
 	steps := []struct {
@@ -110,5 +99,38 @@ func TestLoadCarriesSharedProfile(t *testing.T) {
 				t.Fatalf("Load of a profile alone = version %d, want 0 (no state saved)", snap.Version)
 			}
 		})
+	}
+}
+
+// TestDenyUnknownSharedProfile: with DenyUnknown, a subject that no
+// configuration knows is refused until a profile is set for it on one
+// replica, and then admitted on another that never saw it, whether or not
+// that one refused it before.
+func TestDenyUnknownSharedProfile(t *testing.T) {
+	srv := startServer(t)
+	cfg := engine.Config{
+		Tiers: map[engine.Tier]engine.TierConfig{
+			"free": {Limits: []engine.LimitConfig{{Name: "hour", Period: hour, Max: 10}}},
+		},
+		DenyUnknown: true,
+		Now:         fixedNow(),
+	}
+	engines, _ := replicas(t, srv, Options{Prefix: "deny", Timeout: time.Second}, cfg, 2)
+	a, b := engines[0], engines[1]
+	ctx := context.Background()
+	for _, subject := range []string{"refused-before", "never-seen"} {
+		if subject == "refused-before" {
+			d, err := b.Charge(ctx, engine.Request{Subject: subject})
+			if err != nil || d.Allowed || d.Reason != engine.ReasonUnknownSubject {
+				t.Fatalf("%s before its profile: %v, %v; want unknown subject", subject, d.Reason, err)
+			}
+		}
+		if err := a.SetProfile(ctx, subject, engine.Profile{Tier: "free"}); err != nil {
+			t.Fatalf("SetProfile: %v", err)
+		}
+		d, err := b.Charge(ctx, engine.Request{Subject: subject})
+		if err != nil || !d.Allowed || d.Tier != "free" {
+			t.Fatalf("%s on the other replica: allowed %v (%v) tier %q, %v; want allowed on tier free", subject, d.Allowed, d.Reason, d.Tier, err)
+		}
 	}
 }

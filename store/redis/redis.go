@@ -94,6 +94,7 @@ type Store struct {
 	calls     atomic.Uint64
 	batched   atomic.Uint64
 	profiles  atomic.Uint64
+	loads     atomic.Uint64
 	errs      atomic.Uint64
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -180,14 +181,15 @@ type Stats struct {
 	// scripts, profile reads): Batched/Calls is about the mean batch.
 	Batched uint64
 	// Profiles counts profile reads and polls (LoadProfile,
-	// PollProfiles), each a round trip unless batched with others.
-	Profiles uint64
+	// PollProfiles), and Loads snapshot reads (Load), each a round trip
+	// unless batched with others.
+	Profiles, Loads uint64
 }
 
 // Stats returns the Store's counters.
 func (s *Store) Stats() Stats {
 	return Stats{Calls: s.calls.Load(), Errors: s.errs.Load(), Batched: s.batched.Load(),
-		Profiles: s.profiles.Load()}
+		Profiles: s.profiles.Load(), Loads: s.loads.Load()}
 }
 
 // record counts one round trip and remembers its outcome. It returns err

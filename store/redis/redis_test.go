@@ -44,11 +44,14 @@ func testConfig(max, tokens, cost, teamTokens int64) engine.Config {
 	return cfg
 }
 
-// newEngines returns n engines sharing st as their authority, all at one
-// fixed time.
+// newEngines returns n engines sharing st as their authority and store,
+// as quotagate runs them, all at one fixed time unless cfg has a clock.
 func newEngines(t *testing.T, st *Store, cfg engine.Config, n int) []*engine.Engine {
 	t.Helper()
-	cfg.Authority, cfg.Now = st, fixedNow()
+	cfg.Authority, cfg.Store = st, st
+	if cfg.Now == nil {
+		cfg.Now = fixedNow()
+	}
 	out := make([]*engine.Engine, n)
 	for i := range out {
 		e, err := engine.New(cfg)

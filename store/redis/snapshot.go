@@ -32,6 +32,7 @@ func (s *Store) Load(ctx context.Context, key string) (engine.Snapshot, bool, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.SnapshotTimeout)
 	defer cancel()
+	s.loads.Add(1)
 	c := &call{cmd: []any{"HMGET", s.snapshotKey(key), "d", "p"}}
 	if err := s.batch.do(ctx, c); err != nil {
 		return engine.Snapshot{}, false, fmt.Errorf("store/redis: load %q: %w", key, err)
