@@ -65,6 +65,64 @@ func TestWriteTable(t *testing.T) {
 	}
 }
 
+// TestWriteTableRounds: with three rounds or more a comparison is judged by
+// the median of its per-round ratios, so one noisy round does not decide
+// it; with two, by the merged runs.
+func TestWriteTableRounds(t *testing.T) {
+	// rounds returns a base run and a variant run per round, with the
+	// given CPU per Check; every run has the same number of Checks.
+	rounds := func(base, variant []float64) []Result {
+		var out []Result
+		for k := range base {
+			out = append(out,
+				Result{Name: "quotagate", Runs: 1, Checks: 1000, WindowSec: 1, ServerPIDs: []int{1}, ServerCPUSec: base[k] * 1e-3, ServerCPUPerCheck: base[k]},
+				Result{Name: "redis-1", Runs: 1, Checks: 1000, WindowSec: 1, ServerPIDs: []int{1}, ServerCPUSec: variant[k] * 1e-3, ServerCPUPerCheck: variant[k]})
+		}
+		return out
+	}
+	tests := []struct {
+		name       string
+		results    []Result
+		wantMissed int
+		wantLine   string
+	}{
+		{
+			name: "one noisy round of three: the median meets the target, the merged ratio would not",
+			// Merged: (150+150+600)/(100+100+100) = 3.0x; per round 1.5, 1.5, 6.0.
+			results:  rounds([]float64{100, 100, 100}, []float64{150, 150, 600}),
+			wantLine: "3.000x (+200.0 µs); per round 1.50x 1.50x 6.00x, median 1.500x  target <= 2.00x  met (median of 3 rounds)",
+		},
+		{
+			name: "two rounds of three over the target: missed, whatever the merged ratio",
+			// Merged: (210+210+100)/(100+100+200) = 1.3x; per round 2.1, 2.1, 0.5.
+			results:    rounds([]float64{100, 100, 200}, []float64{210, 210, 100}),
+			wantMissed: 1,
+			wantLine:   "per round 2.10x 2.10x 0.50x, median 2.100x  target <= 2.00x  MISSED (median of 3 rounds)",
+		},
+		{
+			name:       "two rounds: judged by the merged runs",
+			results:    rounds([]float64{100, 100}, []float64{150, 300}),
+			wantMissed: 1,
+			wantLine:   "2.250x (+125.0 µs); per round 1.50x 3.00x, median 2.250x  target <= 2.00x  MISSED\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i := range tt.results {
+				tt.results[i].derive(&histogram{})
+			}
+			var out strings.Builder
+			missed, err := writeTable(&out, tt.results, []comparison{{"redis-1", "quotagate", 2}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if missed != tt.wantMissed || !strings.Contains(out.String(), tt.wantLine) {
+				t.Errorf("missed %d (want %d); output lacks %q:\n%s", missed, tt.wantMissed, tt.wantLine, out.String())
+			}
+		})
+	}
+}
+
 func TestMergeRuns(t *testing.T) {
 	run := func(checks int64, cpuSec float64, lat time.Duration) Result {
 		var h histogram
