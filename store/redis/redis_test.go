@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -388,5 +389,76 @@ func TestStatusChargesNothing(t *testing.T) {
 		if r.Allowed || r.Current[0] != 1 || r.Allowance != 43 {
 			t.Fatalf("Status %d = %+v; want hour 1, allowance 43 and nothing charged", i, r)
 		}
+	}
+}
+
+// TestMatchesInMemoryEngine is a differential test of the charge script:
+// one engine decides through Redis and one in memory, on the same
+// configuration (fixed and sliding windows, a member of a team with a
+// limit and a shared balance, priced actions, grants), and they are given
+// the same random requests at the same times, over three hours of a fake
+// clock, so windows roll, slide and refill. Every decision must agree.
+func TestMatchesInMemoryEngine(t *testing.T) {
+	srv := startServer(t)
+	sliding := engine.WindowSliding
+	cfg := engine.Config{
+		Tiers: map[engine.Tier]engine.TierConfig{"free": {
+			Limits: []engine.LimitConfig{
+				{Name: "minute", Period: engine.Period{Calendar: "minute", Every: time.Minute}, Max: 4},
+				{Name: "10m", Period: engine.Period{Every: 10 * time.Minute}, Max: 12, Mode: &sliding},
+				{Name: "words", Period: hour, Max: 9000, Unit: engine.UnitUnits},
+			},
+			Tokens: engine.TokenGrant{Amount: 60, Period: hour},
+		}},
+		Actions: map[string]engine.ActionConfig{
+			"translate": {PerThousand: 5, Unit: "words"},
+			"ping":      {},
+		},
+		Teams: map[string]engine.TeamConfig{"ops": {Members: []string{"ann", "bob"},
+			Limits: []engine.LimitConfig{{Name: "team-minute", Period: engine.Period{Calendar: "minute", Every: time.Minute}, Max: 6}},
+			Tokens: engine.TokenGrant{Amount: 80, Period: hour}}},
+	}
+	start := time.Now().Truncate(time.Minute)
+	var clock atomic.Int64
+	clock.Store(start.UnixNano())
+	cfg.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	mem, err := engine.New(cfg)
+	if err != nil {
+		t.Fatalf("engine.New: %v", err)
+	}
+	red := newEngines(t, srv.open(t, Options{Prefix: "diff", Timeout: 5 * time.Second}), cfg, 1)[0]
+
+	rng := rand.New(rand.NewPCG(7, 11))
+	subjects := []string{"ann", "bob", "cy", "dee"}
+	ctx := context.Background()
+	admitted := 0
+	refusedBy := map[string]int{}
+	for i := range 2000 {
+		clock.Add(int64(time.Duration(rng.IntN(12000)) * time.Millisecond))
+		req := engine.Request{Subject: subjects[rng.IntN(len(subjects))], Action: "ping"}
+		if rng.IntN(2) == 0 {
+			req.Action, req.Units = "translate", int64(rng.IntN(3000))
+		}
+		dm, errm := mem.Charge(ctx, req)
+		dr, errr := red.Charge(ctx, req)
+		if errm != nil || errr != nil {
+			t.Fatalf("request %d %+v: errors %v, %v", i, req, errm, errr)
+		}
+		if dm.Allowed != dr.Allowed || dm.Reason != dr.Reason || dm.Binding.Name != dr.Binding.Name ||
+			dm.Binding.Used != dr.Binding.Used || dm.Balance != dr.Balance {
+			t.Fatalf("request %d %+v at +%s: in memory %v %v binding %+v balance %+v; through Redis %v %v binding %+v balance %+v",
+				i, req, time.Duration(clock.Load()-start.UnixNano()), dm.Allowed, dm.Reason, dm.Binding, dm.Balance,
+				dr.Allowed, dr.Reason, dr.Binding, dr.Balance)
+		}
+		if dm.Allowed {
+			admitted++
+		} else {
+			refusedBy[dm.Binding.Name]++
+		}
+	}
+	t.Logf("refused by: %v", refusedBy)
+	// Both outcomes must be common, or the comparison proves little.
+	if admitted < 400 || admitted > 1600 {
+		t.Fatalf("admitted %d of 2000, want a mix of admissions and refusals", admitted)
 	}
 }
