@@ -41,7 +41,9 @@
 // window's estimate), plus Options.ExpiryMargin for clock skew between
 // replicas; "x" holds that time, so the expiry is only moved when it
 // grows. A hash with a balance never expires, as credits must not, and
-// one that gains a balance loses its expiry. Snapshots (engine.Store) are
+// one that gains a balance loses its expiry. The fields of a limit that a
+// reload renamed or removed stay in such a hash (three short fields per
+// limit name ever used); they are never read again. Snapshots (engine.Store) are
 // hashes "<prefix>:{<key>}:s", whose field "p" holds the shared profile
 // (engine.ProfileStore), and never expire.
 //
