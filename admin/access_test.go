@@ -41,6 +41,7 @@ func matrixRows(alertID string) []matrixRow {
 		{method: "GET", path: "/v1/teams/blue", scope: ScopeRead},
 		{method: "POST", path: "/v1/teams/blue/credits", body: `{"delta":5}`, scope: ScopeWrite},
 		{method: "GET", path: "/v1/tiers", scope: ScopeRead, kind: openCatalogue},
+		{method: "GET", path: "/v1/config", scope: ScopeRead, kind: ofNoTeam},
 		{method: "GET", path: "/v1/capacity", scope: ScopeRead, kind: ofNoTeam},
 		{method: "PUT", path: "/v1/capacity", body: `{"factor":1}`, scope: ScopeAdmin, kind: ofNoTeam},
 		{method: "GET", path: "/v1/alerts", scope: ScopeRead, hidden: alertID},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -319,6 +320,28 @@ func TestUsage(t *testing.T) {
 				t.Errorf("= %d %s; want %d", code, body, tc.code)
 			}
 		})
+	}
+}
+
+func TestConfigStatus(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	var got ConfigStatus
+	f.doJSON(t, "GET", "/v1/config", "", "read", http.StatusOK, &got)
+	if got != testConfigStatus {
+		t.Errorf("GET /v1/config = %+v; want %+v", got, testConfigStatus)
+	}
+
+	// A server given no status says so rather than inventing one.
+	s, err := New(Options{Engine: f.eng})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/v1/config", nil)
+	req.RemoteAddr = "127.0.0.1:5000" // no tokens: loopback clients only
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "reloads") {
+		t.Errorf("GET /v1/config with no status = %d %s; want 503 saying why", rec.Code, rec.Body.String())
 	}
 }
 

@@ -4,7 +4,8 @@
 // the authorization ports, and off unless configured. It reads and changes
 // subjects (usage, limits, balance; tier, roles and overrides), teams and
 // their shared balance, credits, tiers, the capacity and capacity factor,
-// alerts and usage reports. Its OpenAPI 3 document is served at
+// alerts and usage reports, and reports the configuration's reloads
+// (GET /v1/config). Its OpenAPI 3 document is served at
 // /openapi.json. Every change made through it is recorded in the ledger as
 // an admin record: who (the token's name), what, before and after.
 //

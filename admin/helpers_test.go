@@ -130,6 +130,12 @@ func testTokens() []TokenConfig {
 	}
 }
 
+// testConfigStatus is what the fixture reports at GET /v1/config: one
+// reload applied, then one refused.
+var testConfigStatus = ConfigStatus{Source: "/etc/quotagate/quota.yaml", Generation: 1, Failures: 1,
+	LastAttempt: time.Date(2026, 11, 27, 10, 5, 0, 0, time.UTC), LastSuccess: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC),
+	LastError: "tiers.gold.api_calls_per_minute: must be positive"}
+
 // fixture is a Server with a real engine, ledger and notifier, served on
 // loopback.
 type fixture struct {
@@ -178,7 +184,8 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 		o.cfg.Tokens = testTokens()
 	}
 	f.srv, err = New(Options{Config: o.cfg, Engine: eng, Ledger: f.led, Alerts: f.notif, Now: f.clock.Now,
-		Logger: slog.New(slog.NewTextHandler(f.logs, nil)), StreamInterval: o.every})
+		Logger: slog.New(slog.NewTextHandler(f.logs, nil)), StreamInterval: o.every,
+		ConfigStatus: func() ConfigStatus { return testConfigStatus }})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -65,6 +65,33 @@ func (s *Server) getTiers(w http.ResponseWriter, _ *http.Request, _ principal) e
 	return nil
 }
 
+// ConfigStatus is the configuration's source and reload history, served
+// at GET /v1/config (and by quotagate on the ops port's /status).
+type ConfigStatus struct {
+	// Source is the file served, or the embedded default.
+	Source string `json:"source"`
+	// Generation counts the reloads applied since start, Failures those
+	// refused.
+	Generation uint64 `json:"generation"`
+	Failures   uint64 `json:"failures"`
+	// LastAttempt and LastSuccess are the times of the last reload tried
+	// and of the last one applied.
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// LastError says why the last reload was refused, with the exact
+	// fields at fault; empty when it was applied. The previous
+	// configuration serves meanwhile.
+	LastError string `json:"last_error,omitempty"`
+}
+
+func (s *Server) getConfig(w http.ResponseWriter, _ *http.Request, _ principal) error {
+	if s.config == nil {
+		return errorf(http.StatusServiceUnavailable, "this server does not report its configuration's reloads")
+	}
+	writeJSON(w, http.StatusOK, s.config())
+	return nil
+}
+
 // capacityJSON is GET /v1/capacity.
 type capacityJSON struct {
 	RequestsPerSecond float64 `json:"requests_per_second"`

@@ -41,6 +41,7 @@ func (s *Server) routeTable() []route {
 		{"GET", "/v1/teams/{name}", ScopeRead, teamScoped, s.getTeam},
 		{"POST", "/v1/teams/{name}/credits", ScopeWrite, teamScoped, s.postTeamCredits},
 		{"GET", "/v1/tiers", ScopeRead, catalogue, s.getTiers},
+		{"GET", "/v1/config", ScopeRead, global, s.getConfig},
 		{"GET", "/v1/capacity", ScopeRead, global, s.getCapacity},
 		{"PUT", "/v1/capacity", ScopeAdmin, global, s.putCapacity},
 		{"GET", "/v1/alerts", ScopeRead, teamScoped, s.getAlerts},

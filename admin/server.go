@@ -70,6 +70,9 @@ type Options struct {
 	// StreamInterval is how often the dashboard stream sends an update.
 	// Zero means 1s.
 	StreamInterval time.Duration
+	// ConfigStatus reports the configuration's source and reload history
+	// for GET /v1/config; nil answers 503.
+	ConfigStatus func() ConfigStatus
 }
 
 // Server is the admin HTTP server. It is safe for concurrent use.
@@ -78,6 +81,7 @@ type Server struct {
 	eng     Engine
 	led     Ledger
 	alerts  Alerts
+	config  func() ConfigStatus
 	log     *slog.Logger
 	now     func() time.Time
 	every   time.Duration
@@ -108,6 +112,7 @@ func New(opts Options) (*Server, error) {
 		eng:     opts.Engine,
 		led:     opts.Ledger,
 		alerts:  opts.Alerts,
+		config:  opts.ConfigStatus,
 		log:     opts.Logger,
 		now:     opts.Now,
 		every:   opts.StreamInterval,

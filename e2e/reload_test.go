@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,6 +210,10 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	if body := httpGet(t, "http://"+s.httpAddr+"/readyz"); !strings.Contains(body, fieldErr) {
 		t.Errorf("/readyz does not report the refused reload:\n%s", body)
+	}
+	if body := httpGet(t, "http://"+adminAddr+"/v1/config"); !strings.Contains(body, strconv.Quote(fieldErr)[1:len(strconv.Quote(fieldErr))-1]) ||
+		!strings.Contains(body, `"failures": 1`) {
+		t.Errorf("the admin API's /v1/config does not report the refused reload:\n%s", body)
 	}
 	refused := regexp.MustCompile(`(?m)^quota_config_reloads_total\{[^}]*outcome="refused"[^}]*\} 1$`)
 	if body := httpGet(t, "http://"+s.httpAddr+"/metrics"); !refused.MatchString(body) {

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/quotagate/quotagate/admin"
 )
 
 // httpMux serves the operational endpoints on --http-addr.
@@ -44,9 +46,9 @@ func (a *app) metrics() http.Handler {
 
 // serveStatus is the JSON document of /status.
 type serveStatus struct {
-	Ready  bool         `json:"ready"`
-	Config configStatus `json:"config"`
-	Store  string       `json:"store"`
+	Ready  bool               `json:"ready"`
+	Config admin.ConfigStatus `json:"config"`
+	Store  string             `json:"store"`
 	// Durability is batch or sync.
 	Durability string `json:"durability"`
 	Ledger     any    `json:"ledger,omitempty"`

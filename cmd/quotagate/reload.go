@@ -7,8 +7,8 @@ import (
 	"os/signal"
 	"reflect"
 	"syscall"
-	"time"
 
+	"github.com/quotagate/quotagate/admin"
 	"github.com/quotagate/quotagate/config"
 )
 
@@ -94,18 +94,10 @@ func (a *app) watchConfig(ctx context.Context) error {
 	}
 }
 
-// configStatus is the reload part of /status.
-type configStatus struct {
-	Source      string    `json:"source"`
-	Generation  uint64    `json:"generation"`
-	Failures    uint64    `json:"failures"`
-	LastAttempt time.Time `json:"last_attempt,omitzero"`
-	LastSuccess time.Time `json:"last_success,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
-}
-
-func (a *app) configStatus() configStatus {
-	st := configStatus{Source: a.configSource}
+// configStatus is the reload part of /status and of the admin API's
+// GET /v1/config.
+func (a *app) configStatus() admin.ConfigStatus {
+	st := admin.ConfigStatus{Source: a.configSource}
 	if a.watcher != nil {
 		r := a.watcher.Status()
 		st.Generation, st.Failures, st.LastAttempt, st.LastSuccess, st.LastError =
