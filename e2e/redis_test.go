@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,10 +201,12 @@ func TestRedisReplicas(t *testing.T) {
 		for _, s := range replicas {
 			checkFailureModes(t, s)
 		}
+		checkHealth(t, replicas[0], false)
 		rp.start()
 		for i, s := range replicas {
 			waitRecovered(t, s, i)
 		}
+		checkHealth(t, replicas[0], true)
 		close(stop)
 		wg.Wait()
 	})
@@ -263,6 +269,44 @@ func checkFailureModes(t *testing.T, s *server) {
 		case !tc.allowed && resp.GetDeniedResponse().GetStatus().GetCode() != 503:
 			t.Errorf("%s with Redis down = %v, want 503", tc.subject, resp)
 		}
+	}
+}
+
+// checkHealth asserts that s reports the shared store healthy or
+// degraded on /status, /readyz (still ready: the failure modes decide)
+// and the quota_store_up metric.
+func checkHealth(t *testing.T, s *server, healthy bool) {
+	t.Helper()
+	var st struct {
+		Ready       bool `json:"ready"`
+		Degraded    bool `json:"degraded"`
+		StoreHealth struct {
+			Healthy bool   `json:"healthy"`
+			Error   string `json:"error"`
+		} `json:"store_health"`
+	}
+	if err := json.Unmarshal([]byte(httpGet(t, "http://"+s.httpAddr+"/status")), &st); err != nil {
+		t.Fatalf("/status: %v", err)
+	}
+	if !st.Ready || st.Degraded == healthy || st.StoreHealth.Healthy != healthy || (st.StoreHealth.Error == "") != healthy {
+		t.Errorf("/status with Redis healthy=%v: %+v; want ready, degraded %v and the store's error when down", healthy, st, !healthy)
+	}
+	resp, err := http.Get("http://" + s.httpAddr + "/readyz")
+	if err != nil {
+		t.Fatalf("/readyz: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.Contains(string(body), "degraded:") == healthy {
+		t.Errorf("/readyz with Redis healthy=%v = %d %q; want 200, saying degraded only when down", healthy, resp.StatusCode, body)
+	}
+	up := "0"
+	if healthy {
+		up = "1"
+	}
+	metric := regexp.MustCompile(`(?m)^quota_store_up(\{[^}]*\})? ` + up + `$`)
+	if m := httpGet(t, "http://"+s.httpAddr+"/metrics"); !metric.MatchString(m) {
+		t.Errorf("/metrics lacks quota_store_up %s with Redis healthy=%v", up, healthy)
 	}
 }
 

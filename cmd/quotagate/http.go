@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -14,7 +15,7 @@ func (a *app) httpMux() *http.ServeMux {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !a.ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -25,6 +26,11 @@ func (a *app) httpMux() *http.ServeMux {
 		if st := a.configStatus(); st.LastError != "" {
 			// Still ready: the previous configuration keeps serving.
 			w.Write([]byte("config reload refused, the previous configuration is serving: " + st.LastError + "\n"))
+		}
+		if h := a.storeHealth(r.Context()); h != nil && !h.Healthy {
+			// Still ready: each tier's failure mode decides meanwhile,
+			// which is finer than Envoy's one failure_mode_allow.
+			w.Write([]byte("degraded: " + h.Error + "; " + h.Effect + "\n"))
 		}
 	})
 	mux.HandleFunc("GET /status", a.status)
@@ -46,20 +52,26 @@ func (a *app) metrics() http.Handler {
 
 // serveStatus is the JSON document of /status.
 type serveStatus struct {
-	Ready  bool               `json:"ready"`
-	Config admin.ConfigStatus `json:"config"`
-	Store  string             `json:"store"`
+	Ready bool `json:"ready"`
+	// Degraded is set while the shared store does not answer.
+	Degraded bool               `json:"degraded"`
+	Config   admin.ConfigStatus `json:"config"`
+	Store    string             `json:"store"`
+	// StoreHealth is the shared store's (Redis only).
+	StoreHealth *storeHealth `json:"store_health,omitempty"`
 	// Durability is batch or sync.
 	Durability string `json:"durability"`
 	Ledger     any    `json:"ledger,omitempty"`
 	Alerts     any    `json:"alerts,omitempty"`
 }
 
-// status serves /status: readiness, the configuration's reload history
-// (with the exact field errors of a refused reload), and the counters of
-// the ledger writer and the notifier.
-func (a *app) status(w http.ResponseWriter, _ *http.Request) {
-	st := serveStatus{Ready: a.ready.Load(), Config: a.configStatus(), Store: a.b.storeDesc, Durability: "batch"}
+// status serves /status: readiness, whether the shared store answers, the
+// configuration's reload history (with the exact field errors of a refused
+// reload), and the counters of the ledger writer and the notifier.
+func (a *app) status(w http.ResponseWriter, r *http.Request) {
+	st := serveStatus{Ready: a.ready.Load(), Config: a.configStatus(), Store: a.b.storeDesc, Durability: "batch",
+		StoreHealth: a.storeHealth(r.Context())}
+	st.Degraded = st.StoreHealth != nil && !st.StoreHealth.Healthy
 	if a.b.sync {
 		st.Durability = "sync"
 	}
@@ -73,4 +85,27 @@ func (a *app) status(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(st)
+}
+
+// storeHealth is whether the shared store answers.
+type storeHealth struct {
+	Healthy bool `json:"healthy"`
+	// Error is why it does not answer, and Effect what that means for
+	// Checks meanwhile.
+	Error  string `json:"error,omitempty"`
+	Effect string `json:"effect,omitempty"`
+}
+
+// storeHealth pings the shared store within its Check deadline, so that a
+// health probe tells the truth even when no Check went out lately. It
+// returns nil when there is no shared store (state in memory or SQLite).
+func (a *app) storeHealth(ctx context.Context) *storeHealth {
+	if a.b.redis == nil {
+		return nil
+	}
+	if err := a.b.redis.Ping(ctx); err != nil {
+		return &storeHealth{Error: err.Error(),
+			Effect: "each tier's failure_mode applies: open tiers are allowed (counted in this replica's cache), closed tiers get 503"}
+	}
+	return &storeHealth{Healthy: true}
 }

@@ -120,7 +120,8 @@ func newAdmin(file *config.File, o assembleOptions, a *app) (*admin.Server, erro
 }
 
 // registerMetrics adds the metrics of the parts telemetry does not know:
-// configuration reloads, the ledger writer and the notifier.
+// configuration reloads, the shared store's health, the ledger writer and
+// the notifier.
 func (a *app) registerMetrics(prov *telemetry.Providers) error {
 	m := prov.MeterProvider.Meter("github.com/quotagate/quotagate/cmd/quotagate")
 	reloads, err := m.Int64ObservableCounter("quota.config.reloads",
@@ -143,6 +144,11 @@ func (a *app) registerMetrics(prov *telemetry.Providers) error {
 	if err != nil {
 		return err
 	}
+	storeUp, err := m.Int64ObservableGauge("quota.store.up",
+		metric.WithDescription("1 while the shared store (Redis) answers, 0 while it does not and each tier's failure mode applies; absent without Redis."))
+	if err != nil {
+		return err
+	}
 	if a.obs.ledgerErrors, err = m.Int64Counter("quota.ledger.sync_errors",
 		metric.WithDescription("Checks answered in durability sync before their ledger record was committed (the writer retries it).")); err != nil {
 		return err
@@ -160,6 +166,13 @@ func (a *app) registerMetrics(prov *telemetry.Providers) error {
 			ob.ObserveInt64(ledgerRecs, st.Written, metric.WithAttributes(attrState("written")))
 			ob.ObserveInt64(ledgerQueued, int64(st.Queued))
 		}
+		if r := a.b.redis; r != nil {
+			up := int64(0)
+			if r.Healthy() {
+				up = 1
+			}
+			ob.ObserveInt64(storeUp, up)
+		}
 		if n := a.notifier; n != nil {
 			st := n.Stats()
 			ob.ObserveInt64(alerts, int64(st.Received), metric.WithAttributes(attrState("received")))
@@ -167,7 +180,7 @@ func (a *app) registerMetrics(prov *telemetry.Providers) error {
 			ob.ObserveInt64(alerts, int64(st.Dropped), metric.WithAttributes(attrState("dropped")))
 		}
 		return nil
-	}, reloads, ledgerRecs, ledgerQueued, alerts)
+	}, reloads, ledgerRecs, ledgerQueued, alerts, storeUp)
 	return err
 }
 
