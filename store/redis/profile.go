@@ -72,10 +72,13 @@ func (s *Store) LoadsProfiles() bool { return true }
 
 // ProfilesChanged returns when profiles last changed as far as this
 // replica knows (unix ns), and whether a poll is due at now: once per
-// Options.ProfileTTL, to one caller.
+// Options.ProfileTTL, to one caller. Concurrent Checks take their times a
+// little apart, so a now somewhat before the last poll is no reason to
+// poll; only a clock set back by more than the TTL is.
 func (s *Store) ProfilesChanged(now int64) (since int64, pollDue bool) {
 	last := s.prof.lastPoll.Load()
-	due := now-last >= int64(s.opts.ProfileTTL) || now < last
+	ttl := int64(s.opts.ProfileTTL)
+	due := now-last >= ttl || last-now > ttl
 	if due {
 		due = s.prof.lastPoll.CompareAndSwap(last, now)
 	}

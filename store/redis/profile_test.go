@@ -134,3 +134,31 @@ func TestDenyUnknownSharedProfile(t *testing.T) {
 		}
 	}
 }
+
+// TestProfilePollDue: a poll is due once per TTL. Concurrent Checks take
+// their times a little apart, so one that started just before the last
+// poll must not poll again (that once made a poll of nearly every Check);
+// a clock set back by more than the TTL must.
+func TestProfilePollDue(t *testing.T) {
+	const ttl = 5 * time.Second
+	st := New(nil, Options{ProfileTTL: ttl})
+	t0 := time.Now().UnixNano()
+	steps := []struct {
+		name string
+		at   time.Duration // from t0
+		due  bool
+	}{
+		{name: "first call", at: 0, due: true},
+		{name: "a Check that started 2ms earlier", at: -2 * time.Millisecond, due: false},
+		{name: "a Check that started 1s earlier", at: -time.Second, due: false},
+		{name: "within the TTL", at: ttl - time.Millisecond, due: false},
+		{name: "a TTL later", at: ttl, due: true},
+		{name: "again at once", at: ttl, due: false},
+		{name: "clock set back by more than the TTL", at: -ttl - time.Second, due: true},
+	}
+	for _, s := range steps {
+		if _, due := st.ProfilesChanged(t0 + int64(s.at)); due != s.due {
+			t.Errorf("%s: due %v, want %v", s.name, due, s.due)
+		}
+	}
+}
