@@ -9,6 +9,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -31,7 +32,12 @@ type driveConfig struct {
 	ClkTck       int           // clock ticks per second of /proc/PID/stat
 	RedisAddr    string        // a Redis server whose commands are counted; empty for none
 	PerfPath     string        // perf, to count the servers' cycles; empty for none
-	Workload     workloadConfig
+	// Prime sends every server one Check per user before the warm-up, so
+	// that the measured window is the steady state of servers that have
+	// seen every user (a replica's first Check of a subject reads it from
+	// the store).
+	Prime    bool
+	Workload workloadConfig
 }
 
 // Phases of a run. Callers record only what completes while measuring.
@@ -64,6 +70,11 @@ func drive(ctx context.Context, cfg driveConfig) (Result, error) {
 	defer closeAll()
 	if err := waitReady(ctx, w.newBuilder(-1), clients, cfg.ReadyTimeout); err != nil {
 		return Result{}, err
+	}
+	if cfg.Prime {
+		if err := prime(ctx, w, clients[:min(len(cfg.Addrs), len(clients))], cfg.Concurrency); err != nil {
+			return Result{}, err
+		}
 	}
 
 	callCtx, cancel := context.WithCancel(ctx)
@@ -217,6 +228,34 @@ func dial(addrs []string, conns int) ([]authv3.AuthorizationClient, func(), erro
 		clients = append(clients, authv3.NewAuthorizationClient(cc))
 	}
 	return clients, closeAll, nil
+}
+
+// prime sends one Check per user of w to each of clients (one per
+// server), from concurrency callers in all, and waits for the answers,
+// which are not counted. A Check that fails fails the run: a server that
+// cannot take the users once will not be measured.
+func prime(ctx context.Context, w *workload, clients []authv3.AuthorizationClient, concurrency int) error {
+	var next atomic.Int64
+	g, ctx := errgroup.WithContext(ctx)
+	for i := range max(concurrency, 1) {
+		b := w.newBuilder(-2 - i)
+		g.Go(func() error {
+			for {
+				n := int(next.Add(1) - 1)
+				if n >= w.cfg.Users*len(clients) {
+					return nil
+				}
+				c, u := clients[n%len(clients)], n/len(clients)
+				attempt, cancel := context.WithTimeout(ctx, 10*time.Second)
+				_, err := c.Check(attempt, b.forUser(u, time.Now()))
+				cancel()
+				if err != nil {
+					return fmt.Errorf("loadgen: prime %s: %w", w.ids[u], err)
+				}
+			}
+		})
+	}
+	return g.Wait()
 }
 
 // waitReady sends Checks on every connection until each is answered, so

@@ -101,6 +101,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (dr
 	fs.Float64Var(&c.Rate, "rate", 0, "pace the callers to this many Checks/s in all (0: closed loop, as fast as answered)")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "concurrent callers, each with one Check in flight")
 	fs.DurationVar(&c.Warmup, "warmup", 5*time.Second, "load before the measured window (not measured)")
+	fs.BoolVar(&c.Prime, "prime", false, "before the warm-up, send every server one Check per user, so that the window measures servers that have seen every user")
 	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "length of the measured window")
 	fs.DurationVar(&c.ReadyTimeout, "ready-timeout", 15*time.Second, "how long to wait for the server to answer a first Check")
 	fs.IntVar(&c.ClkTck, "clk-tck", 100, "clock ticks per second in /proc/PID/stat (getconf CLK_TCK)")

@@ -7,7 +7,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 
 	"github.com/quotagate/quotagate/cmd/noopauthz/noop"
 )
@@ -72,5 +77,61 @@ func TestFlagErrors(t *testing.T) {
 				t.Errorf("run(%q) error = %v, want one containing %q", tt.args, err, tt.want)
 			}
 		})
+	}
+}
+
+// subjectCounter is an Authorization server that counts the Checks of
+// each subject (x-user-id) and allows them all.
+type subjectCounter struct {
+	authv3.UnimplementedAuthorizationServer
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (s *subjectCounter) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	s.mu.Lock()
+	s.seen[req.GetAttributes().GetRequest().GetHttp().GetHeaders()["x-user-id"]]++
+	s.mu.Unlock()
+	return &authv3.CheckResponse{Status: &rpcstatus.Status{}}, nil
+}
+
+// TestPrime: with --prime, every server has answered a Check of every
+// user before the warm-up begins.
+func TestPrime(t *testing.T) {
+	const users = 300
+	var servers [2]*subjectCounter
+	var addrs []string
+	for i := range servers {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers[i] = &subjectCounter{seen: map[string]int{}}
+		g := grpc.NewServer()
+		authv3.RegisterAuthorizationServer(g, servers[i])
+		go g.Serve(lis)
+		t.Cleanup(g.Stop)
+		addrs = append(addrs, lis.Addr().String())
+	}
+	w, err := newWorkload(workloadConfig{Users: users, FreeUsers: 2, FreeShare: 0.05, Seed: 1, MaxBodyBytes: 65536})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, closeAll, err := dial(addrs, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	if err := prime(context.Background(), w, clients[:len(addrs)], 8); err != nil {
+		t.Fatalf("prime: %v", err)
+	}
+	for i, s := range servers {
+		s.mu.Lock()
+		for u := range users {
+			if n := s.seen[userID(u)]; n != 1 {
+				t.Errorf("server %d saw %s %d times, want once", i, userID(u), n)
+			}
+		}
+		s.mu.Unlock()
 	}
 }

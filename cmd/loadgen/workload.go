@@ -230,6 +230,13 @@ func (b *builder) next(now time.Time) *authv3.CheckRequest {
 	} else {
 		u = w.cfg.FreeUsers + rng.IntN(w.cfg.Users-w.cfg.FreeUsers)
 	}
+	return b.forUser(u, now)
+}
+
+// forUser fills in the caller's request for a random request of user u
+// and returns it, valid until the next call.
+func (b *builder) forUser(u int, now time.Time) *authv3.CheckRequest {
+	w, rng := b.w, b.rng
 	k := w.pickKind(rng.Float64())
 
 	b.src.Address = w.ips[u]
