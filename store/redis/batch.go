@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -57,9 +58,14 @@ func newBatcher(s *Store, pipelines int) *batcher {
 }
 
 // do runs c, batched with concurrent calls, and returns when its outcome
-// is in c. ctx bounds the wait: when it ends first, do returns an error at
-// once, and c may or may not run (an unknown outcome, never retried).
-func (b *batcher) do(ctx context.Context, c *call) error {
+// is in c. ctx and timeout bound the wait: when either ends first, do
+// returns an error at once, and c may or may not run (an unknown outcome,
+// never retried). The timeout is a timer rather than a context derived
+// from ctx, which would register with ctx's parent and unregister again
+// on every call.
+func (b *batcher) do(ctx context.Context, c *call, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
 	c.wake = make(chan bool, 2)
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
@@ -89,12 +95,20 @@ func (b *batcher) do(ctx context.Context, c *call) error {
 			}
 			return c.err
 		case <-ctx.Done():
-			if sent := b.abandon(c); sent {
-				return fmt.Errorf("wait for the reply: %w (the command may have run)", ctx.Err())
-			}
-			return fmt.Errorf("wait for a pipeline: %w", ctx.Err())
+			return b.giveUp(c, ctx.Err())
+		case <-timer.C:
+			return b.giveUp(c, fmt.Errorf("no answer within %s: %w", timeout, context.DeadlineExceeded))
 		}
 	}
+}
+
+// giveUp abandons c, whose caller stops waiting for cause, and returns
+// the error that says whether c may have run.
+func (b *batcher) giveUp(c *call, cause error) error {
+	if sent := b.abandon(c); sent {
+		return fmt.Errorf("wait for the reply: %w (the command may have run)", cause)
+	}
+	return fmt.Errorf("wait for a pipeline: %w", cause)
 }
 
 // abandon withdraws c, whose caller stops waiting, hands its pipeline

@@ -276,10 +276,8 @@ func (s *Store) run(ctx context.Context, p *engine.Plan, a *scriptArgs) (engine.
 	if err != nil {
 		return engine.PlanResult{}, taken{}, fmt.Errorf("store/redis: charge %q: encode: %w", p.Tag, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
 	c := &call{keys: keys, args: []any{arg}}
-	if err := s.batch.do(ctx, c); err != nil {
+	if err := s.batch.do(ctx, c, s.opts.Timeout); err != nil {
 		return engine.PlanResult{}, taken{}, fmt.Errorf("store/redis: charge %q: %w", p.Tag, err)
 	}
 	vals := c.vals // only once do succeeded: an abandoned call is written late

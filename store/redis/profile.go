@@ -22,11 +22,9 @@ func (s *Store) LoadProfile(ctx context.Context, subject string) (engine.Profile
 	if s.closed.Load() {
 		return engine.Profile{}, false, ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
 	s.profiles.Add(1)
 	c := &call{cmd: []any{"HGET", s.snapshotKey(subject), "p"}}
-	err := s.batch.do(ctx, c)
+	err := s.batch.do(ctx, c, s.opts.Timeout)
 	if errors.Is(err, goredis.Nil) {
 		return engine.Profile{}, false, nil
 	}
@@ -92,11 +90,9 @@ func (s *Store) PollProfiles(ctx context.Context, now int64) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
 	s.profiles.Add(1)
 	c := &call{cmd: []any{"GET", s.epochKey()}}
-	err := s.batch.do(ctx, c)
+	err := s.batch.do(ctx, c, s.opts.Timeout)
 	var epoch int64
 	switch {
 	case errors.Is(err, goredis.Nil):

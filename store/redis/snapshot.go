@@ -30,11 +30,9 @@ func (s *Store) Load(ctx context.Context, key string) (engine.Snapshot, bool, er
 	if s.closed.Load() {
 		return engine.Snapshot{}, false, ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.SnapshotTimeout)
-	defer cancel()
 	s.loads.Add(1)
 	c := &call{cmd: []any{"HMGET", s.snapshotKey(key), "d", "p"}}
-	if err := s.batch.do(ctx, c); err != nil {
+	if err := s.batch.do(ctx, c, s.opts.SnapshotTimeout); err != nil {
 		return engine.Snapshot{}, false, fmt.Errorf("store/redis: load %q: %w", key, err)
 	}
 	vals, err := c.res.Slice()
