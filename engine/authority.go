@@ -133,8 +133,10 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 	e.release(ctx, c.h.si, c.h.ti)
 	res, err := e.auth.Charge(ctx, plan)
 	if err != nil && c.probing {
-		// The cached windows still refuse the request; the outage goes on.
-		return c.refuseCached(ctx, d)
+		// The outage goes on: the cached windows decide, as before the ask.
+		if refused, rerr := c.refuseCached(ctx, d); refused || rerr != nil {
+			return rerr
+		}
 	}
 	if err != nil {
 		if d.FailureMode == FailOpen {
@@ -191,33 +193,38 @@ const openProbeEvery = time.Second
 
 // refuseCached refuses c.req from the cached windows after a probe (see
 // windowState.probe) failed: the outage goes on, so the windows' counts,
-// fail-open admissions included, still bound the subject.
-func (c *charge) refuseCached(ctx context.Context, d *Decision) error {
+// fail-open admissions included, still bound the subject. It reports
+// refused == false, deciding nothing, when the windows no longer refuse
+// (they rolled meanwhile): the failed call then counts as any other.
+func (c *charge) refuseCached(ctx context.Context, d *Decision) (refused bool, err error) {
 	e := c.e
 	if err := e.acquire(ctx, c.rs, &c.req, c.user, true, &c.h); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := c.collectRemoteLocked(d, false); err != nil {
 		e.release(ctx, c.h.si, c.h.ti)
-		return err
+		return false, err
 	}
-	refused := false
 	for i := range c.n {
 		refused = refused || c.lims[i].refused
 	}
 	if !refused {
-		// The windows rolled or changed meanwhile: nothing refuses the
-		// request, but its outcome is unknown, as after any failed call.
 		e.release(ctx, c.h.si, c.h.ti)
-		return fmt.Errorf("engine: charge %q through the authority: probe failed and the cached windows no longer refuse", c.req.Subject)
+		return false, nil
 	}
-	c.denyWindowLocked(d)
-	c.fillBalanceLocked(d)
-	c.statusesLocked(d)
+	c.refuseFromCacheLocked(d)
 	snaps := c.finishLocked(nil)
 	e.release(ctx, c.h.si, c.h.ti)
 	c.emit()
-	return c.syncSave(ctx, snaps)
+	return true, c.syncSave(ctx, snaps)
+}
+
+// refuseFromCacheLocked fills d with the refusal of the cached windows.
+// The caller holds the locks of c.h.
+func (c *charge) refuseFromCacheLocked(d *Decision) {
+	c.denyWindowLocked(d)
+	c.fillBalanceLocked(d)
+	c.statusesLocked(d)
 }
 
 // collectRemoteLocked resolves the tier and gathers and prices the limits
@@ -251,9 +258,7 @@ func (c *charge) planLocked(d *Decision) (p *Plan, decided bool, err error) {
 		return nil, true, err
 	}
 	if c.probeLocked() {
-		c.denyWindowLocked(d)
-		c.fillBalanceLocked(d)
-		c.statusesLocked(d)
+		c.refuseFromCacheLocked(d)
 		return nil, true, nil
 	}
 	p = &Plan{Tag: c.req.Subject, Now: time.Unix(0, c.now), Counters: make([]PlanCounter, c.n)}
