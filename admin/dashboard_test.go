@@ -127,6 +127,10 @@ func TestDashboardInChromium(t *testing.T) {
 	poll("subjects at their limit", `document.querySelector('#top tbody').textContent.includes('user-')`)
 	a := f.emitAlert(t, "user-1", "")
 	poll("the alert", fmt.Sprintf(`document.querySelector('#alerts li[data-alert-id="%s"]') !== null`, a.ID))
+	const health = `document.getElementById('health')`
+	poll("the refused reload", `!`+health+`.hidden && `+health+`.textContent.includes(`+jsString(testConfigStatus.LastError)+`)`)
+	f.degraded.Store("Redis does not answer")
+	poll("the degraded server", health+`.textContent.includes('Degraded: Redis does not answer')`)
 	screenshot(t, ctx)
 }
 

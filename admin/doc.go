@@ -30,7 +30,9 @@
 // also on the Server-Sent Events stream (read with fetch, since
 // EventSource cannot set headers). It shows the tiers and their limits,
 // decisions per second by tier and outcome, the subjects closest to their
-// limits, recent rejections linked to their traces, and the alert feed.
+// limits, recent rejections linked to their traces, and the alert feed,
+// under a banner while the server is degraded (Options.Degraded) or its
+// last configuration reload was refused.
 //
 // Decisions reach the dashboard through Observe, which the ext_authz
 // server calls once per Check. Observe does no I/O and never waits on

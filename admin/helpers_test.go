@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,14 +140,17 @@ var testConfigStatus = ConfigStatus{Source: "/etc/quotagate/quota.yaml", Generat
 // fixture is a Server with a real engine, ledger and notifier, served on
 // loopback.
 type fixture struct {
-	srv    *Server
-	eng    *engine.Engine
-	led    *recLedger
-	notif  *notify.Notifier
-	clock  *clock
-	url    string
-	logs   *syncBuffer
-	client *http.Client
+	// degraded is what the server's Degraded reports (a string; unset:
+	// not degraded).
+	degraded atomic.Value
+	srv      *Server
+	eng      *engine.Engine
+	led      *recLedger
+	notif    *notify.Notifier
+	clock    *clock
+	url      string
+	logs     *syncBuffer
+	client   *http.Client
 }
 
 type fixtureOpts struct {
@@ -185,7 +189,11 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 	}
 	f.srv, err = New(Options{Config: o.cfg, Engine: eng, Ledger: f.led, Alerts: f.notif, Now: f.clock.Now,
 		Logger: slog.New(slog.NewTextHandler(f.logs, nil)), StreamInterval: o.every,
-		ConfigStatus: func() ConfigStatus { return testConfigStatus }})
+		ConfigStatus: func() ConfigStatus { return testConfigStatus },
+		Degraded: func() string {
+			v, _ := f.degraded.Load().(string)
+			return v
+		}})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -71,8 +71,11 @@ type Options struct {
 	// Zero means 1s.
 	StreamInterval time.Duration
 	// ConfigStatus reports the configuration's source and reload history
-	// for GET /v1/config; nil answers 503.
+	// for GET /v1/config and the dashboard; nil answers 503.
 	ConfigStatus func() ConfigStatus
+	// Degraded says why the server is degraded (its shared store does not
+	// answer, say), for the dashboard; "" means it is not. Nil means never.
+	Degraded func() string
 }
 
 // Server is the admin HTTP server. It is safe for concurrent use.
@@ -82,6 +85,7 @@ type Server struct {
 	led     Ledger
 	alerts  Alerts
 	config  func() ConfigStatus
+	degrade func() string
 	log     *slog.Logger
 	now     func() time.Time
 	every   time.Duration
@@ -113,6 +117,7 @@ func New(opts Options) (*Server, error) {
 		led:     opts.Ledger,
 		alerts:  opts.Alerts,
 		config:  opts.ConfigStatus,
+		degrade: opts.Degraded,
 		log:     opts.Logger,
 		now:     opts.Now,
 		every:   opts.StreamInterval,

@@ -32,6 +32,11 @@ type snapshot struct {
 	Rejections []rejectionJSON `json:"rejections"`
 	Alerts     []notify.Alert  `json:"alerts"`
 	Capacity   capacityJSON    `json:"capacity"`
+	// Config is the reload history, and Degraded why the server is
+	// degraded ("" when it is not): the dashboard shows a refused reload
+	// and a degraded server above everything else.
+	Config   *ConfigStatus `json:"config,omitempty"`
+	Degraded string        `json:"degraded,omitempty"`
 }
 
 type seriesJSON struct {
@@ -119,6 +124,13 @@ func (s *Server) snapshot() snapshot {
 	snap := s.live.snapshotAt(s.now())
 	snap.TraceURL = s.cfg.TraceURL
 	snap.Capacity = s.capacity()
+	if s.config != nil {
+		c := s.config()
+		snap.Config = &c
+	}
+	if s.degrade != nil {
+		snap.Degraded = s.degrade()
+	}
 	snap.Alerts = s.recentAlerts(principal{}, snapshotAlerts)
 	if snap.Series == nil {
 		snap.Series = []seriesJSON{}

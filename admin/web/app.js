@@ -53,6 +53,9 @@
     $('login').hidden = signedIn;
     $('board').hidden = !signedIn;
     $('logout').hidden = !signedIn;
+    if (!signedIn) {
+      $('health').hidden = true;
+    }
   }
 
   async function signIn(t) {
@@ -145,10 +148,27 @@
     renderRejections(s.rejections || []);
     alerts = s.alerts || [];
     renderAlerts();
+    renderHealth(s);
     const c = s.capacity || {};
     $('capacity').textContent = c.requests_per_second
       ? `Capacity ${c.requests_per_second} req/s, admitted ${c.admitted_rate.toFixed(1)} req/s (${(100 * c.utilization).toFixed(0)}%), factor ${c.factor}`
       : `Shedding off, factor ${c.factor}`;
+  }
+
+  // renderHealth shows what an operator must know first: a degraded
+  // server (its shared store does not answer) and a refused reload.
+  function renderHealth(s) {
+    const lines = [];
+    if (s.degraded) {
+      lines.push('Degraded: ' + s.degraded);
+    }
+    const c = s.config || {};
+    if (c.last_error) {
+      lines.push('Configuration reload refused; the previous configuration is serving: ' + c.last_error);
+    }
+    const el = $('health');
+    el.textContent = lines.join('\n');
+    el.hidden = lines.length === 0;
   }
 
   function colorOf(s) {

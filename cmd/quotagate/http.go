@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 
 	"github.com/quotagate/quotagate/admin"
@@ -108,4 +109,15 @@ func (a *app) storeHealth(ctx context.Context) *storeHealth {
 			Effect: "each tier's failure_mode applies: open tiers are allowed (counted in this replica's cache), closed tiers get 503"}
 	}
 	return &storeHealth{Healthy: true}
+}
+
+// degraded says why this replica is degraded, for the dashboard, from the
+// outcome of the last call to the shared store (no call of its own: the
+// dashboard asks every second); "" when it is not.
+func (a *app) degraded() string {
+	r := a.b.redis
+	if r == nil || r.Healthy() {
+		return ""
+	}
+	return fmt.Sprintf("Redis does not answer (%v); each tier's failure_mode applies", r.LastError())
 }

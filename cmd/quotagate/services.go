@@ -108,7 +108,8 @@ func newAdmin(file *config.File, o assembleOptions, a *app) (*admin.Server, erro
 	if cfg.Addr == "" {
 		return nil, nil
 	}
-	opts := admin.Options{Config: cfg, Engine: a.eng, Alerts: a.notifier, Logger: o.Logger, ConfigStatus: a.configStatus}
+	opts := admin.Options{Config: cfg, Engine: a.eng, Alerts: a.notifier, Logger: o.Logger,
+		ConfigStatus: a.configStatus, Degraded: a.degraded}
 	if a.b.led != nil {
 		opts.Ledger = a.b.led // an interface holding a nil pointer would not read as "no ledger"
 	}
