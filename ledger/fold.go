@@ -111,9 +111,8 @@ func (l *Ledger) FoldRollups(ctx context.Context) (err error) {
 			tx.Rollback()
 		}
 	}()
-	var head, mark int64
-	q := `SELECT head_seq, rollup_seq FROM ledger_chain WHERE id = 1` + l.dialect.lockHead
-	if err := tx.QueryRowContext(ctx, q).Scan(&head, &mark); err != nil {
+	head, mark, err := l.lockWatermark(ctx, tx)
+	if err != nil {
 		return l.wrap("fold rollups: read watermark", err)
 	}
 	if mark >= head {
@@ -200,4 +199,13 @@ func (l *Ledger) foldIfLarge(ctx context.Context, pending int) {
 	if pending >= maxPendingKeys {
 		_ = l.FoldRollups(ctx)
 	}
+}
+
+// lockWatermark reads the chain's head and the rollup watermark in tx,
+// locking the chain's row (PostgreSQL) until tx ends, so that no append,
+// fold or prune moves either meanwhile.
+func (l *Ledger) lockWatermark(ctx context.Context, tx *sql.Tx) (head, rollup int64, err error) {
+	q := `SELECT head_seq, rollup_seq FROM ledger_chain WHERE id = 1` + l.dialect.lockHead
+	err = tx.QueryRowContext(ctx, q).Scan(&head, &rollup)
+	return head, rollup, err
 }

@@ -29,9 +29,8 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (n int64, err erro
 			tx.Rollback()
 		}
 	}()
-	var headSeq, rollupSeq int64
-	q := `SELECT head_seq, rollup_seq FROM ledger_chain WHERE id = 1` + l.dialect.lockHead
-	if err := tx.QueryRowContext(ctx, q).Scan(&headSeq, &rollupSeq); err != nil {
+	headSeq, rollupSeq, err := l.lockWatermark(ctx, tx)
+	if err != nil {
 		return 0, l.wrap("prune: read chain head", err)
 	}
 	var keep sql.NullInt64
