@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -123,6 +124,15 @@ func startServer(t *testing.T, configPath string, args ...string) *server {
 			t.Fatalf("quotagate not ready after 15s: %v\nstderr: %s", err, s.stderr)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The process wrote its banner and listening log before it began
+	// serving, but exec copies each pipe on its own goroutine: wait for both
+	// so that tests reading them never race the copy.
+	for !strings.Contains(s.stdout.String(), "try: ") || !strings.Contains(s.stderr.String(), "quotagate listening") {
+		if time.Now().After(deadline) {
+			t.Fatalf("quotagate ready but no \"try:\" line in stdout or no listening log after 15s:\n%s\n%s", s.stdout, s.stderr)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
