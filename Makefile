@@ -7,7 +7,7 @@ HTTP_ADDR ?= 127.0.0.1:8080
 DATA_DIR  ?= data
 PKGS      := ./...
 
-.PHONY: all build run test test-deps vet fmtcheck bench clean
+.PHONY: all build run test test-deps vet fmtcheck fuzz bench clean
 
 all: build
 
@@ -19,9 +19,25 @@ build:
 run: build
 	./$(BIN) serve --grpc-addr $(GRPC_ADDR) --http-addr $(HTTP_ADDR) --data-dir $(DATA_DIR)
 
-## test: every test, the e2e suite included, under the race detector.
+## test: every test, the e2e suite included, under the race detector, then
+## each fuzz target for a bounded $(FUZZTIME) past its committed corpus.
 test: test-deps vet fmtcheck
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(MAKE) --no-print-directory fuzz
+
+## fuzz: run every native fuzz target in FUZZ_TARGETS (package:Name) for
+## FUZZTIME each. `make fuzz FUZZTIME=10m` is the longer run; a failing input
+## lands in the package's testdata/fuzz/<Name>/ and becomes part of the corpus.
+FUZZTIME ?= 15s
+FUZZ_TARGETS := \
+	./config:FuzzParse \
+	./extauthz:FuzzCountWords
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 ## test-deps: install what the tests need, skipping what is already there.
 test-deps:
