@@ -2,6 +2,7 @@ package config
 
 import (
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -130,6 +131,8 @@ func convertTier(t Tier, path string, p *problems) engine.TierConfig {
 		switch n := s.get(&t); {
 		case n < 0:
 			p.addf(path+"."+s.key, "must be > 0, got %d", n)
+		case n > engine.MaxQuantity:
+			p.addf(path+"."+s.key, tooLarge, engine.MaxQuantity, n)
 		case n > 0:
 			period, _ := engine.ParsePeriod(s.name)
 			tc.Limits = append(tc.Limits, engine.LimitConfig{Name: s.name, Period: period, Max: n})
@@ -146,6 +149,9 @@ func convertLimits(ls []Limit, path string, p *problems) []engine.LimitConfig {
 		lc := engine.LimitConfig{Name: l.Name, Max: l.Max, Actions: slices.Clone(l.Actions)}
 		if l.Max <= 0 {
 			p.addf(lp+".max", "must be > 0, got %d", l.Max)
+		}
+		if l.Max > engine.MaxQuantity {
+			p.addf(lp+".max", tooLarge, engine.MaxQuantity, l.Max)
 		}
 		if l.Per == "" {
 			p.addf(lp+".per", "missing; want minute, hour, day, week, month or a duration such as 15m")
@@ -176,11 +182,17 @@ func convertLimits(ls []Limit, path string, p *problems) []engine.LimitConfig {
 	return out
 }
 
+// tooLarge is the problem of a quantity above engine.MaxQuantity; its
+// arguments are the bound and the value.
+const tooLarge = "must be at most %d (2^53-1, the largest quantity quotagate counts exactly), got %d"
+
 func convertTokens(t Tokens, path string, p *problems) engine.TokenGrant {
 	g := engine.TokenGrant{Amount: t.Grant, Unlimited: t.Unlimited}
 	switch {
 	case t.Grant < 0:
 		p.addf(path+".grant", "must be >= 0, got %d", t.Grant)
+	case t.Grant > engine.MaxQuantity:
+		p.addf(path+".grant", tooLarge, engine.MaxQuantity, t.Grant)
 	case t.Unlimited && (t.Grant > 0 || t.Every != ""):
 		p.addf(path+".unlimited", "cannot be combined with grant or every; remove one or the other")
 	case t.Grant > 0 && t.Every == "":
@@ -212,8 +224,8 @@ func convertCapacity(c Capacity, path string, p *problems) engine.CapacityConfig
 	if c.RequestsPerSecond < 0 {
 		p.addf(path+".requests_per_second", "must be >= 0 (0 disables shedding), got %g", c.RequestsPerSecond)
 	}
-	if c.Factor < 0 {
-		p.addf(path+".factor", "must be >= 0 (0 means 1), got %g", c.Factor)
+	if c.Factor < 0 || math.IsNaN(c.Factor) || math.IsInf(c.Factor, 0) {
+		p.addf(path+".factor", "must be a finite number >= 0 (0 means 1), got %g", c.Factor)
 	}
 	if len(c.ShedAt) > 0 {
 		cc.ShedAt = make(map[engine.Priority]float64, len(c.ShedAt))

@@ -65,6 +65,12 @@ func (f *File) validateQuota(p *problems) {
 		if a.TokensPerCall < 0 {
 			p.addf(path+".tokens_per_call", "must be >= 0, got %d", a.TokensPerCall)
 		}
+		if a.TokensPer1000Units > engine.MaxQuantity {
+			p.addf(path+".tokens_per_1000_units", tooLarge, engine.MaxQuantity, a.TokensPer1000Units)
+		}
+		if a.TokensPerCall > engine.MaxQuantity {
+			p.addf(path+".tokens_per_call", tooLarge, engine.MaxQuantity, a.TokensPerCall)
+		}
 	}
 	f.validateAlerts(p)
 	f.validateMessages(p)
@@ -164,6 +170,9 @@ func (f *File) validateSubjects(p *problems) {
 		if qm.Teams[team].Credits < 0 {
 			p.addf(field(field("quota_manager.teams", team), "credits"), "must be >= 0, got %d", qm.Teams[team].Credits)
 		}
+		if c := qm.Teams[team].Credits; c > engine.MaxQuantity {
+			p.addf(field(field("quota_manager.teams", team), "credits"), tooLarge, engine.MaxQuantity, c)
+		}
 	}
 	keys := make(map[string]string) // api key hash -> user
 	for _, name := range sortedKeys(qm.Users) {
@@ -188,6 +197,9 @@ func (f *File) validateUser(name string, teamOf, keys map[string]string, p *prob
 	checkNames(u.Roles, path+".roles", "role", sortedKeys(qm.Roles), p)
 	if u.Credits < 0 {
 		p.addf(path+".credits", "must be >= 0, got %d", u.Credits)
+	}
+	if u.Credits > engine.MaxQuantity {
+		p.addf(path+".credits", tooLarge, engine.MaxQuantity, u.Credits)
 	}
 	if u.APIKeySHA256 == "" {
 		return

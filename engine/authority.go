@@ -177,7 +177,7 @@ func (c *charge) countOpen(ctx context.Context, d *Decision) {
 	if _, err := c.collectRemoteLocked(&scratch, false); err == nil {
 		for i := range c.n {
 			ws := c.lims[i].ws()
-			ws.cur += c.lims[i].amount
+			ws.cur = addSat(ws.cur, c.lims[i].amount)
 			ws.probe = c.now + int64(openProbeEvery)
 		}
 	}
@@ -243,6 +243,9 @@ func (c *charge) collectRemoteLocked(d *Decision, screen bool) (bool, error) {
 		return true, err
 	}
 	c.checkLocked()
+	if screen && (c.tooLargeLocked(d) || c.shedLocked(d)) {
+		return true, nil
+	}
 	owner, grant, ownerKey := c.balanceOwnerLocked()
 	d.BalanceOwner, d.Cost = ownerKey, c.cost
 	rollGrantLocked(owner, grant, c.now, c.rs.loc)
@@ -418,8 +421,7 @@ func (c *charge) denyBalanceLocked(d *Decision, owner *subjectState, grant Token
 // fillBalanceLocked sets the balance fields of d from the cached owner.
 func (c *charge) fillBalanceLocked(d *Decision) {
 	owner, grant, _ := c.balanceOwnerLocked()
-	d.HasBalance = d.Cost > 0 || grantActive(grant) || owner.credits > 0
-	d.Balance = balanceLocked(owner)
+	setBalanceLocked(d, owner, grant, c.rs.loc)
 }
 
 // addCreditsRemote is AddCredits through the Authority: the credits live
@@ -443,6 +445,11 @@ func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, 
 		}
 	}
 	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
+	if delta > MaxQuantity || st.credits > MaxQuantity-delta {
+		bal := balanceLocked(st)
+		e.release(ctx, i, -1)
+		return bal, creditsTooLarge(key, delta, st.credits)
+	}
 	b := PlanBalance{Owner: key, Unlimited: g.Unlimited, StartingCredits: rs.startingCredits(key)}
 	if g.Amount > 0 && !g.Unlimited {
 		b.Grant, b.PeriodStart = g.Amount, time.Unix(0, st.grantStart)

@@ -34,9 +34,24 @@ func rollGrantLocked(st *subjectState, g TokenGrant, now int64, loc *time.Locati
 	st.grantEnd = windowEnd(s, p, loc)
 }
 
-// balanceLocked is what st can spend: the allowance plus credits. The
-// caller holds st's lock.
-func balanceLocked(st *subjectState) int64 { return st.allowance + st.credits }
+// balanceLocked is what st can spend: the allowance plus credits,
+// saturated rather than wrapped (each is at most MaxQuantity unless a store
+// returned more). The caller holds st's lock.
+func balanceLocked(st *subjectState) int64 { return addSat(st.allowance, st.credits) }
+
+// setBalanceLocked fills the balance fields of d from owner, whose grant
+// is g. The caller holds owner's lock.
+func setBalanceLocked(d *Decision, owner *subjectState, g TokenGrant, loc *time.Location) {
+	d.HasBalance = d.Cost > 0 || grantActive(g) || owner.credits > 0
+	d.Balance = balanceLocked(owner)
+	if grantActive(g) && !g.Unlimited {
+		d.Grant = g.Amount
+		d.GrantPeriod = grantPeriod(g)
+		if owner.grantSet && owner.grantEnd != 0 {
+			d.Refill = time.Unix(0, owner.grantEnd).In(loc)
+		}
+	}
+}
 
 // spendLocked deducts cost, from the allowance first and then from credits.
 // The caller has checked that the balance covers cost and holds st's lock.
@@ -53,13 +68,19 @@ func balanceLowLocked(st *subjectState, g TokenGrant, threshold int64) bool {
 	if g.Unlimited || g.Amount <= 0 || (st.alertedSet && st.alerted == st.grantStart) {
 		return false
 	}
-	return (g.Amount-balanceLocked(st))*100 >= g.Amount*threshold
+	bal := balanceLocked(st)
+	if bal >= g.Amount {
+		return false
+	}
+	// g.Amount - bal cannot overflow: bal is at least 0 once spent from, and
+	// clamping a negative bal to 0 only keeps the alert as it is.
+	return atLeastPercent(g.Amount-max(bal, 0), g.Amount, threshold)
 }
 
 // balanceRetryLocked returns when a refused cost could be paid: at the next
 // grant period if the new allowance plus credits covers it, else never.
 func balanceRetryLocked(st *subjectState, g TokenGrant, cost int64) int64 {
-	if !grantActive(g) || !st.grantSet || g.Amount+st.credits < cost {
+	if !grantActive(g) || !st.grantSet || addSat(g.Amount, st.credits) < cost {
 		return never
 	}
 	return st.grantEnd

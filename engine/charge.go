@@ -31,6 +31,8 @@ type charge struct {
 	wf     *workflowRules
 	static *tierRules
 	cost   int64
+	// tooBig is set when the request's units or cost exceed MaxQuantity.
+	tooBig bool
 	now    int64
 	h      held
 	tier   *tierRules
@@ -60,7 +62,9 @@ func (c *charge) prepare() {
 	c.user = c.rs.users[c.req.Subject]
 	c.wf = c.rs.workflows[c.req.Workflow]
 	c.static = c.rs.staticTier(&c.req, c.user)
-	c.cost = c.rs.cost(&c.req)
+	var ok bool
+	c.cost, ok = c.rs.cost(&c.req)
+	c.tooBig = !ok
 }
 
 // decideLocked decides c.req into d and applies the charge. The caller
@@ -74,6 +78,9 @@ func (c *charge) decideLocked(d *Decision) error {
 		return err
 	}
 	c.checkLocked()
+	if c.tooLargeLocked(d) || c.shedLocked(d) {
+		return nil
+	}
 	owner, grant, ownerKey := c.balanceOwnerLocked()
 	d.BalanceOwner = ownerKey
 	rollGrantLocked(owner, grant, c.now, rs.loc)
@@ -96,15 +103,15 @@ func (c *charge) decideLocked(d *Decision) error {
 	default:
 		c.commitLocked(d, owner, grant, reserveAt)
 	}
-	d.HasBalance = d.Cost > 0 || grantActive(grant) || owner.credits > 0
-	d.Balance = balanceLocked(owner)
+	setBalanceLocked(d, owner, grant, c.rs.loc)
 	c.statusesLocked(d)
 	return nil
 }
 
 // screenLocked resolves the tier and priority into d and refuses the
-// request when its plan lacks the feature or its priority is shed. It
-// reports whether d is decided. The caller holds the locks of c.h.
+// request when its plan lacks the feature or its units or cost exceed
+// MaxQuantity. It reports whether d is decided. The caller holds the locks
+// of c.h.
 func (c *charge) screenLocked(d *Decision) bool {
 	rs := c.rs
 	c.tier = rs.resolveTier(c.static, c.h.st.prof)
@@ -118,9 +125,45 @@ func (c *charge) screenLocked(d *Decision) bool {
 		d.RequiredTier = rs.requiredTier[f]
 		return true
 	}
-	if c.e.shed(rs, d.Priority, c.now) {
-		d.deny(ReasonShed, rs.msgs.Shed)
+	if c.tooBig {
+		d.deny(ReasonRequestTooLarge, rs.msgs.RequestTooLarge)
+		return true
+	}
+	return false
+}
+
+// shedLocked refuses the request when its priority is shed. It runs after
+// tooLargeLocked, so that a request that can never fit is not told to
+// retry. The caller holds the locks of c.h.
+func (c *charge) shedLocked(d *Decision) bool {
+	if c.e.shed(c.rs, d.Priority, c.now) {
+		d.deny(ReasonShed, c.rs.msgs.Shed)
 		d.RetryAfter = time.Second
+		return true
+	}
+	return false
+}
+
+// tooLargeLocked refuses the request when it counts more against a limit
+// than the limit's (scaled) maximum, so that no reset or wait can admit
+// it: the binding limit is the first such one, and there is no RetryAfter.
+// A calls limit never makes a request too large (every request counts
+// one), its maximum of 0 refuses all requests as a window would. The
+// caller holds the locks of c.h.
+func (c *charge) tooLargeLocked(d *Decision) bool {
+	for i := range c.n {
+		a := &c.lims[i]
+		if a.rule.unit == UnitCalls || a.amount <= a.max {
+			continue
+		}
+		d.deny(ReasonRequestTooLarge, c.rs.msgs.RequestTooLarge)
+		d.Cost = c.cost
+		d.HasBinding, d.Binding = true, c.limitStatusLocked(a)
+		d.Amount = a.amount
+		for j := range c.n {
+			d.limits[j] = c.limitStatusLocked(&c.lims[j])
+		}
+		d.nlimits = c.n
 		return true
 	}
 	return false
@@ -294,7 +337,7 @@ func (c *charge) checkLocked() {
 			a.amount = cost
 		}
 		a.max = scaledMax(r.max, c.factor)
-		if usedLocked(ws, c.now, r.mode)+a.amount > a.max {
+		if !fits(usedLocked(ws, c.now, r.mode), a.amount, a.max) {
 			a.refused = true
 			a.fitAt = fitTimeLocked(ws, c.now, r.mode, r.period, c.rs.loc, a.amount, a.max)
 		}
@@ -398,7 +441,7 @@ func (c *charge) statusesLocked(d *Decision) {
 		if d.Allowed && (!d.HasBinding || ls.Remaining < d.Binding.Remaining) {
 			d.Binding, d.HasBinding = ls, true
 		}
-		if !d.Allowed || ls.Limit <= 0 || ls.Used*100 < ls.Limit*c.rs.threshold {
+		if !d.Allowed || ls.Limit <= 0 || !atLeastPercent(ls.Used, ls.Limit, c.rs.threshold) {
 			continue
 		}
 		if ratio := float64(ls.Used) / float64(ls.Limit); ratio > bestRatio {

@@ -22,6 +22,7 @@ const (
 	defaultShed             = "Service is under heavy load. Please retry shortly."
 	defaultNoIdentity       = "Request has no identity."
 	defaultUnknownSubject   = "Unknown subject."
+	defaultTooLarge         = "Request too large: it can never fit within your plan's limits. Send a smaller request."
 )
 
 // Config configures an Engine. The zero value of every optional field means
@@ -205,6 +206,10 @@ type Messages struct {
 	NoIdentity string
 	// UnknownSubject defaults to "Unknown subject."
 	UnknownSubject string
+	// RequestTooLarge defaults to "Request too large: it can never fit
+	// within your plan's limits. Send a smaller request." The decision's
+	// Binding names the limit, when one applies.
+	RequestTooLarge string
 }
 
 // CapacityConfig drives priority shedding ("dynamic throttling based on
@@ -272,6 +277,7 @@ func (m Messages) withDefaults() Messages {
 	def(&m.Shed, defaultShed)
 	def(&m.NoIdentity, defaultNoIdentity)
 	def(&m.UnknownSubject, defaultUnknownSubject)
+	def(&m.RequestTooLarge, defaultTooLarge)
 	return m
 }
 
@@ -326,6 +332,8 @@ func (c Config) Validate() error {
 		if a.PerThousand < 0 {
 			v.add(p+".per_thousand", "must be >= 0, got %d", a.PerThousand)
 		}
+		checkQuantity(v, p+".per_call", a.PerCall)
+		checkQuantity(v, p+".per_thousand", a.PerThousand)
 	}
 	for _, name := range sortedKeys(c.Users) {
 		u := c.Users[name]
@@ -341,6 +349,7 @@ func (c Config) Validate() error {
 		if u.Credits < 0 {
 			v.add(p+".credits", "must be >= 0, got %d", u.Credits)
 		}
+		checkQuantity(v, p+".credits", u.Credits)
 		validateLimits(v, p+".limits", u.Limits)
 	}
 	for _, name := range sortedKeys(c.Roles) {
@@ -393,6 +402,7 @@ func validateTeams(v *validator, teams map[string]TeamConfig) {
 		if t.Credits < 0 {
 			v.add(p+".credits", "must be >= 0, got %d", t.Credits)
 		}
+		checkQuantity(v, p+".credits", t.Credits)
 		validateLimits(v, p+".limits", t.Limits)
 	}
 }
@@ -407,7 +417,7 @@ func validateGlobals(v *validator, c Config) {
 	if c.Capacity.RequestsPerSecond < 0 || math.IsNaN(c.Capacity.RequestsPerSecond) {
 		v.add("capacity.requests_per_second", "must be >= 0, got %g", c.Capacity.RequestsPerSecond)
 	}
-	if c.Capacity.Factor < 0 || math.IsNaN(c.Capacity.Factor) {
+	if c.Capacity.Factor < 0 || math.IsNaN(c.Capacity.Factor) || math.IsInf(c.Capacity.Factor, 0) {
 		v.add("capacity.factor", "must be > 0, got %g", c.Capacity.Factor)
 	}
 	for p, at := range c.Capacity.ShedAt {
@@ -430,6 +440,7 @@ func validateGrant(v *validator, p string, g TokenGrant) {
 	if g.Amount < 0 {
 		v.add(p+".amount", "must be >= 0, got %d", g.Amount)
 	}
+	checkQuantity(v, p+".amount", g.Amount)
 	if g.Amount > 0 || g.Period != (Period{}) {
 		validatePeriod(v, p+".period", g.Period)
 	}
@@ -443,6 +454,7 @@ func validateLimits(v *validator, p string, limits []LimitConfig) {
 		if l.Max < 0 {
 			v.add(lp+".max", "must be >= 0, got %d", l.Max)
 		}
+		checkQuantity(v, lp+".max", l.Max)
 		if l.Unit < UnitCalls || l.Unit > UnitTokens {
 			v.add(lp+".unit", "must be calls, units or tokens, got %d", int(l.Unit))
 		}

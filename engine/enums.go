@@ -47,9 +47,13 @@ const (
 	ReasonShed
 	ReasonNoIdentity
 	ReasonUnknownSubject
+	// ReasonRequestTooLarge refuses a request that can never be admitted
+	// as it is: it counts more against a limit than the limit's maximum, or
+	// its units or cost exceed MaxQuantity. Waiting does not help.
+	ReasonRequestTooLarge
 )
 
-var reasonNames = [...]string{"ok", "window_exceeded", "insufficient_balance", "feature_not_in_plan", "shed", "no_identity", "unknown_subject"}
+var reasonNames = [...]string{"ok", "window_exceeded", "insufficient_balance", "feature_not_in_plan", "shed", "no_identity", "unknown_subject", "request_too_large"}
 
 // String returns the reason's stable snake_case name, used in metrics,
 // spans, the ledger and dynamic metadata.

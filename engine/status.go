@@ -211,7 +211,9 @@ func (e *Engine) SetProfile(ctx context.Context, subject string, p Profile) erro
 // AddCredits adds delta (which may be negative) to the credits of key, a
 // subject or "team:<name>", and returns the balance after it. Credits
 // never go below zero: a delta that would make them negative changes
-// nothing and returns an error wrapping ErrNegativeBalance.
+// nothing and returns an error wrapping ErrNegativeBalance, and one that
+// would take them above MaxQuantity changes nothing and returns an error
+// wrapping ErrQuantityTooLarge.
 func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balance int64, err error) {
 	if key == "" {
 		return 0, fmt.Errorf("engine: add credits: %w: the key is empty", ErrUnknownSubject)
@@ -236,7 +238,10 @@ func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balan
 		g = rs.resolveTier(rs.staticTier(&Request{Subject: key}, rs.users[key]), st.prof).grant
 	}
 	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
-	if st.credits+delta < 0 {
+	if delta > MaxQuantity || st.credits > MaxQuantity-delta {
+		return balanceLocked(st), creditsTooLarge(key, delta, st.credits)
+	}
+	if delta < -MaxQuantity || st.credits+delta < 0 {
 		return balanceLocked(st), fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
 			delta, key, ErrNegativeBalance, st.credits, st.credits)
 	}

@@ -310,11 +310,15 @@ func (rs *ruleset) startingCredits(key string) int64 {
 }
 
 // cost prices req: PerCall + ceil(Units × PerThousand / 1000).
-func (rs *ruleset) cost(req *Request) int64 {
-	a, ok := rs.actions[req.Action]
-	if !ok {
-		return 0
+// ok is false when the cost, or the units it is priced from, exceed
+// MaxQuantity: such a request can never be counted and is refused.
+func (rs *ruleset) cost(req *Request) (cost int64, ok bool) {
+	if req.Units > MaxQuantity {
+		return 0, false
 	}
-	units := max(req.Units, 0)
-	return a.PerCall + (units*a.PerThousand+999)/1000
+	a, found := rs.actions[req.Action]
+	if !found {
+		return 0, true
+	}
+	return priceOf(a.PerCall, a.PerThousand, req.Units)
 }

@@ -97,14 +97,24 @@ type Decision struct {
 	HasBalance bool
 	// BalanceOwner is the key that paid: the subject, or "team:<name>".
 	BalanceOwner string
+	// Grant is the owner's periodic token grant per GrantPeriod, and
+	// Refill when the balance is next refilled to it; both are zero when
+	// the owner has no limited grant.
+	Grant       int64
+	GrantPeriod Period
+	Refill      time.Time
 
 	// Binding is the limit with the least remaining (for a denial, the one
 	// that refused). HasBinding is false when no limit applied.
 	Binding    LimitStatus
 	HasBinding bool
 	// RetryAfter is how long to wait before a retry can succeed; zero when
-	// unknown or allowed.
+	// allowed, or when no wait will help (ReasonRequestTooLarge, a cost that
+	// no refill covers).
 	RetryAfter time.Duration
+	// Amount is what the request counts against the Binding limit, for
+	// ReasonRequestTooLarge: more than the limit's maximum.
+	Amount int64
 	// Delay is how long an admitted request must wait (the tier's
 	// max_delay); Charge waits it out, ChargeAt leaves it to the caller.
 	Delay time.Duration

@@ -141,7 +141,7 @@ func usedLocked(ws *windowState, now int64, mode WindowMode) int64 {
 		return ws.cur
 	}
 	length := ws.end - ws.start
-	return weighted(ws.prev, min(ws.end-now, length), length) + ws.cur
+	return addSat(weighted(ws.prev, min(ws.end-now, length), length), ws.cur)
 }
 
 // mulDiv returns floor(a × b / c) for 0 <= a < c and b >= 0, without
@@ -201,9 +201,9 @@ func fitsAtLocked(ws *windowState, t int64, mode WindowMode, p Period, loc *time
 		}
 		used := s.cur
 		if mode == WindowSliding {
-			used += weighted(s.prev, s.end-t, s.end-s.start)
+			used = addSat(used, weighted(s.prev, s.end-t, s.end-s.start))
 		}
-		return i, used+amount <= max
+		return i, fits(used, amount, max)
 	}
 	return 0, false
 }
