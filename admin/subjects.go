@@ -19,7 +19,7 @@ const teamPrefix = "team:"
 func engineError(err error) error {
 	switch {
 	case errors.Is(err, engine.ErrUnknownTier), errors.Is(err, engine.ErrInvalidConfig),
-		errors.Is(err, engine.ErrUnknownSubject), errors.Is(err, engine.ErrNegativeBalance):
+		errors.Is(err, engine.ErrUnknownSubject), errors.Is(err, engine.ErrNegativeBalance), errors.Is(err, engine.ErrQuantityTooLarge):
 		return &httpError{Code: http.StatusBadRequest, Msg: strings.TrimPrefix(err.Error(), "engine: "), Err: err}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &httpError{Code: http.StatusServiceUnavailable, Msg: "the request was cancelled or timed out", Err: err}

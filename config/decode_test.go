@@ -307,10 +307,28 @@ func TestBadConfigs(t *testing.T) {
 			in:   tiers + "  capacity: {requests_per_second: -1, factor: -2, shed_at: {critical: 1, low: 0, urgent: 1}}\n",
 			want: []string{
 				"quota_manager.capacity.requests_per_second: must be >= 0 (0 disables shedding), got -1",
-				"quota_manager.capacity.factor: must be >= 0 (0 means 1), got -2",
+				"quota_manager.capacity.factor: must be a finite number >= 0 (0 means 1), got -2",
 				"quota_manager.capacity.shed_at.critical: critical requests are never shed; remove this key",
 				"quota_manager.capacity.shed_at.low: must be > 0 (a fraction of capacity such as 0.8), got 0",
 				`quota_manager.capacity.shed_at.urgent: unknown priority "urgent": want one of low, medium, high, critical`,
+			},
+		},
+		{
+			name: "quantities above 2^53-1",
+			in: "quota_manager:\n  tiers:\n    freemium:\n      api_calls_per_hour: 9007199254740992\n" +
+				"      tokens: {grant: 9223372036854775807, every: month}\n" +
+				"      limits: [{max: 9007199254740992, per: day, unit: units}]\n" +
+				"  actions: {translate: {tokens_per_1000_units: 9007199254740992, tokens_per_call: 9007199254740992}}\n" +
+				"  users: {u: {credits: 9007199254740992}}\n" +
+				"pricing: {max_body_bytes: 1099511627777}\n",
+			want: []string{
+				"quota_manager.tiers.freemium.tokens.grant: must be at most 9007199254740991 (2^53-1, the largest quantity quotagate counts exactly), got 9223372036854775807",
+				"quota_manager.tiers.freemium.api_calls_per_hour: must be at most 9007199254740991 (2^53-1, the largest quantity quotagate counts exactly), got 9007199254740992",
+				"quota_manager.tiers.freemium.limits[0].max: must be at most 9007199254740991 (2^53-1, the largest quantity quotagate counts exactly), got 9007199254740992",
+				"quota_manager.actions.translate.tokens_per_1000_units: must be at most 9007199254740991 (2^53-1, the largest quantity quotagate counts exactly), got 9007199254740992",
+				"quota_manager.actions.translate.tokens_per_call: must be at most 9007199254740991 (2^53-1, the largest quantity quotagate counts exactly), got 9007199254740992",
+				"quota_manager.users.u.credits: must be at most 9007199254740991 (2^53-1, the largest quantity quotagate counts exactly), got 9007199254740992",
+				"pricing.max_body_bytes: must be from 1 to 1099511627776 (1 TiB) bytes, or 0 for 64 MiB, got 1099511627777",
 			},
 		},
 		{

@@ -47,7 +47,7 @@ func defaults() *File {
 			APIKey:       APIKeySource{Header: "x-api-key"},
 			StripHeaders: []string{"x-quota-tier", "x-tier", "x-user-tier"},
 		},
-		Pricing: Pricing{PartialBodyWordsPerByte: 0.2},
+		Pricing: Pricing{PartialBodyWordsPerByte: 0.5, MaxBodyBytes: 64 << 20},
 		Server: Server{
 			GRPCAddr:             ":9191",
 			HTTPAddr:             ":8080",

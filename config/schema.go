@@ -262,6 +262,11 @@ type Pricing struct {
 	// PartialBodyWordsPerByte prices a body that Envoy truncated: the words
 	// of the missing bytes are estimated at this rate.
 	PartialBodyWordsPerByte float64 `json:"partial_body_words_per_byte"`
+	// MaxBodyBytes is the largest request body, in bytes, that is priced:
+	// the size a truncated body claims in content-length, or a body
+	// received whole. A larger one is refused with 413 request_too_large
+	// and charges nothing. 0 means 64 MiB.
+	MaxBodyBytes int64 `json:"max_body_bytes"`
 }
 
 // Server configures the listeners.

@@ -83,6 +83,9 @@ func (f *File) validateRoutes(p *problems) {
 	if v := f.Pricing.PartialBodyWordsPerByte; v < 0 || v > 1 {
 		p.addf("pricing.partial_body_words_per_byte", "must be from 0 to 1, got %g", v)
 	}
+	if v := f.Pricing.MaxBodyBytes; v < 0 || v > 1<<40 {
+		p.addf("pricing.max_body_bytes", "must be from 1 to 1099511627776 (1 TiB) bytes, or 0 for 64 MiB, got %d", v)
+	}
 }
 
 func (f *File) validateServer(p *problems) {

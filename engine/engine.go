@@ -154,11 +154,14 @@ func (e *Engine) decide(ctx context.Context, now time.Time, req *Request, d *Dec
 	d.Subject, d.Action, d.Workflow, d.Units = req.Subject, req.Action, req.Workflow, req.Units
 	c := charge{e: e, rs: rs, req: *req, now: now.UnixNano(), factor: e.cap.factorValue()}
 	c.prepare()
-	d.Tier, d.FailureMode, d.Priority = c.static.name, c.static.failure, c.static.priority
+	d.FailureMode, d.Priority = c.static.failure, c.static.priority
 	if req.Subject == "" {
+		// No identity, no tier: a 401 names none (in headers, body,
+		// metadata, logs and spans), as it does not know who asked.
 		d.deny(ReasonNoIdentity, rs.msgs.NoIdentity)
 		return nil
 	}
+	d.Tier = c.static.name
 	if strings.HasPrefix(req.Subject, teamKeyPrefix) {
 		d.deny(ReasonUnknownSubject, rs.msgs.UnknownSubject)
 		return nil

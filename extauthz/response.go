@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -35,6 +36,7 @@ const (
 	CodeUnauthenticated     = "unauthenticated"
 	CodeUnknownSubject      = "unknown_subject"
 	CodeLengthRequired      = "length_required"
+	CodeRequestTooLarge     = "request_too_large"
 	CodeUnavailable         = "unavailable"
 )
 
@@ -42,6 +44,7 @@ const (
 const (
 	msgUnavailable    = "The quota service could not decide, so the request is refused. Retry shortly."
 	msgLengthRequired = "The request body was cut short by the proxy and has no Content-Length, so its cost cannot be bounded. Send a Content-Length header."
+	msgBodyTooLarge   = "Request too large: its body is larger than this service accepts. Send a smaller request."
 )
 
 // allow fills v for an admitted decision made at now.
@@ -80,14 +83,21 @@ func (s *Server) spoofed(in *Input) []string {
 	return out
 }
 
-// deny fills v for a refusal decided by the engine.
+// deny fills v for a refusal decided by the engine. The quota refusals
+// (429, 402, 413) share one shape: RateLimit headers for what refused the
+// request, Retry-After and retry_after_seconds exactly when waiting will
+// help, and a detail that says why and until when.
 func (s *Server) deny(now time.Time, v *Verdict) {
 	d := &v.Decision
 	id := d.ID.String()
 	retry := retryAfter(d, now)
-	h := make([]Header, 0, 6)
+	h := make([]Header, 0, 7)
 	h = append(h, Header{headerContentType, contentTypeJSON}, Header{HeaderDecisionID, id})
-	h = appendRateLimit(h, d, now)
+	if d.Reason == engine.ReasonInsufficientBalance {
+		h = appendBalanceRateLimit(h, d, now)
+	} else {
+		h = appendRateLimit(h, d, now)
+	}
 	if retry > 0 {
 		h = append(h, Header{HeaderRetryAfter, strconv.FormatInt(retry, 10)})
 	}
@@ -95,12 +105,16 @@ func (s *Server) deny(now time.Time, v *Verdict) {
 	switch d.Reason {
 	case engine.ReasonWindowExceeded:
 		v.Status, v.Code = 429, CodeQuotaExceeded
-		body = windowBody{CodeQuotaExceeded, d.Message, d.Binding.Limit, d.Binding.Remaining,
-			d.Binding.Reset.UTC().Format(time.RFC3339), retry, id, s.upgradeURL(d.Tier)}
+		body = windowBody{CodeQuotaExceeded, d.Message, d.Binding.Name, d.Binding.Limit, d.Binding.Remaining,
+			d.Binding.Reset.UTC().Format(time.RFC3339), retry, windowDetail(d, now, retry), id, s.upgradeURL(d.Tier)}
 	case engine.ReasonInsufficientBalance:
 		v.Status, v.Code = s.o().InsufficientBalanceStatus, CodeInsufficientBalance
 		h = append(h, Header{HeaderBalance, strconv.FormatInt(d.Balance, 10)})
-		body = balanceBody{CodeInsufficientBalance, d.Message, d.Cost, d.Balance, id, s.upgradeURL(d.Tier)}
+		body = balanceBody{CodeInsufficientBalance, d.Message, d.Cost, d.Balance, d.Grant, rfc3339(d.Refill),
+			retry, balanceDetail(d, now, retry), id, s.upgradeURL(d.Tier)}
+	case engine.ReasonRequestTooLarge:
+		v.Status, v.Code = 413, CodeRequestTooLarge
+		body = tooLargeDetail(d, id, s.upgradeURL(d.Tier))
 	case engine.ReasonFeatureNotInPlan:
 		v.Status, v.Code = 403, CodeFeatureNotInPlan
 		feature := d.Action
@@ -147,6 +161,26 @@ func (s *Server) failure(now time.Time, d *engine.Decision, err error, v *Verdic
 	v.Metadata.Decision = "deny"
 	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id}, {HeaderFailureMode, mode}}
 	v.Body = marshal(failureBody{CodeUnavailable, msgUnavailable, mode, id})
+}
+
+// bodyTooLarge refuses a request whose body, as claimed by content-length
+// or as received, is larger than MaxBodyBytes: 413 request_too_large with
+// no Retry-After, since no wait makes it smaller. req holds the caller's
+// identity, for the record; nothing is charged.
+func (s *Server) bodyTooLarge(req *engine.Request, in *Input, v *Verdict) {
+	id := newID()
+	d := &v.Decision
+	d.ID, d.Reason, d.Subject, d.Action, d.Workflow = id, engine.ReasonRequestTooLarge, req.Subject, req.Action, req.Workflow
+	size := max(in.ContentLength, int64(len(in.Body)))
+	limit := s.o().MaxBodyBytes
+	d.Message = msgBodyTooLarge
+	v.Status, v.Code = 413, CodeRequestTooLarge
+	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id.String()}}
+	v.Body = marshal(tooLargeBody{CodeRequestTooLarge, msgBodyTooLarge, "max_body_bytes", limit, size,
+		fmt.Sprintf("The request body is %d bytes; quotagate prices bodies of up to %d bytes (pricing.max_body_bytes), so this request can never be admitted and waiting will not help. Send a smaller body.", size, limit),
+		id.String(), ""})
+	v.Metadata = Metadata{DecisionID: id.String(), Decision: "deny", Reason: engine.ReasonRequestTooLarge.String(),
+		Action: req.Action, Workflow: req.Workflow}
 }
 
 // lengthRequired refuses a truncated body whose full size is unknown.
@@ -213,12 +247,14 @@ func appendSFString(b []byte, s string) []byte {
 }
 
 // retryAfter is the whole seconds, rounded up, before a retry can succeed:
-// the engine's RetryAfter, else the binding limit's reset; 0 when unknown.
+// the engine's RetryAfter, else for a window refusal the binding limit's
+// reset; 0 when no wait helps (a request too large, a cost no refill
+// covers) or when unknown.
 func retryAfter(d *engine.Decision, now time.Time) int64 {
 	if d.RetryAfter > 0 {
 		return ceilSeconds(d.RetryAfter)
 	}
-	if d.HasBinding && d.Binding.Reset.After(now) {
+	if d.Reason == engine.ReasonWindowExceeded && d.HasBinding && d.Binding.Reset.After(now) {
 		return ceilSeconds(d.Binding.Reset.Sub(now))
 	}
 	return 0
@@ -249,22 +285,47 @@ func marshal(v any) []byte {
 	return b
 }
 
+// windowBody is the 429 body. retry_after_seconds is 0 when no reset
+// will admit the request; detail then says so.
 type windowBody struct {
 	Error             string `json:"error"`
 	Message           string `json:"message"`
+	LimitName         string `json:"limit_name"`
 	Limit             int64  `json:"limit"`
 	Remaining         int64  `json:"remaining"`
 	Reset             string `json:"reset"`
 	RetryAfterSeconds int64  `json:"retry_after_seconds"`
+	Detail            string `json:"detail"`
 	DecisionID        string `json:"decision_id"`
 	UpgradeURL        string `json:"upgrade_url"`
 }
 
+// balanceBody is the 402 body: grant is the periodic grant the balance is
+// refilled to at refill (empty without one); retry_after_seconds is 0 when
+// no refill covers the cost.
 type balanceBody struct {
+	Error             string `json:"error"`
+	Message           string `json:"message"`
+	Cost              int64  `json:"cost"`
+	Balance           int64  `json:"balance"`
+	Grant             int64  `json:"grant"`
+	Refill            string `json:"refill"`
+	RetryAfterSeconds int64  `json:"retry_after_seconds"`
+	Detail            string `json:"detail"`
+	DecisionID        string `json:"decision_id"`
+	UpgradeURL        string `json:"upgrade_url"`
+}
+
+// tooLargeBody is the 413 body: amount is what the request counts against
+// the limit named limit_name, which allows limit; there is never a
+// Retry-After or retry_after_seconds, since waiting does not help.
+type tooLargeBody struct {
 	Error      string `json:"error"`
 	Message    string `json:"message"`
-	Cost       int64  `json:"cost"`
-	Balance    int64  `json:"balance"`
+	LimitName  string `json:"limit_name"`
+	Limit      int64  `json:"limit"`
+	Amount     int64  `json:"amount"`
+	Detail     string `json:"detail"`
 	DecisionID string `json:"decision_id"`
 	UpgradeURL string `json:"upgrade_url"`
 }

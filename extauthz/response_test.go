@@ -3,6 +3,7 @@ package extauthz
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,8 @@ func TestDeny(t *testing.T) {
 		wantStatus int
 		wantBody   string
 		wantRetry  string
+		// wantPolicy and wantRateLimt, when set, are the RateLimit fields.
+		wantPolicy, wantRateLimt string
 	}{
 		{
 			name: "window exceeded",
@@ -93,8 +96,9 @@ func TestDeny(t *testing.T) {
 				Message: "Quota exceeded. Upgrade your plan or wait for the reset.", Binding: hourBinding(10, 10), HasBinding: true,
 				RetryAfter: 30 * time.Minute},
 			wantStatus: 429,
-			wantBody: `{"error":"quota_exceeded","message":"Quota exceeded. Upgrade your plan or wait for the reset.","limit":10,"remaining":0,` +
-				`"reset":"2026-11-27T11:00:00Z","retry_after_seconds":1800,"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
+			wantBody: `{"error":"quota_exceeded","message":"Quota exceeded. Upgrade your plan or wait for the reset.","limit_name":"hour","limit":10,"remaining":0,` +
+				`"reset":"2026-11-27T11:00:00Z","retry_after_seconds":1800,"detail":"The \"hour\" limit allows 10 per hour and has 0 left; this request fits again at 2026-11-27T11:00:00Z, in 30 minutes. Retry then.",` +
+				`"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
 			wantRetry: "1800",
 		},
 		{
@@ -102,22 +106,72 @@ func TestDeny(t *testing.T) {
 			d: engine.Decision{Reason: engine.ReasonWindowExceeded, Tier: "freemium", Message: "m",
 				Binding: hourBinding(10, 10), HasBinding: true},
 			wantStatus: 429,
-			wantBody: `{"error":"quota_exceeded","message":"m","limit":10,"remaining":0,"reset":"2026-11-27T11:00:00Z",` +
-				`"retry_after_seconds":1800,"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
+			wantBody: `{"error":"quota_exceeded","message":"m","limit_name":"hour","limit":10,"remaining":0,"reset":"2026-11-27T11:00:00Z",` +
+				`"retry_after_seconds":1800,"detail":"The \"hour\" limit allows 10 per hour and has 0 left; this request fits again at 2026-11-27T11:00:00Z, in 30 minutes. Retry then.",` +
+				`"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
 			wantRetry: "1800",
 		},
 		{
 			name:       "insufficient balance default status",
 			d:          engine.Decision{Reason: engine.ReasonInsufficientBalance, Tier: "freemium", Message: "m", Cost: 15, Balance: 4, HasBalance: true},
 			wantStatus: 402,
-			wantBody:   `{"error":"insufficient_balance","message":"m","cost":15,"balance":4,"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
+			wantBody: `{"error":"insufficient_balance","message":"m","cost":15,"balance":4,"grant":0,"refill":"","retry_after_seconds":0,` +
+				`"detail":"This request costs 15 tokens and the balance is 4; the balance is not refilled, so waiting will not help. Add credits or upgrade your plan.",` +
+				`"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
+		},
+		{
+			name: "insufficient balance refilled weeks ahead",
+			d: engine.Decision{Reason: engine.ReasonInsufficientBalance, Tier: "freemium", Message: "m", Cost: 15, Balance: 4, HasBalance: true,
+				Grant: 1000, GrantPeriod: engine.Period{Calendar: "month", Every: 30 * 24 * time.Hour},
+				Refill: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), RetryAfter: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).Sub(t0)},
+			wantStatus: 402,
+			wantBody: `{"error":"insufficient_balance","message":"m","cost":15,"balance":4,"grant":1000,"refill":"2026-12-01T00:00:00Z","retry_after_seconds":307800,` +
+				`"detail":"This request costs 15 tokens and the balance is 4. The balance refills to 1000 tokens on 2026-12-01T00:00:00Z, in 4 days; retry then, or add credits or upgrade your plan to go on now.",` +
+				`"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
+			wantRetry:    "307800",
+			wantPolicy:   `"tokens";q=1000;w=2592000`,
+			wantRateLimt: `"tokens";r=4;t=307800`,
+		},
+		{
+			name: "insufficient balance no refill covers",
+			d: engine.Decision{Reason: engine.ReasonInsufficientBalance, Tier: "freemium", Message: "m", Cost: 1500, Balance: 4, HasBalance: true,
+				Grant: 1000, GrantPeriod: engine.Period{Calendar: "month", Every: 30 * 24 * time.Hour},
+				Refill: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)},
+			wantStatus: 402,
+			wantBody: `{"error":"insufficient_balance","message":"m","cost":1500,"balance":4,"grant":1000,"refill":"2026-12-01T00:00:00Z","retry_after_seconds":0,` +
+				`"detail":"This request costs 1500 tokens; the balance is 4, and a refill to the grant of 1000 tokens plus the credits does not cover it, so waiting will not help. Add credits or upgrade your plan.",` +
+				`"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
+			wantPolicy:   `"tokens";q=1000;w=2592000`,
+			wantRateLimt: `"tokens";r=4;t=307800`,
+		},
+		{
+			name: "too large for a limit",
+			d: engine.Decision{Reason: engine.ReasonRequestTooLarge, Tier: "freemium", Message: "m", Amount: 700000,
+				Binding: engine.LimitStatus{Name: "translate-words", Limit: 20000, Period: engine.Period{Calendar: "day", Every: 24 * time.Hour},
+					Remaining: 20000, Reset: time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)}, HasBinding: true},
+			wantStatus: 413,
+			wantBody: `{"error":"request_too_large","message":"m","limit_name":"translate-words","limit":20000,"amount":700000,` +
+				`"detail":"This request counts 700000 against the \"translate-words\" limit, which allows 20000 per day, so it can never fit and waiting will not help. Send a smaller request.",` +
+				`"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
+			wantPolicy:   `"translate-words";q=20000;w=86400`,
+			wantRateLimt: `"translate-words";r=20000;t=48600`,
+		},
+		{
+			name:       "too large to count",
+			d:          engine.Decision{Reason: engine.ReasonRequestTooLarge, Tier: "freemium", Message: "m"},
+			wantStatus: 413,
+			wantBody: `{"error":"request_too_large","message":"m","limit_name":"","limit":9007199254740991,"amount":0,` +
+				`"detail":"This request's size or cost exceeds 9007199254740991, the largest quantity quotagate counts, so it can never be admitted and waiting will not help. Send a smaller request.",` +
+				`"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
 		},
 		{
 			name:       "insufficient balance configured status",
 			opts:       Options{InsufficientBalanceStatus: 429},
 			d:          engine.Decision{Reason: engine.ReasonInsufficientBalance, Tier: "freemium", Message: "m", Cost: 15, Balance: 4, HasBalance: true},
 			wantStatus: 429,
-			wantBody:   `{"error":"insufficient_balance","message":"m","cost":15,"balance":4,"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
+			wantBody: `{"error":"insufficient_balance","message":"m","cost":15,"balance":4,"grant":0,"refill":"","retry_after_seconds":0,` +
+				`"detail":"This request costs 15 tokens and the balance is 4; the balance is not refilled, so waiting will not help. Add credits or upgrade your plan.",` +
+				`"decision_id":"` + decisionID.String() + `","upgrade_url":"https://example.com/upgrade"}`,
 		},
 		{
 			name:       "feature not in plan",
@@ -161,6 +215,13 @@ func TestDeny(t *testing.T) {
 			}
 			if got, _ := header(v.Headers, HeaderRetryAfter); got != tt.wantRetry {
 				t.Errorf("retry-after = %q, want %q", got, tt.wantRetry)
+			}
+			if tt.wantPolicy != "" {
+				p, _ := header(v.Headers, HeaderRateLimitPolicy)
+				r, _ := header(v.Headers, HeaderRateLimit)
+				if p != tt.wantPolicy || r != tt.wantRateLimt {
+					t.Errorf("ratelimit-policy %q ratelimit %q, want %q and %q", p, r, tt.wantPolicy, tt.wantRateLimt)
+				}
 			}
 			if got, _ := header(v.Headers, "content-type"); got != "application/json" {
 				t.Errorf("content-type = %q", got)
@@ -242,23 +303,30 @@ func TestRoute(t *testing.T) {
 func TestUnits(t *testing.T) {
 	s := testServer(t, Options{})
 	slow := testServer(t, Options{WordsPerByte: 0.1})
+	small := testServer(t, Options{MaxBodyBytes: 100})
 	tests := []struct {
-		name   string
-		s      *Server
-		in     Input
-		want   int64
-		wantOK bool
+		name     string
+		s        *Server
+		in       Input
+		want     int64
+		wantSize bodySize
 	}{
-		{name: "whole body", s: s, in: Input{Body: "one two three", ContentLength: 13}, want: 3, wantOK: true},
-		{name: "truncated priced at bound", s: s, in: Input{Body: "one two ", BodyTruncated: true, ContentLength: 108}, want: 52, wantOK: true},
-		{name: "truncated, low rate raised to observed density", s: slow, in: Input{Body: "a b c d ", BodyTruncated: true, ContentLength: 108}, want: 54, wantOK: true},
-		{name: "truncated without length", s: s, in: Input{Body: "one two", BodyTruncated: true, ContentLength: -1}, wantOK: false},
+		{name: "whole body", s: s, in: Input{Body: "one two three", ContentLength: 13}, want: 3},
+		{name: "truncated priced at bound", s: s, in: Input{Body: "one two ", BodyTruncated: true, ContentLength: 108}, want: 52},
+		{name: "truncated, low rate raised to observed density", s: slow, in: Input{Body: "a b c d ", BodyTruncated: true, ContentLength: 108}, want: 54},
+		{name: "truncated without length", s: s, in: Input{Body: "one two", BodyTruncated: true, ContentLength: -1}, wantSize: sizeUnknown},
+		{name: "claimed length below what arrived", s: s, in: Input{Body: "one two three", BodyTruncated: true, ContentLength: 3}, want: 3},
+		{name: "claimed length of MaxInt64", s: s, in: Input{Body: "one two", BodyTruncated: true, ContentLength: math.MaxInt64}, wantSize: sizeTooLarge},
+		{name: "claimed length just above the limit", s: small, in: Input{Body: "one two", BodyTruncated: true, ContentLength: 101}, wantSize: sizeTooLarge},
+		{name: "claimed length at the limit", s: small, in: Input{Body: "one two", BodyTruncated: true, ContentLength: 100}, want: 2 + 47},
+		{name: "whole body above the limit", s: small, in: Input{Body: strings.Repeat("a ", 51)}, wantSize: sizeTooLarge},
+		{name: "length ignored when not truncated", s: small, in: Input{Body: "one", ContentLength: math.MaxInt64}, want: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := tt.s.units(&tt.in)
-			if got != tt.want || ok != tt.wantOK {
-				t.Errorf("units = %d, %v; want %d, %v", got, ok, tt.want, tt.wantOK)
+			got, size := tt.s.units(&tt.in)
+			if got != tt.want || size != tt.wantSize {
+				t.Errorf("units = %d, %v; want %d, %v", got, size, tt.want, tt.wantSize)
 			}
 		})
 	}

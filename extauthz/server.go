@@ -42,6 +42,13 @@ type Options struct {
 	// MaxWordsPerByte, which never under-charges; values below the density
 	// of the part received are raised to it.
 	WordsPerByte float64
+	// MaxBodyBytes is the largest body, in bytes, that a request may have:
+	// the full size a truncated body claims in content-length, or the size
+	// of a body received whole. A larger one is refused with 413
+	// request_too_large before anything is charged, so that no claimed size
+	// can inflate a price past what can be counted. Zero means
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
 	// UpgradeURL returns the upgrade link offered to a refused client of
 	// the tier. Nil means none.
 	UpgradeURL func(engine.Tier) string
@@ -119,8 +126,14 @@ func (o *Options) withDefaults() error {
 	if s := o.InsufficientBalanceStatus; s < 400 || s > 599 {
 		return fmt.Errorf("extauthz: insufficient balance status %d is not an HTTP error status (400-599)", s)
 	}
-	if o.WordsPerByte < 0 {
-		return fmt.Errorf("extauthz: words per byte %g must not be negative", o.WordsPerByte)
+	if !(o.WordsPerByte >= 0 && o.WordsPerByte <= 1) {
+		return fmt.Errorf("extauthz: words per byte %g must be from 0 to 1 (CountWords never finds more than %g per byte)", o.WordsPerByte, MaxWordsPerByte)
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.MaxBodyBytes < 0 || o.MaxBodyBytes > MaxBodyBytesLimit {
+		return fmt.Errorf("extauthz: max body bytes %d must be from 1 to %d", o.MaxBodyBytes, int64(MaxBodyBytesLimit))
 	}
 	if o.WordsPerByte == 0 {
 		o.WordsPerByte = MaxWordsPerByte
@@ -176,9 +189,13 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 	var req engine.Request
 	v.Identity = s.o().Identity.identify(in, &req)
 	req.Action, req.Workflow = s.route(in)
-	units, ok := s.units(in)
-	if !ok {
+	units, size := s.units(in)
+	switch size {
+	case sizeUnknown:
 		s.lengthRequired(start, in, v)
+		return
+	case sizeTooLarge:
+		s.bodyTooLarge(&req, in, v)
 		return
 	}
 	req.Units = units
@@ -218,15 +235,28 @@ func (s *Server) route(in *Input) (action, workflow string) {
 	return "", ""
 }
 
+// bodySize says whether a request's body can be priced.
+type bodySize int
+
+const (
+	sizeOK       bodySize = iota
+	sizeUnknown           // truncated without a content-length: no upper bound
+	sizeTooLarge          // larger than MaxBodyBytes, claimed or seen
+)
+
 // units counts the words of the body, pricing a truncated body by the
-// documented conservative rule. ok is false when the body was truncated and
-// its full size is unknown, so no upper bound exists.
-func (s *Server) units(in *Input) (units int64, ok bool) {
+// documented conservative rule. The count is never below the words of the
+// part received, and never above MaxBodyBytes words.
+func (s *Server) units(in *Input) (int64, bodySize) {
+	limit := s.o().MaxBodyBytes
+	if int64(len(in.Body)) > limit || (in.BodyTruncated && in.ContentLength > limit) {
+		return 0, sizeTooLarge
+	}
 	if !in.BodyTruncated {
-		return CountWords(in.Body), true
+		return CountWords(in.Body), sizeOK
 	}
 	if in.ContentLength < 0 {
-		return 0, false
+		return 0, sizeUnknown
 	}
 	seen := trimPartialRune(in.Body)
 	counted := CountWords(seen)
@@ -236,5 +266,5 @@ func (s *Server) units(in *Input) (units int64, ok bool) {
 			rate = density
 		}
 	}
-	return partialWords(counted, int64(len(seen)), in.ContentLength, rate), true
+	return partialWords(counted, int64(len(seen)), in.ContentLength, rate), sizeOK
 }

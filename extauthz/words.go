@@ -177,10 +177,22 @@ func trimPartialRune(s string) string {
 // partialWords prices a truncated body: the words counted in the part that
 // arrived plus the unseen bytes (total − received) at wordsPerByte, rounded
 // up. A word cut in two by the truncation is counted in both parts, which
-// only ever over-charges.
+// only ever over-charges. The caller bounds total by MaxBodyBytesLimit and
+// wordsPerByte by 1, so the sum is at most 2^41 and exact in a float64;
+// beyond that (a caller's bug) the estimate saturates rather than wraps.
 func partialWords(counted int64, received, total int64, wordsPerByte float64) int64 {
-	if total <= received {
+	if total <= received || !(wordsPerByte > 0) {
 		return counted
 	}
-	return counted + int64(math.Ceil(float64(total-received)*wordsPerByte))
+	est := math.Ceil(float64(total-received) * wordsPerByte)
+	if !(est < float64(math.MaxInt64/2)) || counted > math.MaxInt64/2 {
+		return math.MaxInt64 / 2
+	}
+	return counted + int64(est)
 }
+
+// DefaultMaxBodyBytes is the default of Options.MaxBodyBytes: 64 MiB.
+const DefaultMaxBodyBytes = 64 << 20
+
+// MaxBodyBytesLimit is the largest Options.MaxBodyBytes: 1 TiB.
+const MaxBodyBytesLimit = 1 << 40

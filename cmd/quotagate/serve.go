@@ -177,6 +177,7 @@ func authzOptions(file *config.File, eng *engine.Engine, logger *slog.Logger) (e
 		StripHeaders:              id.StripHeaders,
 		InsufficientBalanceStatus: file.Server.InsufficientBalanceStatus,
 		WordsPerByte:              file.Pricing.PartialBodyWordsPerByte,
+		MaxBodyBytes:              file.Pricing.MaxBodyBytes,
 		UpgradeURL:                func(t engine.Tier) string { return upgrade[t] },
 		Logger:                    logger,
 	}, nil
