@@ -463,6 +463,9 @@ func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, 
 		st.allowance, st.credits = r.Allowance, r.Credits
 		e.release(ctx, i, -1)
 	}
+	if !r.OK && delta > 0 {
+		return addSat(r.Allowance, r.Credits), creditsTooLarge(key, delta, r.Credits)
+	}
 	if !r.OK {
 		return r.Allowance + r.Credits, fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
 			delta, key, ErrNegativeBalance, r.Credits, r.Credits)

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -117,9 +118,9 @@ func FromDecision(d *engine.Decision, traceID string, now time.Time) Record {
 		Tier:         string(d.Tier),
 		Action:       d.Action,
 		Workflow:     d.Workflow,
-		Units:        d.Units,
+		Units:        max(d.Units, 0), // usage is never negative, whatever a caller passed
 		Cost:         d.Cost,
-		Charged:      d.Charged,
+		Charged:      max(d.Charged, 0),
 		Balance:      d.Balance,
 		HasBalance:   d.HasBalance,
 		BalanceOwner: d.BalanceOwner,
@@ -198,9 +199,21 @@ type counts struct {
 	calls, units, tokens, rejections int64
 }
 
+// add adds o to c, saturating at math.MaxInt64 rather than wrapping to a
+// negative usage (each charge is at most engine.MaxQuantity, so only an
+// absurd sum saturates).
 func (c *counts) add(o counts) {
-	c.calls += o.calls
-	c.units += o.units
-	c.tokens += o.tokens
-	c.rejections += o.rejections
+	c.calls = addCount(c.calls, o.calls)
+	c.units = addCount(c.units, o.units)
+	c.tokens = addCount(c.tokens, o.tokens)
+	c.rejections = addCount(c.rejections, o.rejections)
+}
+
+// addCount returns a + b for non-negative counts, saturated at
+// math.MaxInt64.
+func addCount(a, b int64) int64 {
+	if b > 0 && a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }

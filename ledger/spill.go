@@ -41,18 +41,18 @@ func (s *spill) add(r Record) {
 	case KindCharge:
 		sp.Records++
 		sp.Calls++
-		sp.Units += r.Units
-		sp.Tokens += r.Charged
+		sp.Units = addCount(sp.Units, r.Units)
+		sp.Tokens = addCount(sp.Tokens, r.Charged)
 	case KindRejection:
 		sp.Records++
 		sp.Rejections++
 	case KindSpill:
 		if o := r.Spill; o != nil {
-			sp.Records += o.Records
-			sp.Calls += o.Calls
-			sp.Units += o.Units
-			sp.Tokens += o.Tokens
-			sp.Rejections += o.Rejections
+			sp.Records = addCount(sp.Records, o.Records)
+			sp.Calls = addCount(sp.Calls, o.Calls)
+			sp.Units = addCount(sp.Units, o.Units)
+			sp.Tokens = addCount(sp.Tokens, o.Tokens)
+			sp.Rejections = addCount(sp.Rejections, o.Rejections)
 			r.Time = o.First
 			if o.Last.After(sp.Last) {
 				sp.Last = o.Last

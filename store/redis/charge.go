@@ -185,7 +185,8 @@ return out
 `)
 
 // creditScript adds ARGV[1] to the credits of the balance in state hash
-// KEYS[1] unless they would go negative. ARGV: delta, grant, grant period
+// KEYS[1] unless they would go negative or above engine.MaxQuantity
+// (2^53-1, which a Lua number still holds exactly). ARGV: delta, grant, grant period
 // start (unix ms), starting credits. It returns {ok, allowance, credits}.
 // A hash with a balance never expires, so the expiry of one that held
 // only counters until now is dropped.
@@ -198,7 +199,7 @@ if tonumber(ARGV[2]) > 0 then
   if h[1] == ARGV[3] then a = tonumber(h[2]) else a = tonumber(ARGV[2]) end
 end
 local d = tonumber(ARGV[1])
-if c + d < 0 then return {0, a, c} end
+if c + d < 0 or c + d > 9007199254740991 then return {0, a, c} end
 c = c + d
 redis.call('HSET', KEYS[1], 'p', ARGV[3], 'a', string.format('%d', a), 'c', string.format('%d', c))
 if h[4] then
