@@ -190,6 +190,11 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 	v.Identity = s.o().Identity.identify(in, &req)
 	req.Action, req.Workflow = s.route(in)
 	units, size := s.units(in)
+	if req.Subject == "" {
+		// Who asked comes first: the engine refuses it with 401, whatever
+		// the body.
+		units, size = 0, sizeOK
+	}
 	switch size {
 	case sizeUnknown:
 		s.lengthRequired(start, in, v)
