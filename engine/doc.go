@@ -27,6 +27,14 @@
 // context ends first the reservation stays charged, erring toward the
 // caller's quota rather than the system's.
 //
+// Arithmetic is checked: every count, limit, price, cost, grant and credit
+// balance lies in [0, MaxQuantity] (2^53−1), which Validate and AddCredits
+// enforce, so sums of two never overflow and a Lua script counts them
+// exactly. A cost is computed in 128 bits; a request whose units or cost
+// would exceed MaxQuantity, or that counts more against a limit than the
+// limit's maximum, can never be admitted and is refused with
+// ReasonRequestTooLarge, with no RetryAfter.
+//
 // Time is injected: ChargeAt and StatusAt take it as an argument, and
 // Config.Now is the clock of the other methods.
 package engine

@@ -31,6 +31,17 @@
 // known from content-length, is priced at WordsPerByte words per byte. The
 // default, 0.5, is the highest density CountWords can produce (a one-byte
 // word and a one-byte separator), so the charge is an upper bound: a
-// truncated body is never under-charged. A truncated body without a
-// content-length cannot be bounded and is refused with 411.
+// truncated body is never under-charged (TestPartialBodyDefaultCoversMeasuredText
+// measures text in many languages against it). A truncated body without a
+// content-length cannot be bounded and is refused with 411; a body larger
+// than MaxBodyBytes, claimed or received, is refused with 413
+// request_too_large before anything is charged, so no claimed size can
+// inflate a price. A caller without identity is refused with 401 first.
+//
+// # Refusals
+//
+// The quota refusals share one shape: 429 (a window), 402 (the balance)
+// and 413 (a request that can never fit) carry RateLimit fields for what
+// refused them, Retry-After and retry_after_seconds exactly when waiting
+// helps, and a detail saying why and until when.
 package extauthz

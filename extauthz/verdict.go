@@ -56,12 +56,13 @@ type Verdict struct {
 	// Allowed reports whether the request may proceed.
 	Allowed bool
 	// Status is the HTTP status: 200 when allowed, otherwise the denial's
-	// code (429, 402, 403, 401, 411 or 503).
+	// code (429, 402, 403, 401, 411, 413 or 503).
 	Status int
 	// Code names the outcome for clients and logs: "ok" when allowed, or the
 	// JSON body's error ("quota_exceeded", "insufficient_balance",
 	// "feature_not_in_plan", "overloaded", "unauthenticated",
-	// "unknown_subject", "length_required", "unavailable").
+	// "unknown_subject", "length_required", "request_too_large",
+	// "unavailable").
 	Code string
 	// Headers go to the client: response headers on an allow, the denial's
 	// headers otherwise.
