@@ -430,15 +430,16 @@ func (c *charge) commitLocked(d *Decision, owner *subjectState, grant TokenGrant
 }
 
 // statusesLocked fills the decision's limits, its binding limit (for an
-// admission, the one with the least remaining), its warning and the
-// threshold events.
+// admission or a balance refusal, the one with the least remaining: a
+// balance refusal names it too, so that its answer carries the same
+// RateLimit fields), its warning and the threshold events.
 func (c *charge) statusesLocked(d *Decision) {
 	best, bestRatio := -1, -1.0
 	for i := range c.n {
 		a := &c.lims[i]
 		ls := c.limitStatusLocked(a)
 		d.limits[i] = ls
-		if d.Allowed && (!d.HasBinding || ls.Remaining < d.Binding.Remaining) {
+		if (d.Allowed || d.Reason == ReasonInsufficientBalance) && (!d.HasBinding || ls.Remaining < d.Binding.Remaining) {
 			d.Binding, d.HasBinding = ls, true
 		}
 		if !d.Allowed || ls.Limit <= 0 || !atLeastPercent(ls.Used, ls.Limit, c.rs.threshold) {

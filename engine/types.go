@@ -104,8 +104,9 @@ type Decision struct {
 	GrantPeriod Period
 	Refill      time.Time
 
-	// Binding is the limit with the least remaining (for a denial, the one
-	// that refused). HasBinding is false when no limit applied.
+	// Binding is the limit with the least remaining (for a window or
+	// too-large refusal, the one that refused). HasBinding is false when
+	// no limit applied.
 	Binding    LimitStatus
 	HasBinding bool
 	// RetryAfter is how long to wait before a retry can succeed; zero when

@@ -153,6 +153,71 @@ func TestDecideInsufficientBalance(t *testing.T) {
 	}
 }
 
+// TestRefusalsShareOneShape checks, on a real engine, that 429 and 402
+// answers (413: TestFuzzCheckSeedsDecide) carry the same fields: RateLimit headers, Retry-After and
+// retry_after_seconds exactly when waiting helps, and a detail; and that
+// a 401 names no tier anywhere.
+func TestRefusalsShareOneShape(t *testing.T) {
+	s := newTestServer(t, &clock{now: t0}, Options{})
+	ctx := context.Background()
+	// fay (freemium: 10 calls an hour, 20 tokens a month) spends 15 of her
+	// 20 tokens, then asks for 10 more (refilled on the 1st: wait), then
+	// for 25 (no refill covers it: no wait).
+	if v := s.Decide(ctx, userInput("fay", "translate", strings.Repeat("w ", 3000))); !v.Allowed {
+		t.Fatalf("first translate denied: %s", v.Body)
+	}
+	type refusal struct {
+		RetryAfterSeconds *int64 `json:"retry_after_seconds"`
+		Detail            string `json:"detail"`
+		Refill            string `json:"refill"`
+	}
+	tests := []struct {
+		name       string
+		in         Input
+		wantStatus int
+		wantRetry  bool
+		detail     string
+	}{
+		{name: "402 refilled on the 1st", in: userInput("fay", "translate", strings.Repeat("w ", 2000)), wantStatus: 402, wantRetry: true, detail: "The balance refills to 20 tokens on 2026-12-01T00:00:00Z"},
+		{name: "402 no refill covers it", in: userInput("fay", "translate", strings.Repeat("w ", 5000)), wantStatus: 402, detail: "waiting will not help"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := s.Decide(ctx, tt.in)
+			if v.Status != tt.wantStatus {
+				t.Fatalf("status %d, want %d: %s", v.Status, tt.wantStatus, v.Body)
+			}
+			for _, h := range []string{HeaderRateLimit, HeaderRateLimitPolicy, HeaderDecisionID} {
+				if _, ok := header(v.Headers, h); !ok {
+					t.Errorf("no %s header: %v", h, v.Headers)
+				}
+			}
+			ra, hasRA := header(v.Headers, HeaderRetryAfter)
+			var b refusal
+			if err := json.Unmarshal(v.Body, &b); err != nil || b.RetryAfterSeconds == nil {
+				t.Fatalf("body %s: %v, want retry_after_seconds", v.Body, err)
+			}
+			if hasRA != tt.wantRetry || (*b.RetryAfterSeconds > 0) != tt.wantRetry || (hasRA && ra != strconv.FormatInt(*b.RetryAfterSeconds, 10)) {
+				t.Errorf("Retry-After %q (%v), retry_after_seconds %d; want a retry: %v", ra, hasRA, *b.RetryAfterSeconds, tt.wantRetry)
+			}
+			if !strings.Contains(b.Detail, tt.detail) {
+				t.Errorf("detail %q, want it to say %q", b.Detail, tt.detail)
+			}
+		})
+	}
+	for range 9 { // fay's calls 2 to 10 of the hour, then the 11th
+		s.Decide(ctx, userInput("fay", "", ""))
+	}
+	v := s.Decide(ctx, userInput("fay", "", ""))
+	if ra, _ := header(v.Headers, HeaderRetryAfter); v.Status != 429 || ra != "1800" || !strings.Contains(string(v.Body), `"detail":"The \"hour\" limit allows 10 per hour`) {
+		t.Errorf("429: status %d Retry-After %q body %s", v.Status, ra, v.Body)
+	}
+	v = s.Decide(ctx, userInput("", "translate", "w"))
+	if _, ok := header(v.Headers, HeaderTier); v.Status != 401 || ok || v.Metadata.Tier != "" || v.Decision.Tier != "" {
+		t.Errorf("401 names tier: header %v metadata %q decision %q", ok, v.Metadata.Tier, v.Decision.Tier)
+	}
+}
+
 func TestDecideIdentity(t *testing.T) {
 	s := newTestServer(t, &clock{now: t0}, Options{StripHeaders: []string{"x-tier", "x-quota-tier"}})
 	ctx := context.Background()
