@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -460,5 +461,54 @@ func TestMatchesInMemoryEngine(t *testing.T) {
 	// Both outcomes must be common, or the comparison proves little.
 	if admitted < 400 || admitted > 1600 {
 		t.Fatalf("admitted %d of 2000, want a mix of admissions and refusals", admitted)
+	}
+}
+
+// TestQuantitiesStayCountable checks the 2^53-1 bound through Redis: a
+// request whose cost cannot be counted, or that counts more than a
+// limit's maximum, is refused as request_too_large without a round trip;
+// and credits that would pass the bound are refused by the script, even
+// when this replica's cached credits are stale, leaving Redis as it was.
+func TestQuantitiesStayCountable(t *testing.T) {
+	srv := startServer(t)
+	st := srv.open(t, Options{})
+	cfg := testConfig(100, 0, 10, 0)
+	cfg.Actions["huge"] = engine.ActionConfig{PerCall: engine.MaxQuantity, PerThousand: engine.MaxQuantity}
+	cfg.Tiers["free"] = engine.TierConfig{
+		Limits:      append(cfg.Tiers["free"].Limits, engine.LimitConfig{Name: "words", Period: hour, Max: 20000, Unit: engine.UnitUnits}),
+		FailureMode: engine.FailOpen,
+	}
+	engines := newEngines(t, st, cfg, 2)
+	e, other := engines[0], engines[1]
+	ctx := context.Background()
+	if d, err := e.Charge(ctx, engine.Request{Subject: "fay"}); err != nil || !d.Allowed {
+		t.Fatalf("a plain call = %v, %v", d.Reason, err) // loads fay's state and profile
+	}
+	calls := st.Stats().Calls
+	for _, req := range []engine.Request{
+		{Subject: "fay", Action: "huge", Units: 1000},
+		{Subject: "fay", Action: "translate", Units: 700000},
+		{Subject: "fay", Action: "translate", Units: 1 << 62},
+	} {
+		d, err := e.Charge(ctx, req)
+		if err != nil || d.Reason != engine.ReasonRequestTooLarge || d.RetryAfter != 0 || d.Cost < 0 {
+			t.Fatalf("Charge(%+v) = %v cost %d retry %s, %v; want request_too_large", req, d.Reason, d.Cost, d.RetryAfter, err)
+		}
+	}
+	if got := st.Stats().Calls; got != calls {
+		t.Errorf("requests too large made %d round trips, want 0", got-calls)
+	}
+	if _, err := e.AddCredits(ctx, "fay", engine.MaxQuantity-5); err != nil {
+		t.Fatal(err)
+	}
+	// other has not seen fay's credits: only the script can refuse.
+	if _, err := other.AddCredits(ctx, "fay", 6); !errors.Is(err, engine.ErrQuantityTooLarge) {
+		t.Fatalf("AddCredits past 2^53-1 through a stale replica: %v, want ErrQuantityTooLarge", err)
+	}
+	if r, err := st.AddCredits(ctx, "fay", engine.PlanBalance{Owner: "fay"}, 6); err != nil || r.OK || r.Credits != engine.MaxQuantity-5 {
+		t.Fatalf("script AddCredits(6) = %+v, %v; want refused with the credits unchanged", r, err)
+	}
+	if bal, err := e.AddCredits(ctx, "fay", 5); err != nil || bal != engine.MaxQuantity {
+		t.Fatalf("AddCredits up to 2^53-1 = %d, %v", bal, err)
 	}
 }
