@@ -467,10 +467,10 @@ func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, 
 		return addSat(r.Allowance, r.Credits), creditsTooLarge(key, delta, r.Credits)
 	}
 	if !r.OK {
-		return r.Allowance + r.Credits, fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
+		return addSat(r.Allowance, r.Credits), fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
 			delta, key, ErrNegativeBalance, r.Credits, r.Credits)
 	}
-	return r.Allowance + r.Credits, nil
+	return addSat(r.Allowance, r.Credits), nil
 }
 
 // refreshRemote replaces the cached counters of c's limits and the balance

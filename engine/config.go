@@ -477,6 +477,9 @@ func validatePeriod(v *validator, p string, per Period) {
 		if per.Every <= 0 {
 			v.add(p, "must be minute, hour, day, week, month or a positive duration, got %s", per.Every)
 		}
+		if per.Every > MaxPeriod {
+			v.add(p, "must be at most %s (10 years), got %s", MaxPeriod, per.Every)
+		}
 	default:
 		v.add(p, "unknown calendar period %q: want minute, hour, day, week or month", per.Calendar)
 	}

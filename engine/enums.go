@@ -208,8 +208,16 @@ func ParsePeriod(s string) (Period, error) {
 	if d <= 0 {
 		return Period{}, fmt.Errorf("period %q must be positive", s)
 	}
+	if d > MaxPeriod {
+		return Period{}, fmt.Errorf("period %q is longer than %s (10 years), the longest window quotagate keeps", s, MaxPeriod)
+	}
 	return Period{Every: d}, nil
 }
+
+// MaxPeriod is the longest period a limit or grant may have: 10 years of
+// 366 days. Window arithmetic adds up to three periods to a time in unix
+// nanoseconds, which stays far from overflow within it.
+const MaxPeriod = 10 * 366 * 24 * time.Hour
 
 // String returns the period as ParsePeriod accepts it.
 func (p Period) String() string {

@@ -355,3 +355,37 @@ func TestBalanceRefusalNeverRefilled(t *testing.T) {
 		t.Errorf("a cost no refill covers: %v retry %s, want no RetryAfter", d.Reason, d.RetryAfter)
 	}
 }
+
+func TestPeriodsStayWithinTimeArithmetic(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		wantErr bool
+	}{
+		{name: "ten years", in: "87840h"},
+		{name: "one hour over ten years", in: "87841h", wantErr: true},
+		{name: "the longest duration", in: "2562047h47m16.854775807s", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ParsePeriod(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("ParsePeriod(%q) = %v, %v; want error %v", tt.in, p, err, tt.wantErr)
+			}
+		})
+	}
+	cfg := Config{Tiers: map[Tier]TierConfig{"t": {Limits: []LimitConfig{{Period: Period{Every: math.MaxInt64}, Max: 1}}}}}
+	if err := cfg.Validate(); err == nil || !contains(err.Error(), "tiers.t.limits[0].period: must be at most 87840h0m0s") {
+		t.Errorf("Validate() = %v, want the period refused", err)
+	}
+	// The longest period still decides with windows in the right order.
+	cfg = Config{Tiers: map[Tier]TierConfig{"t": {Limits: []LimitConfig{{Period: Period{Every: MaxPeriod}, Max: 1, Mode: sliding()}}}}}
+	e := newEngine(t, cfg)
+	if d := chargeAt(t, e, t0, Request{Subject: "u"}); !d.Allowed {
+		t.Fatalf("first call refused: %v", d.Reason)
+	}
+	d := chargeAt(t, e, t0, Request{Subject: "u"})
+	if d.Allowed || d.RetryAfter <= 0 || d.Binding.Reset.Before(t0) {
+		t.Fatalf("second call: %v retry %s reset %s", d.Reason, d.RetryAfter, d.Binding.Reset)
+	}
+}
