@@ -115,7 +115,9 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 		return nil, err
 	}
 	if o.ConfigPath != "" {
-		lo := config.LoadOptions{IdentityFile: o.Getenv(config.EnvIdentityFile), PassphraseFile: o.Getenv(config.EnvPassphraseFile)}
+		// require_encryption stays in force across reloads until a restart.
+		lo := config.LoadOptions{IdentityFile: o.Getenv(config.EnvIdentityFile), PassphraseFile: o.Getenv(config.EnvPassphraseFile),
+			RequireEncryption: file.RequireEncryption}
 		a.watcher = config.NewWatcher(o.ConfigPath, lo, a.apply, o.Logger)
 	}
 	if err := a.registerMetrics(o.Providers); err != nil {
