@@ -30,6 +30,9 @@ func FuzzParse(f *testing.F) {
 	f.Add(Default())
 	f.Add([]byte(richYAML))
 	f.Add([]byte(`{"quota_manager": {"tiers": {"a": {"limits": [{"max": 1, "per": "1s"}]}}}, "x": [1, {"y": null}]}`))
+	// Mistyped values beside invalid ones: decoded around, reported at once.
+	f.Add([]byte("quota_manager:\n  tiers:\n    a: {api_calls_per_hour: ten, priority: urgent, limits: [{max: 1.5, per: [day]}]}\nstore: {durability: async, flush_interval: 5}\n"))
+	f.Add([]byte(`{"quota_manager": {"tiers": {"a": {"api_calls_per_hour": "1"}}, "users": {"u": {"tier": 3}}}, "identity": {"header": {"trusted": true}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse(data)
 		if err != nil {
