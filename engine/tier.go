@@ -30,6 +30,8 @@ type ruleset struct {
 	threshold    int64             // percent
 	msgs         Messages
 	shedAt       [PriorityCritical + 1]float64
+	periods      map[string][]Period // window name -> periods of its limits
+	grantPeriods []Period            // distinct grant periods of tiers and teams
 }
 
 // limitRule is one compiled limit. key names its window counter in the
@@ -154,6 +156,7 @@ func compile(cfg Config) (*ruleset, error) {
 		}
 	}
 	rs.computeRequiredTiers()
+	rs.indexPeriods()
 	return rs, nil
 }
 
