@@ -1,6 +1,9 @@
 package config
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 // BenchmarkParse measures decoding, defaults and validation: the cost of
 // a load or reload, which is off the request path.
@@ -36,6 +39,22 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse(data)
 		if err != nil {
+			// Every problem is reported at once, the same way each time,
+			// each with a path and a description.
+			if _, again := Parse(data); again == nil || again.Error() != err.Error() {
+				t.Fatalf("Parse is not deterministic: %v, then %v", err, again)
+			}
+			var ve *ValidationError
+			if errors.As(err, &ve) {
+				if len(ve.Problems) == 0 {
+					t.Fatal("a ValidationError with no problems")
+				}
+				for _, p := range ve.Problems {
+					if p.Problem == "" {
+						t.Fatalf("problem at %q says nothing", p.Path)
+					}
+				}
+			}
 			return
 		}
 		if _, err := file.Engine(); err != nil {

@@ -176,6 +176,12 @@ func TestSubcommandHelp(t *testing.T) {
 		{name: "config default", args: []string{"config", "default", "--help"}, want: "embedded default configuration"},
 		{name: "config encrypt", args: []string{"config", "encrypt", "--help"}, want: "-recipient", wantFlags: true},
 		{name: "config", args: []string{"config", "--help"}, want: "Subcommands:"},
+		{name: "version", args: []string{"version", "--help"}, want: "Usage: quotagate version"},
+		{name: "serve", args: []string{"serve", "--help"}, want: "--grpc-addr", wantFlags: true},
+		{name: "ledger verify", args: []string{"ledger", "verify", "--help"}, want: "--data-dir", wantFlags: true},
+		{name: "usage", args: []string{"usage", "--help"}, want: "--format", wantFlags: true},
+		{name: "envoy-config", args: []string{"envoy-config", "--help"}, want: "--bootstrap", wantFlags: true},
+		{name: "check", args: []string{"check", "--help"}, want: "--user", wantFlags: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
