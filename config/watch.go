@@ -102,15 +102,6 @@ func NewWatcher(path string, opts LoadOptions, apply func(*File) error, logger *
 		requests: make(chan struct{}, 1), watching: make(chan struct{})}
 }
 
-// Loaded tells the Watcher which bytes the running configuration was
-// loaded from, so that an event that leaves them unchanged does not reload.
-// Call it before Run.
-func (w *Watcher) Loaded(data []byte) {
-	w.reloadMu.Lock()
-	defer w.reloadMu.Unlock()
-	w.lastHash, w.hashed = sha256.Sum256(data), true
-}
-
 // fileState is what a Watcher compares to decide that a file is stable.
 type fileState struct {
 	size    int64
@@ -239,6 +230,18 @@ func (ws *watchSet) update(fw *fsnotify.Watcher, path string, log *slog.Logger) 
 		names[ws.root] = map[string]bool{}
 	}
 	names[ws.root][filepath.Base(path)] = true
+	if rootInfo, err := os.Stat(ws.root); err == nil {
+		for dir, ns := range names {
+			// The root reached through a symlinked path is the same
+			// directory: one watch, whose events carry the root's name.
+			if fi, err := os.Stat(dir); err == nil && dir != ws.root && os.SameFile(fi, rootInfo) {
+				for n := range ns {
+					names[ws.root][n] = true
+				}
+				delete(names, dir)
+			}
+		}
+	}
 	ws.names = names
 	for dir := range names {
 		if ws.dirs[dir] {

@@ -425,3 +425,27 @@ func TestWatcherRequireEncryptionIsSticky(t *testing.T) {
 		})
 	}
 }
+
+func TestWatcherThroughSymlinkedDirectory(t *testing.T) {
+	// The configured directory is itself a link (/etc/quotagate -> a
+	// volume): one directory, reached by two names.
+	realDir, links := t.TempDir(), t.TempDir()
+	dir := filepath.Join(links, "quotagate")
+	if err := os.Symlink(realDir, dir); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "quotagate.yaml")
+	writeFile(t, path, tierYAML("10"))
+	var a applied
+	startWatcher(t, path, LoadOptions{}, &a)
+	writeFile(t, filepath.Join(realDir, "quotagate.yaml"), tierYAML("20"))
+	eventually(t, "an edit through the real directory is applied", func() bool { n, _ := a.lastPerHour(); return n == 20 })
+	tmp := filepath.Join(dir, ".next")
+	writeFile(t, tmp, tierYAML("30"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a rename through the link is applied", func() bool { n, _ := a.lastPerHour(); return n == 30 })
+	writeFile(t, path, tierYAML("40"))
+	eventually(t, "a later edit is still seen", func() bool { n, _ := a.lastPerHour(); return n == 40 })
+}
