@@ -1,6 +1,9 @@
 package engine
 
-import "context"
+import (
+	"context"
+	"strings"
+)
 
 // A state is idle when it carries nothing that fresh state would not: no
 // run-time profile, no credits (and none to start with), no grant period
@@ -54,9 +57,11 @@ func (rs *ruleset) indexPeriods() {
 			}
 		}
 	}
+	rs.everyTierGrants = true
 	for _, t := range rs.tiers {
 		add(t.limits)
 		rs.noteGrant(t.grant)
+		rs.everyTierGrants = rs.everyTierGrants && grantActive(t.grant)
 	}
 	for _, u := range rs.users {
 		add(u.limits)
@@ -93,7 +98,7 @@ func (rs *ruleset) idleLocked(key string, st *subjectState, now int64) bool {
 	if st.prof != nil || st.credits != 0 || rs.startingCredits(key) != 0 {
 		return false
 	}
-	if st.grantSet && !rs.grantOver(st.grantStart, st.grantEnd, now) {
+	if !rs.allowanceIdle(key, st.allowance, st.grantSet, st.grantStart, st.grantEnd, now) {
 		return false
 	}
 	for i := range st.windows {
@@ -110,7 +115,11 @@ func (rs *ruleset) idleSnapshot(s *Snapshot, now int64) bool {
 	if !s.Profile.isZero() || s.Credits != 0 || rs.startingCredits(s.Key) != 0 {
 		return false
 	}
-	if !s.AllowancePeriod.IsZero() && !rs.grantOver(s.AllowancePeriod.UnixNano(), 0, now) {
+	var start int64
+	if !s.AllowancePeriod.IsZero() {
+		start = s.AllowancePeriod.UnixNano()
+	}
+	if !rs.allowanceIdle(s.Key, s.Allowance, !s.AllowancePeriod.IsZero(), start, 0, now) {
 		return false
 	}
 	for i := range s.Windows {
@@ -124,6 +133,26 @@ func (rs *ruleset) idleSnapshot(s *Snapshot, now int64) bool {
 		}
 	}
 	return true
+}
+
+// allowanceIdle reports whether the grant state of key (the allowance left
+// of the grant period that started at start, if grantSet) is what fresh
+// state would have at now: no period running, and either nothing left or
+// a new grant certain to replace what is left on the next request. A tier
+// without a grant spends a leftover allowance, so one is kept unless every
+// tier (or the owning team) has a grant.
+func (rs *ruleset) allowanceIdle(key string, allowance int64, grantSet bool, start, end, now int64) bool {
+	if grantSet && !rs.grantOver(start, end, now) {
+		return false
+	}
+	if allowance == 0 {
+		return true
+	}
+	if team, ok := strings.CutPrefix(key, teamKeyPrefix); ok {
+		t := rs.teams[team]
+		return grantSet && t != nil && grantActive(t.grant)
+	}
+	return grantSet && rs.everyTierGrants
 }
 
 // grantOver reports whether the grant period that started at start (and

@@ -32,6 +32,8 @@ type ruleset struct {
 	shedAt       [PriorityCritical + 1]float64
 	periods      map[string][]Period // window name -> periods of its limits
 	grantPeriods []Period            // distinct grant periods of tiers and teams
+	// everyTierGrants is set when every tier has an active token grant.
+	everyTierGrants bool
 }
 
 // limitRule is one compiled limit. key names its window counter in the
