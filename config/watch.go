@@ -199,8 +199,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// Reload asks Run to reload the file now, even if it has not changed (the
-// server calls it on SIGHUP). It does not wait; see Status for the result.
+// Reload asks Run to reload the file, even if it has not changed (the
+// server calls it on SIGHUP), as soon as it is stable: after Settle
+// without a change. It does not wait; see Status for the result.
 func (w *Watcher) Reload() {
 	select {
 	case w.requests <- struct{}{}:
