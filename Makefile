@@ -31,6 +31,7 @@ test: test-deps vet fmtcheck
 FUZZTIME ?= 15s
 FUZZ_TARGETS := \
 	./config:FuzzParse \
+	./engine:FuzzMemoryStore \
 	./extauthz:FuzzCountWords \
 	./extauthz:FuzzCheck
 fuzz:

@@ -202,3 +202,54 @@ func screenshot(t *testing.T, ctx context.Context) {
 func jsString(s string) string {
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\n", `\n`).Replace(s) + "'"
 }
+
+// visibleHidden lists the ids (or tag names) of elements that carry the
+// hidden attribute but are laid out anyway, as a panel's display rule
+// would make them.
+const visibleHidden = `Array.from(document.querySelectorAll('[hidden]'))` +
+	`.filter(e => getComputedStyle(e).display !== 'none' || e.getClientRects().length > 0)` +
+	`.map(e => e.id || e.tagName).join(',')`
+
+// shown lists the ids of the page's top-level panels that take up space.
+const shown = `['login', 'board', 'health', 'logout'].filter(id => document.getElementById(id).getClientRects().length > 0).join(',')`
+
+func TestDashboardHiddenMeansHidden(t *testing.T) {
+	f := newFixture(t, fixtureOpts{wallClock: true, every: 100 * time.Millisecond,
+		cfg: Config{Tokens: testTokens()}})
+	ctx, cancel := context.WithTimeout(newBrowser(t), 60*time.Second)
+	defer cancel()
+	poll := newPoller(t, ctx)
+	check := func(state, wantShown string) {
+		t.Helper()
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](visibleHidden))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != "" {
+			t.Errorf("%s: elements with the hidden attribute are displayed: %s", state, got)
+		}
+		if got, err = chromedp.Run(ctx, chromedp.Evaluate[string](shown)); err != nil {
+			t.Fatal(err)
+		} else if got != wantShown {
+			t.Errorf("%s: the panels shown are %q, want %q", state, got, wantShown)
+		}
+	}
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(f.url+"/dashboard/"), chromedp.WaitVisible(chromedp.ID("token"))); err != nil {
+		t.Fatalf("open the dashboard: %v", err)
+	}
+	check("signed out", "login")
+
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("token"), tokenSecret("read")), chromedp.Click(chromedp.ID("login-submit"))); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	poll("the live stream", `document.getElementById('status').textContent === 'live'`)
+	poll("the refused reload banner", `!document.getElementById('health').hidden`)
+	check("signed in", "board,health,logout")
+
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("logout"))); err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
+	poll("the sign-in form", `!document.getElementById('login').hidden`)
+	check("signed out again", "login")
+}

@@ -1,6 +1,9 @@
 package config
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 // BenchmarkParse measures decoding, defaults and validation: the cost of
 // a load or reload, which is off the request path.
@@ -30,9 +33,28 @@ func FuzzParse(f *testing.F) {
 	f.Add(Default())
 	f.Add([]byte(richYAML))
 	f.Add([]byte(`{"quota_manager": {"tiers": {"a": {"limits": [{"max": 1, "per": "1s"}]}}}, "x": [1, {"y": null}]}`))
+	// Mistyped values beside invalid ones: decoded around, reported at once.
+	f.Add([]byte("quota_manager:\n  tiers:\n    a: {api_calls_per_hour: ten, priority: urgent, limits: [{max: 1.5, per: [day]}]}\nstore: {durability: async, flush_interval: 5}\n"))
+	f.Add([]byte(`{"quota_manager": {"tiers": {"a": {"api_calls_per_hour": "1"}}, "users": {"u": {"tier": 3}}}, "identity": {"header": {"trusted": true}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse(data)
 		if err != nil {
+			// Every problem is reported at once, the same way each time,
+			// each with a path and a description.
+			if _, again := Parse(data); again == nil || again.Error() != err.Error() {
+				t.Fatalf("Parse is not deterministic: %v, then %v", err, again)
+			}
+			var ve *ValidationError
+			if errors.As(err, &ve) {
+				if len(ve.Problems) == 0 {
+					t.Fatal("a ValidationError with no problems")
+				}
+				for _, p := range ve.Problems {
+					if p.Problem == "" {
+						t.Fatalf("problem at %q says nothing", p.Path)
+					}
+				}
+			}
 			return
 		}
 		if _, err := file.Engine(); err != nil {

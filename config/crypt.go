@@ -39,6 +39,11 @@ type LoadOptions struct {
 	// PassphraseFile holds the passphrase of a passphrase-encrypted file
 	// (one trailing newline is ignored); from QUOTAGATE_AGE_PASSPHRASE_FILE.
 	PassphraseFile string
+	// RequireEncryption refuses a plaintext file even when the file itself
+	// does not set require_encryption. A Watcher sets it once a loaded
+	// configuration required encryption, so that the requirement stays in
+	// force across reloads until the process restarts.
+	RequireEncryption bool
 }
 
 func (o LoadOptions) identities() ([]age.Identity, error) {

@@ -25,13 +25,14 @@ func Parse(data []byte) (*File, error) {
 		return nil, err
 	}
 	var p problems
-	if err := checkStrict(js, reflect.TypeFor[File](), &p); err != nil {
+	root, err := checkStrict(js, reflect.TypeFor[File](), &p)
+	if err != nil {
 		return nil, err
 	}
 	if p.mismatched {
-		// Values of the wrong type leave holes that validation would
-		// misreport; unknown fields and duplicates do not.
-		return nil, p.err()
+		// Decode everything else, with the mistyped values left at their
+		// defaults, so that every problem is reported in one pass.
+		js = root.appendJSON(nil)
 	}
 	f := defaults()
 	if err := json.Unmarshal(js, f); err != nil {
@@ -39,7 +40,15 @@ func Parse(data []byte) (*File, error) {
 		return nil, fmt.Errorf("config: decode after strict check: %w", err)
 	}
 	f.derive()
-	f.validate(&p)
+	var v problems
+	f.validate(&v)
+	for _, fe := range v.list {
+		// A value of the wrong type left a default behind that validation
+		// would misreport: its problem is already listed.
+		if !p.underMismatch(fe.Path) {
+			p.list = append(p.list, fe)
+		}
+	}
 	if err := p.err(); err != nil {
 		return nil, err
 	}
@@ -88,26 +97,68 @@ type node struct {
 	vals []*node
 	text string // a string's value or a number's literal
 	b    bool
+	// mistyped marks a value of the wrong type for its field; appendJSON
+	// writes it as null, which leaves the field at its default.
+	mistyped bool
+}
+
+// appendJSON appends n as JSON to b, with mistyped values as null.
+func (n *node) appendJSON(b []byte) []byte {
+	if n.mistyped {
+		return append(b, "null"...)
+	}
+	switch n.kind {
+	case '{':
+		b = append(b, '{')
+		for i, k := range n.keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			kb, _ := json.Marshal(k) // a string always marshals
+			b = append(b, kb...)
+			b = append(b, ':')
+			b = n.vals[i].appendJSON(b)
+		}
+		return append(b, '}')
+	case '[':
+		b = append(b, '[')
+		for i, v := range n.vals {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = v.appendJSON(b)
+		}
+		return append(b, ']')
+	case '"':
+		sb, _ := json.Marshal(n.text)
+		return append(b, sb...)
+	case '0':
+		return append(b, n.text...)
+	case 'b':
+		return strconv.AppendBool(b, n.b)
+	}
+	return append(b, "null"...)
 }
 
 // checkStrict decodes js into a tree and walks it against t, adding every
-// unknown field, duplicate key and type mismatch to p. It returns an error
-// only for JSON that does not parse.
-func checkStrict(js []byte, t reflect.Type, p *problems) error {
+// unknown field, duplicate key and type mismatch to p, and marking each
+// mistyped value in the tree it returns. It returns an error only for JSON
+// that does not parse.
+func checkStrict(js []byte, t reflect.Type, p *problems) (*node, error) {
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.UseNumber()
 	root, err := readNode(dec, "", p)
 	if err != nil {
-		return syntaxError(js, err)
+		return nil, syntaxError(js, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("config: invalid JSON: unexpected data after the top-level object")
+		return nil, errors.New("config: invalid JSON: unexpected data after the top-level object")
 	}
 	if root.kind != '{' {
-		return fmt.Errorf("config: the file must hold an object with a quota_manager key, got %s", describe(root))
+		return nil, fmt.Errorf("config: the file must hold an object with a quota_manager key, got %s", describe(root))
 	}
 	walk(root, t, "", p)
-	return nil
+	return root, nil
 }
 
 // syntaxError locates a JSON syntax error by line.
@@ -201,7 +252,7 @@ func walk(n *node, t reflect.Type, path string, p *problems) {
 		walkStruct(n, t, path, p)
 	case reflect.Map:
 		if n.kind != '{' {
-			p.mismatchf(path, "want a mapping of names to values, got %s", describe(n))
+			p.mismatchf(n, path, "want a mapping of names to values, got %s", describe(n))
 			return
 		}
 		for i, k := range n.keys {
@@ -209,7 +260,7 @@ func walk(n *node, t reflect.Type, path string, p *problems) {
 		}
 	case reflect.Slice:
 		if n.kind != '[' {
-			p.mismatchf(path, "want a list, got %s", describe(n))
+			p.mismatchf(n, path, "want a list, got %s", describe(n))
 			return
 		}
 		for i, v := range n.vals {
@@ -217,11 +268,11 @@ func walk(n *node, t reflect.Type, path string, p *problems) {
 		}
 	case reflect.String:
 		if n.kind != '"' {
-			p.mismatchf(path, "want a string, got %s", describe(n))
+			p.mismatchf(n, path, "want a string, got %s", describe(n))
 		}
 	case reflect.Bool:
 		if n.kind != 'b' {
-			p.mismatchf(path, "want true or false, got %s", describe(n))
+			p.mismatchf(n, path, "want true or false, got %s", describe(n))
 		}
 	default:
 		walkNumber(n, t, path, p)
@@ -231,21 +282,21 @@ func walk(n *node, t reflect.Type, path string, p *problems) {
 func walkText(n *node, t reflect.Type, path string, p *problems) {
 	if n.kind != '"' {
 		if strings.HasSuffix(t.Name(), "Duration") {
-			p.mismatchf(path, "want a duration such as 2s or 1m30s, got %s", describe(n))
+			p.mismatchf(n, path, "want a duration such as 2s or 1m30s, got %s", describe(n))
 		} else {
-			p.mismatchf(path, "want a string, got %s", describe(n))
+			p.mismatchf(n, path, "want a string, got %s", describe(n))
 		}
 		return
 	}
 	u := reflect.New(t).Interface().(encoding.TextUnmarshaler)
 	if err := u.UnmarshalText([]byte(n.text)); err != nil {
-		p.mismatchf(path, "%v", err)
+		p.mismatchf(n, path, "%v", err)
 	}
 }
 
 func walkStruct(n *node, t reflect.Type, path string, p *problems) {
 	if n.kind != '{' {
-		p.mismatchf(path, "want a mapping with the keys %s, got %s", strings.Join(jsonFields(t), ", "), describe(n))
+		p.mismatchf(n, path, "want a mapping with the keys %s, got %s", strings.Join(jsonFields(t), ", "), describe(n))
 		return
 	}
 	for i, k := range n.keys {
@@ -274,21 +325,21 @@ func walkNumber(n *node, t reflect.Type, path string, p *problems) {
 			_, err = strconv.ParseInt(n.text, 10, t.Bits())
 		}
 		if n.kind != '0' || err != nil {
-			p.mismatchf(path, "want a whole number, got %s", describe(n))
+			p.mismatchf(n, path, "want a whole number, got %s", describe(n))
 		}
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		if n.kind == '0' {
 			_, err = strconv.ParseUint(n.text, 10, t.Bits())
 		}
 		if n.kind != '0' || err != nil {
-			p.mismatchf(path, "want a whole number from 0 to %d, got %s", uint64(1)<<t.Bits()-1, describe(n))
+			p.mismatchf(n, path, "want a whole number from 0 to %d, got %s", uint64(1)<<t.Bits()-1, describe(n))
 		}
 	case reflect.Float32, reflect.Float64:
 		if n.kind != '0' {
-			p.mismatchf(path, "want a number, got %s", describe(n))
+			p.mismatchf(n, path, "want a number, got %s", describe(n))
 		}
 	default:
-		p.mismatchf(path, "unsupported field type %s (a bug in the config package)", t)
+		p.mismatchf(n, path, "unsupported field type %s (a bug in the config package)", t)
 	}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	_ "embed"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -355,8 +356,22 @@ func TestBadConfigs(t *testing.T) {
 			},
 		},
 		{
-			name: "trusted header without a name",
-			in:   tiers + "identity: {header: {trusted: true}}\n",
+			name: "mistyped values and invalid values reported in one pass",
+			in: "quota_manager:\n  tiers:\n    freemium: {api_calls_per_hour: ten, priority: urgent}\n    pro: {api_calls_per_hour: -1, max_delay: 2}\n" +
+				"store: {durability: eventually, flush_interval: 0s}\nserver: {grace_period: [1]}\n",
+			want: []string{
+				`quota_manager.tiers.freemium.api_calls_per_hour: want a whole number, got "ten"`,
+				`quota_manager.tiers.pro.max_delay: want a duration such as 2s or 1m30s, got 2`,
+				`server.grace_period: want a duration such as 2s or 1m30s, got a list`,
+				`quota_manager.tiers.freemium.priority: unknown priority "urgent": want one of low, medium, high, critical`,
+				"quota_manager.tiers.pro.api_calls_per_hour: must be > 0, got -1",
+				"store.flush_interval: must be > 0, got 0s",
+				`store.durability: must be batch or sync (async is accepted as the old name of batch), got "eventually"`,
+			},
+		},
+		{
+			name: "trusted header with an empty name",
+			in:   tiers + "identity: {header: {name: \"\", trusted: true}}\n",
 			want: []string{"identity.header.name: missing; a trusted header needs the name of the header Envoy sets after authentication, e.g. x-user-id"},
 		},
 		{
@@ -391,7 +406,7 @@ func TestBadConfigs(t *testing.T) {
 				"tracing.sample_allowed: must be a fraction from 0 to 1, got 1.5",
 				`store.kind: unknown store "etcd"; want memory, sqlite or redis`,
 				"store.flush_interval: must be > 0, got 0s",
-				`store.durability: must be async or sync, got "eventually"`,
+				`store.durability: must be batch or sync (async is accepted as the old name of batch), got "eventually"`,
 			},
 		},
 		{
@@ -490,4 +505,56 @@ func TestSuggest(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestDocumentedSpellings(t *testing.T) {
+	const tiers = "quota_manager:\n  tiers:\n    freemium: {api_calls_per_hour: 10, priority: low}\n"
+	tests := []struct {
+		name  string
+		in    string
+		check func(f *File) string // "" when f is as documented
+	}{
+		{"durability batch", tiers + "store: {durability: batch}\n", func(f *File) string {
+			return wantEq("store.durability", f.Store.Durability, DurabilityBatch)
+		}},
+		{"durability async is batch", tiers + "store: {durability: async}\n", func(f *File) string {
+			return wantEq("store.durability", f.Store.Durability, DurabilityBatch)
+		}},
+		{"durability sync", tiers + "store: {durability: sync}\n", func(f *File) string {
+			return wantEq("store.durability", f.Store.Durability, DurabilitySync)
+		}},
+		{"durability default", tiers, func(f *File) string {
+			return wantEq("store.durability", f.Store.Durability, DurabilityBatch)
+		}},
+		{"trusted header defaults to x-user-id", tiers + "identity: {header: {trusted: true}}\n", func(f *File) string {
+			if msg := wantEq("identity.header.name", f.Identity.Header.Name, "x-user-id"); msg != "" {
+				return msg
+			}
+			if !slices.Contains(f.Identity.Sources, SourceHeader) {
+				return fmt.Sprintf("identity.sources = %v, want header in them", f.Identity.Sources)
+			}
+			return ""
+		}},
+		{"header source listed, trusted, no name", tiers + "identity: {sources: [header], header: {trusted: true}}\n", func(f *File) string {
+			return wantEq("identity.header.name", f.Identity.Header.Name, "x-user-id")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := Parse([]byte(tt.in))
+			if err != nil {
+				t.Fatalf("Parse() = %v, want the documented spelling accepted", err)
+			}
+			if msg := tt.check(f); msg != "" {
+				t.Error(msg)
+			}
+		})
+	}
+}
+
+func wantEq(path, got, want string) string {
+	if got != want {
+		return fmt.Sprintf("%s = %q, want %q", path, got, want)
+	}
+	return ""
 }

@@ -23,6 +23,17 @@ const (
 	SourceAPIKey = "api_key"
 )
 
+// Values of StoreConfig.Durability.
+const (
+	// DurabilityBatch saves state every store.flush_interval.
+	DurabilityBatch = "batch"
+	// DurabilitySync commits each charge before it is answered.
+	DurabilitySync = "sync"
+	// durabilityAsync is the old name of DurabilityBatch, still accepted
+	// in files.
+	durabilityAsync = "async"
+)
+
 // defaults returns a File holding every default that a key left out of
 // a file keeps. Decoding into it overwrites only the keys present, so an
 // explicit zero (sample_allowed: 0) stays zero.
@@ -44,6 +55,7 @@ func defaults() *File {
 				RolesClaim:   "roles",
 				TeamClaim:    "team",
 			},
+			Header:       HeaderSource{Name: "x-user-id"},
 			APIKey:       APIKeySource{Header: "x-api-key"},
 			StripHeaders: []string{"x-quota-tier", "x-tier", "x-user-tier"},
 		},
@@ -63,13 +75,16 @@ func defaults() *File {
 		Tracing: Tracing{SampleAllowed: 0.01, SampleRejected: 1},
 		Store: StoreConfig{
 			FlushInterval: Duration(100 * time.Millisecond),
-			Durability:    "async",
+			Durability:    DurabilityBatch,
 		},
 	}
 }
 
 // derive fills defaults that depend on other fields.
 func (f *File) derive() {
+	if f.Store.Durability == durabilityAsync {
+		f.Store.Durability = DurabilityBatch
+	}
 	if f.Identity.Sources == nil {
 		f.Identity.Sources = []string{SourceJWT, SourceMTLS}
 		if f.Identity.Header.Trusted {

@@ -61,16 +61,42 @@ type problems struct {
 	list []*FieldError
 	// mismatched is set when a value had the wrong type for its field.
 	mismatched bool
+	// mismatches are the paths of those values.
+	mismatches []string
 }
 
 func (p *problems) addf(path, format string, args ...any) {
 	p.list = append(p.list, &FieldError{Path: path, Problem: fmt.Sprintf(format, args...)})
 }
 
-// mismatchf adds a problem with a value of the wrong type.
-func (p *problems) mismatchf(path, format string, args ...any) {
+// mismatchf adds a problem with n, a value of the wrong type, and marks it
+// so that decoding leaves its field at the default.
+func (p *problems) mismatchf(n *node, path, format string, args ...any) {
+	n.mistyped = true
 	p.mismatched = true
+	p.mismatches = append(p.mismatches, path)
 	p.addf(path, format, args...)
+}
+
+// underMismatch reports whether path is a mistyped value, inside one or
+// contains one: a problem there may come from the default left in its
+// place.
+func (p *problems) underMismatch(path string) bool {
+	for _, m := range p.mismatches {
+		if within(path, m) || within(m, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// within reports whether path is base or a field or element inside it.
+func within(path, base string) bool {
+	if !strings.HasPrefix(path, base) {
+		return false
+	}
+	rest := path[len(base):]
+	return rest == "" || rest[0] == '.' || rest[0] == '[' || base == ""
 }
 
 // err returns nil or a *ValidationError with every problem collected.

@@ -11,7 +11,8 @@ import (
 // age-encrypted (see LoadOptions), then parses and validates it as Parse
 // does. The plaintext of an encrypted file never touches disk and is
 // cleared from memory once decoded. A plaintext file that sets
-// require_encryption is refused. Every error names the file.
+// require_encryption is refused, and so is any plaintext file when
+// opts.RequireEncryption is set. Every error names the file.
 func Load(path string, opts LoadOptions) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -23,6 +24,9 @@ func Load(path string, opts LoadOptions) (*File, error) {
 // LoadData is Load for data already read; name identifies it in errors.
 func LoadData(name string, data []byte, opts LoadOptions) (*File, error) {
 	encrypted := IsEncrypted(data)
+	if opts.RequireEncryption && !encrypted {
+		return nil, fmt.Errorf("config: %s: the file is not encrypted, but the running configuration set require_encryption: true, which stays in force until a restart; encrypt it (quotagate config encrypt --recipient age1... -o %s.age %s) and write the encrypted file, or restart quotagate with the plaintext file to drop the requirement", name, name, name)
+	}
 	if encrypted {
 		plain, err := Decrypt(data, opts)
 		if err != nil {

@@ -238,6 +238,7 @@ type MTLSSource struct{}
 // HeaderSource reads the subject from a header that Envoy sets after
 // authentication. It is used only when Trusted is true.
 type HeaderSource struct {
+	// Name is the header's lower-case name; absent means x-user-id.
 	Name    string `json:"name"`
 	Trusted bool   `json:"trusted"`
 }
@@ -318,9 +319,10 @@ type StoreConfig struct {
 	// directory: DIR/ledger.db, shared with the ledger, when the ledger is
 	// the default one there, else DIR/state.db.
 	Path string `json:"path"`
-	// FlushInterval bounds how much usage a crash may lose in async mode.
+	// FlushInterval bounds how much usage a crash may lose in batch mode.
 	FlushInterval Duration `json:"flush_interval"`
-	// Durability is async or sync.
+	// Durability is batch (the default) or sync; async, its old name, is
+	// read as batch.
 	Durability string `json:"durability"`
 	// Redis configures the shared Redis store (kind: redis).
 	Redis RedisStoreConfig `json:"redis"`

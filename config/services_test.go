@@ -91,7 +91,11 @@ func TestBadServiceBlocks(t *testing.T) {
 		{
 			name: "admin scope",
 			in:   tiers + "admin: {tokens: [{name: ops, sha256: abc, scopes: [root]}]}\n",
-			want: []string{`admin.tokens[0].scopes[0]: admin: unknown scope "root": want read, write or admin`},
+			want: []string{
+				`admin.tokens[0].scopes[0]: admin: unknown scope "root": want read, write or admin`,
+				// Reported in the same pass as the mistyped scope.
+				"admin.tokens[0].sha256: must be 64 hex digits, the SHA-256 of the token (printf %s TOKEN | sha256sum), got 3 characters",
+			},
 		},
 		{
 			name: "store kind",

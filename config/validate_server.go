@@ -165,7 +165,7 @@ func (f *File) validateStore(p *problems) {
 	if st.FlushInterval <= 0 {
 		p.addf("store.flush_interval", "must be > 0, got %s", st.FlushInterval)
 	}
-	if st.Durability != "async" && st.Durability != "sync" {
-		p.addf("store.durability", "must be async or sync, got %q", st.Durability)
+	if st.Durability != DurabilityBatch && st.Durability != DurabilitySync {
+		p.addf("store.durability", "must be batch or sync (async is accepted as the old name of batch), got %q", st.Durability)
 	}
 }

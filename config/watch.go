@@ -14,9 +14,16 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// DefaultDebounce is how long a Watcher waits for a file to stop changing
-// before it reloads: editors and Kubernetes write in several steps.
+// DefaultDebounce is how long a Watcher waits after the last file-system
+// event before it first looks at the file: editors and Kubernetes write in
+// several steps.
 const DefaultDebounce = 200 * time.Millisecond
+
+// DefaultSettle is how long a file must then stay unchanged (no event, and
+// the same size, modification time and SHA-256) before a Watcher loads it.
+// A writer that pauses for less than DefaultDebounce+DefaultSettle between
+// two writes is never seen half-way.
+const DefaultSettle = time.Second
 
 // ReloadStatus describes a Watcher's reloads, for health and admin status.
 type ReloadStatus struct {
@@ -35,26 +42,43 @@ type ReloadStatus struct {
 }
 
 // Watcher reloads a configuration file when it changes and when asked to
-// (SIGHUP). A reload loads and validates the whole file before calling
-// apply; a file that fails to load changes nothing, and the failure is
-// logged and recorded in Status. It is safe for concurrent use.
+// (SIGHUP). It loads a file only once the file is stable: after the last
+// file-system event it waits Debounce, takes the file's size, modification
+// time and SHA-256, waits Settle, and loads only if nothing changed in
+// between; any event starts the wait again. A file that is still being
+// written is therefore never loaded, and a half-written file that fails to
+// parse is not reported as a refused reload. A reload loads and validates
+// the whole file before calling apply; a stable file that fails to load
+// changes nothing, and the failure is logged and recorded in Status. It is
+// safe for concurrent use.
 //
-// Watcher watches the file's directory, not the file, so that it follows
-// editors that write a new file and rename it over the old one, and
-// Kubernetes ConfigMap volumes, which swap a "..data" symlink.
+// Watcher watches directories, not the file, so that it follows editors
+// that write a new file and rename it over the old one. It follows
+// symbolic links from the path: it watches the directory of every link on
+// the way to the file and of every symlinked directory on that way, and
+// re-adds its watches after a swap, so that Kubernetes ConfigMap volumes,
+// which atomically rename a "..data" symlink, are followed too.
+//
+// Once a loaded configuration sets require_encryption, the Watcher refuses
+// every plaintext file until the process restarts, even one that does not
+// set it; set LoadOptions.RequireEncryption when the configuration the
+// process started with required it.
 type Watcher struct {
-	// Debounce is how long the file must be quiet before a reload; zero
-	// means DefaultDebounce. Set it before Run.
+	// Debounce is how long the directory must be quiet before the file is
+	// first looked at; zero means DefaultDebounce. Set it before Run.
 	Debounce time.Duration
+	// Settle is how long the file must then stay unchanged before it is
+	// loaded; zero means DefaultSettle. Set it before Run.
+	Settle time.Duration
 
 	path     string
-	opts     LoadOptions
 	apply    func(*File) error
 	log      *slog.Logger
 	requests chan struct{}
 	watching chan struct{} // closed once Run watches the directory
 
-	reloadMu sync.Mutex // serializes reloads; guards lastHash
+	reloadMu sync.Mutex // serializes reloads; guards opts, lastHash and hashed
+	opts     LoadOptions
 	lastHash [sha256.Size]byte
 	hashed   bool
 
@@ -73,27 +97,67 @@ func NewWatcher(path string, opts LoadOptions, apply func(*File) error, logger *
 		requests: make(chan struct{}, 1), watching: make(chan struct{})}
 }
 
+// fileState is what a Watcher compares to decide that a file is stable.
+type fileState struct {
+	size    int64
+	modTime time.Time
+	sum     [sha256.Size]byte
+	err     string
+	data    []byte
+}
+
+func (a fileState) same(b fileState) bool {
+	return a.size == b.size && a.modTime.Equal(b.modTime) && a.sum == b.sum && a.err == b.err
+}
+
+// observe reads the file, following symbolic links.
+func (w *Watcher) observe() fileState {
+	fi, err := os.Stat(w.path)
+	if err != nil {
+		return fileState{err: err.Error()}
+	}
+	data, err := os.ReadFile(w.path)
+	if err != nil {
+		return fileState{err: err.Error()}
+	}
+	return fileState{size: fi.Size(), modTime: fi.ModTime(), sum: sha256.Sum256(data), data: data}
+}
+
 // Run watches the file until ctx is done, then returns nil. It returns an
-// error only if the directory cannot be watched. Changes that leave the
-// file's bytes as they were last loaded do not reload. Call Run once.
+// error only if the file's directory cannot be watched. Changes that leave
+// the file's bytes as they were last loaded do not reload. Call Run once.
 func (w *Watcher) Run(ctx context.Context) error {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("config: watch %s: %w", w.path, err)
 	}
 	defer fw.Close()
-	dir := filepath.Dir(w.path)
+	dir, err := filepath.Abs(filepath.Dir(w.path))
+	if err != nil {
+		return fmt.Errorf("config: watch %s: %w", w.path, err)
+	}
 	if err := fw.Add(dir); err != nil {
 		return fmt.Errorf("config: watch directory %s: %w", dir, err)
 	}
+	ws := watchSet{root: dir, dirs: map[string]bool{dir: true}}
+	ws.update(fw, w.path, w.log)
 	close(w.watching)
-	debounce := w.Debounce
+	debounce, settle := w.Debounce, w.Settle
 	if debounce <= 0 {
 		debounce = DefaultDebounce
+	}
+	if settle <= 0 {
+		settle = DefaultSettle
 	}
 	timer := time.NewTimer(debounce)
 	timer.Stop()
 	defer timer.Stop()
+	var (
+		pending  bool      // an event or a request is waiting for the file to settle
+		force    bool      // the pending reload was requested (SIGHUP): load even unchanged bytes
+		observed bool      // seen holds the file as it was one Settle ago
+		seen     fileState //
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -102,7 +166,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if w.concerns(ev) {
+			if ws.concerns(ev) {
+				ws.update(fw, w.path, w.log)
+				pending, observed = true, false
 				timer.Reset(debounce)
 			}
 		case err, ok := <-fw.Errors:
@@ -111,22 +177,31 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			w.log.Warn("config watch error; changes may be missed until the next event or SIGHUP", "path", w.path, "err", err)
 		case <-timer.C:
-			_ = w.reload(false)
+			if !pending {
+				continue
+			}
+			cur := w.observe()
+			if !observed || !cur.same(seen) {
+				// First look, or still changing: look again once it has
+				// had Settle to finish.
+				seen, observed = cur, true
+				timer.Reset(settle)
+				continue
+			}
+			ws.update(fw, w.path, w.log)
+			_ = w.reloadState(cur, force)
+			pending, force, observed, seen = false, false, false, fileState{}
 		case <-w.requests:
-			_ = w.reload(true)
+			ws.update(fw, w.path, w.log)
+			pending, force, observed = true, true, false
+			timer.Reset(0)
 		}
 	}
 }
 
-// concerns reports whether ev may have changed the file: an event on its
-// name, or on the "..data" symlink a ConfigMap volume swaps.
-func (w *Watcher) concerns(ev fsnotify.Event) bool {
-	name := filepath.Base(ev.Name)
-	return name == filepath.Base(w.path) || name == "..data"
-}
-
-// Reload asks Run to reload the file now, even if it has not changed (the
-// server calls it on SIGHUP). It does not wait; see Status for the result.
+// Reload asks Run to reload the file, even if it has not changed (the
+// server calls it on SIGHUP), as soon as it is stable: after Settle
+// without a change. It does not wait; see Status for the result.
 func (w *Watcher) Reload() {
 	select {
 	case w.requests <- struct{}{}:
@@ -145,24 +220,30 @@ func (w *Watcher) Status() ReloadStatus {
 	return w.status
 }
 
-func (w *Watcher) reload(force bool) error {
+func (w *Watcher) reload(force bool) error { return w.reloadState(w.observe(), force) }
+
+// reloadState loads and applies the file as observed in st, unless its
+// bytes are those last loaded and force is false. A configuration that
+// sets require_encryption makes it stick for every later reload.
+func (w *Watcher) reloadState(st fileState, force bool) error {
 	w.reloadMu.Lock()
 	defer w.reloadMu.Unlock()
-	data, err := os.ReadFile(w.path)
-	if err == nil {
-		sum := sha256.Sum256(data)
-		if !force && w.hashed && sum == w.lastHash {
+	var err error
+	if st.err == "" {
+		if !force && w.hashed && st.sum == w.lastHash {
 			return nil
 		}
-		w.lastHash, w.hashed = sum, true
+		w.lastHash, w.hashed = st.sum, true
 		var f *File
-		if f, err = LoadData(w.path, data, w.opts); err == nil {
+		if f, err = LoadData(w.path, st.data, w.opts); err == nil {
 			if aerr := w.apply(f); aerr != nil {
 				err = fmt.Errorf("config: %s: the new configuration was not applied: %w", w.path, aerr)
+			} else if f.RequireEncryption {
+				w.opts.RequireEncryption = true
 			}
 		}
 	} else {
-		err = fmt.Errorf("config: %w", err)
+		err = fmt.Errorf("config: %s", st.err)
 	}
 	w.record(err)
 	return err

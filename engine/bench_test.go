@@ -146,3 +146,97 @@ func BenchmarkChargeMiss(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkIdleSubjects reports the memory a server without --data-dir
+// keeps for subjects that called once and went idle: 1 000 000 distinct
+// subjects each charge once (flushed as serve flushes), the clock moves
+// past every window and grant period, and the engine flushes until its
+// store has been swept. It reports the heap in use per subject while
+// their usage is live (B/live-subject), then per idle subject
+// (B/idle-subject: what stays, the cache of cache.subjects states
+// included), the heap in use at the end (heap-MB) and the states the store
+// still holds (store-states). forget=off is the baseline: a store that
+// keeps every state, as before idle state was dropped. Run it with
+//
+//	go test -run '^$' -bench BenchmarkIdleSubjects -benchtime 1x ./engine
+func BenchmarkIdleSubjects(b *testing.B) {
+	const n = 1_000_000
+	for _, forget := range []bool{true, false} {
+		b.Run(fmt.Sprintf("subjects=%d/forget=%s", n, map[bool]string{true: "on", false: "off"}[forget]), func(b *testing.B) {
+			for b.Loop() {
+				idleSubjects(b, n, forget)
+			}
+		})
+	}
+}
+
+func idleSubjects(b *testing.B, n int, forget bool) {
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	var clockNS atomic.Int64
+	clockNS.Store(t0.UnixNano())
+	now := func() time.Time { return time.Unix(0, clockNS.Load()).UTC() }
+	mem := NewMemoryStore()
+	var store Store = mem
+	if !forget {
+		store = keepAllStore{mem}
+	}
+	cfg := Config{
+		Tiers: map[Tier]TierConfig{
+			"free": {Priority: PriorityLow,
+				Limits: []LimitConfig{{Period: Period{Calendar: "hour", Every: time.Hour}, Max: 100},
+					{Period: Period{Calendar: "day", Every: 24 * time.Hour}, Max: 1000}},
+				Tokens: TokenGrant{Amount: 1000, Period: Period{Calendar: "month", Every: 30 * 24 * time.Hour}}},
+		},
+		Actions: map[string]ActionConfig{"translate": {PerCall: 5}},
+		Store:   store,
+		Now:     now,
+	}
+	e, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	flush := func() {
+		if err := e.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	base := heapInUse()
+	for i := range n {
+		if _, err := e.ChargeAt(ctx, now(), Request{Subject: "user-" + strconv.Itoa(i), Action: "translate"}); err != nil {
+			b.Fatal(err)
+		}
+		if i%10_000 == 9_999 {
+			flush() // serve flushes every store.flush_interval
+		}
+	}
+	flush()
+	live := heapInUse()
+	clockNS.Store(t0.AddDate(0, 2, 0).UnixNano()) // past every window and grant
+	for range n/sweepBatch + 2 {
+		flush()
+	}
+	idle := heapInUse()
+	b.ReportMetric(float64(live-base)/float64(n), "B/live-subject")
+	b.ReportMetric(float64(idle-base)/float64(n), "B/idle-subject")
+	b.ReportMetric(float64(idle)/(1<<20), "heap-MB")
+	b.ReportMetric(float64(mem.Len()), "store-states")
+	runtime.KeepAlive(e)
+}
+
+// keepAllStore is a MemoryStore that cannot forget: the baseline.
+type keepAllStore struct{ m *MemoryStore }
+
+func (s keepAllStore) Load(ctx context.Context, key string) (Snapshot, bool, error) {
+	return s.m.Load(ctx, key)
+}
+func (s keepAllStore) Save(ctx context.Context, snaps []Snapshot) error { return s.m.Save(ctx, snaps) }
+
+// heapInUse returns the bytes of heap in use after a full collection.
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
+}

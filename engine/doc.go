@@ -17,7 +17,12 @@
 // State lives in a power-of-two number of shards picked by a seeded hash,
 // each with its own mutex and bounded LRU. Evicted state goes to a Store and
 // a miss loads it back; until the save returns, the evicted state stays
-// findable in its shard, so eviction never resets usage. No I/O, logging or
+// findable in its shard, so eviction never resets usage. A state that is
+// idle (no profile, no credits, its grant period over and every window
+// rolled to nothing: fresh state would decide the same) is forgotten
+// instead when the Store is a Forgetter, as MemoryStore is, and Flush
+// sweeps such a Store a little at a time for states that have become idle
+// since; the in-memory store thus holds only state with live usage. No I/O, logging or
 // event delivery happens under a shard lock; functions whose names end in
 // Locked require the lock of the state they touch.
 //

@@ -71,10 +71,12 @@ func New(cfg Config) (*Engine, error) {
 		base:       cfg,
 	}
 	per := max(cfg.CacheSize/cfg.Shards, minShardCapacity)
+	forgets := e.forgetter() != nil // only then are idle states dropped
 	for i := range e.shards {
 		if err := e.shards[i].init(per); err != nil {
 			return nil, err
 		}
+		e.shards[i].idle, e.shards[i].forgets = e.idleAt, forgets
 	}
 	e.cap.refresh = utilRefresh
 	e.cap.rps.Store(math.Float64bits(cfg.Capacity.RequestsPerSecond))

@@ -16,7 +16,8 @@ type flushItem struct {
 }
 
 // Flush saves every changed subject's snapshot to the Store in one batch,
-// and retries evicted state whose save failed. Snapshots are taken under
+// retries evicted state whose save failed, and, when the Store is a
+// Forgetter, drops up to sweepBatch stored states that have become idle. Snapshots are taken under
 // each shard's lock; the Store is called without any lock.
 func (e *Engine) Flush(ctx context.Context) error {
 	var items []flushItem
@@ -46,6 +47,7 @@ func (e *Engine) Flush(ctx context.Context) error {
 		sh.mu.Unlock()
 		e.saveQueued(ctx, sh, q)
 	}
+	e.sweepStore()
 	if len(snaps) == 0 {
 		return nil
 	}

@@ -80,10 +80,12 @@ type pendingSave struct {
 	failed   bool
 }
 
-// queuedSave is a snapshot waiting to be saved once the shard is unlocked.
+// queuedSave is a snapshot waiting to be saved once the shard is unlocked,
+// or with forget set, a key and version to forget.
 type queuedSave struct {
-	entry *pendingSave
-	snap  Snapshot
+	entry  *pendingSave
+	snap   Snapshot
+	forget bool
 }
 
 // shard is one lock stripe of the state cache.
@@ -102,6 +104,11 @@ type shard struct {
 	// before a change must not insert what it read (see load). It is only
 	// written under mu, but read without it.
 	epoch atomic.Uint64
+	// idle reports whether an evicted state may be dropped (see idle.go);
+	// it is consulted only when forgets is set, when the Store can forget
+	// a key. Both are set by New.
+	idle    func(key string, st *subjectState) bool
+	forgets bool
 	// scratch holds the applied limits of the decision that holds mu.
 	scratch [MaxLimitsPerRequest]applied
 	_       [64]byte // keep neighbouring shards' locks off this cache line
@@ -117,23 +124,41 @@ func (sh *shard) init(capacity int) error {
 	return nil
 }
 
-// onEvictLocked runs under the shard lock when the LRU drops a state. A
-// state the Store already holds is dropped; any other is snapshotted and
-// queued for saving after the lock is released, and stays findable in
-// pending until the save returns.
+// onEvictLocked runs under the shard lock when the LRU drops a state. An
+// idle state (idle.go) that the Store never had is dropped, and one it may
+// have is forgotten there if the Store can forget. Otherwise a state the
+// Store already holds is dropped; any other is snapshotted and queued for
+// saving after the lock is released. A state queued for the Store stays
+// findable in pending until the call returns.
 func (sh *shard) onEvictLocked(key string, st *subjectState) {
 	sh.evictions++
+	entry := sh.pending[key]
+	if sh.forgets && sh.idle(key, st) {
+		if st.savedVersion == 0 && entry == nil {
+			st.dirty = false
+			return // nothing was saved: there is nothing to forget
+		}
+		sh.queueLocked(key, st, entry, queuedSave{snap: Snapshot{Key: key, Version: st.version}, forget: true})
+		return
+	}
 	if !st.dirty && st.version == st.savedVersion {
 		return
 	}
-	entry := sh.pending[key]
+	sh.queueLocked(key, st, entry, queuedSave{snap: st.snapshotLocked(key)})
+}
+
+// queueLocked queues q, a save or forget of st, for after the lock is
+// released, keeping st in pending until it completes. The caller holds
+// sh.mu.
+func (sh *shard) queueLocked(key string, st *subjectState, entry *pendingSave, q queuedSave) {
 	if entry == nil || entry.st != st {
 		entry = &pendingSave{st: st}
 		sh.pending[key] = entry
 	}
 	entry.inflight++
 	st.dirty = false
-	sh.queued = append(sh.queued, queuedSave{entry: entry, snap: st.snapshotLocked(key)})
+	q.entry = entry
+	sh.queued = append(sh.queued, q)
 	sh.epoch.Add(1)
 }
 
@@ -207,17 +232,32 @@ func (e *Engine) saveQueued(ctx context.Context, sh *shard, q []queuedSave) {
 	if len(q) == 0 {
 		return
 	}
-	snaps := make([]Snapshot, len(q))
+	var snaps []Snapshot
+	var forget []KeyVersion
 	for i := range q {
-		snaps[i] = q[i].snap
+		if q[i].forget {
+			forget = append(forget, KeyVersion{Key: q[i].snap.Key, Version: q[i].snap.Version})
+		} else {
+			snaps = append(snaps, q[i].snap)
+		}
 	}
-	err := e.store.Save(context.WithoutCancel(ctx), snaps)
-	if err != nil {
+	var saveErr, forgetErr error
+	if len(snaps) > 0 {
+		saveErr = e.store.Save(context.WithoutCancel(ctx), snaps)
+	}
+	if len(forget) > 0 {
+		forgetErr = e.forgetter().Forget(context.WithoutCancel(ctx), forget)
+	}
+	if saveErr != nil || forgetErr != nil {
 		e.storeErrors.Add(1)
 	}
 	sh.mu.Lock()
 	for i := range q {
-		sh.completeLocked(q[i].snap.Key, q[i].entry, q[i].snap.Version, err == nil)
+		ok := saveErr == nil
+		if q[i].forget {
+			ok = forgetErr == nil
+		}
+		sh.completeLocked(q[i].snap.Key, q[i].entry, q[i].snap.Version, ok)
 	}
 	sh.mu.Unlock()
 }

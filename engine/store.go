@@ -9,26 +9,36 @@ import (
 
 // MemoryStore is an in-memory Store: it keeps, per key, the snapshot with
 // the highest Version. It is safe for concurrent use. Its state lives as
-// long as the process.
+// long as the process. It is a Forgetter: an Engine drops the states that
+// carry nothing from it (idle.go), so that it holds only states with live
+// usage, credits or a profile.
 type MemoryStore struct {
 	mu    sync.Mutex
-	snaps map[string]Snapshot
+	snaps map[string]*memEntry
+	keys  []string // every key, in no order; Sweep's cursor walks it
+	next  int      // Sweep's cursor into keys
+}
+
+// memEntry is one stored snapshot and its place in MemoryStore.keys.
+type memEntry struct {
+	snap Snapshot
+	at   int
 }
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{snaps: make(map[string]Snapshot)}
+	return &MemoryStore{snaps: make(map[string]*memEntry)}
 }
 
 // Load returns a copy of the snapshot saved for key.
 func (m *MemoryStore) Load(_ context.Context, key string) (Snapshot, bool, error) {
 	m.mu.Lock()
-	s, ok := m.snaps[key]
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	me, ok := m.snaps[key]
 	if !ok {
 		return Snapshot{}, false, nil
 	}
-	return s.clone(), true, nil
+	return me.snap.clone(), true, nil
 }
 
 // Save stores a copy of each snapshot whose Version is higher than the one
@@ -37,12 +47,66 @@ func (m *MemoryStore) Save(_ context.Context, snaps []Snapshot) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range snaps {
-		if old, ok := m.snaps[s.Key]; ok && old.Version >= s.Version {
-			continue
+		old, ok := m.snaps[s.Key]
+		switch {
+		case !ok:
+			m.snaps[s.Key] = &memEntry{snap: s.clone(), at: len(m.keys)}
+			m.keys = append(m.keys, s.Key)
+		case old.snap.Version < s.Version:
+			old.snap = s.clone()
 		}
-		m.snaps[s.Key] = s.clone()
 	}
 	return nil
+}
+
+// Forget drops the snapshot of each key whose stored Version is at most
+// the given one.
+func (m *MemoryStore) Forget(_ context.Context, keys []KeyVersion) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, kv := range keys {
+		if me, ok := m.snaps[kv.Key]; ok && me.snap.Version <= kv.Version {
+			m.removeLocked(me)
+		}
+	}
+	return nil
+}
+
+// Sweep visits up to max snapshots, from where the last call stopped, and
+// drops those for which idle returns true. idle runs under the store's
+// lock.
+func (m *MemoryStore) Sweep(max int, idle func(*Snapshot) bool) (visited, dropped int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for visited < max && len(m.keys) > 0 {
+		if m.next >= len(m.keys) {
+			m.next = 0
+		}
+		me := m.snaps[m.keys[m.next]]
+		visited++
+		if idle(&me.snap) {
+			m.removeLocked(me) // moves the last key to m.next
+			dropped++
+			continue
+		}
+		m.next++
+	}
+	return visited, dropped
+}
+
+// removeLocked drops me, moving the last key into its place. The caller
+// holds m.mu.
+func (m *MemoryStore) removeLocked(me *memEntry) {
+	last := len(m.keys) - 1
+	moved := m.keys[last]
+	m.keys[me.at] = moved
+	m.snaps[moved].at = me.at
+	m.keys[last] = ""
+	m.keys = m.keys[:last]
+	delete(m.snaps, me.snap.Key)
+	if cap(m.keys) > 1024 && len(m.keys) < cap(m.keys)/4 {
+		m.keys = slices.Clip(slices.Clone(m.keys)) // give most of the array back
+	}
 }
 
 // Len returns how many keys the store holds.

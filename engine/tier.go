@@ -30,6 +30,10 @@ type ruleset struct {
 	threshold    int64             // percent
 	msgs         Messages
 	shedAt       [PriorityCritical + 1]float64
+	periods      map[string][]Period // window name -> periods of its limits
+	grantPeriods []Period            // distinct grant periods of tiers and teams
+	// everyTierGrants is set when every tier has an active token grant.
+	everyTierGrants bool
 }
 
 // limitRule is one compiled limit. key names its window counter in the
@@ -154,6 +158,7 @@ func compile(cfg Config) (*ruleset, error) {
 		}
 	}
 	rs.computeRequiredTiers()
+	rs.indexPeriods()
 	return rs, nil
 }
 

@@ -107,7 +107,12 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if ecfg.Store == nil {
 		ecfg.Store = engine.NewMemoryStore()
 	}
-	ecfg.Store = timedStore{Store: ecfg.Store, rec: a.rec}
+	ts := timedStore{Store: ecfg.Store, rec: a.rec}
+	ecfg.Store = ts
+	if f, ok := ts.Store.(engine.Forgetter); ok {
+		// The in-memory store drops idle state; the wrapper must say so.
+		ecfg.Store = timedForgetter{timedStore: ts, f: f}
+	}
 	if a.eng, err = engine.New(ecfg); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
@@ -115,7 +120,9 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 		return nil, err
 	}
 	if o.ConfigPath != "" {
-		lo := config.LoadOptions{IdentityFile: o.Getenv(config.EnvIdentityFile), PassphraseFile: o.Getenv(config.EnvPassphraseFile)}
+		// require_encryption stays in force across reloads until a restart.
+		lo := config.LoadOptions{IdentityFile: o.Getenv(config.EnvIdentityFile), PassphraseFile: o.Getenv(config.EnvPassphraseFile),
+			RequireEncryption: file.RequireEncryption}
 		a.watcher = config.NewWatcher(o.ConfigPath, lo, a.apply, o.Logger)
 	}
 	if err := a.registerMetrics(o.Providers); err != nil {

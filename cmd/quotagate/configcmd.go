@@ -41,7 +41,7 @@ Run "quotagate config encrypt --help" for encrypt's flags.
 func runConfig(ctx context.Context, args []string, env func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, configHelp)
-		return errors.New("config: no subcommand given; want validate, encrypt, decrypt or default")
+		return usageError("config: no subcommand given; want validate, encrypt, decrypt or default")
 	}
 	opts := config.LoadOptions{IdentityFile: env(config.EnvIdentityFile), PassphraseFile: env(config.EnvPassphraseFile)}
 	sub, rest := args[0], args[1:]
@@ -53,8 +53,12 @@ func runConfig(ctx context.Context, args []string, env func(string) string, stdi
 	case "decrypt":
 		return configDecrypt(rest, opts, stdin, stdout, stderr)
 	case "default":
+		if len(rest) == 1 && isHelp(rest[0]) {
+			fmt.Fprint(stdout, configDefaultHelp)
+			return nil
+		}
 		if len(rest) > 0 {
-			return fmt.Errorf("config default: takes no arguments, got %q", rest)
+			return usageError("config default: takes no arguments, got %q (see quotagate config --help)", rest)
 		}
 		_, err := stdout.Write(config.Default())
 		return err
@@ -62,24 +66,71 @@ func runConfig(ctx context.Context, args []string, env func(string) string, stdi
 		fmt.Fprint(stdout, configHelp)
 		return nil
 	}
-	return fmt.Errorf("config: unknown subcommand %q; want validate, encrypt, decrypt or default", sub)
+	return usageError("config: unknown subcommand %q; want validate, encrypt, decrypt or default (see quotagate config --help)", sub)
+}
+
+// Help texts of the config subcommands; configFlags adds their flags.
+const (
+	configValidateHelp = `Usage: quotagate config validate FILE
+
+Load FILE (- for standard input), decrypting it in memory if it is
+age-encrypted, and check it: every problem is printed at once, one per line
+with its field path, and the command exits 1; a valid file prints a summary
+of what it means, then OK. A FILE that cannot be read exits 2.
+`
+	configEncryptHelp = `Usage: quotagate config encrypt [flags] FILE
+
+Encrypt FILE (- for standard input) with age, to recipients or with a
+passphrase. FILE is validated first unless --no-validate is given.
+`
+	configDecryptHelp = `Usage: quotagate config decrypt FILE
+
+Print the decrypted FILE (- for standard input) on standard output, with the
+identity file named by QUOTAGATE_AGE_IDENTITY_FILE or the passphrase file
+named by QUOTAGATE_AGE_PASSPHRASE_FILE.
+`
+	configDefaultHelp = `Usage: quotagate config default
+
+Print the embedded default configuration (config/default.yaml) on standard
+output: a commented starting point.
+`
+)
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
+}
+
+// usageError is a bad-usage error: the process exits 2.
+func usageError(format string, args ...any) error {
+	return exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
 // configFlags parses args, allowing flags after the positional arguments
 // ("encrypt FILE -o OUT"), and returns the positional arguments. --help
-// prints the flags on stdout and returns flag.ErrHelp.
-func configFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+// prints help, then the flags if the subcommand has any, on stdout and
+// returns flag.ErrHelp. A bad flag is bad usage (exit 2).
+func configFlags(fs *flag.FlagSet, args []string, help string, stdout io.Writer) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(stdout)
-				fmt.Fprintf(stdout, "Usage: quotagate %s [flags] FILE\n\nFlags:\n", fs.Name())
-				fs.PrintDefaults()
+				fmt.Fprint(stdout, help)
+				hasFlags := false
+				fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+				if hasFlags {
+					fmt.Fprint(stdout, "\nFlags:\n")
+					fs.SetOutput(stdout)
+					fs.PrintDefaults()
+				}
 				return nil, err
 			}
-			return nil, fmt.Errorf("%s: %w (see quotagate %s --help)", fs.Name(), err, fs.Name())
+			return nil, usageError("%s: %w (see quotagate %s --help)", fs.Name(), err, fs.Name())
 		}
 		if fs.NArg() == 0 {
 			return pos, nil
@@ -92,7 +143,7 @@ func configFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, e
 // configInput reads the one FILE argument, or standard input for "-".
 func configInput(cmd string, pos []string, stdin io.Reader) (name string, data []byte, err error) {
 	if len(pos) != 1 {
-		return "", nil, fmt.Errorf("%s: want one FILE (- for standard input), got %d arguments", cmd, len(pos))
+		return "", nil, usageError("%s: want one FILE (- for standard input), got %d arguments (see quotagate %s --help)", cmd, len(pos), cmd)
 	}
 	if pos[0] == "-" {
 		data, err = io.ReadAll(stdin)
@@ -100,14 +151,15 @@ func configInput(cmd string, pos []string, stdin io.Reader) (name string, data [
 	}
 	data, err = os.ReadFile(pos[0])
 	if err != nil {
-		return "", nil, fmt.Errorf("%s: %w", cmd, err)
+		// A FILE that cannot be read is bad usage, as the README says.
+		return "", nil, usageError("%s: %w; name an existing, readable file or - for standard input", cmd, err)
 	}
 	return pos[0], data, nil
 }
 
 func configValidate(args []string, opts config.LoadOptions, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("config validate", flag.ContinueOnError)
-	pos, err := configFlags(fs, args, stdout)
+	pos, err := configFlags(fs, args, configValidateHelp, stdout)
 	if err != nil {
 		return configHelpOK(err)
 	}
@@ -227,7 +279,7 @@ func configEncrypt(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	fs.BoolVar(&opts.Armor, "a", false, "short for --armor")
 	out := fs.String("o", "", "write to this file (atomically, mode 0600) instead of standard output")
 	noValidate := fs.Bool("no-validate", false, "encrypt even if the configuration does not validate")
-	pos, err := configFlags(fs, args, stdout)
+	pos, err := configFlags(fs, args, configEncryptHelp, stdout)
 	if err != nil {
 		return configHelpOK(err)
 	}
@@ -289,7 +341,7 @@ func configWriteFile(path string, data []byte) (err error) {
 
 func configDecrypt(args []string, opts config.LoadOptions, stdin io.Reader, stdout, _ io.Writer) error {
 	fs := flag.NewFlagSet("config decrypt", flag.ContinueOnError)
-	pos, err := configFlags(fs, args, stdout)
+	pos, err := configFlags(fs, args, configDecryptHelp, stdout)
 	if err != nil {
 		return configHelpOK(err)
 	}

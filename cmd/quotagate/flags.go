@@ -66,6 +66,11 @@ func envName(flagName string) string {
 // variables and defaults.
 func printHelp(fs *flag.FlagSet, help string, w io.Writer) {
 	fmt.Fprint(w, help)
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n == 0 {
+		return // no empty Flags: section
+	}
 	fmt.Fprintln(w, "\nFlags:")
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)

@@ -194,7 +194,7 @@ func ledgerDSN(cmd, dsn, dataDir string) (string, error) {
 	}
 	path := filepath.Join(dataDir, "ledger.db")
 	if _, err := os.Stat(path); err != nil {
-		return "", fmt.Errorf("%s: no ledger in data directory %s: %w (is it the directory quotagate serve --data-dir used?)", cmd, dataDir, err)
+		return "", exitError{code: 2, err: fmt.Errorf("%s: no ledger in data directory %s: %w (is it the directory quotagate serve --data-dir used?)", cmd, dataDir, err)}
 	}
 	return path, nil
 }

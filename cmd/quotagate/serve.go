@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -135,15 +137,29 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	return a.serve(ctx, l, file.Server.GracePeriod.D(), logger)
 }
 
-// loadConfig reads the configuration file, or the embedded default.
+// loadConfig reads the configuration file, or the embedded default. A
+// file that cannot be read (missing, not permitted), whether the
+// configuration or a key file named by the environment, is bad usage
+// (exit 2); a file that does not validate is a failure (exit 1).
 func loadConfig(path string, getenv func(string) string) (*config.File, string, error) {
 	opts := config.LoadOptions{IdentityFile: getenv(config.EnvIdentityFile), PassphraseFile: getenv(config.EnvPassphraseFile)}
 	if path == "" {
 		f, err := config.LoadData("embedded default config", config.Default(), opts)
-		return f, "embedded default", err
+		return f, "embedded default", unreadableIsUsage(err)
 	}
 	f, err := config.Load(path, opts)
-	return f, path, err
+	return f, path, unreadableIsUsage(err)
+}
+
+// unreadableIsUsage makes an error about a file named on the command line
+// or in the environment that cannot be read a bad-usage error (exit 2),
+// as the README's CLI reference says; other errors are returned as they
+// are.
+func unreadableIsUsage(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EISDIR) {
+		return exitError{code: 2, err: err}
+	}
+	return err
 }
 
 // authzOptions maps the configuration onto extauthz.Options.

@@ -127,6 +127,24 @@ func (s timedStore) LoadsProfiles() bool {
 	return ok && pl.LoadsProfiles()
 }
 
+// timedForgetter is a timedStore around a Store that can forget idle
+// state (the in-memory store), forwarding engine.Forgetter.
+type timedForgetter struct {
+	timedStore
+	f engine.Forgetter
+}
+
+func (s timedForgetter) Forget(ctx context.Context, keys []engine.KeyVersion) error {
+	t := time.Now()
+	err := s.f.Forget(ctx, keys)
+	s.rec.RecordStoreOp(ctx, "forget", time.Since(t), err)
+	return err
+}
+
+func (s timedForgetter) Sweep(max int, idle func(*engine.Snapshot) bool) (visited, dropped int) {
+	return s.f.Sweep(max, idle)
+}
+
 func (s timedStore) Save(ctx context.Context, snaps []engine.Snapshot) error {
 	t := time.Now()
 	err := s.Store.Save(ctx, snaps)
