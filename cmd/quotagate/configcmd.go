@@ -172,7 +172,9 @@ func configSummary(stdout, stderr io.Writer, name string, f *config.File) error 
 	fmt.Fprintf(stdout, "users %d, roles %d, workflows %d, teams %d, routes %d, api keys %d\n",
 		len(qm.Users), len(qm.Roles), len(qm.Workflows), len(qm.Teams), len(f.Routes), len(f.APIKeys()))
 	fmt.Fprintf(stdout, "identity: %s\n", strings.Join(f.Identity.Sources, ", "))
-	if f.Identity.Header.Trusted {
+	if w := f.ExposureWarning(f.Server.GRPCAddr); w != "" {
+		fmt.Fprintf(stderr, "WARNING: %s\n", w)
+	} else if f.Identity.Header.Trusted {
 		fmt.Fprintf(stderr, "warning: identity.header %q is trusted: only safe if Envoy sets it after authenticating the caller\n", f.Identity.Header.Name)
 	}
 	_, err = fmt.Fprintln(stdout, "OK")
