@@ -15,6 +15,12 @@ var defaultYAML []byte
 // what `make run` serves.
 func Default() []byte { return slices.Clone(defaultYAML) }
 
+// Values of routes.default.
+const (
+	RouteDefaultCall = "call"
+	RouteDefaultDeny = "deny"
+)
+
 // Source names for Identity.Sources.
 const (
 	SourceJWT    = "jwt"
@@ -47,6 +53,7 @@ func defaults() *File {
 			APIKey:       APIKeySource{Header: "x-api-key"},
 			StripHeaders: []string{"x-quota-tier", "x-tier", "x-user-tier"},
 		},
+		Routes:  Routes{Default: RouteDefaultCall},
 		Pricing: Pricing{PartialBodyWordsPerByte: 0.2},
 		Server: Server{
 			GRPCAddr:             ":9191",

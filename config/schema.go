@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
+
 	"github.com/quotagate/quotagate/admin"
 	"github.com/quotagate/quotagate/notify"
 )
@@ -13,8 +16,9 @@ type File struct {
 	QuotaManager QuotaManager `json:"quota_manager"`
 	Identity     Identity     `json:"identity"`
 	// Routes map a request path (and method) to an action or workflow when
-	// the route's context_extensions do not name one.
-	Routes  []Route     `json:"routes"`
+	// the route's context_extensions do not name one. The file may give a
+	// list of routes (the rules) or {default, rules}.
+	Routes  Routes      `json:"routes"`
 	Pricing Pricing     `json:"pricing"`
 	Server  Server      `json:"server"`
 	Tracing Tracing     `json:"tracing"`
@@ -246,6 +250,32 @@ type HeaderSource struct {
 // among the users' api_key_sha256.
 type APIKeySource struct {
 	Header string `json:"header"`
+}
+
+// Routes is the routes block: the rules tried in order on the normalized
+// path, and what becomes of a request that matches none. In a file it is
+// either a list (the rules, with Default left at call) or a mapping with the
+// keys default and rules.
+type Routes struct {
+	// Default is what a request that names no action or workflow in its
+	// context_extensions and matches no rule gets: call (priced as a plain
+	// API call, the default) or deny (refused with 403 no_route).
+	Default string `json:"default"`
+	// Rules are tried in order; the first match wins.
+	Rules []Route `json:"rules"`
+	// list records that the file gave the short form, for error paths.
+	list bool
+}
+
+// UnmarshalJSON accepts a list of routes (the rules) or an object with
+// default and rules. Fields the data does not set keep their values.
+func (r *Routes) UnmarshalJSON(data []byte) error {
+	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '[' {
+		r.list = true
+		return json.Unmarshal(data, &r.Rules)
+	}
+	type plain Routes
+	return json.Unmarshal(data, (*plain)(r))
 }
 
 // Route maps requests to an action or workflow. An empty Method matches

@@ -47,9 +47,16 @@ const (
 	ReasonShed
 	ReasonNoIdentity
 	ReasonUnknownSubject
+	// ReasonUnknownAction refuses a request whose action has no entry in
+	// Config.Actions, under UnknownActionDeny.
+	ReasonUnknownAction
+	// ReasonNoRoute refuses a request that named no action or workflow and
+	// matched no route, when the front end is set to refuse those.
+	ReasonNoRoute
 )
 
-var reasonNames = [...]string{"ok", "window_exceeded", "insufficient_balance", "feature_not_in_plan", "shed", "no_identity", "unknown_subject"}
+var reasonNames = [...]string{"ok", "window_exceeded", "insufficient_balance", "feature_not_in_plan", "shed", "no_identity", "unknown_subject",
+	"unknown_action", "no_route"}
 
 // String returns the reason's stable snake_case name, used in metrics,
 // spans, the ledger and dynamic metadata.

@@ -35,6 +35,7 @@ const (
 	CodeUnauthenticated     = "unauthenticated"
 	CodeUnknownSubject      = "unknown_subject"
 	CodeLengthRequired      = "length_required"
+	CodeNoRoute             = "no_route"
 	CodeUnavailable         = "unavailable"
 )
 
@@ -42,6 +43,7 @@ const (
 const (
 	msgUnavailable    = "The quota service could not decide, so the request is refused. Retry shortly."
 	msgLengthRequired = "The request body was cut short by the proxy and has no Content-Length, so its cost cannot be bounded. Send a Content-Length header."
+	msgNoRoute        = "This request matches no metered route, so it is refused."
 )
 
 // allow fills v for an admitted decision made at now.
@@ -157,6 +159,19 @@ func (s *Server) lengthRequired(now time.Time, in *Input, v *Verdict) {
 	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id.String()}}
 	v.Body = marshal(plainBody{CodeLengthRequired, msgLengthRequired, id.String()})
 	v.Metadata = Metadata{DecisionID: id.String(), Decision: "deny", Reason: CodeLengthRequired}
+}
+
+// noRoute refuses a request that matched no route under UnroutedDeny. It
+// charges nothing.
+func (s *Server) noRoute(in *Input, req *engine.Request, v *Verdict) {
+	id := newID()
+	d := &v.Decision
+	d.ID, d.Subject, d.Tier, d.Reason = id, req.Subject, req.Tier, engine.ReasonNoRoute
+	d.Message = msgNoRoute
+	v.Status, v.Code = 403, CodeNoRoute
+	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id.String()}}
+	v.Body = marshal(plainBody{CodeNoRoute, msgNoRoute, id.String()})
+	v.Metadata = Metadata{DecisionID: id.String(), Decision: "deny", Reason: CodeNoRoute, Tier: string(req.Tier)}
 }
 
 func (s *Server) upgradeURL(t engine.Tier) string {

@@ -170,7 +170,7 @@ func configSummary(stdout, stderr io.Writer, name string, f *config.File) error 
 		fmt.Fprintf(stdout, "alerts: at %d%% of a limit, to %s\n", a.ThresholdPercentage, cmp.Or(strings.Join(a.Channels, ", "), "no channel"))
 	}
 	fmt.Fprintf(stdout, "users %d, roles %d, workflows %d, teams %d, routes %d, api keys %d\n",
-		len(qm.Users), len(qm.Roles), len(qm.Workflows), len(qm.Teams), len(f.Routes), len(f.APIKeys()))
+		len(qm.Users), len(qm.Roles), len(qm.Workflows), len(qm.Teams), len(f.Routes.Rules), len(f.APIKeys()))
 	fmt.Fprintf(stdout, "identity: %s\n", strings.Join(f.Identity.Sources, ", "))
 	if w := f.ExposureWarning(f.Server.GRPCAddr); w != "" {
 		fmt.Fprintf(stderr, "WARNING: %s\n", w)

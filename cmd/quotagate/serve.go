@@ -164,9 +164,13 @@ func authzOptions(file *config.File, eng *engine.Engine, logger *slog.Logger) (e
 		}
 		sources = append(sources, src)
 	}
-	routes := make([]extauthz.Route, len(file.Routes))
-	for i, r := range file.Routes {
+	routes := make([]extauthz.Route, len(file.Routes.Rules))
+	for i, r := range file.Routes.Rules {
 		routes[i] = extauthz.Route{PathPrefix: r.PathPrefix, Method: r.Method, Action: r.Action, Workflow: r.Workflow}
+	}
+	unrouted, err := extauthz.ParseUnrouted(file.Routes.Default)
+	if err != nil {
+		return extauthz.Options{}, err
 	}
 	upgrade := make(map[engine.Tier]string, len(file.QuotaManager.Tiers))
 	for name, t := range file.QuotaManager.Tiers {
@@ -181,6 +185,7 @@ func authzOptions(file *config.File, eng *engine.Engine, logger *slog.Logger) (e
 			APIKeyHeader: id.APIKey.Header, APIKeys: file.APIKeys(),
 		},
 		Routes:                    routes,
+		Unrouted:                  unrouted,
 		StripHeaders:              id.StripHeaders,
 		InsufficientBalanceStatus: file.Server.InsufficientBalanceStatus,
 		WordsPerByte:              file.Pricing.PartialBodyWordsPerByte,
