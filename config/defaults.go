@@ -66,6 +66,7 @@ func defaults() *File {
 			},
 			GracePeriod:               Duration(10 * time.Second),
 			InsufficientBalanceStatus: 402,
+			MaxReceiveBytes:           8 << 20,
 		},
 		Tracing: Tracing{SampleAllowed: 0.01, SampleRejected: 1},
 		Store: StoreConfig{

@@ -3,7 +3,10 @@ package config
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/quotagate/quotagate/extauthz"
 )
 
 func TestRoutesForms(t *testing.T) {
@@ -73,5 +76,23 @@ func TestBadRoutes(t *testing.T) {
 				t.Errorf("problems:\n got  %q\n want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestMaxReceiveBytes(t *testing.T) {
+	const tiers = "quota_manager:\n  tiers:\n    free: {api_calls_per_hour: 10}\n"
+	f, err := Parse([]byte(tiers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Server.MaxReceiveBytes != extauthz.DefaultMaxReceiveBytes {
+		t.Errorf("server.max_receive_bytes defaults to %d, want extauthz's %d", f.Server.MaxReceiveBytes, extauthz.DefaultMaxReceiveBytes)
+	}
+	for _, bad := range []string{"0", "1000", "-1", "2147483648"} {
+		_, err := Parse([]byte(tiers + "server: {max_receive_bytes: " + bad + "}\n"))
+		if err == nil || !strings.Contains(err.Error(), "server.max_receive_bytes: must be from 1048576 (1 MiB) to 1073741824 (1 GiB)") ||
+			!strings.Contains(err.Error(), "got "+bad) {
+			t.Errorf("max_receive_bytes %s: %v", bad, err)
+		}
 	}
 }

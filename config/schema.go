@@ -307,6 +307,12 @@ type Server struct {
 	// InsufficientBalanceStatus is the HTTP status of a denial for lack
 	// of tokens (402 by default).
 	InsufficientBalanceStatus int `json:"insufficient_balance_status"`
+	// MaxReceiveBytes is the largest CheckRequest the gRPC server accepts,
+	// in bytes (8 MiB by default). Keep it well above Envoy's
+	// with_request_body.max_request_bytes plus the request headers: a larger
+	// Check is refused by the transport, undecided (it is logged and counted
+	// in quota_checks_undecided_total).
+	MaxReceiveBytes int64 `json:"max_receive_bytes"`
 }
 
 // TLS configures the gRPC listener's certificate. All empty means

@@ -11,6 +11,8 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/quotagate/quotagate/extauthz"
 )
 
 // decodeHCM decodes the JSON of a (partial) HttpConnectionManager.
@@ -57,6 +59,15 @@ func checkBootstrap(t *testing.T, where string, b *bootstrapv3.Bootstrap) {
 					}
 					if body := ea.GetWithRequestBody(); body == nil || !body.GetPackAsBytes() || !body.GetAllowPartialMessage() {
 						t.Errorf("%s: ext_authz with_request_body %v: want allow_partial_message and pack_as_bytes", where, body)
+					}
+					// A Check carries the body and the headers: it must fit
+					// quotagate's default receive limit, or it is never decided.
+					headers := uint32(60 << 10) // Envoy's default max_request_headers_kb
+					if kb := hcm.GetMaxRequestHeadersKb().GetValue(); kb > 0 {
+						headers = kb << 10
+					}
+					if n := ea.GetWithRequestBody().GetMaxRequestBytes() + headers; n >= extauthz.DefaultMaxReceiveBytes/2 {
+						t.Errorf("%s: max_request_bytes plus headers is %d bytes, too close to quotagate's receive limit %d", where, n, extauthz.DefaultMaxReceiveBytes)
 					}
 				}
 			}
