@@ -36,6 +36,7 @@ func defaults() *File {
 	return &File{
 		QuotaManager: QuotaManager{
 			UnknownSubjects: "default",
+			UnknownActions:  UnknownActions{Policy: "deny"},
 			Window:          "fixed",
 			Timezone:        "UTC",
 			Alerts:          Alerts{ThresholdPercentage: 90},

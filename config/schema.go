@@ -44,16 +44,20 @@ type QuotaManager struct {
 	// Window is the default mode of limits that set none: fixed or sliding.
 	Window string `json:"window"`
 	// Timezone is the IANA zone that calendar windows align to.
-	Timezone  string              `json:"timezone"`
-	Actions   map[string]Action   `json:"actions"`
-	Users     map[string]User     `json:"users"`
-	Roles     map[string]Role     `json:"roles"`
-	Workflows map[string]Workflow `json:"workflows"`
-	Teams     map[string]Team     `json:"teams"`
-	Capacity  Capacity            `json:"capacity"`
-	Alerts    Alerts              `json:"alerts"`
-	Messages  Messages            `json:"messages"`
-	Cache     Cache               `json:"cache"`
+	Timezone string            `json:"timezone"`
+	Actions  map[string]Action `json:"actions"`
+	// UnknownActions is what a request gets whose action has no price here
+	// and is in no tier's or role's features: refused (the default) or
+	// priced as a named action.
+	UnknownActions UnknownActions      `json:"unknown_actions"`
+	Users          map[string]User     `json:"users"`
+	Roles          map[string]Role     `json:"roles"`
+	Workflows      map[string]Workflow `json:"workflows"`
+	Teams          map[string]Team     `json:"teams"`
+	Capacity       Capacity            `json:"capacity"`
+	Alerts         Alerts              `json:"alerts"`
+	Messages       Messages            `json:"messages"`
+	Cache          Cache               `json:"cache"`
 }
 
 // Tier is one plan. The api_calls_per_X shorthands are the seed's form; each
@@ -112,6 +116,17 @@ type Action struct {
 	// Unit names what the request's units count ("words"); informational.
 	Unit          string `json:"unit"`
 	TokensPerCall int64  `json:"tokens_per_call"`
+}
+
+// UnknownActions is the policy for actions without a price: a typo in a
+// route's context_extensions must neither make a priced endpoint free nor
+// tell a customer their plan lacks it.
+type UnknownActions struct {
+	// Policy is deny (403 unknown_action, nothing charged; the default) or
+	// price (priced and limited as PriceAs).
+	Policy string `json:"policy"`
+	// PriceAs names a priced action, with policy: price.
+	PriceAs string `json:"price_as"`
 }
 
 // User is a configured subject.
@@ -196,6 +211,9 @@ type Messages struct {
 	Shed             string `json:"shed"`
 	NoIdentity       string `json:"no_identity"`
 	UnknownSubject   string `json:"unknown_subject"`
+	// UnknownAction is what a client refused for an unknown action reads;
+	// keep it neutral (the operator learns the action from the log).
+	UnknownAction string `json:"unknown_action"`
 }
 
 // Cache bounds the engine's memory.

@@ -37,9 +37,13 @@ type Config struct {
 	// asserted tier and have no profile (ReasonUnknownSubject), instead of
 	// giving them DefaultTier.
 	DenyUnknown bool
-	// Actions price requests by action name. An action not listed costs
-	// nothing beyond DefaultCost.
+	// Actions price requests by action name. An action named only in a
+	// tier's or role's Features is free; a request naming an action that
+	// is in neither follows UnknownActions.
 	Actions map[string]ActionConfig
+	// UnknownActions is what a request whose action is unknown (see
+	// Actions) gets. The zero value refuses it (ReasonUnknownAction).
+	UnknownActions UnknownActions
 	// Users, Roles, Workflows and Teams carry per-entity limits and
 	// settings ("customizable limits").
 	Users     map[string]UserConfig
@@ -205,6 +209,10 @@ type Messages struct {
 	NoIdentity string
 	// UnknownSubject defaults to "Unknown subject."
 	UnknownSubject string
+	// UnknownAction is the client's text for ReasonUnknownAction. It
+	// defaults to a neutral "This request is not available. ..." that
+	// names nothing of the configuration.
+	UnknownAction string
 }
 
 // CapacityConfig drives priority shedding ("dynamic throttling based on
@@ -272,6 +280,7 @@ func (m Messages) withDefaults() Messages {
 	def(&m.Shed, defaultShed)
 	def(&m.NoIdentity, defaultNoIdentity)
 	def(&m.UnknownSubject, defaultUnknownSubject)
+	def(&m.UnknownAction, defaultUnknownAction)
 	return m
 }
 
@@ -327,6 +336,7 @@ func (c Config) Validate() error {
 			v.add(p+".per_thousand", "must be >= 0, got %d", a.PerThousand)
 		}
 	}
+	validateUnknownActions(v, &c)
 	for _, name := range sortedKeys(c.Users) {
 		u := c.Users[name]
 		p := "users." + name

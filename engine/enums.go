@@ -47,8 +47,9 @@ const (
 	ReasonShed
 	ReasonNoIdentity
 	ReasonUnknownSubject
-	// ReasonUnknownAction refuses a request whose action has no entry in
-	// Config.Actions, under UnknownActionDeny.
+	// ReasonUnknownAction refuses a request whose action the Config does
+	// not know (no price, no features list names it), under
+	// UnknownActionDeny.
 	ReasonUnknownAction
 	// ReasonNoRoute refuses a request that named no action or workflow and
 	// matched no route, when the front end is set to refuse those.

@@ -138,8 +138,9 @@ func TestInvalidUTF8IsDecided(t *testing.T) {
 			swaps: map[string]string{"samXX": "sam\xff\xfe"}, wantCost: 1},
 		{name: "path", req: checkRequest("sam", "/v1/translate/MRK", "", "a b c", nil),
 			swaps: map[string]string{"MRK": "\xc3\x28\xa0"}, wantCost: 1},
+		// "translate\uFFFD" is no configured action: decided, as unknown_action.
 		{name: "context extension", req: checkRequest("sam", "/v1/translate", "translateQ", "a b c", nil),
-			swaps: map[string]string{"translateQ": "translate\xff"}},
+			swaps: map[string]string{"translateQ": "translate\xff"}, wantCode: codes.PermissionDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

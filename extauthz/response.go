@@ -36,6 +36,7 @@ const (
 	CodeUnknownSubject      = "unknown_subject"
 	CodeLengthRequired      = "length_required"
 	CodeNoRoute             = "no_route"
+	CodeUnknownAction       = "unknown_action"
 	CodeUnavailable         = "unavailable"
 )
 
@@ -116,6 +117,11 @@ func (s *Server) deny(now time.Time, v *Verdict) {
 	case engine.ReasonNoIdentity:
 		v.Status, v.Code = 401, CodeUnauthenticated
 		body = noIdentityBody{CodeUnauthenticated, d.Message, s.o().Identity.sourceNames(), id}
+	case engine.ReasonUnknownAction:
+		// The message is the neutral one the engine wrote; what is wrong
+		// (an action without a price) is told to the operator in the log.
+		v.Status, v.Code = 403, CodeUnknownAction
+		body = plainBody{CodeUnknownAction, d.Message, id}
 	default: // engine.ReasonUnknownSubject, and any reason added later
 		v.Status, v.Code = 403, CodeUnknownSubject
 		body = plainBody{CodeUnknownSubject, d.Message, id}

@@ -79,6 +79,9 @@ type Server struct {
 type settings struct {
 	Options
 	strip []string // lower-cased StripHeaders
+	// unknown remembers the unknown action names already logged, so that
+	// each is logged once per configuration.
+	unknown unknownActionLog
 }
 
 func newSettings(opts Options) (*settings, error) {
@@ -199,6 +202,9 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 		req.Deadline = dl
 	}
 	d, err := s.eng.Charge(ctx, req)
+	if d.UnknownAction != "" {
+		s.o().unknown.warn(s.o().Logger, &d)
+	}
 	now := s.o().Now()
 	if err != nil {
 		s.failure(now, &d, err, v)
