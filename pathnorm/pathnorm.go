@@ -103,14 +103,14 @@ func removeDotSegments(b []byte) []byte {
 		for j < len(b) && b[j] != '/' {
 			j++
 		}
-		seg := string(b[i+1 : j])
+		seg := b[i+1 : j]
 		last := j == len(b)
-		switch seg {
-		case ".":
+		switch {
+		case len(seg) == 1 && seg[0] == '.':
 			if last {
 				out = append(out, '/')
 			}
-		case "..":
+		case len(seg) == 2 && seg[0] == '.' && seg[1] == '.':
 			if k := lastSlash(out); k >= 0 {
 				out = out[:k]
 			}
