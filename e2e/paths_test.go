@@ -1,12 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // TestPathSpellingsArePriced sends spellings of /v1/translate and
@@ -135,5 +140,47 @@ func TestUnroutedAndUnknownActions(t *testing.T) {
 	}
 	if !counted {
 		t.Errorf("no quota_unknown_actions_total{outcome=\"deny\"} 3 in /metrics")
+	}
+}
+
+// TestOversizedCheckIsLoggedAndCounted sends Checks around a 1 MiB
+// server.max_receive_bytes: under it, a decision; over it, gRPC refuses the
+// message unread, and quotagate logs it and counts it.
+func TestOversizedCheckIsLoggedAndCounted(t *testing.T) {
+	cfg := strings.Replace(defaultConfig(t), "  insufficient_balance_status: 402\n", "  insufficient_balance_status: 402\n  max_receive_bytes: 1048576\n", 1)
+	path := filepath.Join(t.TempDir(), "quota.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, path)
+	under := envoyRequest{path: "/v1/translate", body: strings.Repeat("mot ", 128<<10), headers: map[string]string{"x-user-id": "demo-enterprise"}}
+	if resp := s.check(t, under); resp.GetOkResponse() == nil {
+		t.Fatalf("a 512 KiB body under the 1 MiB limit: %v, want a decision that allows it", resp.GetDeniedResponse())
+	}
+	over := envoyRequest{path: "/v1/translate", body: strings.Repeat("mot ", 512<<10), headers: map[string]string{"x-user-id": "demo-enterprise"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.client.Check(ctx, over.checkRequest()); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a 2 MiB Check over the 1 MiB limit: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(s.stderr.String(), `"msg":"extauthz: a Check was refused before it could be decided","reason":"too_large"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no WARN log line for the oversized Check:\n%s", s.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + s.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	counted := false
+	for _, l := range strings.Split(string(m), "\n") {
+		counted = counted || strings.HasPrefix(l, "quota_checks_undecided_total{") && strings.Contains(l, `reason="too_large"`) && strings.HasSuffix(l, "} 1")
+	}
+	if !counted {
+		t.Errorf("no quota_checks_undecided_total{reason=\"too_large\"} 1 in /metrics")
 	}
 }
