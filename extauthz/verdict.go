@@ -61,7 +61,8 @@ type Verdict struct {
 	// Code names the outcome for clients and logs: "ok" when allowed, or the
 	// JSON body's error ("quota_exceeded", "insufficient_balance",
 	// "feature_not_in_plan", "overloaded", "unauthenticated",
-	// "unknown_subject", "length_required", "unavailable").
+	// "unknown_subject", "unknown_action", "no_route", "length_required",
+	// "unavailable").
 	Code string
 	// Headers go to the client: response headers on an allow, the denial's
 	// headers otherwise.
