@@ -33,7 +33,9 @@ FUZZ_TARGETS := \
 	./config:FuzzParse \
 	./engine:FuzzMemoryStore \
 	./extauthz:FuzzCountWords \
-	./extauthz:FuzzCheck
+	./extauthz:FuzzCheck \
+	./extauthz:FuzzRouteSpellings \
+	./extauthz/pathnorm:FuzzPath
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -43,7 +43,7 @@ func (f *File) engineConfig(p *problems) engine.Config {
 		Messages: engine.Messages{
 			Exceeded: m.Exceeded, Warning: m.Warning, InsufficientBalance: m.InsufficientBalance,
 			FeatureNotInPlan: m.FeatureNotInPlan, Shed: m.Shed, NoIdentity: m.NoIdentity,
-			UnknownSubject: m.UnknownSubject,
+			UnknownSubject: m.UnknownSubject, UnknownAction: m.UnknownAction,
 		},
 		Capacity:  convertCapacity(qm.Capacity, base+".capacity", p),
 		Location:  parseLocation(qm.Timezone, base+".timezone", p),
@@ -61,6 +61,7 @@ func (f *File) engineConfig(p *problems) engine.Config {
 	for name, a := range qm.Actions {
 		cfg.Actions[name] = engine.ActionConfig{PerCall: a.TokensPerCall, PerThousand: a.TokensPer1000Units, Unit: a.Unit}
 	}
+	cfg.UnknownActions = convertUnknownActions(qm, p)
 	convertEntities(qm, &cfg, p)
 	return cfg
 }

@@ -247,6 +247,11 @@ func walk(n *node, t reflect.Type, path string, p *problems) {
 		walkText(n, t, path, p)
 		return
 	}
+	if t == reflect.TypeFor[Routes]() && n.kind == '[' {
+		// The short form of routes: the list of rules.
+		walk(n, reflect.TypeFor[[]Route](), path, p)
+		return
+	}
 	switch t.Kind() {
 	case reflect.Struct:
 		walkStruct(n, t, path, p)

@@ -121,7 +121,7 @@ func TestDefaultConfig(t *testing.T) {
 	if h := f.Identity.Header; h.Name != "x-user-id" || !h.Trusted {
 		t.Errorf("identity.header = %+v, want trusted x-user-id", h)
 	}
-	if len(f.Routes) != 2 || f.Routes[0].Action != "translate" || f.Routes[1].Action != "summarize" {
+	if len(f.Routes.Rules) != 2 || f.Routes.Rules[0].Action != "translate" || f.Routes.Rules[1].Action != "summarize" {
 		t.Errorf("routes = %+v", f.Routes)
 	}
 	if got := f.APIKeys()["c763c81266ea5e92e63b46f72bf4ef909ec5d2593ebf1f64f8b6aced74855792"]; got != "demo-standard" {

@@ -15,6 +15,12 @@ var defaultYAML []byte
 // what `make run` serves.
 func Default() []byte { return slices.Clone(defaultYAML) }
 
+// Values of routes.default.
+const (
+	RouteDefaultCall = "call"
+	RouteDefaultDeny = "deny"
+)
+
 // Source names for Identity.Sources.
 const (
 	SourceJWT    = "jwt"
@@ -41,6 +47,7 @@ func defaults() *File {
 	return &File{
 		QuotaManager: QuotaManager{
 			UnknownSubjects: "default",
+			UnknownActions:  UnknownActions{Policy: "deny"},
 			Window:          "fixed",
 			Timezone:        "UTC",
 			Alerts:          Alerts{ThresholdPercentage: 90},
@@ -59,6 +66,7 @@ func defaults() *File {
 			APIKey:       APIKeySource{Header: "x-api-key"},
 			StripHeaders: []string{"x-quota-tier", "x-tier", "x-user-tier"},
 		},
+		Routes:  Routes{Default: RouteDefaultCall},
 		Pricing: Pricing{PartialBodyWordsPerByte: 0.5, MaxBodyBytes: 64 << 20},
 		Server: Server{
 			GRPCAddr:             ":9191",
@@ -71,6 +79,7 @@ func defaults() *File {
 			},
 			GracePeriod:               Duration(10 * time.Second),
 			InsufficientBalanceStatus: 402,
+			MaxReceiveBytes:           8 << 20,
 		},
 		Tracing: Tracing{SampleAllowed: 0.01, SampleRejected: 1},
 		Store: StoreConfig{

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
+
 	"github.com/quotagate/quotagate/admin"
 	"github.com/quotagate/quotagate/notify"
 )
@@ -13,8 +16,9 @@ type File struct {
 	QuotaManager QuotaManager `json:"quota_manager"`
 	Identity     Identity     `json:"identity"`
 	// Routes map a request path (and method) to an action or workflow when
-	// the route's context_extensions do not name one.
-	Routes  []Route     `json:"routes"`
+	// the route's context_extensions do not name one. The file may give a
+	// list of routes (the rules) or {default, rules}.
+	Routes  Routes      `json:"routes"`
 	Pricing Pricing     `json:"pricing"`
 	Server  Server      `json:"server"`
 	Tracing Tracing     `json:"tracing"`
@@ -40,16 +44,20 @@ type QuotaManager struct {
 	// Window is the default mode of limits that set none: fixed or sliding.
 	Window string `json:"window"`
 	// Timezone is the IANA zone that calendar windows align to.
-	Timezone  string              `json:"timezone"`
-	Actions   map[string]Action   `json:"actions"`
-	Users     map[string]User     `json:"users"`
-	Roles     map[string]Role     `json:"roles"`
-	Workflows map[string]Workflow `json:"workflows"`
-	Teams     map[string]Team     `json:"teams"`
-	Capacity  Capacity            `json:"capacity"`
-	Alerts    Alerts              `json:"alerts"`
-	Messages  Messages            `json:"messages"`
-	Cache     Cache               `json:"cache"`
+	Timezone string            `json:"timezone"`
+	Actions  map[string]Action `json:"actions"`
+	// UnknownActions is what a request gets whose action has no price here
+	// and is in no tier's or role's features: refused (the default) or
+	// priced as a named action.
+	UnknownActions UnknownActions      `json:"unknown_actions"`
+	Users          map[string]User     `json:"users"`
+	Roles          map[string]Role     `json:"roles"`
+	Workflows      map[string]Workflow `json:"workflows"`
+	Teams          map[string]Team     `json:"teams"`
+	Capacity       Capacity            `json:"capacity"`
+	Alerts         Alerts              `json:"alerts"`
+	Messages       Messages            `json:"messages"`
+	Cache          Cache               `json:"cache"`
 }
 
 // Tier is one plan. The api_calls_per_X shorthands are the seed's form; each
@@ -108,6 +116,17 @@ type Action struct {
 	// Unit names what the request's units count ("words"); informational.
 	Unit          string `json:"unit"`
 	TokensPerCall int64  `json:"tokens_per_call"`
+}
+
+// UnknownActions is the policy for actions without a price: a typo in a
+// route's context_extensions must neither make a priced endpoint free nor
+// tell a customer their plan lacks it.
+type UnknownActions struct {
+	// Policy is deny (403 unknown_action, nothing charged; the default) or
+	// price (priced and limited as PriceAs).
+	Policy string `json:"policy"`
+	// PriceAs names a priced action, with policy: price.
+	PriceAs string `json:"price_as"`
 }
 
 // User is a configured subject.
@@ -192,6 +211,9 @@ type Messages struct {
 	Shed             string `json:"shed"`
 	NoIdentity       string `json:"no_identity"`
 	UnknownSubject   string `json:"unknown_subject"`
+	// UnknownAction is what a client refused for an unknown action reads;
+	// keep it neutral (the operator learns the action from the log).
+	UnknownAction string `json:"unknown_action"`
 }
 
 // Cache bounds the engine's memory.
@@ -249,6 +271,32 @@ type APIKeySource struct {
 	Header string `json:"header"`
 }
 
+// Routes is the routes block: the rules tried in order on the normalized
+// path, and what becomes of a request that matches none. In a file it is
+// either a list (the rules, with Default left at call) or a mapping with the
+// keys default and rules.
+type Routes struct {
+	// Default is what a request that names no action or workflow in its
+	// context_extensions and matches no rule gets: call (priced as a plain
+	// API call, the default) or deny (refused with 403 no_route).
+	Default string `json:"default"`
+	// Rules are tried in order; the first match wins.
+	Rules []Route `json:"rules"`
+	// list records that the file gave the short form, for error paths.
+	list bool
+}
+
+// UnmarshalJSON accepts a list of routes (the rules) or an object with
+// default and rules. Fields the data does not set keep their values.
+func (r *Routes) UnmarshalJSON(data []byte) error {
+	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '[' {
+		r.list = true
+		return json.Unmarshal(data, &r.Rules)
+	}
+	type plain Routes
+	return json.Unmarshal(data, (*plain)(r))
+}
+
 // Route maps requests to an action or workflow. An empty Method matches
 // every method.
 type Route struct {
@@ -283,6 +331,12 @@ type Server struct {
 	// InsufficientBalanceStatus is the HTTP status of a denial for lack
 	// of tokens (402 by default).
 	InsufficientBalanceStatus int `json:"insufficient_balance_status"`
+	// MaxReceiveBytes is the largest CheckRequest the gRPC server accepts,
+	// in bytes (8 MiB by default). Keep it well above Envoy's
+	// with_request_body.max_request_bytes plus the request headers: a larger
+	// Check is refused by the transport, undecided (it is logged and counted
+	// in quota_checks_undecided_total).
+	MaxReceiveBytes int64 `json:"max_receive_bytes"`
 }
 
 // TLS configures the gRPC listener's certificate. All empty means

@@ -87,7 +87,7 @@ func (f *File) validateQuota(p *problems) {
 func (f *File) featureNames() []string {
 	qm := &f.QuotaManager
 	names := append(sortedKeys(qm.Actions), sortedKeys(qm.Workflows)...)
-	for _, r := range f.Routes {
+	for _, r := range f.Routes.Rules {
 		names = append(names, r.Action, r.Workflow)
 	}
 	addLimitActions := func(ls []Limit) {

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/quotagate/quotagate/extauthz/pathnorm"
 )
 
 var sourceNames = []string{SourceJWT, SourceMTLS, SourceHeader, SourceAPIKey}
@@ -61,11 +63,22 @@ var httpMethods = []string{
 }
 
 func (f *File) validateRoutes(p *problems) {
+	if d := f.Routes.Default; d != RouteDefaultCall && d != RouteDefaultDeny {
+		p.addf("routes.default", "must be call (price a request that matches no route as a plain API call) or deny (refuse it with 403 no_route), got %q", d)
+	}
 	seen := make(map[[2]string]int)
-	for i, r := range f.Routes {
-		path := index("routes", i)
-		if !strings.HasPrefix(r.PathPrefix, "/") {
+	base := "routes.rules"
+	if f.Routes.list {
+		base = "routes"
+	}
+	for i, r := range f.Routes.Rules {
+		path := index(base, i)
+		switch n := pathnorm.Path(r.PathPrefix); {
+		case !strings.HasPrefix(r.PathPrefix, "/"):
 			p.addf(path+".path_prefix", "must start with /, got %q", r.PathPrefix)
+		case n != r.PathPrefix:
+			p.addf(path+".path_prefix", "%q is not a normalized path, so no request could match it: requests are matched on the path as Envoy normalizes it "+
+				"(dot segments removed, slashes merged, unreserved characters decoded, other escapes in upper-case hex, no query); write %q", r.PathPrefix, n)
 		}
 		if r.Method != "" && !slices.Contains(httpMethods, r.Method) {
 			p.addf(path+".method", "unknown HTTP method %q; want an upper-case method such as POST, or leave it empty for every method", r.Method)
@@ -75,7 +88,7 @@ func (f *File) validateRoutes(p *problems) {
 		}
 		key := [2]string{r.PathPrefix, r.Method}
 		if j, dup := seen[key]; dup {
-			p.addf(path, "has the same path_prefix and method as routes[%d]; remove one", j)
+			p.addf(path, "has the same path_prefix and method as %s; remove one", index(base, j))
 			continue
 		}
 		seen[key] = i
@@ -115,6 +128,9 @@ func (f *File) validateServer(p *problems) {
 		case d.v < 0:
 			p.addf("server."+d.key, "must be >= 0, got %s", d.v)
 		}
+	}
+	if n := s.MaxReceiveBytes; n < 1<<20 || n > 1<<30 {
+		p.addf("server.max_receive_bytes", "must be from 1048576 (1 MiB) to 1073741824 (1 GiB), and well above Envoy's with_request_body.max_request_bytes plus the request headers (default 8388608), got %d", n)
 	}
 	if c := s.InsufficientBalanceStatus; c < 400 || c > 599 {
 		p.addf("server.insufficient_balance_status", "must be an HTTP error status from 400 to 599 (402 by default), got %d", c)

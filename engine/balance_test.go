@@ -47,7 +47,6 @@ func TestCosts(t *testing.T) {
 		{"summarize 1001 words", "summarize", 1001, 3},
 		{"no words", "translate", 0, 0},
 		{"per call plus words", "ocr", 1500, 5},
-		{"unpriced action", "chat", 5000, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

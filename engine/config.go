@@ -38,9 +38,13 @@ type Config struct {
 	// asserted tier and have no profile (ReasonUnknownSubject), instead of
 	// giving them DefaultTier.
 	DenyUnknown bool
-	// Actions price requests by action name. An action not listed costs
-	// nothing beyond DefaultCost.
+	// Actions price requests by action name. An action named only in a
+	// tier's or role's Features is free; a request naming an action that
+	// is in neither follows UnknownActions.
 	Actions map[string]ActionConfig
+	// UnknownActions is what a request whose action is unknown (see
+	// Actions) gets. The zero value refuses it (ReasonUnknownAction).
+	UnknownActions UnknownActions
 	// Users, Roles, Workflows and Teams carry per-entity limits and
 	// settings ("customizable limits").
 	Users     map[string]UserConfig
@@ -210,6 +214,10 @@ type Messages struct {
 	// within your plan's limits. Send a smaller request." The decision's
 	// Binding names the limit, when one applies.
 	RequestTooLarge string
+	// UnknownAction is the client's text for ReasonUnknownAction. It
+	// defaults to a neutral "This request is not available. ..." that
+	// names nothing of the configuration.
+	UnknownAction string
 }
 
 // CapacityConfig drives priority shedding ("dynamic throttling based on
@@ -278,6 +286,7 @@ func (m Messages) withDefaults() Messages {
 	def(&m.NoIdentity, defaultNoIdentity)
 	def(&m.UnknownSubject, defaultUnknownSubject)
 	def(&m.RequestTooLarge, defaultTooLarge)
+	def(&m.UnknownAction, defaultUnknownAction)
 	return m
 }
 
@@ -335,6 +344,7 @@ func (c Config) Validate() error {
 		checkQuantity(v, p+".per_call", a.PerCall)
 		checkQuantity(v, p+".per_thousand", a.PerThousand)
 	}
+	validateUnknownActions(v, &c)
 	for _, name := range sortedKeys(c.Users) {
 		u := c.Users[name]
 		p := "users." + name

@@ -153,6 +153,7 @@ func (e *Engine) ChargeAt(ctx context.Context, now time.Time, req Request) (d De
 func (e *Engine) decide(ctx context.Context, now time.Time, req *Request, d *Decision) error {
 	rs := e.rules.Load()
 	d.ID = newDecisionID(now)
+	unknown := rs.screenAction(req)
 	d.Subject, d.Action, d.Workflow, d.Units = req.Subject, req.Action, req.Workflow, req.Units
 	c := charge{e: e, rs: rs, req: *req, now: now.UnixNano(), factor: e.cap.factorValue()}
 	c.prepare()
@@ -167,6 +168,16 @@ func (e *Engine) decide(ctx context.Context, now time.Time, req *Request, d *Dec
 	if strings.HasPrefix(req.Subject, teamKeyPrefix) {
 		d.deny(ReasonUnknownSubject, rs.msgs.UnknownSubject)
 		return nil
+	}
+	if unknown != "" {
+		d.UnknownAction = unknown
+		if rs.cfg.UnknownActions.Mode == UnknownActionDeny {
+			// The client chose the name, or it is a typo: neither is
+			// recorded as an action (metrics and the ledger stay bounded).
+			d.Action = ""
+			d.deny(ReasonUnknownAction, rs.msgs.UnknownAction)
+			return nil
+		}
 	}
 	known := !rs.cfg.DenyUnknown || rs.known(&c.req)
 	if err := e.acquire(ctx, rs, &c.req, c.user, known, &c.h); err != nil {

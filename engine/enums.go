@@ -51,9 +51,21 @@ const (
 	// as it is: it counts more against a limit than the limit's maximum, or
 	// its units or cost exceed MaxQuantity. Waiting does not help.
 	ReasonRequestTooLarge
+	// ReasonUnknownAction refuses a request whose action the Config does
+	// not know (no price, no features list names it), under
+	// UnknownActionDeny.
+	ReasonUnknownAction
+	// ReasonNoRoute refuses a request that named no action or workflow and
+	// matched no route, when the front end is set to refuse those.
+	ReasonNoRoute
+	// ReasonLengthRequired refuses a request whose body the proxy cut short
+	// without a content-length, so that its cost has no upper bound. The
+	// front end decides it; the engine records it.
+	ReasonLengthRequired
 )
 
-var reasonNames = [...]string{"ok", "window_exceeded", "insufficient_balance", "feature_not_in_plan", "shed", "no_identity", "unknown_subject", "request_too_large"}
+var reasonNames = [...]string{"ok", "window_exceeded", "insufficient_balance", "feature_not_in_plan", "shed", "no_identity", "unknown_subject",
+	"request_too_large", "unknown_action", "no_route", "length_required"}
 
 // String returns the reason's stable snake_case name, used in metrics,
 // spans, the ledger and dynamic metadata.

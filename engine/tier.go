@@ -27,6 +27,7 @@ type ruleset struct {
 	teams        map[string]*teamRules
 	teamOf       map[string]string // member -> team
 	requiredTier map[string]Tier   // feature -> cheapest tier that includes it
+	declared     map[string]bool   // actions priced or named in a features list
 	threshold    int64             // percent
 	msgs         Messages
 	shedAt       [PriorityCritical + 1]float64
@@ -159,6 +160,7 @@ func compile(cfg Config) (*ruleset, error) {
 	}
 	rs.computeRequiredTiers()
 	rs.indexPeriods()
+	rs.declared = declaredActions(&cfg)
 	return rs, nil
 }
 

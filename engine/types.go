@@ -122,6 +122,10 @@ type Decision struct {
 	// RequiredTier names a tier that includes the action or workflow, for
 	// ReasonFeatureNotInPlan.
 	RequiredTier Tier
+	// UnknownAction is the action the request named when it has no price
+	// (cut to 128 bytes): the request was refused with ReasonUnknownAction,
+	// or priced as Action under UnknownActionPrice. Empty otherwise.
+	UnknownAction string
 	// FailureMode is the tier's failure mode, for callers that must decide
 	// what an error means.
 	FailureMode FailureMode

@@ -39,6 +39,9 @@ func build(o GenerateOptions) *bootstrapv3.Bootstrap {
 			{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
 		},
 	}
+	// Routes (and quotagate's own routes table) match the normalized path,
+	// so that no spelling of a priced path escapes its price.
+	PathNormalization().apply(hcm)
 	return &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{Id: "quotagate-front-proxy", Cluster: "front-proxy"},
 		StaticResources: &bootstrapv3.Bootstrap_StaticResources{
@@ -70,9 +73,12 @@ func extAuthz(o GenerateOptions) *extauthzv3.ExtAuthz {
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: o.Cluster}},
 			Timeout:         durationpb.New(o.Timeout),
 		}},
-		FailureModeAllow:          o.FailureModeAllow,
-		StatusOnError:             &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
-		WithRequestBody:           &extauthzv3.BufferSettings{MaxRequestBytes: o.MaxRequestBytes, AllowPartialMessage: true},
+		FailureModeAllow: o.FailureModeAllow,
+		StatusOnError:    &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
+		// pack_as_bytes sends the body as raw_body, bytes that protobuf does
+		// not require to be UTF-8, so a body cut mid-character still
+		// reaches quotagate.
+		WithRequestBody:           &extauthzv3.BufferSettings{MaxRequestBytes: o.MaxRequestBytes, AllowPartialMessage: true, PackAsBytes: true},
 		IncludePeerCertificate:    true,
 		MetadataContextNamespaces: []string{"envoy.filters.http.jwt_authn"},
 	}

@@ -25,9 +25,19 @@ var seedRoutes = []Route{
 // Envoy's rules and returns the decoded routes.
 func validateSnippets(t *testing.T, out []byte) []*routev3.Route {
 	t.Helper()
-	var s map[string][]json.RawMessage
-	if err := yaml.UnmarshalStrict(out, &s); err != nil {
-		t.Fatalf("output is not the snippet YAML (http_filters, clusters, routes): %v\n%s", err, out)
+	var top map[string]json.RawMessage
+	if err := yaml.UnmarshalStrict(out, &top); err != nil {
+		t.Fatalf("output is not the snippet YAML (http_connection_manager, http_filters, clusters, routes): %v\n%s", err, out)
+	}
+	checkPathSettings(t, "the http_connection_manager snippet", decodeHCM(t, top["http_connection_manager"]))
+	delete(top, "http_connection_manager")
+	s := map[string][]json.RawMessage{}
+	for k, raw := range top {
+		var list []json.RawMessage
+		if err := json.Unmarshal(raw, &list); err != nil {
+			t.Fatalf("snippet %s is not a list: %v", k, err)
+		}
+		s[k] = list
 	}
 	kinds := map[string]func() proto.Message{
 		"http_filters": func() proto.Message { return &hcmv3.HttpFilter{} },

@@ -22,6 +22,9 @@ type istioOperator struct {
 	Kind       string `json:"kind"`
 	Spec       struct {
 		MeshConfig struct {
+			PathNormalization struct {
+				Normalization string `json:"normalization"`
+			} `json:"pathNormalization"`
 			ExtensionProviders []struct {
 				Name              string `json:"name"`
 				EnvoyExtAuthzGrpc *struct {

@@ -109,13 +109,14 @@ func configServer(t testing.TB, now time.Time, file *config.File, cfg engine.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes := make([]Route, len(file.Routes))
-	for i, r := range file.Routes {
+	routes := make([]Route, len(file.Routes.Rules))
+	for i, r := range file.Routes.Rules {
 		routes[i] = Route{PathPrefix: r.PathPrefix, Method: r.Method, Action: r.Action, Workflow: r.Workflow}
 	}
 	s, err := NewServer(eng, Options{
 		Identity:     IdentityOptions{Sources: []Source{SourceHeader, SourceAPIKey}, Header: "x-user-id", HeaderTrusted: true, APIKeyHeader: "x-api-key", APIKeys: file.APIKeys()},
 		Routes:       routes,
+		Unrouted:     must(ParseUnrouted(file.Routes.Default)),
 		StripHeaders: file.Identity.StripHeaders,
 		WordsPerByte: file.Pricing.PartialBodyWordsPerByte,
 		MaxBodyBytes: file.Pricing.MaxBodyBytes,
@@ -286,7 +287,7 @@ func wireCheck(s *Server, ctx context.Context, req *authv3.CheckRequest) (*authv
 // actionOf is the action the server priced req as.
 func actionOf(s *Server, req *authv3.CheckRequest) string {
 	in := s.inputFromCheck(req)
-	a, _ := s.route(&in)
+	a, _, _ := s.route(&in)
 	return a
 }
 
@@ -369,4 +370,13 @@ func TestFuzzCheckSeedsDecide(t *testing.T) {
 			}
 		})
 	}
+}
+
+// must returns v, panicking on err: for values a test's fixed input makes
+// valid.
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

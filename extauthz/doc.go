@@ -23,6 +23,27 @@
 // taken from a verified JWT claim, never from a client header. A request with
 // no identity is denied with 401 and a body listing the sources tried.
 //
+// # Routes
+//
+// When a request's context_extensions name no action or workflow, the
+// configured Routes are tried in order on the request path as Envoy
+// normalizes it with normalize_path, merge_slashes and escaped slashes
+// unescaped (package pathnorm): no query, dot segments removed, slashes
+// merged, unreserved characters decoded. Prefixes match case-sensitively, as
+// in Envoy. A request that no route matches follows Options.Unrouted: it is
+// a plain call, or it is refused with 403 no_route. An action without a
+// price is the engine's to judge (engine.ReasonUnknownAction: 403
+// unknown_action with a neutral message); the Server logs each such action
+// name once, for the operator.
+//
+// # Transport
+//
+// The gRPC server decodes CheckRequests with a codec that accepts strings
+// that are not valid UTF-8: the body moves byte for byte to raw_body, other
+// strings get U+FFFD, and the Check is decided like any other. A message
+// over GRPCOptions.MaxReceiveBytes is refused by grpc-go before it is read;
+// a stats handler logs and reports every RPC that ended without a decision.
+//
 // # Units
 //
 // Units are words counted in the request body (see CountWords). When the

@@ -1,10 +1,12 @@
 package extauthz
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"time"
@@ -45,9 +47,30 @@ type GRPCOptions struct {
 	// goroutine of its own. Zero means 64 per GOMAXPROCS; negative means
 	// none (a goroutine per stream).
 	StreamWorkers int
+	// MaxReceiveBytes is the largest CheckRequest accepted, in bytes. It
+	// must sit well above the max_request_bytes of Envoy's with_request_body
+	// (64 KiB in the shipped configurations) plus the headers. A larger
+	// message is refused by the transport before it is read (gRPC
+	// RESOURCE_EXHAUSTED, no decision), and is logged and counted through
+	// OnUndecided. Zero means DefaultMaxReceiveBytes.
+	MaxReceiveBytes int
+	// OnUndecided, if set, is called for every RPC that ended with an error
+	// before the service could decide it: reason is "too_large" (over
+	// MaxReceiveBytes), "undecodable" (not a CheckRequest) or "other". It
+	// must be fast and safe for concurrent use.
+	OnUndecided func(ctx context.Context, reason string, err error)
+	// Logger receives a warning per undecided RPC (at most one per second,
+	// with a count of those suppressed). Nil discards them.
+	Logger *slog.Logger
 	// ServerOptions are appended, e.g. a stats handler for telemetry.
 	ServerOptions []grpc.ServerOption
 }
+
+// DefaultMaxReceiveBytes is GRPCOptions.MaxReceiveBytes when zero: 8 MiB,
+// far above the 64 KiB of body that the shipped Envoy configurations forward
+// (max_request_bytes) plus Envoy's default 60 KiB limit on request headers.
+// Raise it with them.
+const DefaultMaxReceiveBytes = 8 << 20
 
 // streamWorkersPerProc is the default number of stream workers per
 // GOMAXPROCS. The transport hands a stream only to a worker that is idle at
@@ -75,8 +98,17 @@ func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, err
 	if o.StreamWorkers == 0 {
 		o.StreamWorkers = streamWorkersPerProc * runtime.GOMAXPROCS(0)
 	}
+	if o.MaxReceiveBytes == 0 {
+		o.MaxReceiveBytes = DefaultMaxReceiveBytes
+	}
+	if o.MaxReceiveBytes < 0 {
+		return nil, nil, fmt.Errorf("extauthz: max receive bytes %d must be positive (server.max_receive_bytes)", o.MaxReceiveBytes)
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
+		grpc.MaxRecvMsgSize(o.MaxReceiveBytes),
+		grpc.ForceServerCodecV2(newLenientCodec()),
+		grpc.StatsHandler(newUndecidedStats(o.OnUndecided, o.Logger)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
 	}

@@ -37,6 +37,8 @@ const (
 	CodeUnknownSubject      = "unknown_subject"
 	CodeLengthRequired      = "length_required"
 	CodeRequestTooLarge     = "request_too_large"
+	CodeNoRoute             = "no_route"
+	CodeUnknownAction       = "unknown_action"
 	CodeUnavailable         = "unavailable"
 )
 
@@ -45,6 +47,7 @@ const (
 	msgUnavailable    = "The quota service could not decide, so the request is refused. Retry shortly."
 	msgLengthRequired = "The request body was cut short by the proxy and has no Content-Length, so its cost cannot be bounded. Send a Content-Length header."
 	msgBodyTooLarge   = "Request too large: its body is larger than this service accepts. Send a smaller request."
+	msgNoRoute        = "This request matches no metered route, so it is refused."
 )
 
 // allow fills v for an admitted decision made at now.
@@ -128,6 +131,11 @@ func (s *Server) deny(now time.Time, v *Verdict) {
 	case engine.ReasonNoIdentity:
 		v.Status, v.Code = 401, CodeUnauthenticated
 		body = noIdentityBody{CodeUnauthenticated, d.Message, s.o().Identity.sourceNames(), id}
+	case engine.ReasonUnknownAction:
+		// The message is the neutral one the engine wrote; what is wrong
+		// (an action without a price) is told to the operator in the log.
+		v.Status, v.Code = 403, CodeUnknownAction
+		body = plainBody{CodeUnknownAction, d.Message, id}
 	default: // engine.ReasonUnknownSubject, and any reason added later
 		v.Status, v.Code = 403, CodeUnknownSubject
 		body = plainBody{CodeUnknownSubject, d.Message, id}
@@ -184,13 +192,28 @@ func (s *Server) bodyTooLarge(req *engine.Request, in *Input, v *Verdict) {
 }
 
 // lengthRequired refuses a truncated body whose full size is unknown.
-func (s *Server) lengthRequired(now time.Time, in *Input, v *Verdict) {
+func (s *Server) lengthRequired(req *engine.Request, v *Verdict) {
 	id := newID()
-	v.Decision.ID = id
+	d := &v.Decision
+	d.ID, d.Reason, d.Subject, d.Action, d.Workflow = id, engine.ReasonLengthRequired, req.Subject, req.Action, req.Workflow
+	d.Message = msgLengthRequired
 	v.Status, v.Code = 411, CodeLengthRequired
 	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id.String()}}
 	v.Body = marshal(plainBody{CodeLengthRequired, msgLengthRequired, id.String()})
 	v.Metadata = Metadata{DecisionID: id.String(), Decision: "deny", Reason: CodeLengthRequired}
+}
+
+// noRoute refuses a request that matched no route under UnroutedDeny. It
+// charges nothing.
+func (s *Server) noRoute(in *Input, req *engine.Request, v *Verdict) {
+	id := newID()
+	d := &v.Decision
+	d.ID, d.Subject, d.Tier, d.Reason = id, req.Subject, req.Tier, engine.ReasonNoRoute
+	d.Message = msgNoRoute
+	v.Status, v.Code = 403, CodeNoRoute
+	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id.String()}}
+	v.Body = marshal(plainBody{CodeNoRoute, msgNoRoute, id.String()})
+	v.Metadata = Metadata{DecisionID: id.String(), Decision: "deny", Reason: CodeNoRoute, Tier: string(req.Tier)}
 }
 
 func (s *Server) upgradeURL(t engine.Tier) string {

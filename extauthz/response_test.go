@@ -289,12 +289,18 @@ func TestRoute(t *testing.T) {
 		{name: "any method", in: Input{Path: "/v1/summarize", Method: "PUT"}, action: "summarize", workflow: "digest"},
 		{name: "query does not match prefix", in: Input{Path: "/x?/v1/translate", Method: "POST"}},
 		{name: "workflow only extension", in: Input{Path: "/v1/translate", Method: "POST", ContextExtensions: map[string]string{"workflow": "nightly"}}, workflow: "nightly"},
+		{name: "encoded letter", in: Input{Path: "/v1/%74ranslate", Method: "POST"}, action: "translate"},
+		{name: "double slash", in: Input{Path: "//v1//translate", Method: "POST"}, action: "translate"},
+		{name: "dot segments", in: Input{Path: "/v1/./x/../translate", Method: "POST"}, action: "translate"},
+		{name: "escaped slash", in: Input{Path: "/v1%2Fsummarize", Method: "GET"}, action: "summarize", workflow: "digest"},
+		{name: "upper case is another path", in: Input{Path: "/V1/summarize", Method: "GET"}},
+		{name: "dot-dot out of a route", in: Input{Path: "/v1/translate/../other", Method: "POST"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a, w := s.route(&tt.in)
-			if a != tt.action || w != tt.workflow {
-				t.Errorf("route = %q, %q; want %q, %q", a, w, tt.action, tt.workflow)
+			a, w, routed := s.route(&tt.in)
+			if a != tt.action || w != tt.workflow || routed != (a != "" || w != "") {
+				t.Errorf("route = %q, %q, %v; want %q, %q", a, w, routed, tt.action, tt.workflow)
 			}
 		})
 	}

@@ -12,12 +12,16 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/quotagate/quotagate/engine"
+	"github.com/quotagate/quotagate/extauthz/pathnorm"
 )
 
 // Route maps a request path and method to an action and workflow, for
 // routes whose context_extensions name neither.
 type Route struct {
-	// PathPrefix matches the start of the path (without the query).
+	// PathPrefix matches the start of the normalized path (see package
+	// pathnorm: no query, dot segments removed, slashes merged, unreserved
+	// characters decoded), case-sensitively, as Envoy's prefix match does. A
+	// prefix that is not itself normalized never matches.
 	PathPrefix string
 	// Method matches the HTTP method, case-insensitively; empty matches any.
 	Method           string
@@ -32,6 +36,10 @@ type Options struct {
 	// Routes are tried in order when context_extensions give no action or
 	// workflow; the first match wins.
 	Routes []Route
+	// Unrouted is what a request gets when its context_extensions name no
+	// action or workflow and no Route matches. The zero value is
+	// UnroutedCall.
+	Unrouted Unrouted
 	// StripHeaders are identity spoofing vectors (x-tier, ...) removed from
 	// the request sent upstream.
 	StripHeaders []string
@@ -78,6 +86,9 @@ type Server struct {
 type settings struct {
 	Options
 	strip []string // lower-cased StripHeaders
+	// unknown remembers the unknown action names already logged, so that
+	// each is logged once per configuration.
+	unknown unknownActionLog
 }
 
 func newSettings(opts Options) (*settings, error) {
@@ -188,7 +199,12 @@ func putCall(c *call) {
 func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verdict) {
 	var req engine.Request
 	v.Identity = s.o().Identity.identify(in, &req)
-	req.Action, req.Workflow = s.route(in)
+	var routed bool
+	req.Action, req.Workflow, routed = s.route(in)
+	if !routed && s.o().Unrouted == UnroutedDeny && req.Subject != "" {
+		s.noRoute(in, &req, v)
+		return
+	}
 	units, size := s.units(in)
 	if req.Subject == "" {
 		// Who asked comes first: the engine refuses it with 401, whatever
@@ -197,7 +213,7 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 	}
 	switch size {
 	case sizeUnknown:
-		s.lengthRequired(start, in, v)
+		s.lengthRequired(&req, v)
 		return
 	case sizeTooLarge:
 		s.bodyTooLarge(&req, in, v)
@@ -208,6 +224,9 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 		req.Deadline = dl
 	}
 	d, err := s.eng.Charge(ctx, req)
+	if d.UnknownAction != "" {
+		s.o().unknown.warn(s.o().Logger, &d)
+	}
 	now := s.o().Now()
 	if err != nil {
 		s.failure(now, &d, err, v)
@@ -222,22 +241,23 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 }
 
 // route returns the action and workflow from context_extensions, falling
-// back to the first configured route that matches.
-func (s *Server) route(in *Input) (action, workflow string) {
+// back to the first configured route that matches the normalized path.
+// routed is false when neither named an action or workflow.
+func (s *Server) route(in *Input) (action, workflow string, routed bool) {
 	action, workflow = in.ContextExtensions["action"], in.ContextExtensions["workflow"]
-	if action != "" || workflow != "" || len(s.o().Routes) == 0 {
-		return action, workflow
+	if action != "" || workflow != "" {
+		return action, workflow, true
 	}
-	path := in.Path
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
+	if len(s.o().Routes) == 0 {
+		return "", "", false
 	}
+	path := pathnorm.Path(in.Path)
 	for _, r := range s.o().Routes {
 		if strings.HasPrefix(path, r.PathPrefix) && (r.Method == "" || strings.EqualFold(r.Method, in.Method)) {
-			return r.Action, r.Workflow
+			return r.Action, r.Workflow, r.Action != "" || r.Workflow != ""
 		}
 	}
-	return "", ""
+	return "", "", false
 }
 
 // bodySize says whether a request's body can be priced.

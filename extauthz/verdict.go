@@ -62,6 +62,7 @@ type Verdict struct {
 	// JSON body's error ("quota_exceeded", "insufficient_balance",
 	// "feature_not_in_plan", "overloaded", "unauthenticated",
 	// "unknown_subject", "length_required", "request_too_large",
+	// "unknown_action", "no_route",
 	// "unavailable").
 	Code string
 	// Headers go to the client: response headers on an allow, the denial's

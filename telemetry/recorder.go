@@ -69,6 +69,7 @@ type Recorder struct {
 	prop          propagation.TextMapPropagator
 	meter         metric.Meter
 	in            *instruments
+	checks        checkCounters
 	opts          RecorderOptions
 	lim           *limiter
 	once          sync.Once
@@ -110,6 +111,9 @@ func NewRecorder(p *Providers, opts RecorderOptions) (*Recorder, error) {
 		return nil, err
 	}
 	r.in = in
+	if r.checks, err = newCheckCounters(r.meter); err != nil {
+		return nil, err
+	}
 	if opts.EngineStats != nil {
 		if err := in.observeEngine(r.meter, opts.EngineStats); err != nil {
 			return nil, err

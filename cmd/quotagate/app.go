@@ -166,6 +166,9 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 		KeepaliveTime:        srv.Keepalive.Time.D(), KeepaliveTimeout: srv.Keepalive.Timeout.D(),
 		KeepaliveMinTime: srv.Keepalive.MinTime.D(),
 		Reflection:       srv.Reflection,
+		MaxReceiveBytes:  int(srv.MaxReceiveBytes),
+		OnUndecided:      func(ctx context.Context, reason string, _ error) { a.rec.RecordUndecided(ctx, reason) },
+		Logger:           o.Logger,
 	})
 	return err
 }

@@ -218,17 +218,51 @@ func configSummary(stdout, stderr io.Writer, name string, f *config.File) error 
 		actions = append(actions[:i], s)
 	}
 	fmt.Fprintf(stdout, "actions: %s\n", strings.Join(actions, ", "))
+	configRouteActions(stdout, stderr, f)
 	if a := qm.Alerts; a.Enabled {
 		fmt.Fprintf(stdout, "alerts: at %d%% of a limit, to %s\n", a.ThresholdPercentage, cmp.Or(strings.Join(a.Channels, ", "), "no channel"))
 	}
 	fmt.Fprintf(stdout, "users %d, roles %d, workflows %d, teams %d, routes %d, api keys %d\n",
-		len(qm.Users), len(qm.Roles), len(qm.Workflows), len(qm.Teams), len(f.Routes), len(f.APIKeys()))
+		len(qm.Users), len(qm.Roles), len(qm.Workflows), len(qm.Teams), len(f.Routes.Rules), len(f.APIKeys()))
 	fmt.Fprintf(stdout, "identity: %s\n", strings.Join(f.Identity.Sources, ", "))
-	if f.Identity.Header.Trusted {
+	if w := f.ExposureWarning(f.Server.GRPCAddr); w != "" {
+		fmt.Fprintf(stderr, "WARNING: %s\n", w)
+	} else if f.Identity.Header.Trusted {
 		fmt.Fprintf(stderr, "warning: identity.header %q is trusted: only safe if Envoy sets it after authenticating the caller\n", f.Identity.Header.Name)
 	}
 	_, err = fmt.Fprintln(stdout, "OK")
 	return err
+}
+
+// configRouteActions lists the actions the routes table names and flags
+// those without a price: a typo there is refused at run time (or priced as
+// unknown_actions.price_as), so it is better seen now.
+func configRouteActions(stdout, stderr io.Writer, f *config.File) {
+	uses := f.RouteActions()
+	if len(uses) == 0 {
+		return
+	}
+	fmt.Fprintf(stdout, "route actions (routes.default: %s; unknown actions: %s):\n", f.Routes.Default, unknownPolicy(f))
+	for _, u := range uses {
+		state := "priced"
+		switch {
+		case !u.Priced && u.Feature:
+			state = "NO PRICE: free (listed in features only)"
+		case !u.Priced:
+			state = "NO PRICE and in no features list: unknown, " + unknownPolicy(f)
+		}
+		fmt.Fprintf(stdout, "  %-16s routes %v: %s\n", u.Action, u.Routes, state)
+		if !u.Priced {
+			fmt.Fprintf(stderr, "warning: routes %v name action %q, which quota_manager.actions does not price; add it there, or fix the route\n", u.Routes, u.Action)
+		}
+	}
+}
+
+func unknownPolicy(f *config.File) string {
+	if ua := f.QuotaManager.UnknownActions; ua.Policy == "price" {
+		return "priced as " + ua.PriceAs
+	}
+	return "refused (403 unknown_action)"
 }
 
 func configTierLine(tc engine.TierConfig) string {

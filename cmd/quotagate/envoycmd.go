@@ -20,7 +20,14 @@ ext_authz filter (gRPC, transport API V3, fail closed, request body sent for
 word counting), the quotagate cluster (HTTP/2, gRPC health checked), and one
 route per priced action or workflow of the quota config, whose
 typed_per_filter_config sets the context_extensions quotagate reads
-(action, workflow). A health route has ext_authz disabled.
+(action, workflow). A health route has ext_authz disabled. The body goes as
+raw_body (pack_as_bytes), so a body cut mid-character is still decided.
+
+It also sets the HttpConnectionManager's path normalization, which
+quotagate's own routes table assumes: normalize_path, merge_slashes and
+path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT, so that no spelling
+of a priced path (/v1/%74ranslate, //v1/./translate) reaches it unpriced.
+Keep --max-request-bytes well under quotagate's server.max_receive_bytes.
 
 By default it prints those snippets, to merge into an existing Envoy
 configuration; with --bootstrap it prints a complete bootstrap that runs as

@@ -15,6 +15,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/quotagate/quotagate/envoy"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 )
@@ -35,9 +36,23 @@ func fakeRoutes(path string) ([]envoy.Route, error) {
 // part valid for Envoy.
 func validSnippets(t *testing.T, out []byte) {
 	t.Helper()
-	var s map[string][]json.RawMessage
-	if err := yaml.UnmarshalStrict(out, &s); err != nil {
+	var top map[string]json.RawMessage
+	if err := yaml.UnmarshalStrict(out, &top); err != nil {
 		t.Fatalf("not snippet YAML: %v\n%s", err, out)
+	}
+	// The HttpConnectionManager settings are a mapping; the rest are lists.
+	var hcm hcmv3.HttpConnectionManager
+	if err := protojson.Unmarshal(top["http_connection_manager"], &hcm); err != nil || !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() {
+		t.Errorf("http_connection_manager settings %s (%v): want normalize_path and merge_slashes", top["http_connection_manager"], err)
+	}
+	delete(top, "http_connection_manager")
+	s := map[string][]json.RawMessage{}
+	for k, raw := range top {
+		var list []json.RawMessage
+		if err := json.Unmarshal(raw, &list); err != nil {
+			t.Fatalf("%s is not a list: %v", k, err)
+		}
+		s[k] = list
 	}
 	mk := map[string]func() proto.Message{
 		"http_filters": func() proto.Message { return &hcmv3.HttpFilter{} },

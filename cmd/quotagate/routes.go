@@ -18,7 +18,7 @@ func envoyRoutes(getenv func(string) string) func(path string) ([]envoy.Route, e
 		}
 		var routes []envoy.Route
 		actions, workflows := map[string]bool{}, map[string]bool{}
-		for _, r := range file.Routes {
+		for _, r := range file.Routes.Rules {
 			routes = append(routes, envoy.Route{Prefix: r.PathPrefix, Method: r.Method, Action: r.Action, Workflow: r.Workflow})
 			actions[r.Action], workflows[r.Workflow] = true, true
 		}

@@ -30,7 +30,9 @@ Runs the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization,
 with grpc.health.v1) and an HTTP listener serving /healthz, /readyz, /status
 and /metrics. Without --config it serves the embedded default configuration:
 the seed's tiers, translate and summarize prices, demo users, and a TRUSTED
-x-user-id header (a demo setting; a warning is logged).
+x-user-id header (a demo setting; a warning is logged), listening on
+127.0.0.1:9191 and 127.0.0.1:8080 only. A configuration that trusts an
+identity header and listens beyond loopback gets a WARNING at startup.
 
 Flags win over QUOTAGATE_* variables, which win over the configuration file.
 An age-encrypted config is decrypted with the identity in
@@ -64,8 +66,8 @@ func parseServeFlags(args []string, getenv func(string) string, stdout io.Writer
 	var f serveFlags
 	fs := newFlagSet("serve")
 	fs.StringVar(&f.configPath, "config", "", "configuration `file` (YAML or JSON, optionally age-encrypted), reloaded on change and SIGHUP; empty serves the embedded default")
-	fs.StringVar(&f.grpcAddr, "grpc-addr", ":9191", "`address` of the ext_authz gRPC listener; overrides server.grpc_addr")
-	fs.StringVar(&f.httpAddr, "http-addr", ":8080", "`address` of the HTTP listener for /healthz, /readyz, /status and /metrics; overrides server.http_addr")
+	fs.StringVar(&f.grpcAddr, "grpc-addr", "", "`address` of the ext_authz gRPC listener; overrides server.grpc_addr (127.0.0.1:9191 in the embedded default, :9191 in a file that sets none)")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "`address` of the HTTP listener for /healthz, /readyz, /status and /metrics; overrides server.http_addr (127.0.0.1:8080 in the embedded default, :8080 in a file that sets none)")
 	fs.StringVar(&f.authzHTTPAddr, "authz-http-addr", "", "`address` of the HTTP authorization listener (Envoy http_service, forward-auth); empty disables it")
 	fs.StringVar(&f.adminAddr, "admin-addr", "", "`address` of the management API and dashboard; overrides admin.addr; empty (and no admin.addr) disables it")
 	fs.StringVar(&f.dataDir, "data-dir", "", "`directory` for durable state and the ledger (DIR/ledger.db), created if missing; empty keeps state in memory")
@@ -133,6 +135,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	if w := file.ExposureWarning(f.grpcAddr, f.authzHTTPAddr); w != "" {
+		// Loud on purpose: anyone who reaches these listeners can claim any identity.
+		logger.Warn("EXPOSED: "+w, "config", source)
+		fmt.Fprintf(stdout, "WARNING: %s\n", w)
+	}
 	announce(logger, stdout, file, source, l, a)
 	return a.serve(ctx, l, file.Server.GracePeriod.D(), logger)
 }
@@ -173,9 +180,13 @@ func authzOptions(file *config.File, eng *engine.Engine, logger *slog.Logger) (e
 		}
 		sources = append(sources, src)
 	}
-	routes := make([]extauthz.Route, len(file.Routes))
-	for i, r := range file.Routes {
+	routes := make([]extauthz.Route, len(file.Routes.Rules))
+	for i, r := range file.Routes.Rules {
 		routes[i] = extauthz.Route{PathPrefix: r.PathPrefix, Method: r.Method, Action: r.Action, Workflow: r.Workflow}
+	}
+	unrouted, err := extauthz.ParseUnrouted(file.Routes.Default)
+	if err != nil {
+		return extauthz.Options{}, err
 	}
 	upgrade := make(map[engine.Tier]string, len(file.QuotaManager.Tiers))
 	for name, t := range file.QuotaManager.Tiers {
@@ -190,6 +201,7 @@ func authzOptions(file *config.File, eng *engine.Engine, logger *slog.Logger) (e
 			APIKeyHeader: id.APIKey.Header, APIKeys: file.APIKeys(),
 		},
 		Routes:                    routes,
+		Unrouted:                  unrouted,
 		StripHeaders:              id.StripHeaders,
 		InsufficientBalanceStatus: file.Server.InsufficientBalanceStatus,
 		WordsPerByte:              file.Pricing.PartialBodyWordsPerByte,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/quotagate/quotagate/admin"
 	"github.com/quotagate/quotagate/config"
+	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/ledger"
 	"github.com/quotagate/quotagate/notify"
@@ -44,6 +45,13 @@ func (o *observer) observe(ctx context.Context, start time.Time, in *extauthz.In
 	ctx = o.rec.Extract(ctx, md, in.Headers)
 	traced := o.rec.Record(ctx, start, telemetryDecision(in, v))
 	d := &v.Decision
+	if d.UnknownAction != "" {
+		outcome := engine.UnknownActionPrice.String()
+		if d.Reason == engine.ReasonUnknownAction {
+			outcome = engine.UnknownActionDeny.String()
+		}
+		o.rec.RecordUnknownAction(ctx, outcome)
+	}
 	if v.Err != nil || d.ID == uuid.Nil {
 		// No decision was made: nothing was charged or refused by a quota.
 		// State the engine saved for the Check is committed by the
