@@ -19,20 +19,50 @@ const teamPrefix = "team:"
 func engineError(err error) error {
 	switch {
 	case errors.Is(err, engine.ErrUnknownTier), errors.Is(err, engine.ErrInvalidConfig),
-		errors.Is(err, engine.ErrUnknownSubject), errors.Is(err, engine.ErrNegativeBalance):
-		return &httpError{Code: http.StatusBadRequest, Msg: strings.TrimPrefix(err.Error(), "engine: "), Err: err}
+		errors.Is(err, engine.ErrUnknownSubject), errors.Is(err, engine.ErrNegativeBalance),
+		errors.Is(err, engine.ErrInvalidProfile), errors.Is(err, engine.ErrInvalidSubject),
+		errors.Is(err, engine.ErrCreditsLimit):
+		return &httpError{Code: http.StatusBadRequest, Msg: clientText(err), Err: err}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &httpError{Code: http.StatusServiceUnavailable, Msg: "the request was cancelled or timed out", Err: err}
 	}
 	return err
 }
 
-// subjectFor returns the status of the subject in the request path, if p
-// may touch it.
-func (s *Server) subjectFor(r *http.Request, p principal) (engine.SubjectStatus, error) {
+// clientText is an engine error as a client reads it: one line, without
+// the package prefixes.
+func clientText(err error) string {
+	return strings.NewReplacer("engine: ", "", "\n", "; ").Replace(err.Error())
+}
+
+// subjectID returns the subject id in the request path, if it is one
+// (engine.ValidateSubjectID).
+func subjectID(r *http.Request) (string, error) {
 	id := r.PathValue("id")
-	if id == "" || strings.HasPrefix(id, teamPrefix) {
-		return engine.SubjectStatus{}, errorf(http.StatusBadRequest, "invalid subject id %q: use /v1/teams/{name} for a team", id)
+	if strings.HasPrefix(id, teamPrefix) {
+		return "", errorf(http.StatusBadRequest, "invalid subject id %q: use /v1/teams/{name} for a team", id)
+	}
+	if err := engine.ValidateSubjectID(id); err != nil {
+		return "", &httpError{Code: http.StatusBadRequest, Msg: clientText(err), Err: err}
+	}
+	return id, nil
+}
+
+// subjectFor returns the status of the subject in the request path, if it
+// exists and p may touch it. A subject exists when the configuration
+// names it or it has state (it was charged, or given a profile or
+// credits); any other id answers 404, and reading it creates nothing.
+func (s *Server) subjectFor(r *http.Request, p principal) (engine.SubjectStatus, error) {
+	id, err := subjectID(r)
+	if err != nil {
+		return engine.SubjectStatus{}, err
+	}
+	known, err := s.eng.Known(r.Context(), id)
+	if err != nil {
+		return engine.SubjectStatus{}, engineError(err)
+	}
+	if !known {
+		return engine.SubjectStatus{}, unknownSubject(id)
 	}
 	st, err := s.eng.Status(r.Context(), id)
 	if err != nil {
@@ -44,6 +74,10 @@ func (s *Server) subjectFor(r *http.Request, p principal) (engine.SubjectStatus,
 	return st, nil
 }
 
+func unknownSubject(id string) error {
+	return errorf(http.StatusNotFound, "unknown subject %q: it is not configured and has no state; PUT /v1/subjects/{id}/profile creates it", id)
+}
+
 func (s *Server) getSubject(w http.ResponseWriter, r *http.Request, p principal) error {
 	st, err := s.subjectFor(r, p)
 	if err != nil {
@@ -53,12 +87,14 @@ func (s *Server) getSubject(w http.ResponseWriter, r *http.Request, p principal)
 	return nil
 }
 
+// putProfile replaces a subject's profile; it is the one call that
+// creates a subject the engine does not know yet.
 func (s *Server) putProfile(w http.ResponseWriter, r *http.Request, p principal) error {
 	var j profileJSON
 	if err := decodeBody(r, &j); err != nil {
 		return err
 	}
-	return s.changeProfile(w, r, p, func(engine.Profile) (engine.Profile, error) { return profileFromJSON(j) })
+	return s.changeProfile(w, r, p, true, func(engine.Profile) (engine.Profile, error) { return profileFromJSON(j) })
 }
 
 // profilePatch is the body of PATCH /v1/subjects/{id}/profile: the fields
@@ -75,7 +111,7 @@ func (s *Server) patchProfile(w http.ResponseWriter, r *http.Request, p principa
 	if err := decodeBody(r, &patch); err != nil {
 		return err
 	}
-	return s.changeProfile(w, r, p, func(cur engine.Profile) (engine.Profile, error) {
+	return s.changeProfile(w, r, p, false, func(cur engine.Profile) (engine.Profile, error) {
 		j := profileToJSON(cur)
 		if patch.Tier != nil {
 			j.Tier = *patch.Tier
@@ -94,23 +130,36 @@ func (s *Server) patchProfile(w http.ResponseWriter, r *http.Request, p principa
 }
 
 // changeProfile sets the profile that change derives from the current one,
-// records the change in the ledger and answers with the new status. If the
-// ledger cannot record it, the old profile is put back.
-func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p principal,
+// records the change in the ledger and answers with the new status. The
+// new profile is validated by the engine's rules (ValidateProfile) before
+// anything is written, so a refused change changes nothing. If the ledger
+// cannot record it, the old profile is put back. With create set, a
+// subject the engine does not know yet is created; otherwise it answers
+// 404.
+func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p principal, create bool,
 	change func(engine.Profile) (engine.Profile, error)) error {
 	if err := s.requireLedger(); err != nil {
 		return err
 	}
 	st, err := s.subjectFor(r, p)
-	if err != nil {
+	var he *httpError
+	switch {
+	case err == nil:
+	case create && errors.As(err, &he) && he.Code == http.StatusNotFound:
+		// A new subject: it has no profile and is in no team yet.
+		st = engine.SubjectStatus{Subject: r.PathValue("id")}
+	default:
 		return err
 	}
 	next, err := change(st.Profile)
 	if err != nil {
 		return err
 	}
-	if p.team != "" && next.Team != "" && next.Team != p.team {
+	if p.team != "" && next.Team != p.team && (next.Team != "" || st.Team != p.team) {
 		return errorf(http.StatusForbidden, "token %q is restricted to team %q and cannot move %q to team %q", p.name, p.team, st.Subject, next.Team)
+	}
+	if err := s.eng.ValidateProfile(st.Subject, next); err != nil {
+		return engineError(err)
 	}
 	ctx := r.Context()
 	if err := s.eng.SetProfile(ctx, st.Subject, next); err != nil {
@@ -185,6 +234,9 @@ func (s *Server) addCredits(w http.ResponseWriter, r *http.Request, p principal,
 	}
 	if body.Delta == 0 {
 		return errorf(http.StatusBadRequest, "delta must not be 0: give a positive delta to top up, a negative one to adjust down")
+	}
+	if body.Delta < -engine.MaxCredits || body.Delta > engine.MaxCredits {
+		return errorf(http.StatusBadRequest, "delta must be between -%d and %d, got %d", engine.MaxCredits, engine.MaxCredits, body.Delta)
 	}
 	ctx := r.Context()
 	after, err := s.eng.AddCredits(ctx, key, body.Delta)

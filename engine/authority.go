@@ -438,11 +438,16 @@ func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, 
 		u := rs.users[key]
 		req := Request{Subject: key}
 		g = rs.resolveTier(rs.staticTier(&req, u), st.prof).grant
-		if t := rs.teams[rs.teamFor(&req, u, st.prof)]; t.needsState() {
+		if t := rs.teams[rs.teamFor(&req, u, st.prof.usableOrNilLocked(rs, key))]; t.needsState() {
 			tag = t.key
 		}
 	}
 	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
+	if delta > 0 && st.credits > MaxCredits-delta {
+		e.release(ctx, i, -1)
+		return 0, fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, and at most %d are allowed, so the largest delta allowed is %d",
+			delta, key, ErrCreditsLimit, st.credits, MaxCredits, max(MaxCredits-st.credits, 0))
+	}
 	b := PlanBalance{Owner: key, Unlimited: g.Unlimited, StartingCredits: rs.startingCredits(key)}
 	if g.Amount > 0 && !g.Unlimited {
 		b.Grant, b.PeriodStart = g.Amount, time.Unix(0, st.grantStart)

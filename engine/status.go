@@ -30,6 +30,11 @@ type SubjectStatus struct {
 	BalanceOwner string
 	// Profile is the subject's run-time profile (SetProfile).
 	Profile Profile
+	// ProfileProblem says why Profile does not validate under the current
+	// configuration (ValidateProfile), in which case Checks ignore it
+	// (but for its tier, if still defined) until it is repaired; empty
+	// when it validates.
+	ProfileProblem string
 }
 
 // Status returns the state of key (a subject or "team:<name>") at
@@ -66,6 +71,9 @@ func (e *Engine) StatusAt(ctx context.Context, now time.Time, key string) (Subje
 	s := SubjectStatus{Subject: key, Team: c.h.teamName, Tier: c.tier.name, Priority: c.tier.priority}
 	if st.prof != nil {
 		s.Profile = st.prof.p.clone()
+		if !st.prof.usableLocked(rs, key) {
+			s.ProfileProblem = strings.ReplaceAll(st.prof.problem.Error(), "\n", "; ")
+		}
 	}
 	if err := c.collectLocked(); err != nil {
 		return SubjectStatus{}, err
@@ -152,6 +160,36 @@ func (st *subjectState) copyLocked() *subjectState {
 	return &cp
 }
 
+// Known reports whether subject exists, without creating any state: the
+// configuration names it (a user or a team member), or it has state in
+// the cache or the Store (it was charged, or given a profile or credits).
+// Under Config.DenyUnknown, a subject that Known denies is refused by
+// Checks until a profile is set for it.
+func (e *Engine) Known(ctx context.Context, subject string) (bool, error) {
+	rs := e.rules.Load()
+	if _, ok := rs.users[subject]; ok {
+		return true, nil
+	}
+	if _, ok := rs.teamOf[subject]; ok {
+		return true, nil
+	}
+	i := e.shardIndex(subject)
+	sh := &e.shards[i]
+	sh.mu.Lock()
+	cached := sh.lru.Contains(subject) || sh.pending[subject] != nil
+	sh.mu.Unlock()
+	if cached {
+		return true, nil
+	}
+	_, ok, err := e.store.Load(ctx, subject)
+	e.loads.Add(1)
+	if err != nil {
+		e.storeErrors.Add(1)
+		return false, fmt.Errorf("engine: look up %q: %w", subject, err)
+	}
+	return ok, nil
+}
+
 // lockKey returns the state of key with its shard (index i) locked, loading
 // it or creating fresh state if needed. The caller must call
 // e.release(ctx, i, -1).
@@ -173,20 +211,15 @@ func (e *Engine) lockKey(ctx context.Context, rs *ruleset, key string) (*subject
 
 // SetProfile sets subject's run-time overrides (tier, roles, team, limits);
 // the next request sees them, and usage counted so far is kept, so a tier
-// upgrade takes effect at once. A zero Profile removes the overrides.
+// upgrade takes effect at once. A zero Profile removes the overrides. p is
+// checked by ValidateProfile first: a profile it refuses changes nothing,
+// and the error wraps ErrInvalidProfile (or ErrInvalidSubject).
 func (e *Engine) SetProfile(ctx context.Context, subject string, p Profile) error {
-	if subject == "" || strings.HasPrefix(subject, teamKeyPrefix) {
-		return fmt.Errorf("engine: set profile: %w: %q is not a subject id", ErrUnknownSubject, subject)
+	if err := ValidateSubjectID(subject); err != nil {
+		return fmt.Errorf("engine: set profile: %w", err)
 	}
 	rs := e.rules.Load()
-	if p.Tier != "" {
-		if _, ok := rs.tiers[p.Tier]; !ok {
-			return fmt.Errorf("engine: set profile of %q: %w %q: use one of the configured tiers", subject, ErrUnknownTier, p.Tier)
-		}
-	}
-	v := &validator{}
-	validateLimits(v, "profile.limits", p.Limits)
-	if err := v.err(); err != nil {
+	if err := rs.validateProfile(subject, p); err != nil {
 		return fmt.Errorf("engine: set profile of %q: %w", subject, err)
 	}
 	var prof *profileState
@@ -216,6 +249,9 @@ func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balan
 	if key == "" {
 		return 0, fmt.Errorf("engine: add credits: %w: the key is empty", ErrUnknownSubject)
 	}
+	if delta < -MaxCredits || delta > MaxCredits {
+		return 0, fmt.Errorf("engine: add %d credits to %q: %w: a delta must be between -%d and %d", delta, key, ErrCreditsLimit, MaxCredits, MaxCredits)
+	}
 	rs := e.rules.Load()
 	name, isTeam := strings.CutPrefix(key, teamKeyPrefix)
 	if t := rs.teams[name]; isTeam && !t.pays() {
@@ -236,6 +272,10 @@ func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balan
 		g = rs.resolveTier(rs.staticTier(&Request{Subject: key}, rs.users[key]), st.prof).grant
 	}
 	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
+	if delta > 0 && st.credits > MaxCredits-delta {
+		return balanceLocked(st), fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, and at most %d are allowed, so the largest delta allowed is %d",
+			delta, key, ErrCreditsLimit, st.credits, MaxCredits, max(MaxCredits-st.credits, 0))
+	}
 	if st.credits+delta < 0 {
 		return balanceLocked(st), fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
 			delta, key, ErrNegativeBalance, st.credits, st.credits)
