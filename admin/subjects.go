@@ -143,11 +143,12 @@ func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p princip
 	}
 	st, err := s.subjectFor(r, p)
 	var he *httpError
+	created := false
 	switch {
 	case err == nil:
 	case create && errors.As(err, &he) && he.Code == http.StatusNotFound:
 		// A new subject: it has no profile and is in no team yet.
-		st = engine.SubjectStatus{Subject: r.PathValue("id")}
+		st, created = engine.SubjectStatus{Subject: r.PathValue("id")}, true
 	default:
 		return err
 	}
@@ -167,8 +168,10 @@ func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p princip
 	}
 	before, after := profileText(st.Profile), profileText(next)
 	if err := s.record(ctx, p, st.Subject, "profile", before, after); err != nil {
-		if rerr := s.eng.SetProfile(context.WithoutCancel(ctx), st.Subject, st.Profile); rerr != nil {
+		if rerr := s.eng.RestoreProfile(context.WithoutCancel(ctx), st.Subject, st.Profile); rerr != nil {
 			s.log.Error("admin: put back the profile after the ledger refused the change", "subject", st.Subject, "err", rerr)
+		} else if created && !s.eng.DropNew(st.Subject) {
+			s.log.Warn("admin: the subject created by a refused change keeps an empty state", "subject", st.Subject)
 		}
 		return err
 	}

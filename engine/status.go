@@ -222,6 +222,22 @@ func (e *Engine) SetProfile(ctx context.Context, subject string, p Profile) erro
 	if err := rs.validateProfile(subject, p); err != nil {
 		return fmt.Errorf("engine: set profile of %q: %w", subject, err)
 	}
+	return e.installProfile(ctx, rs, subject, p)
+}
+
+// RestoreProfile puts back p, a profile that Status returned for subject,
+// without validating it again: it undoes a SetProfile whose change could
+// not be recorded, even when the profile it puts back no longer
+// validates (Checks then ignore it, as before the change).
+func (e *Engine) RestoreProfile(ctx context.Context, subject string, p Profile) error {
+	if subject == "" || strings.HasPrefix(subject, teamKeyPrefix) {
+		return fmt.Errorf("engine: restore profile: %w: %q is not a subject id", ErrUnknownSubject, subject)
+	}
+	return e.installProfile(ctx, e.rules.Load(), subject, p)
+}
+
+// installProfile shares p and installs it as subject's profile.
+func (e *Engine) installProfile(ctx context.Context, rs *ruleset, subject string, p Profile) error {
 	var prof *profileState
 	if !p.isZero() {
 		prof = &profileState{p: p.clone()}
