@@ -161,13 +161,17 @@ type fixtureOpts struct {
 	every time.Duration
 	// wallClock makes the fixture's clock follow time.Now.
 	wallClock bool
+	// store is the engine's Store; nil means the engine's in-memory one.
+	store engine.Store
 }
 
 func newFixture(t *testing.T, o fixtureOpts) *fixture {
 	t.Helper()
 	f := &fixture{clock: newClock(t0), logs: &syncBuffer{}}
 	f.clock.wall = o.wallClock
-	eng, err := engine.New(engineConfig(f.clock.Now))
+	ecfg := engineConfig(f.clock.Now)
+	ecfg.Store = o.store
+	eng, err := engine.New(ecfg)
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}

@@ -34,8 +34,7 @@ type Engine interface {
 	SetProfile(ctx context.Context, subject string, p engine.Profile) error
 	ValidateProfile(subject string, p engine.Profile) error
 	Known(ctx context.Context, subject string) (bool, error)
-	DropNew(subject string) bool
-	RestoreProfile(ctx context.Context, subject string, p engine.Profile) error
+	PreviewCredits(ctx context.Context, key string, delta int64) (before, after int64, err error)
 	Status(ctx context.Context, subject string) (engine.SubjectStatus, error)
 	AddCredits(ctx context.Context, key string, delta int64) (balance int64, err error)
 	Stats() engine.Stats

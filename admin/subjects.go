@@ -21,7 +21,7 @@ func engineError(err error) error {
 	case errors.Is(err, engine.ErrUnknownTier), errors.Is(err, engine.ErrInvalidConfig),
 		errors.Is(err, engine.ErrUnknownSubject), errors.Is(err, engine.ErrNegativeBalance),
 		errors.Is(err, engine.ErrInvalidProfile), errors.Is(err, engine.ErrInvalidSubject),
-		errors.Is(err, engine.ErrCreditsLimit):
+		errors.Is(err, engine.ErrCreditsLimit), errors.Is(err, engine.ErrNoBalance):
 		return &httpError{Code: http.StatusBadRequest, Msg: clientText(err), Err: err}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &httpError{Code: http.StatusServiceUnavailable, Msg: "the request was cancelled or timed out", Err: err}
@@ -131,9 +131,9 @@ func (s *Server) patchProfile(w http.ResponseWriter, r *http.Request, p principa
 
 // changeProfile sets the profile that change derives from the current one,
 // records the change in the ledger and answers with the new status. The
-// new profile is validated by the engine's rules (ValidateProfile) before
-// anything is written, so a refused change changes nothing. If the ledger
-// cannot record it, the old profile is put back. With create set, a
+// new profile is validated by the engine's rules (ValidateProfile) and
+// the change recorded before it is made, so a change that is refused, or
+// that the ledger cannot record, changes nothing. With create set, a
 // subject the engine does not know yet is created; otherwise it answers
 // 404.
 func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p principal, create bool,
@@ -143,12 +143,11 @@ func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p princip
 	}
 	st, err := s.subjectFor(r, p)
 	var he *httpError
-	created := false
 	switch {
 	case err == nil:
 	case create && errors.As(err, &he) && he.Code == http.StatusNotFound:
 		// A new subject: it has no profile and is in no team yet.
-		st, created = engine.SubjectStatus{Subject: r.PathValue("id")}, true
+		st = engine.SubjectStatus{Subject: r.PathValue("id")}
 	default:
 		return err
 	}
@@ -163,17 +162,13 @@ func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p princip
 		return engineError(err)
 	}
 	ctx := r.Context()
-	if err := s.eng.SetProfile(ctx, st.Subject, next); err != nil {
-		return engineError(err)
-	}
 	before, after := profileText(st.Profile), profileText(next)
 	if err := s.record(ctx, p, st.Subject, "profile", before, after); err != nil {
-		if rerr := s.eng.RestoreProfile(context.WithoutCancel(ctx), st.Subject, st.Profile); rerr != nil {
-			s.log.Error("admin: put back the profile after the ledger refused the change", "subject", st.Subject, "err", rerr)
-		} else if created && !s.eng.DropNew(st.Subject) {
-			s.log.Warn("admin: the subject created by a refused change keeps an empty state", "subject", st.Subject)
-		}
 		return err
+	}
+	if err := s.eng.SetProfile(ctx, st.Subject, next); err != nil {
+		s.recordUndone(ctx, p, st.Subject, "profile", after, before, err)
+		return engineError(err)
 	}
 	s.log.Info("admin: profile changed", "actor", p.name, "subject", st.Subject, "before", before, "after", after)
 	now, err := s.eng.Status(ctx, st.Subject)
@@ -228,8 +223,10 @@ func (s *Server) postTeamCredits(w http.ResponseWriter, r *http.Request, p princ
 	return s.addCredits(w, r, p, teamPrefix+name)
 }
 
-// addCredits adds the body's delta to key's credits and records it; if the
-// ledger cannot record it, the credits are taken back.
+// addCredits adds the body's delta to key's credits. The delta is checked
+// (engine.PreviewCredits) and recorded in the ledger before it is made,
+// so a delta that is refused, or that the ledger cannot record, changes
+// nothing.
 func (s *Server) addCredits(w http.ResponseWriter, r *http.Request, p principal, key string) error {
 	var body creditsBody
 	if err := decodeBody(r, &body); err != nil {
@@ -242,19 +239,20 @@ func (s *Server) addCredits(w http.ResponseWriter, r *http.Request, p principal,
 		return errorf(http.StatusBadRequest, "delta must be between -%d and %d, got %d", engine.MaxCredits, engine.MaxCredits, body.Delta)
 	}
 	ctx := r.Context()
-	after, err := s.eng.AddCredits(ctx, key, body.Delta)
+	before, after, err := s.eng.PreviewCredits(ctx, key, body.Delta)
 	if err != nil {
 		return engineError(err)
 	}
-	before := after - body.Delta
 	if err := s.record(ctx, p, key, "credits", strconv.FormatInt(before, 10), strconv.FormatInt(after, 10)); err != nil {
-		if _, rerr := s.eng.AddCredits(context.WithoutCancel(ctx), key, -body.Delta); rerr != nil {
-			s.log.Error("admin: take back credits after the ledger refused the change", "key", key, "err", rerr)
-		}
 		return err
 	}
-	s.log.Info("admin: credits changed", "actor", p.name, "key", key, "delta", body.Delta, "balance", after)
-	writeJSON(w, http.StatusOK, creditsJSON{Owner: key, Delta: body.Delta, Before: before, Balance: after})
+	balance, err := s.eng.AddCredits(ctx, key, body.Delta)
+	if err != nil {
+		s.recordUndone(ctx, p, key, "credits", strconv.FormatInt(after, 10), strconv.FormatInt(before, 10), err)
+		return engineError(err)
+	}
+	s.log.Info("admin: credits changed", "actor", p.name, "key", key, "delta", body.Delta, "balance", balance)
+	writeJSON(w, http.StatusOK, creditsJSON{Owner: key, Delta: body.Delta, Before: balance - body.Delta, Balance: balance})
 	return nil
 }
 
@@ -309,7 +307,18 @@ func (s *Server) record(ctx context.Context, p principal, subject, what, before,
 		err = s.led.Append(context.WithoutCancel(ctx), []ledger.Record{rec})
 	}
 	if err != nil {
-		return &httpError{Code: http.StatusServiceUnavailable, Msg: "the ledger could not record the change, so it was undone; retry later", Err: err}
+		return &httpError{Code: http.StatusServiceUnavailable, Msg: "the ledger could not record the change, so it was not made (nothing was changed); retry later", Err: err}
 	}
 	return nil
+}
+
+// recordUndone records that a change recorded a moment ago was not made
+// after all (the engine refused it: a reload in between, say), as the
+// reverse change from after back to before, so that the ledger's last
+// word on subject is what holds.
+func (s *Server) recordUndone(ctx context.Context, p principal, subject, what, after, before string, cause error) {
+	s.log.Warn("admin: a recorded change was not made", "actor", p.name, "subject", subject, "what", what, "err", cause)
+	if err := s.record(ctx, p, subject, what, after, before); err != nil {
+		s.log.Error("admin: the ledger holds a change that was not made, and could not record its reversal", "subject", subject, "what", what, "err", err)
+	}
 }

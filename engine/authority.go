@@ -443,10 +443,13 @@ func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, 
 		}
 	}
 	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
-	if delta > 0 && st.credits > MaxCredits-delta {
-		e.release(ctx, i, -1)
-		return 0, fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, and at most %d are allowed, so the largest delta allowed is %d",
-			delta, key, ErrCreditsLimit, st.credits, MaxCredits, max(MaxCredits-st.credits, 0))
+	if delta > 0 {
+		// The cached credits mirror the authority's as of the last call:
+		// a bound the cache already passes is refused without a call.
+		if err := checkCredits(key, st.credits, delta); err != nil {
+			e.release(ctx, i, -1)
+			return 0, err
+		}
 	}
 	b := PlanBalance{Owner: key, Unlimited: g.Unlimited, StartingCredits: rs.startingCredits(key)}
 	if g.Amount > 0 && !g.Unlimited {

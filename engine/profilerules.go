@@ -43,6 +43,9 @@ var (
 	// ErrCreditsLimit is returned by AddCredits when a delta or the
 	// credits after it would pass MaxCredits.
 	ErrCreditsLimit = errors.New("engine: credits out of bounds")
+	// ErrNoBalance is returned by AddCredits for a team that has no
+	// shared balance to add them to.
+	ErrNoBalance = errors.New("engine: no shared balance")
 )
 
 // ValidateSubjectID reports whether id may name a subject: non-empty, at
@@ -282,32 +285,4 @@ func (ps *profileState) usableOrNilLocked(rs *ruleset, subject string) *profileS
 		return ps
 	}
 	return nil
-}
-
-// DropNew removes subject's cached state if the Store never held it and
-// it carries nothing a fresh subject would not: no profile, no usage, the
-// starting credits, no grant spent. The admin API calls it to undo the
-// creation of a subject whose change the ledger refused, so that the
-// refusal leaves nothing behind (Known reports false again). It reports
-// whether the state was dropped. It is safe for concurrent use.
-func (e *Engine) DropNew(subject string) bool {
-	rs := e.rules.Load()
-	sh := &e.shards[e.shardIndex(subject)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	st, ok := sh.lru.Peek(subject)
-	if !ok || st.savedVersion != 0 || st.prof != nil || sh.pending[subject] != nil ||
-		st.credits != rs.startingCredits(subject) || (st.grantSet && st.allowance != st.grantAmount) {
-		return false
-	}
-	for i := range st.windows {
-		if w := &st.windows[i]; w.cur != 0 || w.prev != 0 || w.next != 0 {
-			return false
-		}
-	}
-	// Nothing to save: the eviction callback must not queue a snapshot.
-	st.dirty, st.version = false, st.savedVersion
-	sh.lru.Remove(subject)
-	sh.evictions--
-	return true
 }

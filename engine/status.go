@@ -225,17 +225,6 @@ func (e *Engine) SetProfile(ctx context.Context, subject string, p Profile) erro
 	return e.installProfile(ctx, rs, subject, p)
 }
 
-// RestoreProfile puts back p, a profile that Status returned for subject,
-// without validating it again: it undoes a SetProfile whose change could
-// not be recorded, even when the profile it puts back no longer
-// validates (Checks then ignore it, as before the change).
-func (e *Engine) RestoreProfile(ctx context.Context, subject string, p Profile) error {
-	if subject == "" || strings.HasPrefix(subject, teamKeyPrefix) {
-		return fmt.Errorf("engine: restore profile: %w: %q is not a subject id", ErrUnknownSubject, subject)
-	}
-	return e.installProfile(ctx, e.rules.Load(), subject, p)
-}
-
 // installProfile shares p and installs it as subject's profile.
 func (e *Engine) installProfile(ctx context.Context, rs *ruleset, subject string, p Profile) error {
 	var prof *profileState
@@ -259,19 +248,14 @@ func (e *Engine) installProfile(ctx context.Context, rs *ruleset, subject string
 
 // AddCredits adds delta (which may be negative) to the credits of key, a
 // subject or "team:<name>", and returns the balance after it. Credits
-// never go below zero: a delta that would make them negative changes
-// nothing and returns an error wrapping ErrNegativeBalance.
+// never go below zero nor above MaxCredits: a delta that would pass either
+// changes nothing and returns an error wrapping ErrNegativeBalance or
+// ErrCreditsLimit.
 func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balance int64, err error) {
-	if key == "" {
-		return 0, fmt.Errorf("engine: add credits: %w: the key is empty", ErrUnknownSubject)
-	}
-	if delta < -MaxCredits || delta > MaxCredits {
-		return 0, fmt.Errorf("engine: add %d credits to %q: %w: a delta must be between -%d and %d", delta, key, ErrCreditsLimit, MaxCredits, MaxCredits)
-	}
 	rs := e.rules.Load()
-	name, isTeam := strings.CutPrefix(key, teamKeyPrefix)
-	if t := rs.teams[name]; isTeam && !t.pays() {
-		return 0, fmt.Errorf("engine: add credits: team %q has no shared balance: give it tokens or credits in the config", name)
+	g, err := rs.creditGrant(key, delta)
+	if err != nil {
+		return 0, err
 	}
 	if e.auth != nil {
 		return e.addCreditsRemote(ctx, rs, key, delta)
@@ -281,22 +265,71 @@ func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balan
 		return 0, err
 	}
 	defer e.release(ctx, i, -1)
-	var g TokenGrant
-	if isTeam {
-		g = rs.teams[name].grant
-	} else {
-		g = rs.resolveTier(rs.staticTier(&Request{Subject: key}, rs.users[key]), st.prof).grant
-	}
-	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
-	if delta > 0 && st.credits > MaxCredits-delta {
-		return balanceLocked(st), fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, and at most %d are allowed, so the largest delta allowed is %d",
-			delta, key, ErrCreditsLimit, st.credits, MaxCredits, max(MaxCredits-st.credits, 0))
-	}
-	if st.credits+delta < 0 {
-		return balanceLocked(st), fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
-			delta, key, ErrNegativeBalance, st.credits, st.credits)
+	rollGrantLocked(st, g(st), e.now().UnixNano(), rs.loc)
+	if err := checkCredits(key, st.credits, delta); err != nil {
+		return balanceLocked(st), err
 	}
 	st.credits += delta
 	e.shards[i].mutatedLocked(key, st)
 	return balanceLocked(st), nil
+}
+
+// PreviewCredits reports, changing nothing, whether AddCredits(ctx, key,
+// delta) would be accepted now, and the balance before and after it. The
+// admin API records a change in the ledger between the preview and the
+// change, so that a change the ledger refuses is never made. It is safe
+// for concurrent use; a concurrent change may make the AddCredits that
+// follows refuse what the preview accepted.
+func (e *Engine) PreviewCredits(ctx context.Context, key string, delta int64) (before, after int64, err error) {
+	rs := e.rules.Load()
+	g, err := rs.creditGrant(key, delta)
+	if err != nil {
+		return 0, 0, err
+	}
+	st, i, err := e.lockKey(ctx, rs, key)
+	if err != nil {
+		return 0, 0, err
+	}
+	st = st.copyLocked()
+	e.release(ctx, i, -1)
+	rollGrantLocked(st, g(st), e.now().UnixNano(), rs.loc)
+	if err := checkCredits(key, st.credits, delta); err != nil {
+		return 0, 0, err
+	}
+	before = balanceLocked(st)
+	return before, before + delta, nil
+}
+
+// creditGrant checks key and delta for AddCredits and returns how to find
+// the grant of key's state.
+func (rs *ruleset) creditGrant(key string, delta int64) (func(*subjectState) TokenGrant, error) {
+	if key == "" {
+		return nil, fmt.Errorf("engine: add credits: %w: the key is empty", ErrUnknownSubject)
+	}
+	if delta < -MaxCredits || delta > MaxCredits {
+		return nil, fmt.Errorf("engine: add %d credits to %q: %w: a delta must be between -%d and %d", delta, key, ErrCreditsLimit, MaxCredits, MaxCredits)
+	}
+	name, isTeam := strings.CutPrefix(key, teamKeyPrefix)
+	if isTeam {
+		t := rs.teams[name]
+		if !t.pays() {
+			return nil, fmt.Errorf("engine: add credits: %w: team %q has none: give it tokens or credits in the config", ErrNoBalance, name)
+		}
+		return func(*subjectState) TokenGrant { return t.grant }, nil
+	}
+	static := rs.staticTier(&Request{Subject: key}, rs.users[key])
+	return func(st *subjectState) TokenGrant { return rs.resolveTier(static, st.prof).grant }, nil
+}
+
+// checkCredits reports whether delta may be added to credits.
+func checkCredits(key string, credits, delta int64) error {
+	if delta > 0 && credits > MaxCredits-delta {
+		return fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, and at most %d are allowed, so the largest delta allowed is %d",
+			delta, key, ErrCreditsLimit, credits, MaxCredits, max(MaxCredits-credits, 0))
+	}
+	if credits+delta < 0 {
+		return fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
+			delta, key, ErrNegativeBalance, credits, credits)
+	}
+	return nil
 }
