@@ -31,7 +31,8 @@ test: test-deps vet fmtcheck
 FUZZTIME ?= 15s
 FUZZ_TARGETS := \
 	./config:FuzzParse \
-	./extauthz:FuzzCountWords
+	./extauthz:FuzzCountWords \
+	./admin:FuzzAdminChange
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -165,7 +165,7 @@ type fixtureOpts struct {
 	store engine.Store
 }
 
-func newFixture(t *testing.T, o fixtureOpts) *fixture {
+func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
 	f := &fixture{clock: newClock(t0), logs: &syncBuffer{}}
 	f.clock.wall = o.wallClock

@@ -16,7 +16,7 @@ var knownIDs = []string{"alice", "bob", "carol", "dave", "erin", "newbie"}
 // dump describes everything a refused admin call must leave as it was:
 // which subjects exist and their status, the admin records in the
 // ledger, the alerts and the capacity.
-func (f *fixture) dump(t *testing.T) string {
+func (f *fixture) dump(t testing.TB) string {
 	t.Helper()
 	ctx := context.Background()
 	var b strings.Builder
