@@ -142,7 +142,9 @@ func TestAccessMatrixRefusals(t *testing.T) {
 	f := newFixture(t, fixtureOpts{cfg: Config{AuthFailuresPerMinute: 10_000}})
 	huge := `{"roles":["` + strings.Repeat("r", maxBody) + `"]}`
 	rows := []refusalRow{
-		{method: "GET", path: "/v1/subjects/nobody", scope: ScopeRead, right: 404, admin: 404, other: 404},
+		// Reading an unknown subject shows its start (default policy), to
+		// unrestricted tokens only: it is in no team.
+		{method: "GET", path: "/v1/subjects/nobody", scope: ScopeRead, right: 403, admin: 200, other: 403},
 		{method: "PATCH", path: "/v1/subjects/nobody/profile", body: `{"tier":"standard"}`, scope: ScopeWrite, right: 404, admin: 404, other: 404},
 		{method: "POST", path: "/v1/subjects/nobody/credits", body: `{"delta":5}`, scope: ScopeWrite, right: 404, admin: 404, other: 404},
 		{method: "GET", path: "/v1/subjects/%00", scope: ScopeRead, right: 400, admin: 400, other: 400},

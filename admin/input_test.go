@@ -77,7 +77,7 @@ func TestAdminInputRefused(t *testing.T) {
 		code                     int
 		say                      string
 	}{
-		{name: "GET an unknown subject", method: "GET", path: "/v1/subjects/nobody", code: 404, say: `unknown subject "nobody"`},
+		{name: "GET an unknown subject shows its start, creating nothing", method: "GET", path: "/v1/subjects/nobody", code: 200},
 		{name: "PATCH an unknown subject", method: "PATCH", path: "/v1/subjects/nobody/profile", body: `{"tier":"standard"}`, code: 404, say: "PUT"},
 		{name: "credits to an unknown subject", method: "POST", path: "/v1/subjects/nobody/credits", body: `{"delta":5}`, code: 404},
 		{name: "NUL id", method: "GET", path: "/v1/subjects/%00", code: 400, say: "U+0000"},
@@ -146,7 +146,7 @@ func TestPutCreatesSubject(t *testing.T) {
 	}{
 		{name: "blue token, no team", method: "PUT", path: "/v1/subjects/dave/profile", body: `{"tier":"standard"}`, token: "blue-write", code: 403},
 		{name: "blue token, green team", method: "PUT", path: "/v1/subjects/dave/profile", body: `{"team":"green"}`, token: "blue-write", code: 403},
-		{name: "still unknown", method: "GET", path: "/v1/subjects/dave", token: "read", code: 404},
+		{name: "still unknown", method: "PATCH", path: "/v1/subjects/dave/profile", body: `{}`, token: "write", code: 404},
 		{name: "blue token, into blue", method: "PUT", path: "/v1/subjects/dave/profile", body: `{"team":"blue"}`, token: "blue-write", code: 200},
 		{name: "now known", method: "GET", path: "/v1/subjects/dave", token: "blue-read", code: 200},
 		{name: "credits now", method: "POST", path: "/v1/subjects/dave/credits", body: `{"delta":3}`, token: "blue-write", code: 200},
@@ -169,8 +169,36 @@ func TestPutCreatesSubject(t *testing.T) {
 		t.Fatalf("a create the ledger refused changed the state:\nbefore\n%s\nafter\n%s", before, after)
 	}
 	f.led.setFail(false)
-	if code, _ := f.do(t, "GET", "/v1/subjects/newbie", "", tokenSecret("read")); code != 404 {
-		t.Fatalf("GET newbie = %d; want 404", code)
+	if code, _ := f.do(t, "POST", "/v1/subjects/newbie/credits", `{"delta":1}`, tokenSecret("write")); code != 404 {
+		t.Fatalf("credits to newbie = %d; want 404", code)
+	}
+}
+
+// TestUnknownSubjectsPolicy: with unknown_subjects: deny, reading an
+// unknown subject answers 404 too; with the default policy it shows the
+// state it would start with. Neither creates it.
+func TestUnknownSubjectsPolicy(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	var got subjectJSON
+	f.doJSON(t, "GET", "/v1/subjects/zed", "", "read", 200, &got)
+	if got.Tier != "freemium" || len(got.Limits) != 1 || got.Limits[0].Used != 0 {
+		t.Fatalf("GET zed = %+v; want its start on freemium", got)
+	}
+	if known, _ := f.eng.Known(context.Background(), "zed"); known {
+		t.Fatal("reading zed created it")
+	}
+	cfg := engineConfig(f.clock.Now)
+	cfg.DenyUnknown = true
+	if err := f.eng.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := f.do(t, "GET", "/v1/subjects/zed", "", tokenSecret("read")); code != 404 || !strings.Contains(body, "PUT") {
+		t.Fatalf("GET zed under deny = %d %s; want 404 saying how to create it", code, body)
+	}
+	f.doJSON(t, "PUT", "/v1/subjects/zed/profile", `{"tier":"standard"}`, "write", 200, nil)
+	f.doJSON(t, "GET", "/v1/subjects/zed", "", "read", 200, nil)
+	if d := f.charge(t, "zed"); !d.Allowed || d.Tier != "standard" {
+		t.Fatalf("Check of zed after its PUT under deny: %+v", d)
 	}
 }
 

@@ -51,8 +51,11 @@ func subjectID(r *http.Request) (string, error) {
 // subjectFor returns the status of the subject in the request path, if it
 // exists and p may touch it. A subject exists when the configuration
 // names it or it has state (it was charged, or given a profile or
-// credits); any other id answers 404, and reading it creates nothing.
-func (s *Server) subjectFor(r *http.Request, p principal) (engine.SubjectStatus, error) {
+// credits); any other id answers 404, except to a read (read set) while
+// the unknown_subjects policy serves unknown subjects on the default
+// tier: the read then shows the state the subject starts with, and
+// creates none.
+func (s *Server) subjectFor(r *http.Request, p principal, read bool) (engine.SubjectStatus, error) {
 	id, err := subjectID(r)
 	if err != nil {
 		return engine.SubjectStatus{}, err
@@ -61,7 +64,7 @@ func (s *Server) subjectFor(r *http.Request, p principal) (engine.SubjectStatus,
 	if err != nil {
 		return engine.SubjectStatus{}, engineError(err)
 	}
-	if !known {
+	if !known && (!read || s.eng.Config().DenyUnknown) {
 		return engine.SubjectStatus{}, unknownSubject(id)
 	}
 	st, err := s.eng.Status(r.Context(), id)
@@ -75,11 +78,11 @@ func (s *Server) subjectFor(r *http.Request, p principal) (engine.SubjectStatus,
 }
 
 func unknownSubject(id string) error {
-	return errorf(http.StatusNotFound, "unknown subject %q: it is not configured and has no state; PUT /v1/subjects/{id}/profile creates it", id)
+	return errorf(http.StatusNotFound, "unknown subject %q: it is not configured and was never seen; PUT /v1/subjects/{id}/profile creates it", id)
 }
 
 func (s *Server) getSubject(w http.ResponseWriter, r *http.Request, p principal) error {
-	st, err := s.subjectFor(r, p)
+	st, err := s.subjectFor(r, p, true)
 	if err != nil {
 		return err
 	}
@@ -141,7 +144,7 @@ func (s *Server) changeProfile(w http.ResponseWriter, r *http.Request, p princip
 	if err := s.requireLedger(); err != nil {
 		return err
 	}
-	st, err := s.subjectFor(r, p)
+	st, err := s.subjectFor(r, p, false)
 	var he *httpError
 	switch {
 	case err == nil:
@@ -205,7 +208,7 @@ func (s *Server) postSubjectCredits(w http.ResponseWriter, r *http.Request, p pr
 	if err := s.requireLedger(); err != nil {
 		return err
 	}
-	st, err := s.subjectFor(r, p)
+	st, err := s.subjectFor(r, p, false)
 	if err != nil {
 		return err
 	}

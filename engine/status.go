@@ -44,7 +44,8 @@ func (e *Engine) Status(ctx context.Context, key string) (SubjectStatus, error) 
 }
 
 // StatusAt returns the state of key at now. It works on copies of the
-// state and charges nothing; a subject never seen gets its starting state.
+// state and charges nothing; a subject never seen gets its starting
+// state, and reading it creates none (Known still reports false).
 func (e *Engine) StatusAt(ctx context.Context, now time.Time, key string) (SubjectStatus, error) {
 	if key == "" {
 		return SubjectStatus{}, fmt.Errorf("engine: status: %w: the subject id is empty", ErrUnknownSubject)
@@ -57,15 +58,22 @@ func (e *Engine) StatusAt(ctx context.Context, now time.Time, key string) (Subje
 	c := charge{e: e, rs: rs, req: req, now: now.UnixNano(), factor: e.cap.factorValue(), allActions: true,
 		lims: new([MaxLimitsPerRequest]applied)}
 	c.prepare()
-	if err := e.acquire(ctx, rs, &c.req, c.user, true, &c.h); err != nil {
+	if err := e.acquire(ctx, rs, &c.req, c.user, false, &c.h); err != nil {
 		return SubjectStatus{}, err
 	}
-	st := c.h.st.copyLocked()
-	c.h.st = st
-	if c.h.ts != nil {
-		c.h.ts = c.h.ts.copyLocked()
+	var st *subjectState
+	if c.h.st == nil {
+		// Never seen: its starting state, which reading does not create.
+		st = &subjectState{credits: rs.startingCredits(key)}
+		c.h = held{si: -1, ti: -1, st: st, teamName: rs.teamFor(&c.req, c.user, nil)}
+	} else {
+		st = c.h.st.copyLocked()
+		c.h.st = st
+		if c.h.ts != nil {
+			c.h.ts = c.h.ts.copyLocked()
+		}
+		e.release(ctx, c.h.si, c.h.ti)
 	}
-	e.release(ctx, c.h.si, c.h.ti)
 
 	c.tier = rs.resolveTier(c.static, st.prof)
 	s := SubjectStatus{Subject: key, Team: c.h.teamName, Tier: c.tier.name, Priority: c.tier.priority}
