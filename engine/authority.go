@@ -103,8 +103,9 @@ type PlanResult struct {
 
 // CreditResult is the outcome of Authority.AddCredits.
 type CreditResult struct {
-	// OK is false when the credits would have gone below zero.
-	OK                 bool
+	// OK is false when the credits would have gone below zero, or (Capped)
+	// above MaxCredits; nothing was changed then.
+	OK, Capped         bool
 	Allowance, Credits int64
 }
 
@@ -463,6 +464,10 @@ func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, 
 	if st, i, err = e.lockKey(ctx, rs, key); err == nil {
 		st.allowance, st.credits = r.Allowance, r.Credits
 		e.release(ctx, i, -1)
+	}
+	if r.Capped {
+		return r.Allowance + r.Credits, fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, and at most %d are allowed",
+			delta, key, ErrCreditsLimit, r.Credits, MaxCredits)
 	}
 	if !r.OK {
 		return r.Allowance + r.Credits, fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
