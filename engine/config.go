@@ -477,23 +477,34 @@ func validateLimits(v *validator, p string, limits []LimitConfig) {
 }
 
 func validatePeriod(v *validator, p string, per Period) {
+	if err := CheckPeriod(per); err != nil {
+		v.add(p, "%v", err)
+	}
+}
+
+// CheckPeriod reports whether windows and grants support per: a calendar
+// period (minute, hour, day, week, month), or a plain duration of at
+// least MinPeriod and at most MaxPeriod in whole seconds. The error says
+// what to use instead. Configuration files, reloads and the admin API
+// all check periods with it.
+func CheckPeriod(per Period) error {
 	switch per.Calendar {
 	case "minute", "hour", "day", "week", "month":
-		return
+		return nil
 	case "":
 		switch {
 		case per.Every <= 0:
-			v.add(p, "must be minute, hour, day, week, month or a positive duration, got %s", per.Every)
+			return fmt.Errorf("must be minute, hour, day, week, month or a positive duration, got %s", per.Every)
 		case per.Every < MinPeriod:
-			v.add(p, "must be at least %s, got %s: windows count in whole seconds", MinPeriod, per.Every)
+			return fmt.Errorf("must be at least %s, got %s: windows count in whole seconds", MinPeriod, per.Every)
 		case per.Every > MaxPeriod:
-			v.add(p, "must be at most %s (366 days), got %s: use month for longer plans", MaxPeriod, per.Every)
+			return fmt.Errorf("must be at most %s (366 days), got %s: use month for longer plans", MaxPeriod, per.Every)
 		case per.Every%time.Second != 0:
-			v.add(p, "must be a whole number of seconds, got %s", per.Every)
+			return fmt.Errorf("must be a whole number of seconds, got %s", per.Every)
 		}
-	default:
-		v.add(p, "unknown calendar period %q: want minute, hour, day, week or month", per.Calendar)
+		return nil
 	}
+	return fmt.Errorf("unknown calendar period %q: want minute, hour, day, week or month", per.Calendar)
 }
 
 // validator collects configuration problems, each wrapping kind (nil:
