@@ -31,6 +31,8 @@ test: test-deps vet fmtcheck
 FUZZTIME ?= 15s
 FUZZ_TARGETS := \
 	./config:FuzzParse \
+	./admin:FuzzAdminChange \
+	./config:FuzzParse \
 	./engine:FuzzMemoryStore \
 	./extauthz:FuzzCountWords \
 	./extauthz:FuzzCheck \

@@ -122,3 +122,66 @@ func TestAccessMatrix(t *testing.T) {
 		}
 	}
 }
+
+// refusalRow is a request that every authorized token must see refused,
+// with the code each column gets: right (the blue token with the scope
+// needed), admin (unrestricted admin) and other (green's admin).
+type refusalRow struct {
+	method, path, body string
+	scope              Scope
+	right, admin       int
+	other              int
+}
+
+// TestAccessMatrixRefusals extends the matrix with what must be refused
+// whoever asks: unknown subjects, bad ids, unknown roles, teams and
+// tiers, bad periods, too many limits, oversized bodies and credits out
+// of bounds. Unauthenticated and under-scoped callers learn nothing more
+// than before (401, 403), and no refused call records anything.
+func TestAccessMatrixRefusals(t *testing.T) {
+	f := newFixture(t, fixtureOpts{cfg: Config{AuthFailuresPerMinute: 10_000}})
+	huge := `{"roles":["` + strings.Repeat("r", maxBody) + `"]}`
+	rows := []refusalRow{
+		// Reading an unknown subject shows its start (default policy), to
+		// unrestricted tokens only: it is in no team.
+		{method: "GET", path: "/v1/subjects/nobody", scope: ScopeRead, right: 403, admin: 200, other: 403},
+		{method: "PATCH", path: "/v1/subjects/nobody/profile", body: `{"tier":"standard"}`, scope: ScopeWrite, right: 404, admin: 404, other: 404},
+		{method: "POST", path: "/v1/subjects/nobody/credits", body: `{"delta":5}`, scope: ScopeWrite, right: 404, admin: 404, other: 404},
+		{method: "GET", path: "/v1/subjects/%00", scope: ScopeRead, right: 400, admin: 400, other: 400},
+		{method: "PUT", path: "/v1/subjects/a%01b/profile", body: `{"team":"blue"}`, scope: ScopeWrite, right: 400, admin: 400, other: 400},
+		{method: "PUT", path: "/v1/subjects/alice/profile", body: `{"roles":["root"]}`, scope: ScopeWrite, right: 400, admin: 400, other: 403},
+		{method: "PUT", path: "/v1/subjects/alice/profile", body: `{"tier":"gold"}`, scope: ScopeWrite, right: 400, admin: 400, other: 403},
+		{method: "PUT", path: "/v1/subjects/alice/profile", body: `{"team":"no-such-team"}`, scope: ScopeWrite, right: 403, admin: 400, other: 403},
+		{method: "PATCH", path: "/v1/subjects/alice/profile", body: `{"limits":[{"period":"1ns","max":1}]}`, scope: ScopeWrite, right: 400, admin: 400, other: 403},
+		{method: "PATCH", path: "/v1/subjects/alice/profile", body: `{"limits":[` + strings.Repeat(`{"period":"hour","max":1},`, 16) + `{"period":"day","max":1}]}`, scope: ScopeWrite, right: 400, admin: 400, other: 403},
+		{method: "PUT", path: "/v1/subjects/alice/profile", body: huge, scope: ScopeWrite, right: 413, admin: 413, other: 413},
+		{method: "POST", path: "/v1/subjects/alice/credits", body: `{"delta":-9223372036854775808}`, scope: ScopeWrite, right: 400, admin: 400, other: 403},
+		{method: "POST", path: "/v1/teams/blue/credits", body: `{"delta":9223372036854775807}`, scope: ScopeWrite, right: 400, admin: 400, other: 403},
+	}
+	for _, row := range rows {
+		cells := []cell{
+			{name: "no token", want: http.StatusUnauthorized},
+			{name: "wrong token", token: "qg-test-not-a-token", want: http.StatusUnauthorized},
+		}
+		if row.scope > ScopeRead {
+			cells = append(cells, cell{name: "scope " + (row.scope - 1).String(), token: tokenSecret("blue-" + scopeToken(row.scope-1)), want: http.StatusForbidden})
+		}
+		cells = append(cells,
+			cell{name: "other team", token: tokenSecret("green-admin"), want: row.other},
+			cell{name: "right token", token: tokenSecret("blue-" + scopeToken(row.scope)), want: row.right},
+			cell{name: "unrestricted admin", token: tokenSecret("admin"), want: row.admin},
+		)
+		for _, c := range cells {
+			t.Run(row.method+" "+row.path[:min(len(row.path), 40)]+"/"+c.name, func(t *testing.T) {
+				before := f.dump(t)
+				code, body := f.do(t, row.method, row.path, row.body, c.token)
+				if code != c.want {
+					t.Fatalf("= %d %s; want %d", code, body[:min(len(body), 300)], c.want)
+				}
+				if after := f.dump(t); after != before {
+					t.Fatalf("a refused call changed the state:\nbefore\n%s\nafter\n%s", before, after)
+				}
+			})
+		}
+	}
+}

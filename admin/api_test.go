@@ -182,8 +182,8 @@ func TestChangeUndoneWhenLedgerFails(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := f.do(t, tc.method, tc.path, tc.body, tokenSecret("admin"))
-			if code != http.StatusServiceUnavailable || !strings.Contains(body, "undone") {
-				t.Fatalf("= %d %s; want 503 saying the change was undone", code, body)
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, "not made") {
+				t.Fatalf("= %d %s; want 503 saying the change was not made", code, body)
 			}
 		})
 	}

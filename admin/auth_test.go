@@ -26,27 +26,42 @@ func (f *fixture) serveFrom(remote, method, path, token string) *httptest.Respon
 	return rec
 }
 
+// TestAuthFailureRateLimit checks that failures are counted per presented
+// token and, with a higher ceiling, per address, and that neither ever
+// refuses a valid token: an attacker behind an operator's address (one
+// ingress) cannot lock the operator out.
 func TestAuthFailureRateLimit(t *testing.T) {
-	f := newFixture(t, fixtureOpts{cfg: Config{AuthFailuresPerMinute: 3}})
+	f := newFixture(t, fixtureOpts{cfg: Config{AuthFailuresPerMinute: 3, AuthFailuresPerAddressPerMinute: 6}})
 	const attacker, other = "192.0.2.7:40000", "192.0.2.8:40000"
+	valid := tokenSecret("read")
 	steps := []struct {
 		name, remote, token string
 		advance             time.Duration
 		code                int
 	}{
-		{name: "1st wrong token", remote: attacker, token: "guess-1", code: 401},
-		{name: "no token counts too", remote: attacker, code: 401},
-		{name: "3rd wrong token", remote: attacker, token: "guess-3", code: 401},
-		{name: "blocked, even with the right token", remote: attacker, token: tokenSecret("read"), code: 429},
-		{name: "blocked, wrong token", remote: attacker, token: "guess-4", code: 429},
-		{name: "another address is not blocked", remote: other, token: tokenSecret("read"), code: 200},
-		{name: "still blocked 59s later", remote: attacker, token: tokenSecret("read"), advance: 59 * time.Second, code: 429},
-		{name: "the window has ended", remote: attacker, token: tokenSecret("read"), advance: time.Second, code: 200},
-		{name: "a right token does not count", remote: attacker, token: tokenSecret("read"), code: 200},
-		{name: "IPv6 /64 counts as one client (1)", remote: "[2001:db8::1]:1", token: "x", code: 401},
-		{name: "IPv6 /64 counts as one client (2)", remote: "[2001:db8::2]:1", token: "x", code: 401},
-		{name: "IPv6 /64 counts as one client (3)", remote: "[2001:db8::3]:1", token: "x", code: 401},
-		{name: "IPv6 /64 blocked", remote: "[2001:db8::4]:1", token: tokenSecret("read"), code: 429},
+		{name: "1st wrong token", remote: attacker, token: "guess-a", code: 401},
+		{name: "2nd time the same wrong token", remote: attacker, token: "guess-a", code: 401},
+		{name: "3rd time the same wrong token", remote: attacker, token: "guess-a", code: 401},
+		{name: "that token is blocked", remote: attacker, token: "guess-a", code: 429},
+		{name: "a valid token from the same address is served", remote: attacker, token: valid, code: 200},
+		{name: "another wrong token is counted on its own", remote: attacker, token: "guess-b", code: 401},
+		{name: "no token counts (5th failure of the address)", remote: attacker, code: 401},
+		{name: "6th failure of the address", remote: attacker, token: "guess-c", code: 401},
+		{name: "the address is at its ceiling", remote: attacker, token: "guess-d", code: 429},
+		{name: "a valid token from the blocked address is served", remote: attacker, token: valid, code: 200},
+		{name: "another address is not blocked", remote: other, token: "guess-e", code: 401},
+		{name: "the blocked token is blocked from any address", remote: other, token: "guess-a", code: 429},
+		{name: "still blocked 59s later", remote: attacker, token: "guess-f", advance: 59 * time.Second, code: 429},
+		{name: "the window has ended", remote: attacker, token: "guess-f", advance: time.Second, code: 401},
+		{name: "a right token does not count", remote: attacker, token: valid, code: 200},
+		{name: "IPv6 /64 counts as one address (1)", remote: "[2001:db8::1]:1", token: "x1", code: 401},
+		{name: "IPv6 /64 counts as one address (2)", remote: "[2001:db8::2]:1", token: "x2", code: 401},
+		{name: "IPv6 /64 counts as one address (3)", remote: "[2001:db8::3]:1", token: "x3", code: 401},
+		{name: "IPv6 /64 counts as one address (4)", remote: "[2001:db8::4]:1", token: "x4", code: 401},
+		{name: "IPv6 /64 counts as one address (5)", remote: "[2001:db8::5]:1", token: "x5", code: 401},
+		{name: "IPv6 /64 counts as one address (6)", remote: "[2001:db8::6]:1", token: "x6", code: 401},
+		{name: "IPv6 /64 blocked", remote: "[2001:db8::7]:1", token: "x7", code: 429},
+		{name: "IPv6 /64 blocked, but a valid token is served", remote: "[2001:db8::8]:1", token: valid, code: 200},
 	}
 	for _, st := range steps {
 		f.clock.Advance(st.advance)

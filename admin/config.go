@@ -16,9 +16,12 @@ var ErrInvalidConfig = errors.New("admin: invalid config")
 
 // Defaults applied by withDefaults.
 const (
-	defaultAuthFailures   = 10
-	authFailureWindow     = time.Minute
-	defaultStreamInterval = time.Second
+	defaultAuthFailures = 10
+	// defaultAddressFailuresFactor sets the default per-address ceiling
+	// to this many times AuthFailuresPerMinute.
+	defaultAddressFailuresFactor = 20
+	authFailureWindow            = time.Minute
+	defaultStreamInterval        = time.Second
 )
 
 // Config is the "admin" block of the configuration file. The zero value
@@ -38,10 +41,20 @@ type Config struct {
 	// "https://tempo.example/explore?traceId={trace_id}". Empty means no
 	// links.
 	TraceURL string `json:"trace_url,omitempty"`
-	// AuthFailuresPerMinute is how many failed authentications one client
-	// address may make per minute before it is answered with 429 until the
-	// minute ends. Zero means 10.
+	// AuthFailuresPerMinute is how many times one wrong token may be
+	// presented per minute before it is answered with 429 until the
+	// minute ends. Failures are counted per presented token (its
+	// SHA-256), so a wrong token never locks out a valid one. Zero means
+	// 10.
 	AuthFailuresPerMinute int `json:"auth_failures_per_minute,omitempty"`
+	// AuthFailuresPerAddressPerMinute is how many failed authentications
+	// one client address (an IPv6 /64) may make per minute, whatever the
+	// tokens, before its failing requests are answered with 429 until the
+	// minute ends. It only ever refuses requests whose token is not
+	// valid: a valid token is served from a blocked address, so operators
+	// behind one ingress address are not locked out by an attacker
+	// behind the same one. Zero means 20 times AuthFailuresPerMinute.
+	AuthFailuresPerAddressPerMinute int `json:"auth_failures_per_address_per_minute,omitempty"`
 }
 
 // TokenConfig is one accepted bearer token.
@@ -78,6 +91,9 @@ func HashToken(token string) string {
 func (c Config) withDefaults() Config {
 	if c.AuthFailuresPerMinute <= 0 {
 		c.AuthFailuresPerMinute = defaultAuthFailures
+	}
+	if c.AuthFailuresPerAddressPerMinute <= 0 {
+		c.AuthFailuresPerAddressPerMinute = defaultAddressFailuresFactor * c.AuthFailuresPerMinute
 	}
 	return c
 }
@@ -129,6 +145,9 @@ func (c Config) Validate() error {
 	}
 	if c.AuthFailuresPerMinute < 0 {
 		bad("auth_failures_per_minute", "must be >= 0, got %d", c.AuthFailuresPerMinute)
+	}
+	if c.AuthFailuresPerAddressPerMinute < 0 {
+		bad("auth_failures_per_address_per_minute", "must be >= 0 (0 means 20 times auth_failures_per_minute), got %d", c.AuthFailuresPerAddressPerMinute)
 	}
 	return errors.Join(errs...)
 }

@@ -18,9 +18,22 @@
 // constant time. TLS with optional client certificates (mTLS) comes on
 // top. There is no default token: with none configured, the server refuses
 // to start unless it is bound to loopback, and then it serves local clients
-// only. Repeated authentication failures from one client address are
-// answered with 429 until the window ends. Tokens are never logged or put
-// in errors.
+// only. Failed authentications are counted per presented token (its
+// SHA-256) and, with a much higher ceiling, per client address; either
+// answers failing requests with 429 until its window ends, but a valid
+// token is checked first and never refused by them. Tokens are never
+// logged or put in errors.
+//
+// # Changes
+//
+// A change is validated by the engine's own rules (engine.ValidateProfile,
+// engine.PreviewCredits), then recorded in the ledger, then made: a change
+// that is refused, or that the ledger cannot record, changes nothing. A
+// subject must exist (configured, or with state) for PATCH and credits;
+// PUT creates it, and GET of one never seen shows its starting state
+// unless unknown_subjects is deny, creating nothing. Subject ids, bodies
+// (64 KiB), periods, list sizes and credits have bounds, and a refusal
+// names the field and how to fix it.
 //
 // # Dashboard
 //

@@ -58,7 +58,8 @@ func (c *clock) Advance(d time.Duration) {
 var hour = engine.Period{Calendar: "hour", Every: time.Hour}
 
 // engineConfig has the seed's three tiers and two teams: alice is in
-// blue, bob in green, carol in none.
+// blue, bob in green, carol (a configured user) in none. Any other
+// subject is unknown until a profile is PUT for it.
 func engineConfig(now func() time.Time) engine.Config {
 	tier := func(p engine.Priority, perHour int64) engine.TierConfig {
 		return engine.TierConfig{Priority: p, Limits: []engine.LimitConfig{{Period: hour, Max: perHour}}}
@@ -73,7 +74,9 @@ func engineConfig(now func() time.Time) engine.Config {
 			"blue":  {Members: []string{"alice"}, Credits: 100},
 			"green": {Members: []string{"bob"}},
 		},
-		Now: now,
+		Roles: map[string]engine.RoleConfig{"analyst": {}, "auditor": {}},
+		Users: map[string]engine.UserConfig{"carol": {}},
+		Now:   now,
 	}
 }
 
@@ -158,13 +161,17 @@ type fixtureOpts struct {
 	every time.Duration
 	// wallClock makes the fixture's clock follow time.Now.
 	wallClock bool
+	// store is the engine's Store; nil means the engine's in-memory one.
+	store engine.Store
 }
 
-func newFixture(t *testing.T, o fixtureOpts) *fixture {
+func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
 	f := &fixture{clock: newClock(t0), logs: &syncBuffer{}}
 	f.clock.wall = o.wallClock
-	eng, err := engine.New(engineConfig(f.clock.Now))
+	ecfg := engineConfig(f.clock.Now)
+	ecfg.Store = o.store
+	eng, err := engine.New(ecfg)
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}

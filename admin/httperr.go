@@ -9,8 +9,10 @@ import (
 	"strconv"
 )
 
-// maxBody bounds a request body.
-const maxBody = 1 << 20
+// maxBody bounds a request body, in bytes: far more than the largest
+// valid body (a profile with engine.MaxLimitsPerRequest limits), so that
+// only a body that could never be accepted is refused with 413.
+const maxBody = 64 << 10
 
 // httpError is an error with the status and message a client sees; Err is
 // the detail an operator logs, never sent to the client.
@@ -68,15 +70,37 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v) // the client has gone; nothing to do
 }
 
-// decodeBody decodes a JSON body strictly into v.
+// decodeBody decodes a JSON body strictly into v. A body longer than
+// maxBody answers 413, naming the limit.
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	if r.ContentLength > maxBody {
+		return bodyTooLarge(nil)
+	}
+	dec := json.NewDecoder(r.Body) // guard bounds it with http.MaxBytesReader
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return &httpError{Code: http.StatusBadRequest, Msg: "invalid JSON body: " + err.Error(), Err: err}
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("one JSON object expected, and more follows it")
 	}
-	if dec.More() {
-		return errorf(http.StatusBadRequest, "invalid JSON body: one JSON object expected")
+	if err == nil {
+		// Read to the end, so that a body too long after the object is
+		// still refused.
+		_, err = io.Copy(io.Discard, dec.Buffered())
+		if err == nil {
+			_, err = io.Copy(io.Discard, r.Body)
+		}
 	}
-	return nil
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &tooLarge):
+		return bodyTooLarge(err)
+	}
+	return &httpError{Code: http.StatusBadRequest, Msg: "invalid JSON body: " + err.Error(), Err: err}
+}
+
+func bodyTooLarge(err error) error {
+	return &httpError{Code: http.StatusRequestEntityTooLarge, Err: err,
+		Msg: fmt.Sprintf("request body too large: at most %d bytes are accepted", maxBody)}
 }

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"math"
 	"net/http"
@@ -127,30 +128,44 @@ func (s *Server) putCapacity(w http.ResponseWriter, r *http.Request, p principal
 	if body.RequestsPerSecond == nil && body.Factor == nil {
 		return errorf(http.StatusBadRequest, "give requests_per_second, factor or both")
 	}
-	if v := body.RequestsPerSecond; v != nil && (*v < 0 || math.IsInf(*v, 0)) {
+	if v := body.RequestsPerSecond; v != nil && (*v < 0 || math.IsInf(*v, 0) || math.IsNaN(*v)) {
 		return errorf(http.StatusBadRequest, "requests_per_second must be a finite number >= 0 (0 turns shedding off), got %g", *v)
 	}
-	if v := body.Factor; v != nil && (*v <= 0 || math.IsInf(*v, 0)) {
+	if v := body.Factor; v != nil && (*v <= 0 || math.IsInf(*v, 0) || math.IsNaN(*v)) {
 		return errorf(http.StatusBadRequest, "factor must be a finite number > 0 (0.5 halves every limit), got %g", *v)
 	}
+	// Both changes are recorded in one append before either is made, so
+	// that the ledger cannot refuse one half of them.
 	old := s.eng.Capacity()
-	ctx := r.Context()
+	now := s.now()
+	var recs []ledger.Record
+	add := func(what string, before, after float64) error {
+		rec, err := ledger.NewAdminChange(now, p.name, "", what, fmtFloat(before), fmtFloat(after))
+		recs = append(recs, rec)
+		return err
+	}
+	if v := body.RequestsPerSecond; v != nil {
+		if err := add("capacity", old.RequestsPerSecond, *v); err != nil {
+			return err
+		}
+	}
+	if v := body.Factor; v != nil {
+		if err := add("capacity_factor", old.Factor, *v); err != nil {
+			return err
+		}
+	}
+	if err := s.led.Append(context.WithoutCancel(r.Context()), recs); err != nil {
+		return &httpError{Code: http.StatusServiceUnavailable, Msg: "the ledger could not record the change, so it was not made (nothing was changed); retry later", Err: err}
+	}
+	// Both values were checked above, which is all the engine checks.
 	if v := body.RequestsPerSecond; v != nil {
 		if err := s.eng.SetCapacity(*v); err != nil {
 			return engineError(err)
-		}
-		if err := s.record(ctx, p, "", "capacity", fmtFloat(old.RequestsPerSecond), fmtFloat(*v)); err != nil {
-			_ = s.eng.SetCapacity(old.RequestsPerSecond) // the value was accepted a moment ago
-			return err
 		}
 	}
 	if v := body.Factor; v != nil {
 		if err := s.eng.SetCapacityFactor(*v); err != nil {
 			return engineError(err)
-		}
-		if err := s.record(ctx, p, "", "capacity_factor", fmtFloat(old.Factor), fmtFloat(*v)); err != nil {
-			_ = s.eng.SetCapacityFactor(old.Factor)
-			return err
 		}
 	}
 	s.log.Info("admin: capacity changed", "actor", p.name, "requests_per_second", body.RequestsPerSecond, "factor", body.Factor)

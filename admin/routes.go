@@ -3,6 +3,7 @@ package admin
 import (
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // access says who may call a route.
@@ -87,21 +88,17 @@ func (s *Server) authenticate(r *http.Request, rt route) (principal, error) {
 		return principal{name: "loopback", scope: ScopeAdmin}, nil
 	}
 	client, now := clientKey(r), s.now()
-	if wait, blocked := s.limiter.blocked(client, now); blocked {
-		secs := int(wait.Seconds()) + 1
-		return principal{}, &httpError{Code: http.StatusTooManyRequests, RetryAfter: secs,
-			Msg: "too many failed authentications from your address: retry in " + strconv.Itoa(secs) + "s"}
+	secret, hasToken := bearer(r)
+	var p principal
+	ok := false
+	if hasToken {
+		// A valid token is recognised before any limiter refuses: the
+		// limiters only ever refuse failing requests, so that nobody can
+		// lock a valid token out.
+		p, ok = s.tokens.lookup(secret)
 	}
-	secret, ok := bearer(r)
 	if !ok {
-		s.limiter.fail(client, now)
-		return principal{}, errorf(http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <token>")
-	}
-	p, ok := s.tokens.lookup(secret)
-	if !ok {
-		s.limiter.fail(client, now)
-		s.log.Warn("admin: authentication failed", "client", client, "method", r.Method, "path", r.URL.Path)
-		return principal{}, errorf(http.StatusUnauthorized, "unknown bearer token")
+		return principal{}, s.authFailure(r, client, secret, hasToken, now)
 	}
 	if p.scope < rt.scope {
 		return principal{}, errorf(http.StatusForbidden, "token %q has scope %s; %s %s needs %s", p.name, p.scope, rt.method, rt.path, rt.scope)
@@ -110,6 +107,33 @@ func (s *Server) authenticate(r *http.Request, rt route) (principal, error) {
 		return principal{}, errorf(http.StatusForbidden, "token %q is restricted to team %q; %s %s is not a team resource", p.name, p.team, rt.method, rt.path)
 	}
 	return p, nil
+}
+
+// authFailure counts a failed authentication, per presented token (its
+// SHA-256; a missing token counts under one key of its address) and per
+// client address, and answers it: 429 while either is over its ceiling,
+// else 401.
+func (s *Server) authFailure(r *http.Request, client, secret string, hasToken bool, now time.Time) error {
+	tokenKey := "none " + client
+	if hasToken {
+		tokenKey = HashToken(secret)
+	}
+	wait, blocked := s.tokenFails.blocked(tokenKey, now)
+	if w, b := s.addrFails.blocked(client, now); b {
+		wait, blocked = max(wait, w), true
+	}
+	if blocked {
+		secs := int(wait.Seconds()) + 1
+		return &httpError{Code: http.StatusTooManyRequests, RetryAfter: secs,
+			Msg: "too many failed authentications with this token or from your address: retry in " + strconv.Itoa(secs) + "s"}
+	}
+	s.tokenFails.fail(tokenKey, now)
+	s.addrFails.fail(client, now)
+	if !hasToken {
+		return errorf(http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <token>")
+	}
+	s.log.Warn("admin: authentication failed", "client", client, "method", r.Method, "path", r.URL.Path)
+	return errorf(http.StatusUnauthorized, "unknown bearer token")
 }
 
 // securityHeaders sets headers that keep the dashboard from being framed,

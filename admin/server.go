@@ -32,6 +32,9 @@ type Engine interface {
 	SetCapacityFactor(f float64) error
 	Capacity() engine.CapacityStatus
 	SetProfile(ctx context.Context, subject string, p engine.Profile) error
+	ValidateProfile(subject string, p engine.Profile) error
+	Known(ctx context.Context, subject string) (bool, error)
+	PreviewCredits(ctx context.Context, key string, delta int64) (before, after int64, err error)
 	Status(ctx context.Context, subject string) (engine.SubjectStatus, error)
 	AddCredits(ctx context.Context, key string, delta int64) (balance int64, err error)
 	Stats() engine.Stats
@@ -91,10 +94,12 @@ type Server struct {
 	every   time.Duration
 	tokens  tokenSet
 	open    bool // no tokens: loopback clients only, with admin scope
-	limiter *failLimiter
-	live    *live
-	handler http.Handler
-	started atomic.Bool
+	// tokenFails counts failed authentications per presented token,
+	// addrFails per client address (a much higher ceiling).
+	tokenFails, addrFails *failLimiter
+	live                  *live
+	handler               http.Handler
+	started               atomic.Bool
 }
 
 // New returns a Server for opts. It validates the configuration and
@@ -112,19 +117,20 @@ func New(opts Options) (*Server, error) {
 		return nil, noTokensError(cfg.Addr)
 	}
 	s := &Server{
-		cfg:     cfg,
-		eng:     opts.Engine,
-		led:     opts.Ledger,
-		alerts:  opts.Alerts,
-		config:  opts.ConfigStatus,
-		degrade: opts.Degraded,
-		log:     opts.Logger,
-		now:     opts.Now,
-		every:   opts.StreamInterval,
-		tokens:  newTokenSet(cfg.Tokens),
-		open:    len(cfg.Tokens) == 0,
-		limiter: newFailLimiter(cfg.AuthFailuresPerMinute, authFailureWindow),
-		live:    newLive(),
+		cfg:        cfg,
+		eng:        opts.Engine,
+		led:        opts.Ledger,
+		alerts:     opts.Alerts,
+		config:     opts.ConfigStatus,
+		degrade:    opts.Degraded,
+		log:        opts.Logger,
+		now:        opts.Now,
+		every:      opts.StreamInterval,
+		tokens:     newTokenSet(cfg.Tokens),
+		open:       len(cfg.Tokens) == 0,
+		tokenFails: newFailLimiter(cfg.AuthFailuresPerMinute, authFailureWindow),
+		addrFails:  newFailLimiter(cfg.AuthFailuresPerAddressPerMinute, authFailureWindow),
+		live:       newLive(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

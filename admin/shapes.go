@@ -55,6 +55,10 @@ type subjectJSON struct {
 	Limits   []limitStatusJSON `json:"limits"`
 	Balance  balanceJSON       `json:"balance"`
 	Profile  profileJSON       `json:"profile"`
+	// ProfileProblem says why the stored profile no longer validates (a
+	// reload removed what it names, say); Checks then ignore it but for
+	// its tier until a PUT or PATCH repairs it. Empty when it validates.
+	ProfileProblem string `json:"profile_problem,omitempty"`
 }
 
 func limitToJSON(l engine.LimitConfig) limitJSON {
@@ -121,9 +125,10 @@ func profileFromJSON(j profileJSON) (engine.Profile, error) {
 func subjectToJSON(st engine.SubjectStatus) subjectJSON {
 	return subjectJSON{
 		Subject: st.Subject, Team: st.Team, Tier: string(st.Tier), Priority: st.Priority.String(),
-		Limits:  statusesToJSON(st.Limits),
-		Balance: balanceToJSON(st),
-		Profile: profileToJSON(st.Profile),
+		Limits:         statusesToJSON(st.Limits),
+		Balance:        balanceToJSON(st),
+		Profile:        profileToJSON(st.Profile),
+		ProfileProblem: st.ProfileProblem,
 	}
 }
 

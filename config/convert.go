@@ -158,6 +158,8 @@ func convertLimits(ls []Limit, path string, p *problems) []engine.LimitConfig {
 			p.addf(lp+".per", "missing; want minute, hour, day, week, month or a duration such as 15m")
 		} else if period, err := engine.ParsePeriod(l.Per); err != nil {
 			p.addf(lp+".per", "%v", err)
+		} else if err := engine.CheckPeriod(period); err != nil {
+			p.addf(lp+".per", "%v", err)
 		} else {
 			lc.Period = period
 		}
@@ -177,6 +179,12 @@ func convertLimits(ls []Limit, path string, p *problems) []engine.LimitConfig {
 			if a == "" {
 				p.addf(index(lp+".actions", j), "empty action name; remove it")
 			}
+		}
+		if len(l.Name) > engine.MaxLimitNameBytes {
+			p.addf(lp+".name", "is %d bytes long; at most %d are allowed", len(l.Name), engine.MaxLimitNameBytes)
+		}
+		if len(l.Actions) > engine.MaxLimitActions {
+			p.addf(lp+".actions", "lists %d actions; at most %d are allowed: split the limit", len(l.Actions), engine.MaxLimitActions)
 		}
 		out = append(out, lc)
 	}
@@ -203,6 +211,9 @@ func convertTokens(t Tokens, path string, p *problems) engine.TokenGrant {
 	}
 	if t.Every != "" {
 		period, err := engine.ParsePeriod(t.Every)
+		if err == nil {
+			err = engine.CheckPeriod(period)
+		}
 		if err != nil {
 			p.addf(path+".every", "%v", err)
 		}

@@ -184,6 +184,17 @@ func TestBadConfigs(t *testing.T) {
 			},
 		},
 		{
+			name: "periods the engine cannot count",
+			in: "quota_manager:\n  tiers:\n    freemium:\n      tokens: {grant: 5, every: 10ms}\n      limits:\n" +
+				"        - {name: a, max: 5, per: 1ns}\n        - {name: b, max: 5, per: 1500ms}\n        - {name: c, max: 5, per: 90000h}\n",
+			want: []string{
+				"quota_manager.tiers.freemium.tokens.every: must be at least 1s, got 10ms: windows count in whole seconds",
+				"quota_manager.tiers.freemium.limits[0].per: must be at least 1s, got 1ns: windows count in whole seconds",
+				"quota_manager.tiers.freemium.limits[1].per: must be a whole number of seconds, got 1.5s",
+				"quota_manager.tiers.freemium.limits[2].per: period \"90000h\" is longer than 87840h0m0s (10 years), the longest window quotagate keeps",
+			},
+		},
+		{
 			name: "unknown top-level field",
 			in:   tiers + "zzz: 1\n",
 			want: []string{"zzz: unknown field; want one of quota_manager, identity, routes, pricing, server, tracing, store, ledger, admin, require_encryption"},

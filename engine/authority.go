@@ -103,8 +103,9 @@ type PlanResult struct {
 
 // CreditResult is the outcome of Authority.AddCredits.
 type CreditResult struct {
-	// OK is false when the credits would have gone below zero.
-	OK                 bool
+	// OK is false when the credits would have gone below zero, or (Capped)
+	// above MaxCredits; nothing was changed then.
+	OK, Capped         bool
 	Allowance, Credits int64
 }
 
@@ -440,15 +441,18 @@ func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, 
 		u := rs.users[key]
 		req := Request{Subject: key}
 		g = rs.resolveTier(rs.staticTier(&req, u), st.prof).grant
-		if t := rs.teams[rs.teamFor(&req, u, st.prof)]; t.needsState() {
+		if t := rs.teams[rs.teamFor(&req, u, st.prof.usableOrNilLocked(rs, key))]; t.needsState() {
 			tag = t.key
 		}
 	}
 	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
-	if delta > MaxQuantity || st.credits > MaxQuantity-delta {
-		bal := balanceLocked(st)
-		e.release(ctx, i, -1)
-		return bal, creditsTooLarge(key, delta, st.credits)
+	if delta > 0 {
+		// The cached credits mirror the authority's as of the last call:
+		// a bound the cache already passes is refused without a call.
+		if err := checkCredits(key, st.credits, delta); err != nil {
+			e.release(ctx, i, -1)
+			return 0, err
+		}
 	}
 	b := PlanBalance{Owner: key, Unlimited: g.Unlimited, StartingCredits: rs.startingCredits(key)}
 	if g.Amount > 0 && !g.Unlimited {
@@ -463,7 +467,7 @@ func (e *Engine) addCreditsRemote(ctx context.Context, rs *ruleset, key string, 
 		st.allowance, st.credits = r.Allowance, r.Credits
 		e.release(ctx, i, -1)
 	}
-	if !r.OK && delta > 0 {
+	if r.Capped {
 		return addSat(r.Allowance, r.Credits), creditsTooLarge(key, delta, r.Credits)
 	}
 	if !r.OK {

@@ -13,25 +13,68 @@ func grantPeriod(g TokenGrant) Period {
 }
 
 // rollGrantLocked sets the allowance of st to the grant's Amount at the
-// start of every grant period (unused tokens do not carry over). It does
-// nothing for an inactive grant. The caller holds st's lock.
+// start of every grant period (unused tokens do not carry over). Within a
+// period, a grant whose Amount changed (a tier change through SetProfile
+// or a reload, or a reload that changed the tier's grant) applies at once
+// (regrantLocked). It does nothing for an inactive grant. The caller holds
+// st's lock.
 func rollGrantLocked(st *subjectState, g TokenGrant, now int64, loc *time.Location) {
 	if !grantActive(g) {
 		return
 	}
 	if st.grantSet && st.grantEnd != 0 && now >= st.grantStart && now < st.grantEnd {
+		regrantLocked(st, g)
 		return
 	}
 	if st.grantSet && now < st.grantStart {
+		regrantLocked(st, g)
 		return // the clock went backwards: keep the period
 	}
 	p := grantPeriod(g)
 	s := windowStart(now, p, loc)
 	if !st.grantSet || s != st.grantStart {
 		st.allowance = g.Amount
+		st.grantAmount = grantMark(g)
 		st.grantStart, st.grantSet = s, true
+	} else {
+		regrantLocked(st, g)
 	}
 	st.grantEnd = windowEnd(s, p, loc)
+}
+
+// grantMark is what subjectState.grantAmount records for g: its Amount,
+// or -1 for an unlimited grant.
+func grantMark(g TokenGrant) int64 {
+	if g.Unlimited {
+		return -1
+	}
+	return g.Amount
+}
+
+// regrantLocked applies grant g to the allowance of st within the current
+// grant period when it differs from the grant the allowance was measured
+// against. What was spent of the old grant this period stays spent: the
+// allowance becomes the new Amount minus that, never below zero nor above
+// the new Amount. So an upgrade brings the new plan's extra tokens at
+// once, and a downgrade takes away what the new plan does not grant.
+// Moving from or to an unlimited grant starts from the full new Amount
+// (an unlimited grant counts no spending). Credits are never touched. An
+// allowance whose grant is not known (a snapshot from an older build) is
+// kept. The caller holds st's lock.
+func regrantLocked(st *subjectState, g TokenGrant) {
+	want := grantMark(g)
+	switch old := st.grantAmount; {
+	case old == want:
+		return
+	case old == 0:
+		// Unknown: keep the allowance, measured from now on against g.
+	case old < 0 || want < 0:
+		st.allowance = g.Amount
+	default:
+		spent := max(old-st.allowance, 0)
+		st.allowance = min(max(g.Amount-spent, 0), g.Amount)
+	}
+	st.grantAmount = want
 }
 
 // balanceLocked is what st can spend: the allowance plus credits,

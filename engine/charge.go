@@ -54,6 +54,9 @@ type charge struct {
 	// probing is set when a window full only through fail-open counting
 	// let the request go to the Authority (decideRemote).
 	probing bool
+	// badProfile is the problem of the subject's stored profile, to be
+	// logged once the locks are released; the profile was ignored.
+	badProfile error
 }
 
 // prepare looks up what the request needs from the ruleset, before any
@@ -217,7 +220,7 @@ func (c *charge) roleSourcesLocked() [3][]string {
 		src[0] = c.user.roles
 	}
 	src[1] = c.req.Roles
-	if p := c.h.st.prof; p != nil {
+	if p := c.h.st.prof; p.usableLocked(c.rs, c.req.Subject) {
 		src[2] = p.p.Roles
 	}
 	return src
@@ -241,7 +244,10 @@ func (c *charge) collectLocked() error {
 	if c.user != nil {
 		user = c.user.limits
 	}
-	prof := st.prof.rulesLocked(rs)
+	prof := st.prof.rulesLocked(rs, c.req.Subject)
+	if err := st.prof.unloggedProblemLocked(); err != nil {
+		c.badProfile = err
+	}
 	for i := range c.tier.limits {
 		if r := &c.tier.limits[i]; !hasKey(user, r.key) && !hasKey(prof, r.key) {
 			if err := c.addLocked(r, st); err != nil {

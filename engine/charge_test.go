@@ -273,6 +273,7 @@ func TestIdentityAndUnknownSubjects(t *testing.T) {
 	cfg := oneTier()
 	cfg.DenyUnknown = true
 	cfg.Users = map[string]UserConfig{"alice": {}}
+	cfg.Roles = map[string]RoleConfig{"x": {}}
 	e := newEngine(t, cfg)
 	tests := []struct {
 		name   string

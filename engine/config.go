@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"runtime"
 	"slices"
@@ -78,6 +79,10 @@ type Config struct {
 	Authority Authority
 	// Events receives threshold and breach events. Nil discards them.
 	Events Events
+	// Logger receives what an operator must know and no caller is told,
+	// such as a stored profile that no longer validates (logged once per
+	// subject and reload). Nil discards it.
+	Logger *slog.Logger
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 	// SyncWrites makes Charge save the changed state to the Store before
@@ -265,6 +270,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = discardLogger
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = defaultFlushInterval
@@ -471,6 +479,17 @@ func validateLimits(v *validator, p string, limits []LimitConfig) {
 		if l.Mode != nil && *l.Mode != WindowFixed && *l.Mode != WindowSliding {
 			v.add(lp+".mode", "must be fixed or sliding, got %d", int(*l.Mode))
 		}
+		if len(l.Name) > MaxLimitNameBytes {
+			v.add(lp+".name", "is %d bytes long; at most %d are allowed", len(l.Name), MaxLimitNameBytes)
+		}
+		if len(l.Actions) > MaxLimitActions {
+			v.add(lp+".actions", "lists %d actions; at most %d are allowed", len(l.Actions), MaxLimitActions)
+		}
+		for j, a := range l.Actions {
+			if a == "" {
+				v.add(fmt.Sprintf("%s.actions[%d]", lp, j), "must not be empty")
+			}
+		}
 		name := limitName(l)
 		if j, ok := seen[name]; ok {
 			v.add(lp+".name", "duplicate limit name %q (also %s[%d]): give one of them a distinct name", name, p, j)
@@ -480,26 +499,49 @@ func validateLimits(v *validator, p string, limits []LimitConfig) {
 }
 
 func validatePeriod(v *validator, p string, per Period) {
-	switch per.Calendar {
-	case "minute", "hour", "day", "week", "month":
-		return
-	case "":
-		if per.Every <= 0 {
-			v.add(p, "must be minute, hour, day, week, month or a positive duration, got %s", per.Every)
-		}
-		if per.Every > MaxPeriod {
-			v.add(p, "must be at most %s (10 years), got %s", MaxPeriod, per.Every)
-		}
-	default:
-		v.add(p, "unknown calendar period %q: want minute, hour, day, week or month", per.Calendar)
+	if err := CheckPeriod(per); err != nil {
+		v.add(p, "%v", err)
 	}
 }
 
-// validator collects configuration problems.
-type validator struct{ errs []error }
+// CheckPeriod reports whether windows and grants support per: a calendar
+// period (minute, hour, day, week, month), or a plain duration of at
+// least MinPeriod and at most MaxPeriod in whole seconds. The error says
+// what to use instead. Configuration files, reloads and the admin API
+// all check periods with it.
+func CheckPeriod(per Period) error {
+	switch per.Calendar {
+	case "minute", "hour", "day", "week", "month":
+		return nil
+	case "":
+		switch {
+		case per.Every <= 0:
+			return fmt.Errorf("must be minute, hour, day, week, month or a positive duration, got %s", per.Every)
+		case per.Every < MinPeriod:
+			return fmt.Errorf("must be at least %s, got %s: windows count in whole seconds", MinPeriod, per.Every)
+		case per.Every > MaxPeriod:
+			return fmt.Errorf("must be at most %s (10 years), got %s", MaxPeriod, per.Every)
+		case per.Every%time.Second != 0:
+			return fmt.Errorf("must be a whole number of seconds, got %s", per.Every)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown calendar period %q: want minute, hour, day, week or month", per.Calendar)
+}
+
+// validator collects configuration problems, each wrapping kind (nil:
+// ErrInvalidConfig).
+type validator struct {
+	errs []error
+	kind error
+}
 
 func (v *validator) add(path, format string, args ...any) {
-	v.errs = append(v.errs, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+	kind := v.kind
+	if kind == nil {
+		kind = ErrInvalidConfig
+	}
+	v.errs = append(v.errs, fmt.Errorf("%w: %s: %s", kind, path, fmt.Sprintf(format, args...)))
 }
 
 func (v *validator) err() error { return errors.Join(v.errs...) }

@@ -14,6 +14,15 @@
 // limits and a team's shared balance live in the team's own state (key
 // "team:<name>"); a request that touches both is charged under both locks.
 //
+// A run-time profile (SetProfile) is validated by ValidateProfile against
+// the current configuration, the same rules the admin API applies before
+// it writes anything. A stored profile that a reload (or an older build)
+// made invalid is ignored by Checks but for its tier, logged once per
+// subject and reload, and shown by Status, so that it is metered by the
+// configured rules instead of failing every Check. A tier change applies
+// the new grant in the current period at once: the allowance becomes the
+// new grant minus what was spent this period, clamped to [0, grant].
+//
 // State lives in a power-of-two number of shards picked by a seeded hash,
 // each with its own mutex and bounded LRU. Evicted state goes to a Store and
 // a miss loads it back; until the save returns, the evicted state stays

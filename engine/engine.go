@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -37,6 +38,7 @@ type Engine struct {
 	store      Store
 	auth       Authority
 	events     Events
+	log        *slog.Logger
 	now        func() time.Time
 	syncWrites bool
 	flushEvery time.Duration
@@ -65,6 +67,7 @@ func New(cfg Config) (*Engine, error) {
 		store:      cfg.Store,
 		auth:       cfg.Authority,
 		events:     cfg.Events,
+		log:        cfg.Logger,
 		now:        cfg.Now,
 		syncWrites: cfg.SyncWrites,
 		flushEvery: cfg.FlushInterval,
@@ -97,6 +100,7 @@ func maphashString(seed maphash.Seed, s string) uint64 { return maphash.String(s
 // SetCapacity or SetCapacityFactor.
 func (e *Engine) Reload(cfg Config) error {
 	cfg.Store, cfg.Events, cfg.Now = e.base.Store, e.base.Events, e.base.Now
+	cfg.Logger = e.base.Logger
 	cfg.Authority = e.base.Authority
 	cfg.Shards, cfg.CacheSize = e.base.Shards, e.base.CacheSize
 	cfg.SyncWrites, cfg.FlushInterval = e.base.SyncWrites, e.base.FlushInterval
@@ -191,7 +195,11 @@ func (e *Engine) decide(ctx context.Context, now time.Time, req *Request, d *Dec
 		return nil
 	}
 	if e.auth != nil {
-		return c.decideRemote(ctx, d)
+		err := c.decideRemote(ctx, d)
+		if c.badProfile != nil {
+			e.logBadProfile(req.Subject, c.badProfile)
+		}
+		return err
 	}
 	c.lims = &e.shards[c.h.si].scratch
 	err := c.decideLocked(d)
@@ -201,6 +209,9 @@ func (e *Engine) decide(ctx context.Context, now time.Time, req *Request, d *Dec
 	}
 	e.release(ctx, c.h.si, c.h.ti)
 	c.emit()
+	if c.badProfile != nil {
+		e.logBadProfile(req.Subject, c.badProfile)
+	}
 	if err != nil {
 		return err
 	}

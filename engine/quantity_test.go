@@ -186,7 +186,7 @@ func TestArithmeticProperties(t *testing.T) {
 				owner = "team:x"
 			}
 			if r.IntN(5) == 0 {
-				checkCredits(t, e, r, owner)
+				checkCreditsProperty(t, e, r, owner)
 				continue
 			}
 			action := []string{"a", "b", ""}[r.IntN(3)]
@@ -254,7 +254,7 @@ func TestArithmeticProperties(t *testing.T) {
 // checkCredits adds a random extreme delta to owner's credits and checks
 // that the result is exact and within [0, MaxQuantity], or refused with
 // nothing changed.
-func checkCredits(t *testing.T, e *Engine, r *rand.Rand, owner string) {
+func checkCreditsProperty(t *testing.T, e *Engine, r *rand.Rand, owner string) {
 	t.Helper()
 	ctx := context.Background()
 	delta := pick(r, 0)

@@ -23,11 +23,15 @@ type subjectState struct {
 	// grantEnd) (unix ns; grantEnd 0 means not computed yet), and credits.
 	allowance, credits   int64
 	grantStart, grantEnd int64
-	alerted, refused     int64 // grant period of the last balance events
-	grantSet             bool
-	alertedSet           bool
-	refusedSet           bool
-	prof                 *profileState // nil: no run-time profile
+	// grantAmount is the grant Amount that allowance was measured
+	// against (-1: an unlimited grant; 0: not known), so that a grant
+	// that changes mid-period applies at once (regrantLocked).
+	grantAmount      int64
+	alerted, refused int64 // grant period of the last balance events
+	grantSet         bool
+	alertedSet       bool
+	refusedSet       bool
+	prof             *profileState // nil: no run-time profile
 	// profAt is when prof was last read from the ProfileStore (unix ns;
 	// 0: never), for the profile TTL of shared profiles (profile.go).
 	profAt int64
@@ -37,21 +41,24 @@ type subjectState struct {
 }
 
 // profileState is a run-time profile with its limits compiled against the
-// ruleset rs; they are recompiled after a reload.
+// ruleset rs; they are recompiled, and the profile validated again, after
+// a reload (usableLocked).
 type profileState struct {
 	p     Profile
 	rs    *ruleset
 	rules []limitRule
+	// problem is why p does not validate under rs (nil: it does); logged
+	// records that it was logged.
+	problem error
+	logged  bool
 }
 
-// rulesLocked returns the profile's compiled limits for rs. The caller
-// holds the lock of the state that owns ps.
-func (ps *profileState) rulesLocked(rs *ruleset) []limitRule {
-	if ps == nil {
+// rulesLocked returns the profile's compiled limits for rs, or nil when
+// the profile is not usable there. The caller holds the lock of the state
+// that owns ps.
+func (ps *profileState) rulesLocked(rs *ruleset, subject string) []limitRule {
+	if !ps.usableLocked(rs, subject) {
 		return nil
-	}
-	if ps.rs != rs {
-		ps.rules, ps.rs = rs.compileLimits("", ps.p.Limits), rs
 	}
 	return ps.rules
 }
@@ -353,7 +360,7 @@ func (e *Engine) acquire(ctx context.Context, rs *ruleset, req *Request, u *user
 			}
 			continue
 		}
-		if actual := rs.teamFor(req, u, st.prof); actual != teamName {
+		if actual := rs.teamFor(req, u, st.prof.usableOrNilLocked(rs, req.Subject)); actual != teamName {
 			e.unlockPair(si, ti)
 			teamName = actual
 			continue

@@ -30,6 +30,11 @@ type SubjectStatus struct {
 	BalanceOwner string
 	// Profile is the subject's run-time profile (SetProfile).
 	Profile Profile
+	// ProfileProblem says why Profile does not validate under the current
+	// configuration (ValidateProfile), in which case Checks ignore it
+	// (but for its tier, if still defined) until it is repaired; empty
+	// when it validates.
+	ProfileProblem string
 }
 
 // Status returns the state of key (a subject or "team:<name>") at
@@ -39,7 +44,8 @@ func (e *Engine) Status(ctx context.Context, key string) (SubjectStatus, error) 
 }
 
 // StatusAt returns the state of key at now. It works on copies of the
-// state and charges nothing; a subject never seen gets its starting state.
+// state and charges nothing; a subject never seen gets its starting
+// state, and reading it creates none (Known still reports false).
 func (e *Engine) StatusAt(ctx context.Context, now time.Time, key string) (SubjectStatus, error) {
 	if key == "" {
 		return SubjectStatus{}, fmt.Errorf("engine: status: %w: the subject id is empty", ErrUnknownSubject)
@@ -52,20 +58,41 @@ func (e *Engine) StatusAt(ctx context.Context, now time.Time, key string) (Subje
 	c := charge{e: e, rs: rs, req: req, now: now.UnixNano(), factor: e.cap.factorValue(), allActions: true,
 		lims: new([MaxLimitsPerRequest]applied)}
 	c.prepare()
-	if err := e.acquire(ctx, rs, &c.req, c.user, true, &c.h); err != nil {
+	if err := e.acquire(ctx, rs, &c.req, c.user, false, &c.h); err != nil {
 		return SubjectStatus{}, err
 	}
-	st := c.h.st.copyLocked()
-	c.h.st = st
-	if c.h.ts != nil {
-		c.h.ts = c.h.ts.copyLocked()
+	var st *subjectState
+	if c.h.st == nil {
+		// Never seen: its starting state, which reading does not create.
+		// Its team's state is shared with the other members and is read
+		// as for them, so that the balance shown is the one a Check pays.
+		st = &subjectState{credits: rs.startingCredits(key)}
+		name := rs.teamFor(&c.req, c.user, nil)
+		c.h = held{si: -1, ti: -1, st: st, team: rs.teams[name], teamName: name}
+		if tr := c.h.team; tr.needsState() {
+			ts, i, err := e.lockKey(ctx, rs, tr.key)
+			if err != nil {
+				return SubjectStatus{}, err
+			}
+			c.h.ts = ts.copyLocked()
+			e.release(ctx, i, -1)
+		}
+	} else {
+		st = c.h.st.copyLocked()
+		c.h.st = st
+		if c.h.ts != nil {
+			c.h.ts = c.h.ts.copyLocked()
+		}
+		e.release(ctx, c.h.si, c.h.ti)
 	}
-	e.release(ctx, c.h.si, c.h.ti)
 
 	c.tier = rs.resolveTier(c.static, st.prof)
 	s := SubjectStatus{Subject: key, Team: c.h.teamName, Tier: c.tier.name, Priority: c.tier.priority}
 	if st.prof != nil {
 		s.Profile = st.prof.p.clone()
+		if !st.prof.usableLocked(rs, key) {
+			s.ProfileProblem = strings.ReplaceAll(st.prof.problem.Error(), "\n", "; ")
+		}
 	}
 	if err := c.collectLocked(); err != nil {
 		return SubjectStatus{}, err
@@ -152,6 +179,36 @@ func (st *subjectState) copyLocked() *subjectState {
 	return &cp
 }
 
+// Known reports whether subject exists, without creating any state: the
+// configuration names it (a user or a team member), or it has state in
+// the cache or the Store (it was charged, or given a profile or credits).
+// Under Config.DenyUnknown, a subject that Known denies is refused by
+// Checks until a profile is set for it.
+func (e *Engine) Known(ctx context.Context, subject string) (bool, error) {
+	rs := e.rules.Load()
+	if _, ok := rs.users[subject]; ok {
+		return true, nil
+	}
+	if _, ok := rs.teamOf[subject]; ok {
+		return true, nil
+	}
+	i := e.shardIndex(subject)
+	sh := &e.shards[i]
+	sh.mu.Lock()
+	cached := sh.lru.Contains(subject) || sh.pending[subject] != nil
+	sh.mu.Unlock()
+	if cached {
+		return true, nil
+	}
+	_, ok, err := e.store.Load(ctx, subject)
+	e.loads.Add(1)
+	if err != nil {
+		e.storeErrors.Add(1)
+		return false, fmt.Errorf("engine: look up %q: %w", subject, err)
+	}
+	return ok, nil
+}
+
 // lockKey returns the state of key with its shard (index i) locked, loading
 // it or creating fresh state if needed. The caller must call
 // e.release(ctx, i, -1).
@@ -173,22 +230,22 @@ func (e *Engine) lockKey(ctx context.Context, rs *ruleset, key string) (*subject
 
 // SetProfile sets subject's run-time overrides (tier, roles, team, limits);
 // the next request sees them, and usage counted so far is kept, so a tier
-// upgrade takes effect at once. A zero Profile removes the overrides.
+// upgrade takes effect at once. A zero Profile removes the overrides. p is
+// checked by ValidateProfile first: a profile it refuses changes nothing,
+// and the error wraps ErrInvalidProfile (or ErrInvalidSubject).
 func (e *Engine) SetProfile(ctx context.Context, subject string, p Profile) error {
-	if subject == "" || strings.HasPrefix(subject, teamKeyPrefix) {
-		return fmt.Errorf("engine: set profile: %w: %q is not a subject id", ErrUnknownSubject, subject)
+	if err := ValidateSubjectID(subject); err != nil {
+		return fmt.Errorf("engine: set profile: %w", err)
 	}
 	rs := e.rules.Load()
-	if p.Tier != "" {
-		if _, ok := rs.tiers[p.Tier]; !ok {
-			return fmt.Errorf("engine: set profile of %q: %w %q: use one of the configured tiers", subject, ErrUnknownTier, p.Tier)
-		}
-	}
-	v := &validator{}
-	validateLimits(v, "profile.limits", p.Limits)
-	if err := v.err(); err != nil {
+	if err := rs.validateProfile(subject, p); err != nil {
 		return fmt.Errorf("engine: set profile of %q: %w", subject, err)
 	}
+	return e.installProfile(ctx, rs, subject, p)
+}
+
+// installProfile shares p and installs it as subject's profile.
+func (e *Engine) installProfile(ctx context.Context, rs *ruleset, subject string, p Profile) error {
 	var prof *profileState
 	if !p.isZero() {
 		prof = &profileState{p: p.clone()}
@@ -210,18 +267,14 @@ func (e *Engine) SetProfile(ctx context.Context, subject string, p Profile) erro
 
 // AddCredits adds delta (which may be negative) to the credits of key, a
 // subject or "team:<name>", and returns the balance after it. Credits
-// never go below zero: a delta that would make them negative changes
-// nothing and returns an error wrapping ErrNegativeBalance, and one that
-// would take them above MaxQuantity changes nothing and returns an error
-// wrapping ErrQuantityTooLarge.
+// never go below zero nor above MaxCredits: a delta that would pass either
+// changes nothing and returns an error wrapping ErrNegativeBalance or
+// ErrQuantityTooLarge.
 func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balance int64, err error) {
-	if key == "" {
-		return 0, fmt.Errorf("engine: add credits: %w: the key is empty", ErrUnknownSubject)
-	}
 	rs := e.rules.Load()
-	name, isTeam := strings.CutPrefix(key, teamKeyPrefix)
-	if t := rs.teams[name]; isTeam && !t.pays() {
-		return 0, fmt.Errorf("engine: add credits: team %q has no shared balance: give it tokens or credits in the config", name)
+	g, err := rs.creditGrant(key, delta)
+	if err != nil {
+		return 0, err
 	}
 	if e.auth != nil {
 		return e.addCreditsRemote(ctx, rs, key, delta)
@@ -231,21 +284,71 @@ func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balan
 		return 0, err
 	}
 	defer e.release(ctx, i, -1)
-	var g TokenGrant
-	if isTeam {
-		g = rs.teams[name].grant
-	} else {
-		g = rs.resolveTier(rs.staticTier(&Request{Subject: key}, rs.users[key]), st.prof).grant
-	}
-	rollGrantLocked(st, g, e.now().UnixNano(), rs.loc)
-	if delta > MaxQuantity || st.credits > MaxQuantity-delta {
-		return balanceLocked(st), creditsTooLarge(key, delta, st.credits)
-	}
-	if delta < -MaxQuantity || st.credits+delta < 0 {
-		return balanceLocked(st), fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
-			delta, key, ErrNegativeBalance, st.credits, st.credits)
+	rollGrantLocked(st, g(st), e.now().UnixNano(), rs.loc)
+	if err := checkCredits(key, st.credits, delta); err != nil {
+		return balanceLocked(st), err
 	}
 	st.credits += delta
 	e.shards[i].mutatedLocked(key, st)
 	return balanceLocked(st), nil
+}
+
+// PreviewCredits reports, changing nothing, whether AddCredits(ctx, key,
+// delta) would be accepted now, and the balance before and after it. The
+// admin API records a change in the ledger between the preview and the
+// change, so that a change the ledger refuses is never made. It is safe
+// for concurrent use; a concurrent change may make the AddCredits that
+// follows refuse what the preview accepted.
+func (e *Engine) PreviewCredits(ctx context.Context, key string, delta int64) (before, after int64, err error) {
+	rs := e.rules.Load()
+	g, err := rs.creditGrant(key, delta)
+	if err != nil {
+		return 0, 0, err
+	}
+	st, i, err := e.lockKey(ctx, rs, key)
+	if err != nil {
+		return 0, 0, err
+	}
+	st = st.copyLocked()
+	e.release(ctx, i, -1)
+	rollGrantLocked(st, g(st), e.now().UnixNano(), rs.loc)
+	if err := checkCredits(key, st.credits, delta); err != nil {
+		return 0, 0, err
+	}
+	before = balanceLocked(st)
+	return before, before + delta, nil
+}
+
+// creditGrant checks key and delta for AddCredits and returns how to find
+// the grant of key's state.
+func (rs *ruleset) creditGrant(key string, delta int64) (func(*subjectState) TokenGrant, error) {
+	if key == "" {
+		return nil, fmt.Errorf("engine: add credits: %w: the key is empty", ErrUnknownSubject)
+	}
+	if delta < -MaxCredits || delta > MaxCredits {
+		return nil, fmt.Errorf("engine: add %d credits to %q: %w: a delta must be between -%d and %d", delta, key, ErrQuantityTooLarge, MaxCredits, MaxCredits)
+	}
+	name, isTeam := strings.CutPrefix(key, teamKeyPrefix)
+	if isTeam {
+		t := rs.teams[name]
+		if !t.pays() {
+			return nil, fmt.Errorf("engine: add credits: %w: team %q has none: give it tokens or credits in the config", ErrNoBalance, name)
+		}
+		return func(*subjectState) TokenGrant { return t.grant }, nil
+	}
+	static := rs.staticTier(&Request{Subject: key}, rs.users[key])
+	return func(st *subjectState) TokenGrant { return rs.resolveTier(static, st.prof).grant }, nil
+}
+
+// checkCredits reports whether delta may be added to credits.
+func checkCredits(key string, credits, delta int64) error {
+	if delta > 0 && credits > MaxCredits-delta {
+		return fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, and at most %d are allowed, so the largest delta allowed is %d",
+			delta, key, ErrQuantityTooLarge, credits, MaxCredits, max(MaxCredits-credits, 0))
+	}
+	if credits+delta < 0 {
+		return fmt.Errorf("engine: add %d credits to %q: %w: it has %d credits, so the smallest delta allowed is -%d",
+			delta, key, ErrNegativeBalance, credits, credits)
+	}
+	return nil
 }

@@ -149,6 +149,7 @@ func (st *subjectState) snapshotLocked(key string) Snapshot {
 		Key:       key,
 		Version:   st.version,
 		Allowance: st.allowance,
+		Grant:     st.grantAmount,
 		Credits:   st.credits,
 		Windows:   make([]WindowSnapshot, len(st.windows)),
 	}
@@ -181,6 +182,7 @@ func stateFromSnapshot(s Snapshot) *subjectState {
 		version:      s.Version,
 		savedVersion: s.Version,
 		allowance:    s.Allowance,
+		grantAmount:  s.Grant,
 		credits:      s.Credits,
 	}
 	if len(s.Windows) <= len(st.inline) {

@@ -168,6 +168,8 @@ func TestFlushAndRestart(t *testing.T) {
 	cfg.Store = store
 	cfg.Users = map[string]UserConfig{"alice": {Credits: 50}}
 	cfg.Actions = map[string]ActionConfig{"op": {PerCall: 10}}
+	cfg.Roles = map[string]RoleConfig{"r": {}}
+	cfg.Teams = map[string]TeamConfig{"x": {}}
 	e := newEngine(t, cfg)
 	admitN(t, e, t0, Request{Subject: "alice", Action: "op"}, 2)
 	if err := e.SetProfile(context.Background(), "alice", Profile{Roles: []string{"r"}, Team: "x"}); err != nil {

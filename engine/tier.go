@@ -276,6 +276,7 @@ func (rs *ruleset) resolveTier(static *tierRules, prof *profileState) *tierRules
 
 // teamFor returns the team of req: the runtime profile's, the asserted one,
 // the configured user's, or the team that lists the subject as a member.
+// prof must be usable under rs (usableOrNilLocked), or nil.
 func (rs *ruleset) teamFor(req *Request, u *userRules, prof *profileState) string {
 	if prof != nil && prof.p.Team != "" {
 		return prof.p.Team

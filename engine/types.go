@@ -202,9 +202,13 @@ type Snapshot struct {
 	// Balance state.
 	Allowance       int64     // what is left of the periodic grant
 	AllowancePeriod time.Time // start of the grant period Allowance belongs to
-	Credits         int64     // purchased or admin-granted tokens, not reset
-	BalanceAlerted  time.Time // grant period in which EventBalanceLow was sent
-	BalanceRefused  time.Time // grant period in which EventInsufficientBalance was sent
+	// Grant is the grant Amount that Allowance was measured against
+	// (-1: unlimited; 0: not known, as in snapshots of older builds), so
+	// that a tier change applies the new grant in the current period.
+	Grant          int64
+	Credits        int64     // purchased or admin-granted tokens, not reset
+	BalanceAlerted time.Time // grant period in which EventBalanceLow was sent
+	BalanceRefused time.Time // grant period in which EventInsufficientBalance was sent
 }
 
 // WindowSnapshot is the persisted state of one window counter.

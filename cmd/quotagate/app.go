@@ -92,6 +92,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	}
 	ecfg.SyncWrites = ecfg.SyncWrites || b.sync
 	ecfg.Events = a.notifier
+	ecfg.Logger = o.Logger
 	ecfg.Authority = b.authority
 	// The recorder comes first so that the store can be timed; its
 	// callbacks only run at scrape time, after a.eng is set.

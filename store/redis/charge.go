@@ -71,6 +71,7 @@ for k = 1, nk do
   if k == bk then
     f[#f + 1] = 'p'
     f[#f + 1] = 'a'
+    f[#f + 1] = 'g'
   end
   got[k] = redis.call('HMGET', KEYS[k], unpack(f))
 end
@@ -97,14 +98,25 @@ for k = 1, nk do
     end
   end
 end
-local av, cr, short, hp, hc = 0, 0, 0, false, false
+local av, cr, short, hp, hc, hg = 0, 0, 0, false, false, false
+local gs = string.format('%d', grant)
 if bk > 0 then
   local g = got[bk]
   local m = #g
-  hp, hc = g[m - 1], g[1]
+  hp, hc, hg = g[m - 2], g[1], g[m]
   if hc then cr = tonumber(hc) else cr = start end
   if grant > 0 then
-    if hp == period then av = tonumber(g[m]) + give else av = grant end
+    if hp == period then
+      av = tonumber(g[m - 1])
+      local was = tonumber(hg)
+      if was and was > 0 and was ~= grant then
+        local spent = math.max(was - av, 0)
+        av = math.min(math.max(grant - spent, 0), grant)
+      end
+      av = av + give
+    else
+      av = grant
+    end
   end
   if mode == 1 and cost > 0 and av + cr < cost then short = 1 end
 end
@@ -154,6 +166,10 @@ if refused == 0 and short == 0 and a[2] == 0 then
         t[#t + 1] = 'p'
         t[#t + 1] = period
       end
+      if hg ~= gs then
+        t[#t + 1] = 'g'
+        t[#t + 1] = gs
+      end
       if ncr ~= cr or not hc then
         t[#t + 1] = 'c'
         t[#t + 1] = string.format('%d', ncr)
@@ -185,23 +201,36 @@ return out
 `)
 
 // creditScript adds ARGV[1] to the credits of the balance in state hash
-// KEYS[1] unless they would go negative or above engine.MaxQuantity
-// (2^53-1, which a Lua number still holds exactly). ARGV: delta, grant, grant period
-// start (unix ms), starting credits. It returns {ok, allowance, credits}.
+// KEYS[1] unless they would go negative (ok 0) or above ARGV[5], the most
+// credits allowed (ok 2). ARGV: delta, grant, grant period start (unix
+// ms), starting credits, the most credits. It returns {ok, allowance,
+// credits}. A grant that differs from "g", the grant the allowance was
+// measured against, applies at once, less what was spent this period (as
+// in chargeScript).
 // A hash with a balance never expires, so the expiry of one that held
 // only counters until now is dropped.
 var creditScript = goredis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'p', 'a', 'c', 'x')
+local h = redis.call('HMGET', KEYS[1], 'p', 'a', 'c', 'x', 'g')
 local c = tonumber(ARGV[4])
 if h[3] then c = tonumber(h[3]) end
 local a = 0
-if tonumber(ARGV[2]) > 0 then
-  if h[1] == ARGV[3] then a = tonumber(h[2]) else a = tonumber(ARGV[2]) end
+local grant = tonumber(ARGV[2])
+if grant > 0 then
+  if h[1] == ARGV[3] then
+    a = tonumber(h[2])
+    local was = tonumber(h[5])
+    if was and was > 0 and was ~= grant then
+      a = math.min(math.max(grant - math.max(was - a, 0), 0), grant)
+    end
+  else
+    a = grant
+  end
 end
 local d = tonumber(ARGV[1])
-if c + d < 0 or c + d > 9007199254740991 then return {0, a, c} end
+if c + d < 0 then return {0, a, c} end
+if d > 0 and c + d > tonumber(ARGV[5]) then return {2, a, c} end
 c = c + d
-redis.call('HSET', KEYS[1], 'p', ARGV[3], 'a', string.format('%d', a), 'c', string.format('%d', c))
+redis.call('HSET', KEYS[1], 'p', ARGV[3], 'a', string.format('%d', a), 'c', string.format('%d', c), 'g', ARGV[2])
 if h[4] then
   redis.call('PERSIST', KEYS[1])
   redis.call('HDEL', KEYS[1], 'x')
@@ -422,7 +451,8 @@ func (e *encoder) msText(err *error, ms int64) {
 }
 
 // AddCredits adds delta to the credits of b.Owner within Options.Timeout,
-// unless they would go below zero (r.OK false, nothing changed).
+// unless they would go below zero or above engine.MaxCredits (r.OK false,
+// nothing changed).
 func (s *Store) AddCredits(ctx context.Context, tag string, b engine.PlanBalance, delta int64) (engine.CreditResult, error) {
 	if s.closed.Load() {
 		return engine.CreditResult{}, ErrClosed
@@ -430,12 +460,12 @@ func (s *Store) AddCredits(ctx context.Context, tag string, b engine.PlanBalance
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
 	vals, err := creditScript.Run(ctx, s.client, []string{s.stateKey(tag, b.Owner)},
-		delta, b.Grant, b.PeriodStart.UnixMilli(), b.StartingCredits).Int64Slice()
+		delta, b.Grant, b.PeriodStart.UnixMilli(), b.StartingCredits, engine.MaxCredits).Int64Slice()
 	if err := s.record(err, "add credits to "+strconv.Quote(b.Owner)); err != nil {
 		return engine.CreditResult{}, err
 	}
 	if len(vals) != 3 {
 		return engine.CreditResult{}, fmt.Errorf("store/redis: add credits to %q: the script returned %d values, want 3", b.Owner, len(vals))
 	}
-	return engine.CreditResult{OK: vals[0] == 1, Allowance: vals[1], Credits: vals[2]}, nil
+	return engine.CreditResult{OK: vals[0] == 1, Capped: vals[0] == 2, Allowance: vals[1], Credits: vals[2]}, nil
 }

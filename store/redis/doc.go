@@ -35,7 +35,9 @@
 // it counts, unix ms), "n:L" (the count) and, for a sliding window, "p:L"
 // (the count of the window before). The script tells a rolled window by
 // its start and resets the fields in place, so they never pile up. The
-// balance is "p" (grant period start), "a" (allowance left of it) and "c"
+// balance is "p" (grant period start), "a" (allowance left of it), "g"
+// (the grant "a" was measured against: a tier change mid-period sets "a"
+// to the new grant minus what was spent, clamped to [0, grant]) and "c"
 // (credits). A hash without a balance expires when its longest window
 // ends (a sliding one a window later, since it weighs in the next
 // window's estimate), plus Options.ExpiryMargin for clock skew between

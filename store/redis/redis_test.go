@@ -512,3 +512,70 @@ func TestQuantitiesStayCountable(t *testing.T) {
 		t.Fatalf("AddCredits up to 2^53-1 = %d, %v", bal, err)
 	}
 }
+
+// TestTierChangeGrantThroughRedis: through the Redis authority, a tier
+// change mid-period applies the new grant minus what was spent this
+// period at once (upgrade), clamps at zero (downgrade), leaves credits
+// alone, and every replica sees the same allowance.
+func TestTierChangeGrantThroughRedis(t *testing.T) {
+	srv := startServer(t)
+	st := srv.open(t, Options{})
+	cfg := engine.Config{
+		Tiers: map[engine.Tier]engine.TierConfig{
+			"freemium": {Priority: engine.PriorityLow, Tokens: engine.TokenGrant{Amount: 100, Period: month}},
+			"standard": {Priority: engine.PriorityMedium, Tokens: engine.TokenGrant{Amount: 1000, Period: month}},
+		},
+		Actions: map[string]engine.ActionConfig{"translate": {PerCall: 1, PerThousand: 1000}},
+	}
+	engines := newEngines(t, st, cfg, 2)
+	a, b := engines[0], engines[1]
+	ctx := context.Background()
+	translate := func(e *engine.Engine, words int64) engine.Decision {
+		t.Helper()
+		d, err := e.Charge(ctx, engine.Request{Subject: "uma", Action: "translate", Units: words})
+		if err != nil {
+			t.Fatalf("Charge: %v", err)
+		}
+		return d
+	}
+	if d := translate(a, 80); !d.Allowed || d.Balance != 19 {
+		t.Fatalf("81-token translate on freemium: allowed %v balance %d; want 19 left", d.Allowed, d.Balance)
+	}
+	if _, err := a.AddCredits(ctx, "uma", 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetProfile(ctx, "uma", engine.Profile{Tier: "standard"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetProfile(ctx, "uma", engine.Profile{Tier: "standard"}); err != nil {
+		t.Fatal(err)
+	}
+	// The seed's case: 25 tokens right after the upgrade, on either replica.
+	if d := translate(b, 24); !d.Allowed || d.Balance != 1000-81-25+7 {
+		t.Fatalf("25-token translate after the upgrade: allowed %v balance %d; want %d", d.Allowed, d.Balance, 1000-81-25+7)
+	}
+	s, err := a.Status(ctx, "uma")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Allowance != 1000-106 || s.Credits != 7 {
+		t.Fatalf("status after the upgrade: allowance %d credits %d; want %d and 7", s.Allowance, s.Credits, 1000-106)
+	}
+	// Downgrade: 106 spent, more than freemium's 100: the allowance is
+	// 0, the credits stay and pay.
+	for _, e := range engines {
+		if err := e.SetProfile(ctx, "uma", engine.Profile{Tier: "freemium"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := translate(a, 0); !d.Allowed || d.Balance != 6 {
+		t.Fatalf("1-token translate after the downgrade: allowed %v balance %d; want paid from credits, 6 left", d.Allowed, d.Balance)
+	}
+	if d := translate(b, 9); d.Allowed {
+		t.Fatalf("10-token translate with 6 credits and no allowance was allowed (balance %d)", d.Balance)
+	}
+	// Credits through the script apply the grant change too.
+	if _, err := a.AddCredits(ctx, "uma", engine.MaxCredits); err == nil {
+		t.Fatal("credits past MaxCredits were accepted")
+	}
+}

@@ -12,9 +12,9 @@ import (
 
 // A snapshot row's data is either JSON (the first format, starting with
 // '{', still read) or the compact binary format written now, which
-// starts with formatBinary:
+// starts with its format byte:
 //
-//	formatBinary
+//	formatBinaryGrant (or formatBinary)
 //	uvarint version
 //	varint  allowance, credits
 //	byte    which times are set (bit 0 allowance period, 1 balance
@@ -26,9 +26,17 @@ import (
 //	        varint start (when set), current, previous, next
 //	uvarint profile length, then the profile as JSON (0 for none:
 //	        profiles are rare run-time overrides)
+//	varint  grant the allowance was measured against (engine
+//	        Snapshot.Grant), in formatBinaryGrant only
 //
+// formatBinary (0x01) rows, written by older builds, have no grant and
+// are read with Grant 0 (not known); formatBinaryGrant (0x02) is written
+// now.
 // The key is the row's key and is not repeated.
-const formatBinary = 0x01
+const (
+	formatBinary      = 0x01
+	formatBinaryGrant = 0x02
+)
 
 var errShort = errors.New("truncated snapshot")
 
@@ -46,7 +54,7 @@ const (
 
 // appendSnapshot appends s in the binary format to b.
 func appendSnapshot(b []byte, s *engine.Snapshot) ([]byte, error) {
-	b = append(b, formatBinary)
+	b = append(b, formatBinaryGrant)
 	b = binary.AppendUvarint(b, s.Version)
 	b = binary.AppendVarint(b, s.Allowance)
 	b = binary.AppendVarint(b, s.Credits)
@@ -68,14 +76,16 @@ func appendSnapshot(b []byte, s *engine.Snapshot) ([]byte, error) {
 		b = appendWindow(b, &s.Windows[i])
 	}
 	if isZeroProfile(&s.Profile) {
-		return append(b, 0), nil
+		b = append(b, 0)
+	} else {
+		p, err := json.Marshal(s.Profile)
+		if err != nil {
+			return nil, err
+		}
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
 	}
-	p, err := json.Marshal(s.Profile)
-	if err != nil {
-		return nil, err
-	}
-	b = binary.AppendUvarint(b, uint64(len(p)))
-	return append(b, p...), nil
+	return binary.AppendVarint(b, s.Grant), nil
 }
 
 func appendWindow(b []byte, w *engine.WindowSnapshot) []byte {
@@ -111,7 +121,7 @@ func decodeSnapshot(data []byte) (engine.Snapshot, error) {
 		err := json.Unmarshal(data, &s)
 		return s, err
 	}
-	if len(data) == 0 || data[0] != formatBinary {
+	if len(data) == 0 || (data[0] != formatBinary && data[0] != formatBinaryGrant) {
 		return s, fmt.Errorf("unknown snapshot format")
 	}
 	d := decoder{b: data[1:]}
@@ -145,6 +155,9 @@ func decodeSnapshot(data []byte) (engine.Snapshot, error) {
 		if err := json.Unmarshal(p, &s.Profile); err != nil {
 			return s, fmt.Errorf("profile: %w", err)
 		}
+	}
+	if data[0] == formatBinaryGrant {
+		s.Grant = d.varint()
 	}
 	return s, d.err
 }

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -24,7 +25,7 @@ func codecSnapshots() []struct {
 	}{
 		{name: "empty", snap: engine.Snapshot{Version: 1}},
 		{name: "balance and windows", snap: engine.Snapshot{
-			Version: 1 << 40, Allowance: -5, Credits: 1 << 50,
+			Version: 1 << 40, Allowance: -5, Credits: 1 << 50, Grant: 1000,
 			AllowancePeriod: at, BalanceRefused: at.Add(time.Hour),
 			Windows: []engine.WindowSnapshot{
 				{Name: "api_calls_per_minute", Start: at, Current: 3, Previous: 600, Next: 2, Warned: true},
@@ -32,7 +33,7 @@ func codecSnapshots() []struct {
 			},
 		}},
 		{name: "profile", snap: engine.Snapshot{
-			Version: 7, BalanceAlerted: time.Unix(0, 0),
+			Version: 7, BalanceAlerted: time.Unix(0, 0), Grant: -1,
 			Profile: engine.Profile{Tier: "enterprise", Team: "ops", Roles: []string{"admin"}},
 		}},
 	}
@@ -56,6 +57,26 @@ func equalSnapshots(a, b engine.Snapshot) bool {
 	}
 	return reflect.DeepEqual(norm(a), norm(b))
 }
+
+// TestCodecReadsRowsWithoutGrant: a row of the format before Grant
+// (formatBinary) still decodes, with Grant 0 (not known).
+func TestCodecReadsRowsWithoutGrant(t *testing.T) {
+	snap := engine.Snapshot{Version: 3, Allowance: 40, Credits: 2, Grant: 100}
+	data, err := appendSnapshot(nil, &snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := append([]byte{formatBinary}, data[1:len(data)-binaryVarintLen(snap.Grant)]...)
+	got, err := decodeSnapshot(old)
+	if err != nil {
+		t.Fatalf("decode an old row: %v", err)
+	}
+	if got.Allowance != 40 || got.Credits != 2 || got.Grant != 0 || got.Version != 3 {
+		t.Fatalf("old row = %+v; want allowance 40, credits 2, grant 0", got)
+	}
+}
+
+func binaryVarintLen(v int64) int { return len(binary.AppendVarint(nil, v)) }
 
 func TestCodecRoundTrip(t *testing.T) {
 	for _, tc := range codecSnapshots() {
