@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,9 +22,22 @@ var ErrClosed = errors.New("store/redis: closed")
 // documented default.
 type Options struct {
 	// Addr is the server's host:port, used by Open. Empty means
-	// "127.0.0.1:6379".
+	// "127.0.0.1:6379" unless ClusterAddrs or SentinelAddrs is set.
 	Addr string
-	// Username, Password and DB select the account and database (Open).
+	// ClusterAddrs, when set, are seed nodes of a Redis Cluster (host:port
+	// each; Open learns the others from them). Addr and SentinelAddrs must
+	// then be empty.
+	ClusterAddrs []string
+	// SentinelMaster names the primary that the Sentinels at SentinelAddrs
+	// (host:port each) watch; Open connects to whichever server they
+	// report as primary, and follows a failover. Both or neither are set.
+	SentinelMaster string
+	SentinelAddrs  []string
+	// SentinelPassword authenticates to the Sentinels themselves (empty:
+	// none); Username and Password authenticate to the data servers.
+	SentinelPassword string
+	// Username, Password and DB select the account and database (Open). A
+	// cluster has database 0 only.
 	Username, Password string
 	DB                 int
 	// PoolSize bounds the connections Open's client keeps. Zero means
@@ -59,7 +73,7 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Addr == "" {
+	if o.Addr == "" && len(o.ClusterAddrs) == 0 && len(o.SentinelAddrs) == 0 {
 		o.Addr = "127.0.0.1:6379"
 	}
 	if o.Timeout <= 0 {
@@ -119,26 +133,102 @@ func New(client goredis.UniversalClient, opts Options) *Store {
 	return s
 }
 
-// Open builds a client for opts.Addr with the settings Store needs and
-// returns a Store that closes it on Close. It does not connect: the first
-// call does, and go-redis reconnects after a failure on its own.
-func Open(opts Options) *Store {
+// Validate reports a mix-up of the ways to reach Redis: exactly one of
+// Addr, ClusterAddrs and SentinelAddrs (with SentinelMaster) may be set.
+func (o Options) Validate() error {
+	set := 0
+	for _, ok := range []bool{o.Addr != "", len(o.ClusterAddrs) > 0, len(o.SentinelAddrs) > 0 || o.SentinelMaster != ""} {
+		if ok {
+			set++
+		}
+	}
+	switch {
+	case set > 1:
+		return fmt.Errorf("store/redis: set one of Addr (one server), ClusterAddrs (Redis Cluster) and SentinelAddrs with SentinelMaster (Sentinel), got %d of them", set)
+	case (len(o.SentinelAddrs) > 0) != (o.SentinelMaster != ""):
+		return fmt.Errorf("store/redis: Sentinel needs both SentinelMaster (the primary's name, got %q) and SentinelAddrs (got %d addresses)",
+			o.SentinelMaster, len(o.SentinelAddrs))
+	case len(o.ClusterAddrs) > 0 && o.DB != 0:
+		return fmt.Errorf("store/redis: a Redis Cluster has database 0 only, got DB %d", o.DB)
+	}
+	return nil
+}
+
+// Open builds a client with the settings Store needs (for one server, a
+// Redis Cluster or a Sentinel-watched primary, as opts says) and returns a
+// Store that closes it on Close. It does not connect: the first call
+// does, and go-redis reconnects after a failure on its own. Every client
+// is built never to retry or follow a redirect: a charge that met a MOVED
+// or ASK reply, or a failover, fails, and the tier's failure mode applies
+// (see the package doc).
+func Open(opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	opts = opts.withDefaults()
-	c := goredis.NewClient(&goredis.Options{
-		Addr:                  opts.Addr,
-		Username:              opts.Username,
-		Password:              opts.Password,
-		DB:                    opts.DB,
-		PoolSize:              opts.PoolSize,
-		MaxRetries:            -1,
-		DialTimeout:           max(opts.Timeout, opts.SnapshotTimeout),
-		ReadTimeout:           max(opts.Timeout, opts.SnapshotTimeout),
-		WriteTimeout:          max(opts.Timeout, opts.SnapshotTimeout),
-		ContextTimeoutEnabled: true,
-	})
+	io := max(opts.Timeout, opts.SnapshotTimeout)
+	var c goredis.UniversalClient
+	switch {
+	case len(opts.ClusterAddrs) > 0:
+		c = goredis.NewClusterClient(&goredis.ClusterOptions{
+			Addrs:    opts.ClusterAddrs,
+			Username: opts.Username,
+			Password: opts.Password,
+			PoolSize: opts.PoolSize,
+			// -1 is none: a MOVED or ASK reply (the script did not run)
+			// fails the call, and the slot map is reloaded in the
+			// background, as a network error must never resend a charge.
+			MaxRedirects:          -1,
+			MaxRetries:            -1,
+			DialTimeout:           io,
+			ReadTimeout:           io,
+			WriteTimeout:          io,
+			ContextTimeoutEnabled: true,
+		})
+	case opts.SentinelMaster != "":
+		c = goredis.NewFailoverClient(&goredis.FailoverOptions{
+			MasterName:            opts.SentinelMaster,
+			SentinelAddrs:         opts.SentinelAddrs,
+			SentinelPassword:      opts.SentinelPassword,
+			Username:              opts.Username,
+			Password:              opts.Password,
+			DB:                    opts.DB,
+			PoolSize:              opts.PoolSize,
+			MaxRetries:            -1,
+			DialTimeout:           io,
+			ReadTimeout:           io,
+			WriteTimeout:          io,
+			ContextTimeoutEnabled: true,
+		})
+	default:
+		c = goredis.NewClient(&goredis.Options{
+			Addr:                  opts.Addr,
+			Username:              opts.Username,
+			Password:              opts.Password,
+			DB:                    opts.DB,
+			PoolSize:              opts.PoolSize,
+			MaxRetries:            -1,
+			DialTimeout:           io,
+			ReadTimeout:           io,
+			WriteTimeout:          io,
+			ContextTimeoutEnabled: true,
+		})
+	}
 	s := New(c, opts)
 	s.own = true
-	return s
+	return s, nil
+}
+
+// Describe names where opts reach Redis, for logs: "redis:HOST:PORT",
+// "redis-cluster:A,B,C" or "redis-sentinel:MASTER@A,B,C".
+func (o Options) Describe() string {
+	switch {
+	case len(o.ClusterAddrs) > 0:
+		return "redis-cluster:" + strings.Join(o.ClusterAddrs, ",")
+	case o.SentinelMaster != "":
+		return "redis-sentinel:" + o.SentinelMaster + "@" + strings.Join(o.SentinelAddrs, ",")
+	}
+	return "redis:" + o.withDefaults().Addr
 }
 
 // Close closes the client if Open made it. It is idempotent.

@@ -86,7 +86,10 @@ func (s *server) client(t *testing.T) *goredis.Client {
 // open returns a Store on the server, closed at cleanup.
 func (s *server) open(t testing.TB, opts Options) *Store {
 	opts.Addr = s.addr()
-	st := Open(opts)
+	st, err := Open(opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
 	t.Cleanup(func() { st.Close() })
 	return st
 }
