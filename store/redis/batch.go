@@ -209,8 +209,12 @@ func (b *batcher) send(ctx context.Context, batch []*call) {
 
 // execPipeline sends one pipeline of add(c) for every call of batch and returns
 // the commands, which carry their own errors. The error is the
-// connection's: nil unless every command failed, since one script's own
-// error (a bad reply) says nothing of the server's health.
+// connection's: nil unless every command failed or one failed as a server
+// that is down, failing over or migrating a slot would (unreachable, MOVED,
+// ASK, CLUSTERDOWN...), since one script's own error (a bad reply) says
+// nothing of the server's health. On a Redis Cluster the client splits
+// the pipeline per node, so one node's outage fails only its commands, and
+// still makes the store report itself degraded.
 func execPipeline(ctx context.Context, client goredis.UniversalClient, batch []*call,
 	add func(goredis.Pipeliner, *call) *goredis.Cmd) ([]*goredis.Cmd, error) {
 	pipe := client.Pipeline()
@@ -221,8 +225,34 @@ func execPipeline(ctx context.Context, client goredis.UniversalClient, batch []*
 	_, err := pipe.Exec(ctx)
 	if err != nil && (!allFailed(cmds) || errors.Is(err, goredis.Nil)) {
 		err = nil
+		for _, c := range cmds {
+			if unavailable(c.Err()) {
+				return cmds, c.Err()
+			}
+		}
 	}
 	return cmds, err
+}
+
+// unavailable reports whether err says that the server (or the node of a
+// cluster) could not run the command: no answer, or a reply that it is
+// failing over, moving the slot or not ready. A script's own error and a
+// missing key (goredis.Nil) are not such errors; NOSCRIPT is handled by
+// the caller.
+func unavailable(err error) bool {
+	if err == nil || errors.Is(err, goredis.Nil) {
+		return false
+	}
+	var re goredis.Error
+	if !errors.As(err, &re) {
+		return true // a network error or a deadline
+	}
+	for _, p := range []string{"MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS"} {
+		if goredis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // allFailed reports whether every command of cmds failed.
