@@ -66,6 +66,14 @@ type Options struct {
 	// (engine.ProfileStore). Zero means 5s: a tier change made on one
 	// replica binds on every other within 5s.
 	ProfileTTL time.Duration
+	// WaitReplicas, when positive, ends every pipeline of charges with
+	// WAIT for that many replicas (within the call's deadline): a charge
+	// is reported only once replicas hold it, so a failover that promotes
+	// one of them loses no admitted charge. A charge that the replicas do
+	// not acknowledge in time fails (its outcome is unknown, as after a
+	// timeout). Zero means asynchronous replication: a failover may lose
+	// the charges of the replication lag (see the package doc).
+	WaitReplicas int
 	// ExpiryMargin is added to every counter's expiry, so a replica whose
 	// clock lags still finds the counter of the window it is in. Zero
 	// means 10s.
@@ -178,12 +186,15 @@ func Open(opts Options) (*Store, error) {
 			// -1 is none: a MOVED or ASK reply (the script did not run)
 			// fails the call, and the slot map is reloaded in the
 			// background, as a network error must never resend a charge.
-			MaxRedirects:          -1,
-			MaxRetries:            -1,
-			DialTimeout:           io,
-			ReadTimeout:           io,
-			WriteTimeout:          io,
-			ContextTimeoutEnabled: true,
+			MaxRedirects: -1,
+			MaxRetries:   -1,
+			// Besides after every failed call, the slot map is re-read
+			// once a second, so a failover is followed promptly.
+			ClusterStateReloadInterval: time.Second,
+			DialTimeout:                io,
+			ReadTimeout:                io,
+			WriteTimeout:               io,
+			ContextTimeoutEnabled:      true,
 		})
 	case opts.SentinelMaster != "":
 		c = goredis.NewFailoverClient(&goredis.FailoverOptions{
@@ -288,6 +299,11 @@ func (s *Store) record(err error, op string) error {
 	s.calls.Add(1)
 	if err != nil && !errors.Is(err, goredis.Nil) {
 		s.errs.Add(1)
+		if cc, ok := s.client.(*goredis.ClusterClient); ok && unavailable(err) {
+			// A node that died sends no MOVED: only a reload of the slot
+			// map (in the background, one at a time) finds its replica.
+			cc.ReloadState(context.Background())
+		}
 		err = fmt.Errorf("store/redis: %s: %w", op, err)
 		s.lastErr.Store(&err)
 		return err

@@ -52,6 +52,12 @@ func NewCluster(primaries, replicas int) (*Cluster, error) {
 		c.Close()
 		return nil, err
 	}
+	if replicas > 0 {
+		if err := c.WaitReplicated(30 * time.Second); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -243,4 +249,26 @@ func (c *Cluster) FlushAll() error {
 		}
 	}
 	return nil
+}
+
+// WaitReplicated waits until every primary has a replica that is synced
+// (online), for at most timeout.
+func (c *Cluster) WaitReplicated(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ps, err := c.Primaries()
+		ok := err == nil
+		for _, p := range ps {
+			if p.ReplicasOnline() == 0 {
+				ok = false
+			}
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: a primary has no replica after %s (%v)", timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

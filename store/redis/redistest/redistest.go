@@ -102,7 +102,10 @@ func NewServer(extra ...string) (*Server, error) {
 	}
 	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir, own: true}
 	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--appendonly", "no"}, extra...)
+		"--save", "", "--appendonly", "no",
+		// A replica syncs at once, rather than after the default 5s
+		// that a diskless primary waits for more replicas to join.
+		"--repl-diskless-sync-delay", "0"}, extra...)
 	if err := s.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -213,6 +216,20 @@ func writeFile(dir, name, text string) (string, error) {
 		return "", fmt.Errorf("redistest: write %s: %w", p, err)
 	}
 	return p, nil
+}
+
+// ReplicasOnline returns how many replicas of s are connected and synced
+// (state=online in INFO replication).
+func (s *Server) ReplicasOnline() int {
+	c := s.Client()
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	text, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return 0
+	}
+	return strings.Count(text, "state=online")
 }
 
 // Pid returns the process id of the running server, or 0.

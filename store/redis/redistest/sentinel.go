@@ -57,6 +57,10 @@ func NewSentinels(replicas, watchers int) (*Sentinels, error) {
 		ss.Close()
 		return nil, err
 	}
+	if err := ss.WaitReplicas(replicas, 30*time.Second); err != nil {
+		ss.Close()
+		return nil, err
+	}
 	return ss, nil
 }
 
@@ -204,5 +208,21 @@ func (ss *Sentinels) WaitFailover(old *Server, timeout time.Duration) (*Server, 
 func (ss *Sentinels) Close() {
 	for _, s := range append(append([]*Server{}, ss.Watchers...), ss.Data...) {
 		s.Close()
+	}
+}
+
+// WaitReplicas waits until the current primary has n synced (online)
+// replicas, for at most timeout.
+func (ss *Sentinels) WaitReplicas(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := ss.Primary()
+		if err == nil && p.ReplicasOnline() == n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: the primary has not %d replicas after %s (%v)", n, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
