@@ -16,9 +16,9 @@ func TestRedisTargets(t *testing.T) {
 	}{
 		{name: "one server", in: "store: {kind: redis, redis: {addr: \"10.0.0.1:6379\"}}",
 			want: func(r RedisStoreConfig) bool { return r.Addr == "10.0.0.1:6379" }},
-		{name: "cluster", in: "store: {kind: redis, redis: {cluster: {addrs: [\"10.0.0.1:7000\", \"10.0.0.2:7000\"]}, timeout: 20ms, prefix: q}}",
+		{name: "cluster", in: "store: {kind: redis, redis: {cluster: {addrs: [\"10.0.0.1:7000\", \"10.0.0.2:7000\"]}, timeout: 20ms, prefix: q, wait_replicas: 1}}",
 			want: func(r RedisStoreConfig) bool {
-				return slices.Equal(r.Cluster.Addrs, []string{"10.0.0.1:7000", "10.0.0.2:7000"}) && r.Timeout.D().String() == "20ms" && r.Prefix == "q"
+				return slices.Equal(r.Cluster.Addrs, []string{"10.0.0.1:7000", "10.0.0.2:7000"}) && r.Timeout.D().String() == "20ms" && r.Prefix == "q" && r.WaitReplicas == 1
 			}},
 		{name: "sentinel", in: "store: {kind: redis, redis: {sentinel: {master: mymaster, addrs: [\"10.0.0.1:26379\"], password: s}, password: p}}",
 			want: func(r RedisStoreConfig) bool {
@@ -64,6 +64,8 @@ func TestRedisTargetMixUps(t *testing.T) {
 			want: []string{"store.redis.sentinel.master: missing"}},
 		{name: "sentinel without addrs", in: `{sentinel: {master: m}}`,
 			want: []string{"store.redis.sentinel.addrs: missing"}},
+		{name: "negative wait_replicas", in: `{addr: "10.0.0.1:6379", wait_replicas: -1}`,
+			want: []string{"store.redis.wait_replicas: must be >= 0"}},
 		{name: "bad sentinel addr", in: `{sentinel: {master: m, addrs: ["x:99999"]}}`,
 			want: []string{`store.redis.sentinel.addrs[0]: want host:port`}},
 	}

@@ -343,6 +343,10 @@ type RedisStoreConfig struct {
 	// Lease, when positive, is the block of a subject's limit a replica
 	// reserves and serves from memory (leased mode); zero means exact.
 	Lease int64 `json:"lease"`
+	// WaitReplicas, when positive, makes every charge wait (within
+	// timeout) until that many replicas hold it, so a failover loses no
+	// admitted charge; zero means asynchronous replication.
+	WaitReplicas int `json:"wait_replicas"`
 }
 
 // RedisClusterConfig is a Redis Cluster: Addrs are some of its nodes

@@ -187,6 +187,9 @@ func (f *File) validateStore(p *problems) {
 		if st.Redis.Lease < 0 {
 			p.addf("store.redis.lease", "must be >= 0 (0 is exact mode), got %d", st.Redis.Lease)
 		}
+		if st.Redis.WaitReplicas < 0 {
+			p.addf("store.redis.wait_replicas", "must be >= 0 (0: asynchronous replication), got %d", st.Redis.WaitReplicas)
+		}
 		if st.Redis.DB < 0 {
 			p.addf("store.redis.db", "must be >= 0, got %d", st.Redis.DB)
 		}

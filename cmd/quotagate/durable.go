@@ -146,7 +146,7 @@ func (b *backends) openStore(ctx context.Context, file *config.File, o assembleO
 		opts := redis.Options{Addr: r.Addr, ClusterAddrs: r.Cluster.Addrs,
 			SentinelMaster: r.Sentinel.Master, SentinelAddrs: r.Sentinel.Addrs, SentinelPassword: r.Sentinel.Password,
 			Username: r.Username, Password: r.Password, DB: r.DB,
-			Timeout: r.Timeout.D(), Prefix: r.Prefix, Lease: r.Lease}
+			Timeout: r.Timeout.D(), Prefix: r.Prefix, Lease: r.Lease, WaitReplicas: r.WaitReplicas}
 		st, err := redis.Open(opts)
 		if err != nil {
 			return fmt.Errorf("serve: state store: %w", err)

@@ -254,10 +254,21 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Ping checks that the server answers within the Check deadline.
+// Ping checks that the server answers within the Check deadline; on a
+// Redis Cluster, that every primary does (a dead one is a shard whose
+// subjects fall to the failure mode), so health tells of one shard's
+// outage.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
+	if cc, ok := s.client.(*goredis.ClusterClient); ok {
+		return s.record(cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+			if err := c.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("primary %s: %w", c.Options().Addr, err)
+			}
+			return nil
+		}), "ping every primary")
+	}
 	return s.record(s.client.Ping(ctx).Err(), "ping")
 }
 

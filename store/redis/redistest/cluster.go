@@ -272,3 +272,9 @@ func (c *Cluster) WaitReplicated(timeout time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Serves reports whether s is the primary of slot in c.
+func (s *Server) Serves(c *Cluster, slot int) bool {
+	p, err := c.Primary(slot)
+	return err == nil && p == s
+}
