@@ -236,6 +236,7 @@ type pipeliner interface {
 
 // sendGroup is send for calls that go through client in one pipeline.
 func (s *Store) sendGroup(ctx context.Context, client pipeliner, batch []*call) {
+	start := time.Now().UnixNano()
 	cmds, err := s.execPipeline(ctx, client, batch, func(pipe goredis.Pipeliner, c *call) *goredis.Cmd {
 		if c.cmd != nil {
 			return pipe.Do(ctx, c.cmd...)
@@ -258,7 +259,7 @@ func (s *Store) sendGroup(ctx context.Context, client pipeliner, batch []*call) 
 			deliver(c, cmds[i])
 		}
 	}
-	_ = s.record(err, fmt.Sprintf("pipeline of %d commands", len(batch)))
+	_ = s.recordSince(err, fmt.Sprintf("pipeline of %d commands", len(batch)), start)
 }
 
 // key returns the first key c touches, which names its slot.

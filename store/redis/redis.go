@@ -113,6 +113,7 @@ type Store struct {
 	prof   profilePoll
 	// lastErr holds the error of the last call (nil: it succeeded).
 	lastErr   atomic.Pointer[error]
+	lastOK    atomic.Int64 // unix ns when the last call that succeeded started
 	calls     atomic.Uint64
 	batched   atomic.Uint64
 	profiles  atomic.Uint64
@@ -307,6 +308,14 @@ func (s *Store) Stats() Stats {
 // record counts one round trip and remembers its outcome. It returns err
 // wrapped with op, or nil.
 func (s *Store) record(err error, op string) error {
+	return s.recordSince(err, op, time.Now().UnixNano())
+}
+
+// recordSince is record for a call that started at start (unix ns): an
+// error of a call that started before the last success is returned but
+// does not make the store unhealthy, as a pipeline that its callers gave
+// up on may fail long after newer calls succeeded.
+func (s *Store) recordSince(err error, op string, start int64) error {
 	s.calls.Add(1)
 	if err != nil && !errors.Is(err, goredis.Nil) {
 		s.errs.Add(1)
@@ -316,8 +325,12 @@ func (s *Store) record(err error, op string) error {
 			cc.ReloadState(context.Background())
 		}
 		err = fmt.Errorf("store/redis: %s: %w", op, err)
-		s.lastErr.Store(&err)
+		if start >= s.lastOK.Load() {
+			s.lastErr.Store(&err)
+		}
 		return err
+	}
+	for ok := s.lastOK.Load(); start > ok && !s.lastOK.CompareAndSwap(ok, start); ok = s.lastOK.Load() {
 	}
 	if s.lastErr.Load() != nil {
 		s.lastErr.Store(nil)
