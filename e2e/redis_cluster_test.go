@@ -76,3 +76,40 @@ func checkClosedFails(t *testing.T, s *server) {
 		t.Errorf("shut with its shard down = %v, want 503", resp)
 	}
 }
+
+// TestRedisSentinel runs 3 replicas on a primary and its replica watched
+// by 3 Sentinels (store.redis.sentinel): exact, then the primary dies,
+// fail-closed Checks get 503 within the deadline while the Sentinels
+// promote the replica, and the replicas are exact again with no restart.
+func TestRedisSentinel(t *testing.T) {
+	ss := redistest.StartSentinels(t, 1, 3)
+	path := writeRedisTargetConfig(t, fmt.Sprintf(`sentinel: {master: %s, addrs: ["%s"]}`, redistest.Master, strings.Join(ss.Addrs(), `", "`)))
+	replicas := make([]*server, redisReplicas)
+	for i := range replicas {
+		replicas[i] = startServer(t, path)
+	}
+	waitOutsideHourEdge()
+	exactRounds(t, replicas, 0, redisRounds/2)
+
+	t.Run("failover", func(t *testing.T) {
+		old, err := ss.Primary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		old.Kill()
+		for _, s := range replicas {
+			checkFailureModes(t, s)
+		}
+		checkHealth(t, replicas[0], false)
+		if _, err := ss.WaitFailover(old, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range replicas {
+			waitRecovered(t, s, i)
+		}
+		checkHealth(t, replicas[0], true)
+		t.Logf("the replicas decide through Redis again %s after the primary died", time.Since(start).Round(100*time.Millisecond))
+		exactRounds(t, replicas, redisRounds/2, redisRounds)
+	})
+}

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,4 +145,59 @@ func TestClusterTeamMove(t *testing.T) {
 		t.Fatalf("after moving back the old hash counts %d (marker %v), want %d and no marker", n4, marker, n+1)
 	}
 	t.Logf("%d admitted; %d charges of the old hash refused while the stale engine caught up", admitted.Load(), moved.Load())
+}
+
+// TestClusterMovesRandomized runs a random sequence of charges (through a
+// fresh engine and one whose profile may be stale), team changes (none,
+// ops, dev; each keeps state) and retried moves, and checks after every
+// step that the hash under the subject's current tag counts exactly the
+// admissions: no move loses or doubles usage.
+func TestClusterMovesRandomized(t *testing.T) {
+	c := sharedCluster(t)
+	const prefix = "mvr"
+	cfg := testConfig(1<<40, 0, 0, 0)
+	grant := engine.TokenGrant{Amount: 1 << 40, Period: month}
+	cfg.Teams = map[string]engine.TeamConfig{"ops": {Members: []string{"ann"}, Tokens: grant},
+		"dev": {Members: []string{"bob"}, Tokens: grant}}
+	cfg.Now = nil
+	engines, stores := replicas(t, c, Options{Prefix: prefix, Timeout: 2 * time.Second, ProfileTTL: time.Hour}, cfg, 2)
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(19, 19))
+	teams := []string{"", "ops", "dev"}
+	team, prev := "", ""
+	tag := func(team string) string {
+		if team == "" {
+			return "dy"
+		}
+		return "team:" + team
+	}
+	var admitted int64
+	for step := range 150 {
+		switch op := r.IntN(10); {
+		case op < 7:
+			d, err := engines[r.IntN(2)].Charge(ctx, engine.Request{Subject: "dy"})
+			switch {
+			case err != nil && !strings.Contains(err.Error(), ErrMoved.Error()):
+				t.Fatalf("step %d: Charge: %v", step, err)
+			case err == nil && d.Allowed:
+				admitted++
+			}
+		case op < 9:
+			next := teams[r.IntN(len(teams))]
+			if err := engines[0].SetProfile(ctx, "dy", engine.Profile{Team: next}); err != nil {
+				t.Fatalf("step %d: SetProfile team %q: %v", step, next, err)
+			}
+			if next != team {
+				prev, team = team, next
+			}
+		default:
+			// Another replica retries the last move.
+			if err := stores[1].MoveState(ctx, "dy", tag(prev), tag(team)); err != nil {
+				t.Fatalf("step %d: MoveState: %v", step, err)
+			}
+		}
+		if n, marker := count(t, c, prefix+":{"+tag(team)+"}:o:dy"); n != admitted || marker {
+			t.Fatalf("step %d (team %q): the hash counts %d (marker %v), want %d", step, team, n, marker, admitted)
+		}
+	}
 }
