@@ -30,9 +30,12 @@ type failoverReport struct {
 	// the admissions.
 	Over, Under, Admitted int64
 	// Failed counts the Checks that got an error (the failure mode
-	// decided), and Took the longest any Check waited.
+	// decided), Took the longest any Check waited, and Lag the longest a
+	// 5ms sleep overslept meanwhile: how late the machine (2 shared cores,
+	// the race detector) ran goroutines, which no deadline can beat.
 	Failed int64
 	Took   time.Duration
+	Lag    time.Duration
 	// Unhealthy reports whether the store said so during the window.
 	Unhealthy bool
 }
@@ -71,9 +74,6 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 				start := time.Now()
 				d, err := engines[w%3].Charge(context.Background(), engine.Request{Subject: fmt.Sprintf("f%d", i)})
 				el := time.Since(start)
-				if el > failoverTimeout+400*time.Millisecond {
-					t.Logf("a Check took %s: %v", el, err)
-				}
 				for old := took.Load(); int64(el) > old && !took.CompareAndSwap(old, int64(el)); old = took.Load() {
 				}
 				switch {
@@ -86,6 +86,21 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 			}
 		})
 	}
+	var lag atomic.Int64
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			t0 := time.Now()
+			time.Sleep(5 * time.Millisecond)
+			if l := int64(time.Since(t0) - 5*time.Millisecond); l > lag.Load() {
+				lag.Store(l)
+			}
+		}
+	})
 	time.Sleep(200 * time.Millisecond)
 	done := make(chan struct{})
 	go func() {
@@ -108,7 +123,7 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 	close(stop)
 	wg.Wait()
 	<-done
-	rep.Failed, rep.Took = failed.Load(), time.Duration(took.Load())
+	rep.Failed, rep.Took, rep.Lag = failed.Load(), time.Duration(took.Load()), time.Duration(lag.Load())
 	heal()
 	// One more Check per subject reads what Redis counted: an admission
 	// it did not count (a charge acknowledged, then lost with the primary)
@@ -141,8 +156,8 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 			t.Errorf("a store is still unhealthy after the failover: %v, %v", err, st.LastError())
 		}
 	}
-	t.Logf("failover under load: over-admitted %d, under-admitted %d of %d admitted; %d Checks decided by the failure mode; longest Check %s; degraded seen %v",
-		rep.Over, rep.Under, rep.Admitted, rep.Failed, rep.Took, rep.Unhealthy)
+	t.Logf("failover under load: over-admitted %d, under-admitted %d of %d admitted; %d Checks decided by the failure mode; longest Check %s (scheduling lag up to %s); degraded seen %v",
+		rep.Over, rep.Under, rep.Admitted, rep.Failed, rep.Took, rep.Lag, rep.Unhealthy)
 	return rep
 }
 
@@ -160,8 +175,10 @@ func checkFailover(t *testing.T, rep failoverReport, wait int) {
 	if wait == 0 && rep.Under > rep.Failed {
 		t.Errorf("under %d: want at most the %d failed Checks", rep.Under, rep.Failed)
 	}
-	if rep.Took > failoverTimeout+400*time.Millisecond {
-		t.Errorf("a Check waited %s, want within the %s deadline", rep.Took, failoverTimeout)
+	// The deadline's timer fires late by up to the lag, and the woken
+	// Check runs late by up to the lag again.
+	if rep.Took > failoverTimeout+400*time.Millisecond+2*rep.Lag {
+		t.Errorf("a Check waited %s, want within the %s deadline (plus twice the %s the machine ran goroutines late)", rep.Took, failoverTimeout, rep.Lag)
 	}
 	if rep.Failed == 0 || !rep.Unhealthy {
 		t.Errorf("%d Checks failed, degraded seen %v: want the failure mode and a degraded store during the window", rep.Failed, rep.Unhealthy)

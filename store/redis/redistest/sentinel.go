@@ -92,7 +92,7 @@ bind 127.0.0.1
 dir %s
 sentinel monitor %s 127.0.0.1 %s %d
 sentinel down-after-milliseconds %s %d
-sentinel failover-timeout %s 10000
+sentinel failover-timeout %s 3000
 sentinel parallel-syncs %s 1
 `, port, dir, Master, primaryPort, quorum, Master, DownAfter.Milliseconds(), Master, Master))
 	if err != nil {
