@@ -31,6 +31,7 @@ test: test-deps vet fmtcheck
 FUZZTIME ?= 15s
 FUZZ_TARGETS := \
 	./config:FuzzParse \
+	./config:FuzzRedisTarget \
 	./extauthz:FuzzCountWords
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

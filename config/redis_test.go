@@ -1,7 +1,9 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -86,4 +88,59 @@ func TestRedisTargetMixUps(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzRedisTarget feeds hostile addresses to store.redis's addr, cluster
+// and sentinel: Parse never panics, and a configuration it accepts names
+// exactly one way to reach Redis, with every address a host:port.
+func FuzzRedisTarget(f *testing.F) {
+	f.Add("10.0.0.1:6379", "", "", "")
+	f.Add("10.0.0.1:7000,10.0.0.2:7000", "", "", "")
+	f.Add("", "10.0.0.1:7000", "", "")
+	f.Add("", "", "mymaster", "10.0.0.1:26379")
+	f.Add("x:1", "y:2", "m", "z:3")
+	f.Add("", ":0", "", "")
+	f.Add("[::1]:6379", "", "", "")
+	f.Fuzz(func(t *testing.T, addr, cluster, master, sentinel string) {
+		r := map[string]any{"addr": addr}
+		if cluster != "" {
+			r["cluster"] = map[string]any{"addrs": strings.Split(cluster, ";")}
+		}
+		if master != "" || sentinel != "" {
+			r["sentinel"] = map[string]any{"master": master, "addrs": strings.Split(sentinel, ";")}
+		}
+		doc := map[string]any{
+			"quota_manager": map[string]any{"tiers": map[string]any{"freemium": map[string]any{"api_calls_per_hour": 10, "priority": "low"}}},
+			"store":         map[string]any{"kind": "redis", "redis": r},
+		}
+		in, err := json.Marshal(doc)
+		if err != nil {
+			t.Skip()
+		}
+		cfg, err := Parse(in)
+		if err != nil {
+			return
+		}
+		got := cfg.Store.Redis
+		set := 0
+		for _, ok := range []bool{got.Addr != "", len(got.Cluster.Addrs) > 0, got.Sentinel.Master != "" || len(got.Sentinel.Addrs) > 0} {
+			if ok {
+				set++
+			}
+		}
+		if set != 1 {
+			t.Fatalf("accepted %s with %d ways to reach Redis, want 1", in, set)
+		}
+		for _, a := range append(append([]string{got.Addr}, got.Cluster.Addrs...), got.Sentinel.Addrs...) {
+			if a == "" {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				t.Fatalf("accepted address %q: %v", a, err)
+			}
+		}
+		if len(got.Sentinel.Addrs) > 0 && got.Sentinel.Master == "" {
+			t.Fatalf("accepted sentinel addresses without a master: %s", in)
+		}
+	})
 }
