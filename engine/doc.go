@@ -13,6 +13,9 @@
 // the usage counted so far, and a reload applies new maxima to it. Team
 // limits and a team's shared balance live in the team's own state (key
 // "team:<name>"); a request that touches both is charged under both locks.
+// With a shared Authority, a member's keys carry the team's hash tag, so
+// that one script charges both; a subject that changes team has its state
+// moved to the new tag first (StateMover).
 //
 // State lives in a power-of-two number of shards picked by a seeded hash,
 // each with its own mutex and bounded LRU. Evicted state goes to a Store and
