@@ -244,22 +244,26 @@ func (s *Store) sendGroup(ctx context.Context, client pipeliner, batch []*call) 
 		return chargeScript.EvalSha(ctx, pipe, c.keys, c.args...)
 	})
 	var again []*call
+	var retry []int // index in batch of each call of again
 	for i, c := range batch {
 		if c.cmd == nil && goredis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
-			again = append(again, c)
-			continue
+			again, retry = append(again, c), append(retry, i)
 		}
-		deliver(c, cmds[i])
 	}
 	if len(again) > 0 {
-		cmds, err = s.execPipeline(ctx, client, again, func(pipe goredis.Pipeliner, c *call) *goredis.Cmd {
+		var cmds2 []*goredis.Cmd
+		cmds2, err = s.execPipeline(ctx, client, again, func(pipe goredis.Pipeliner, c *call) *goredis.Cmd {
 			return chargeScript.Eval(ctx, pipe, c.keys, c.args...)
 		})
-		for i, c := range again {
-			deliver(c, cmds[i])
+		for j, i := range retry {
+			cmds[i] = cmds2[j]
 		}
 	}
+	// Recorded before any caller wakes, so its Stats count this call.
 	_ = s.recordSince(err, fmt.Sprintf("pipeline of %d commands", len(batch)), start)
+	for i, c := range batch {
+		deliver(c, cmds[i])
+	}
 }
 
 // key returns the first key c touches, which names its slot.

@@ -37,6 +37,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// prefixes numbers the key prefixes of tests on the shared cluster, so a
+// test run again (-count) starts from nothing.
+var prefixes atomic.Int64
+
+// fresh returns a key prefix no other test run in this process used.
+func fresh(name string) string { return fmt.Sprintf("%s-%d", name, prefixes.Add(1)) }
+
 // cluster is the shared Redis Cluster as a target.
 type cluster struct{ *redistest.Cluster }
 
@@ -59,7 +66,7 @@ func TestClusterConformance(t *testing.T) {
 	c := sharedCluster(t)
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) engine.Store {
-		return c.open(t, Options{Prefix: fmt.Sprintf("cconf%d", n.Add(1))})
+		return c.open(t, Options{Prefix: fresh(fmt.Sprintf("cconf%d", n.Add(1)))})
 	})
 }
 
@@ -88,7 +95,7 @@ func TestClusterExactAcrossEngines(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			for round := range 6 {
-				engines, _ := replicas(t, c, Options{Prefix: fmt.Sprintf("cexact%d", round), Timeout: 5 * time.Second}, tc.cfg, 3)
+				engines, _ := replicas(t, c, Options{Prefix: fresh(fmt.Sprintf("cexact%d", round)), Timeout: 5 * time.Second}, tc.cfg, 3)
 				got := hammer(t, engines, func(i int) engine.Request { return tc.req(round, i) })
 				if got != tc.want {
 					t.Fatalf("round %d: admitted %d of 64, want exactly %d", round, got, tc.want)
@@ -103,7 +110,7 @@ func TestClusterExactAcrossEngines(t *testing.T) {
 // back; and that a SCRIPT FLUSH on every node is survived on every node.
 func TestClusterSpreadsSubjects(t *testing.T) {
 	c := sharedCluster(t)
-	st := c.open(t, Options{Prefix: "spread", Timeout: 5 * time.Second})
+	st := c.open(t, Options{Prefix: fresh("spread"), Timeout: 5 * time.Second})
 	e := newEngines(t, st, testConfig(3, 0, 0, 0), 1)[0]
 	ctx := context.Background()
 	const subjects = 48
@@ -166,7 +173,7 @@ func TestClusterProfilesAndLeases(t *testing.T) {
 		Now:         func() time.Time { return now },
 	}
 	const ttl = 5 * time.Second
-	engines, _ := replicas(t, c, Options{Prefix: "cprof", ProfileTTL: ttl, Timeout: time.Second, Lease: 4}, cfg, 2)
+	engines, _ := replicas(t, c, Options{Prefix: fresh("cprof"), ProfileTTL: ttl, Timeout: time.Second, Lease: 4}, cfg, 2)
 	a, b := engines[0], engines[1]
 	ctx := context.Background()
 	if d, err := b.Charge(ctx, engine.Request{Subject: "pat"}); err != nil || !d.Allowed {

@@ -204,7 +204,7 @@ func TestClusterFailover(t *testing.T) {
 	for _, wait := range []int{0, 1} {
 		t.Run(fmt.Sprintf("wait_replicas %d", wait), func(t *testing.T) {
 			c := sharedCluster(t)
-			prefix := fmt.Sprintf("fo%d", wait)
+			prefix := fresh(fmt.Sprintf("fo%d", wait))
 			slot, err := c.Slot(prefix + ":{f0}:o:f0")
 			if err != nil {
 				t.Fatal(err)

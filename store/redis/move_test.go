@@ -64,7 +64,7 @@ func fields(v any) map[string]string {
 // and moving again changes nothing.
 func TestClusterTeamMove(t *testing.T) {
 	c := sharedCluster(t)
-	const prefix = "mv"
+	prefix := fresh("mv")
 	cfg := testConfig(100000, 0, 0, 0)
 	cfg.Teams = map[string]engine.TeamConfig{"ops": {Members: []string{"ann"},
 		Tokens: engine.TokenGrant{Amount: 1000000, Period: month}}}
@@ -154,7 +154,7 @@ func TestClusterTeamMove(t *testing.T) {
 // admissions: no move loses or doubles usage.
 func TestClusterMovesRandomized(t *testing.T) {
 	c := sharedCluster(t)
-	const prefix = "mvr"
+	prefix := fresh("mvr")
 	cfg := testConfig(1<<40, 0, 0, 0)
 	grant := engine.TokenGrant{Amount: 1 << 40, Period: month}
 	cfg.Teams = map[string]engine.TeamConfig{"ops": {Members: []string{"ann"}, Tokens: grant},
