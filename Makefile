@@ -30,9 +30,9 @@ test: test-deps vet fmtcheck
 ## lands in the package's testdata/fuzz/<Name>/ and becomes part of the corpus.
 FUZZTIME ?= 15s
 FUZZ_TARGETS := \
-	./config:FuzzParse \
 	./admin:FuzzAdminChange \
 	./config:FuzzParse \
+	./config:FuzzRedisTarget \
 	./engine:FuzzMemoryStore \
 	./extauthz:FuzzCountWords \
 	./extauthz:FuzzCheck \

@@ -382,10 +382,16 @@ type StoreConfig struct {
 	Redis RedisStoreConfig `json:"redis"`
 }
 
-// RedisStoreConfig is the Redis server that several replicas share.
+// RedisStoreConfig is the Redis that several replicas share: one server
+// (addr), a Redis Cluster (cluster) or a primary watched by Sentinels
+// (sentinel); exactly one of the three is set.
 type RedisStoreConfig struct {
 	// Addr is the server's host:port.
 	Addr string `json:"addr"`
+	// Cluster lists seed nodes of a Redis Cluster.
+	Cluster RedisClusterConfig `json:"cluster"`
+	// Sentinel names the primary and the Sentinels that watch it.
+	Sentinel RedisSentinelConfig `json:"sentinel"`
 	// Username and Password authenticate; DB selects the database.
 	Username string `json:"username"`
 	Password string `json:"password"`
@@ -398,4 +404,24 @@ type RedisStoreConfig struct {
 	// Lease, when positive, is the block of a subject's limit a replica
 	// reserves and serves from memory (leased mode); zero means exact.
 	Lease int64 `json:"lease"`
+	// WaitReplicas, when positive, makes every charge wait (within
+	// timeout) until that many replicas hold it, so a failover loses no
+	// admitted charge; zero means asynchronous replication.
+	WaitReplicas int `json:"wait_replicas"`
+}
+
+// RedisClusterConfig is a Redis Cluster: Addrs are some of its nodes
+// (host:port each); the client learns the rest from them.
+type RedisClusterConfig struct {
+	Addrs []string `json:"addrs"`
+}
+
+// RedisSentinelConfig is a primary that Sentinels watch: Master is the
+// name the Sentinels know it by, Addrs the Sentinels (host:port each), and
+// Password, when set, authenticates to the Sentinels (the store's
+// username and password authenticate to the data servers).
+type RedisSentinelConfig struct {
+	Master   string   `json:"master"`
+	Addrs    []string `json:"addrs"`
+	Password string   `json:"password"`
 }

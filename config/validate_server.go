@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -154,21 +155,59 @@ func checkAddr(addr, path string, p *problems) {
 	}
 }
 
+// validateRedisTarget checks that exactly one of addr, cluster and
+// sentinel says where Redis is, and explains the usual mix-ups: several
+// addresses in addr, or addr set beside cluster or sentinel.
+func validateRedisTarget(r *RedisStoreConfig, p *problems) {
+	cluster := len(r.Cluster.Addrs) > 0
+	sentinel := len(r.Sentinel.Addrs) > 0 || r.Sentinel.Master != ""
+	switch {
+	case cluster && sentinel:
+		p.addf("store.redis", "cluster and sentinel are both set; keep cluster for a Redis Cluster or sentinel for a primary that Sentinels watch, not both")
+	case r.Addr != "" && (cluster || sentinel):
+		which := "cluster"
+		if sentinel {
+			which = "sentinel"
+		}
+		p.addf("store.redis.addr", "set to %q beside store.redis.%s; remove addr: with %s, the addresses go in store.redis.%s.addrs", r.Addr, which, which, which)
+	case !cluster && !sentinel && r.Addr == "":
+		p.addf("store.redis.addr", "missing; the redis store needs the server's host:port, such as \"127.0.0.1:6379\", or store.redis.cluster.addrs for a Redis Cluster, or store.redis.sentinel for Sentinel")
+	case r.Addr != "" && strings.ContainsAny(r.Addr, ", \t"):
+		p.addf("store.redis.addr", "holds several addresses (%q) but takes one host:port; for a Redis Cluster list them as store.redis.cluster.addrs: [\"host:port\", ...], for Sentinel as store.redis.sentinel.addrs with store.redis.sentinel.master", r.Addr)
+	case r.Addr != "":
+		checkAddr(r.Addr, "store.redis.addr", p)
+	}
+	for i, a := range r.Cluster.Addrs {
+		checkAddr(a, fmt.Sprintf("store.redis.cluster.addrs[%d]", i), p)
+	}
+	for i, a := range r.Sentinel.Addrs {
+		checkAddr(a, fmt.Sprintf("store.redis.sentinel.addrs[%d]", i), p)
+	}
+	if sentinel && r.Sentinel.Master == "" {
+		p.addf("store.redis.sentinel.master", "missing; name the primary as the Sentinels know it (their \"sentinel monitor NAME ...\" line), such as \"mymaster\"")
+	}
+	if sentinel && len(r.Sentinel.Addrs) == 0 {
+		p.addf("store.redis.sentinel.addrs", "missing; list the Sentinels' host:port (usually 3), such as [\"10.0.0.1:26379\", \"10.0.0.2:26379\", \"10.0.0.3:26379\"]")
+	}
+	if cluster && r.DB != 0 {
+		p.addf("store.redis.db", "must be 0 with store.redis.cluster (a Redis Cluster has database 0 only), got %d", r.DB)
+	}
+}
+
 func (f *File) validateStore(p *problems) {
 	st := &f.Store
 	switch st.Kind {
 	case "", "memory":
 	case "redis":
-		if st.Redis.Addr == "" {
-			p.addf("store.redis.addr", "missing; the redis store needs the server's host:port, such as \"127.0.0.1:6379\"")
-		} else {
-			checkAddr(st.Redis.Addr, "store.redis.addr", p)
-		}
+		validateRedisTarget(&st.Redis, p)
 		if st.Redis.Timeout < 0 {
 			p.addf("store.redis.timeout", "must be >= 0, got %s", st.Redis.Timeout)
 		}
 		if st.Redis.Lease < 0 {
 			p.addf("store.redis.lease", "must be >= 0 (0 is exact mode), got %d", st.Redis.Lease)
+		}
+		if st.Redis.WaitReplicas < 0 {
+			p.addf("store.redis.wait_replicas", "must be >= 0 (0: asynchronous replication), got %d", st.Redis.WaitReplicas)
 		}
 		if st.Redis.DB < 0 {
 			p.addf("store.redis.db", "must be >= 0, got %d", st.Redis.DB)

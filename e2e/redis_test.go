@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -17,66 +15,35 @@ import (
 	"testing"
 	"time"
 
-	redis "github.com/redis/go-redis/v9"
+	"github.com/quotagate/quotagate/store/redis/redistest"
 )
 
 // redisProc is a redis-server started by a test on a loopback port, with a
-// throwaway directory and no persistence.
+// throwaway directory and no persistence (see redistest).
 type redisProc struct {
-	t    *testing.T
+	t *testing.T
+	*redistest.Server
 	addr string
-	dir  string
-	cmd  *exec.Cmd
 }
 
 // startRedis starts redis-server on a free loopback port; the test's
 // cleanup stops it.
 func startRedis(t *testing.T) *redisProc {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server is not installed: run .ci/deps/redis.sh (as root) to install it: %v", err)
-	}
-	r := &redisProc{t: t, addr: freeAddr(t), dir: t.TempDir()}
-	r.start()
-	t.Cleanup(r.kill)
-	return r
+	s := redistest.StartServer(t)
+	return &redisProc{t: t, Server: s, addr: s.Addr}
 }
 
-// start runs redis-server on r.addr and waits until it answers PING.
+// start restarts redis-server on r.addr and waits until it answers PING.
 func (r *redisProc) start() {
 	r.t.Helper()
-	_, port, _ := net.SplitHostPort(r.addr)
-	r.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", r.dir,
-		"--save", "", "--appendonly", "no")
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("redis-server on %s did not answer within 10s: %v", r.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := r.Start(); err != nil {
+		r.t.Fatal(err)
 	}
 }
 
 // kill stops redis-server at once, as a crash would.
-func (r *redisProc) kill() {
-	if r.cmd == nil || r.cmd.Process == nil {
-		return
-	}
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-	r.cmd = nil
-}
+func (r *redisProc) kill() { r.Kill() }
 
 // Exactness rounds, calls allowed per hour, and the balance and price of
 // the balance rounds.
@@ -84,7 +51,9 @@ const (
 	redisRounds  = 10
 	redisLimit   = 25
 	redisBalance = 100
-	redisCost    = 7
+	// redisTeamTokens is each round's team grant, shared by two members.
+	redisTeamTokens = 150
+	redisCost       = 7
 	// redisTimeout leaves room for 64 concurrent clients on a loaded CI
 	// machine; a timed-out charge would fail the exactness rounds.
 	redisTimeout  = 250 * time.Millisecond
@@ -93,14 +62,23 @@ const (
 
 // writeRedisConfig writes a configuration for replicas sharing the Redis at
 // addr: per round, a user "w<round>" of tier "exact" (redisLimit calls per
-// hour) and a user "b<round>" of tier "balance" (redisBalance tokens,
-// redisCost per translate), plus "shut" (fail closed) and "open" (fail
-// open).
+// hour), a user "b<round>" of tier "balance" (redisBalance tokens,
+// redisCost per translate), and a team "crew<round>" (members
+// "t<round>a" and "t<round>b" of tier exact, sharing redisTeamTokens
+// tokens), plus "shut" (fail closed) and "open" (fail open).
 func writeRedisConfig(t *testing.T, addr string) string {
 	t.Helper()
-	var users strings.Builder
+	return writeRedisTargetConfig(t, fmt.Sprintf("addr: %q", addr))
+}
+
+// writeRedisTargetConfig is writeRedisConfig with target saying where
+// Redis is, in YAML ("addr: ..." or "cluster: {addrs: [...]}").
+func writeRedisTargetConfig(t *testing.T, target string) string {
+	t.Helper()
+	var users, teams strings.Builder
 	for i := range redisRounds {
-		fmt.Fprintf(&users, "    w%d: {tier: exact}\n    b%d: {tier: balance}\n", i, i)
+		fmt.Fprintf(&users, "    w%d: {tier: exact}\n    b%d: {tier: balance}\n    t%da: {tier: balance}\n    t%db: {tier: balance}\n", i, i, i, i)
+		fmt.Fprintf(&teams, "    crew%d: {members: [t%da, t%db], tokens: {grant: %d, every: month}}\n", i, i, i, redisTeamTokens)
 	}
 	cfg := fmt.Sprintf(`quota_manager:
   tiers:
@@ -123,13 +101,14 @@ func writeRedisConfig(t *testing.T, addr string) string {
   users:
 %s    shut: {tier: shut}
     open: {tier: open}
-identity:
+  teams:
+%sidentity:
   sources: [header]
   header: {name: x-user-id, trusted: true}
 store:
   kind: redis
-  redis: {addr: %q, timeout: %s}
-`, redisLimit, redisBalance, redisCost, users.String(), addr, redisTimeout)
+  redis: {%s, timeout: %s}
+`, redisLimit, redisBalance, redisCost, users.String(), teams.String(), target, redisTimeout)
 	path := filepath.Join(t.TempDir(), "redis.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -172,21 +151,7 @@ func TestRedisReplicas(t *testing.T) {
 		replicas[i] = startServer(t, path, args...)
 	}
 	waitOutsideHourEdge()
-
-	t.Run("exact limit", func(t *testing.T) {
-		for round := range redisRounds {
-			if got := admitted(t, replicas, fmt.Sprintf("w%d", round), ""); got != redisLimit {
-				t.Fatalf("round %d: %d of 64 admitted across %d replicas, want exactly %d", round, got, redisReplicas, redisLimit)
-			}
-		}
-	})
-	t.Run("exact balance", func(t *testing.T) {
-		for round := range redisRounds {
-			if got := admitted(t, replicas, fmt.Sprintf("b%d", round), "translate"); got != redisBalance/redisCost {
-				t.Fatalf("round %d: %d of 64 admitted, want floor(%d/%d) = %d", round, got, redisBalance, redisCost, redisBalance/redisCost)
-			}
-		}
-	})
+	exactRounds(t, replicas, 0, redisRounds)
 	t.Run("a tier change on one replica reaches the others", func(t *testing.T) {
 		tierChangeReachesReplicas(t, replicas, adminAddr)
 	})
@@ -209,6 +174,48 @@ func TestRedisReplicas(t *testing.T) {
 		checkHealth(t, replicas[0], true)
 		close(stop)
 		wg.Wait()
+	})
+}
+
+// exactRounds checks, over rounds from to to-1 (each of 64 concurrent
+// requests spread over replicas), that a window limit, a balance and a
+// team's shared balance each admit exactly what they allow.
+func exactRounds(t *testing.T, replicas []*server, from, to int) {
+	t.Run("exact limit", func(t *testing.T) {
+		for round := from; round < to; round++ {
+			if got := admitted(t, replicas, fmt.Sprintf("w%d", round), ""); got != redisLimit {
+				t.Fatalf("round %d: %d of 64 admitted across %d replicas, want exactly %d", round, got, redisReplicas, redisLimit)
+			}
+		}
+	})
+	t.Run("exact balance", func(t *testing.T) {
+		for round := from; round < to; round++ {
+			if got := admitted(t, replicas, fmt.Sprintf("b%d", round), "translate"); got != redisBalance/redisCost {
+				t.Fatalf("round %d: %d of 64 admitted, want floor(%d/%d) = %d", round, got, redisBalance, redisCost, redisBalance/redisCost)
+			}
+		}
+	})
+	t.Run("exact team balance", func(t *testing.T) {
+		for round := from; round < to; round++ {
+			var ok atomic.Int64
+			var wg sync.WaitGroup
+			for i := range 64 {
+				wg.Go(func() {
+					subject := fmt.Sprintf("t%d%c", round, "ab"[i%2])
+					req := envoyRequest{path: "/v1/things", headers: map[string]string{"x-user-id": subject}, action: "translate"}
+					if resp := replicas[i%len(replicas)].check(t, req); resp.GetOkResponse() != nil {
+						if h := headers(resp); h["x-quota-failure-mode"] != "" {
+							t.Errorf("%s: admitted by the failure mode, not by Redis: %v", subject, h)
+						}
+						ok.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			if got, want := ok.Load(), int64(redisTeamTokens/redisCost); got != want {
+				t.Fatalf("round %d: %d of 64 team requests admitted, want floor(%d/%d) = %d", round, got, redisTeamTokens, redisCost, want)
+			}
+		}
 	})
 }
 

@@ -27,6 +27,55 @@ type Authority interface {
 	AddCredits(ctx context.Context, tag string, b PlanBalance, delta int64) (r CreditResult, err error)
 }
 
+// StateMover is implemented by an Authority whose keys are grouped by a
+// hash tag (store/redis: a team member's keys carry the team's tag). When
+// a subject's tag changes (SetProfile or Reload gives it another team that
+// keeps state, or none), the engine moves its state from the old tag to
+// the new one before the change takes effect, and refuses the change when
+// the move fails. MoveState must be idempotent.
+type StateMover interface {
+	MoveState(ctx context.Context, subject, from, to string) error
+}
+
+// tagFor returns the hash tag of subject's keys under rs with profile
+// prof (nil: none): its team's key when it belongs to a team that keeps
+// state, else the subject id (as planLocked builds Plan.Tag for a request
+// that names no team).
+func (rs *ruleset) tagFor(subject string, prof *profileState) string {
+	req := Request{Subject: subject}
+	if t := rs.teams[rs.teamFor(&req, rs.users[subject], prof)]; t.needsState() {
+		return t.key
+	}
+	return subject
+}
+
+// moveTags moves the state of every subject whose hash tag differs
+// between old and rs (static users and team members; profiles aside) when
+// the Authority is a StateMover, before rs takes effect.
+func (e *Engine) moveTags(ctx context.Context, old, rs *ruleset) error {
+	m, ok := e.auth.(StateMover)
+	if !ok || e.auth == nil || old == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, set := range []*ruleset{old, rs} {
+		for subject := range set.users {
+			seen[subject] = true
+		}
+		for subject := range set.teamOf {
+			seen[subject] = true
+		}
+	}
+	for subject := range seen {
+		if from, to := old.tagFor(subject, nil), rs.tagFor(subject, nil); from != to {
+			if err := m.MoveState(ctx, subject, from, to); err != nil {
+				return fmt.Errorf("engine: move the state of %q from tag %q to %q for its new team: %w; nothing changed, retry when the authority answers", subject, from, to, err)
+			}
+		}
+	}
+	return nil
+}
+
 // Plan is what one request needs from the Authority.
 type Plan struct {
 	// Tag groups the keys of one request so that they live in one Redis

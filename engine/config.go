@@ -75,7 +75,9 @@ type Config struct {
 	// Authority, if set, holds the window counters and balances shared by
 	// several replicas (store/redis): each Charge that the local cache
 	// cannot refuse is checked and charged through it, outside any lock.
-	// Nil means this engine is the authority (single node).
+	// An Authority that is also a StateMover has a subject's state moved
+	// when its team changes (SetProfile, Reload), before the change takes
+	// effect. Nil means this engine is the authority (single node).
 	Authority Authority
 	// Events receives threshold and breach events. Nil discards them.
 	Events Events

@@ -13,6 +13,9 @@
 // the usage counted so far, and a reload applies new maxima to it. Team
 // limits and a team's shared balance live in the team's own state (key
 // "team:<name>"); a request that touches both is charged under both locks.
+// With a shared Authority, a member's keys carry the team's hash tag, so
+// that one script charges both; a subject that changes team has its state
+// moved to the new tag first (StateMover).
 //
 // A run-time profile (SetProfile) is validated by ValidateProfile against
 // the current configuration, the same rules the admin API applies before

@@ -109,6 +109,9 @@ func (e *Engine) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := e.moveTags(context.Background(), e.rules.Load(), rs); err != nil {
+		return err
+	}
 	old := e.rules.Swap(rs)
 	if cfg.Capacity.RequestsPerSecond != old.cfg.Capacity.RequestsPerSecond {
 		e.cap.rps.Store(math.Float64bits(cfg.Capacity.RequestsPerSecond))

@@ -250,6 +250,19 @@ func (e *Engine) installProfile(ctx context.Context, rs *ruleset, subject string
 	if !p.isZero() {
 		prof = &profileState{p: p.clone()}
 	}
+	if m, ok := e.auth.(StateMover); ok && e.auth != nil {
+		st, i, err := e.lockKey(ctx, rs, subject)
+		if err != nil {
+			return err
+		}
+		from, to := rs.tagFor(subject, st.prof), rs.tagFor(subject, prof)
+		e.release(ctx, i, -1)
+		if from != to {
+			if err := m.MoveState(ctx, subject, from, to); err != nil {
+				return fmt.Errorf("engine: set profile of %q: move its state from tag %q to %q for its new team: %w; nothing changed, retry when the authority answers", subject, from, to, err)
+			}
+		}
+	}
 	// Shared first: a profile that the other replicas cannot read is not
 	// installed here either.
 	if err := e.shareProfile(ctx, subject, p); err != nil {

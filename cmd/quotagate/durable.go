@@ -143,9 +143,15 @@ func (b *backends) openStore(ctx context.Context, file *config.File, o assembleO
 		b.store, b.closeStore, b.storeDesc = st, st.Close, "sqlite:"+path
 	case "redis":
 		r := file.Store.Redis
-		st := redis.Open(redis.Options{Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB,
-			Timeout: r.Timeout.D(), Prefix: r.Prefix, Lease: r.Lease})
-		b.store, b.authority, b.closeStore, b.storeDesc = st, st, st.Close, "redis:"+r.Addr
+		opts := redis.Options{Addr: r.Addr, ClusterAddrs: r.Cluster.Addrs,
+			SentinelMaster: r.Sentinel.Master, SentinelAddrs: r.Sentinel.Addrs, SentinelPassword: r.Sentinel.Password,
+			Username: r.Username, Password: r.Password, DB: r.DB,
+			Timeout: r.Timeout.D(), Prefix: r.Prefix, Lease: r.Lease, WaitReplicas: r.WaitReplicas}
+		st, err := redis.Open(opts)
+		if err != nil {
+			return fmt.Errorf("serve: state store: %w", err)
+		}
+		b.store, b.authority, b.closeStore, b.storeDesc = st, st, st.Close, opts.Describe()
 		b.redis = st
 	}
 	return nil

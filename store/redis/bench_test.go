@@ -90,7 +90,7 @@ func BenchmarkScript(b *testing.B) {
 				}, Balance: engine.PlanBalance{Owner: id, Cost: 2, Grant: 1 << 40, PeriodStart: hourStart}}
 			}
 			var next atomic.Uint64
-			cpu0 := procCPU(b, srv.cmd.Process.Pid)
+			cpu0 := procCPU(b, srv.Pid())
 			b.ReportAllocs()
 			b.SetParallelism(64 / max(runtime.GOMAXPROCS(0), 1))
 			b.ResetTimer()
@@ -105,7 +105,7 @@ func BenchmarkScript(b *testing.B) {
 				}
 			})
 			b.StopTimer()
-			b.ReportMetric(float64(procCPU(b, srv.cmd.Process.Pid)-cpu0)/float64(time.Microsecond)/float64(b.N), "redis-µs/op")
+			b.ReportMetric(float64(procCPU(b, srv.Pid())-cpu0)/float64(time.Microsecond)/float64(b.N), "redis-µs/op")
 			b.ReportMetric(float64(b.N)/float64(st.Stats().Calls), "scripts/pipeline")
 		})
 	}

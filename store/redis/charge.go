@@ -36,7 +36,9 @@ import (
 // replica's previous block) is added back to the allowance when the
 // request is admitted.
 // It returns {allowed, refused index (0: none), short, allowance, credits,
-// balance taken, then current, previous and reserved per counter}.
+// balance taken, then current, previous and reserved per counter}, or
+// {-1, k} and changes nothing when KEYS[k] holds a forwarding marker "f":
+// its owner's state moved to another hash tag (see moveScript).
 //
 // In a state hash, limit L's counter is the fields "s:L", the start of the
 // window it counts, "n:L", its count, and for a sliding window "p:L", the
@@ -58,7 +60,7 @@ local C = 11 + nk
 local out = {0, 0, 0, 0, 0, 0}
 local got = {}
 for k = 1, nk do
-  local f = {'c', 'x'}
+  local f = {'c', 'x', 'f'}
   for i = 1, n do
     local b = C + (i - 1) * 9
     if a[b] == k then
@@ -74,10 +76,11 @@ for k = 1, nk do
     f[#f + 1] = 'g'
   end
   got[k] = redis.call('HMGET', KEYS[k], unpack(f))
+  if got[k][3] then return {-1, k} end
 end
 local refused = 0
 for k = 1, nk do
-  local g, j = got[k], 3
+  local g, j = got[k], 4
   for i = 1, n do
     local b = C + (i - 1) * 9
     if a[b] == k then
@@ -132,7 +135,7 @@ if refused == 0 and short == 0 and a[2] == 0 then
     out[6] = took
   end
   for k = 1, nk do
-    local g, j, t = got[k], 3, {}
+    local g, j, t = got[k], 4, {}
     for i = 1, n do
       local b = C + (i - 1) * 9
       if a[b] == k then
@@ -210,7 +213,8 @@ return out
 // A hash with a balance never expires, so the expiry of one that held
 // only counters until now is dropped.
 var creditScript = goredis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'p', 'a', 'c', 'x', 'g')
+local h = redis.call('HMGET', KEYS[1], 'p', 'a', 'c', 'x', 'g', 'f')
+if h[6] then return {-1, 0, 0} end
 local c = tonumber(ARGV[4])
 if h[3] then c = tonumber(h[3]) end
 local a = 0
@@ -311,6 +315,10 @@ func (s *Store) run(ctx context.Context, p *engine.Plan, a *scriptArgs) (engine.
 		return engine.PlanResult{}, taken{}, fmt.Errorf("store/redis: charge %q: %w", p.Tag, err)
 	}
 	vals := c.vals // only once do succeeded: an abandoned call is written late
+	if len(vals) == 2 && vals[0] == -1 {
+		s.movedAway()
+		return engine.PlanResult{}, taken{}, fmt.Errorf("store/redis: charge %q: %w", p.Tag, ErrMoved)
+	}
 	if len(vals) != 6+3*n {
 		return engine.PlanResult{}, taken{}, fmt.Errorf("store/redis: charge %q: the script returned %d values, want %d",
 			p.Tag, len(vals), 6+3*n)
@@ -466,6 +474,10 @@ func (s *Store) AddCredits(ctx context.Context, tag string, b engine.PlanBalance
 	}
 	if len(vals) != 3 {
 		return engine.CreditResult{}, fmt.Errorf("store/redis: add credits to %q: the script returned %d values, want 3", b.Owner, len(vals))
+	}
+	if vals[0] == -1 {
+		s.movedAway()
+		return engine.CreditResult{}, fmt.Errorf("store/redis: add credits to %q under tag %q: %w", b.Owner, tag, ErrMoved)
 	}
 	return engine.CreditResult{OK: vals[0] == 1, Capped: vals[0] == 2, Allowance: vals[1], Credits: vals[2]}, nil
 }

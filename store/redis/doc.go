@@ -1,5 +1,9 @@
-// Package redis keeps quotagate's shared state in Redis (or Redis Cluster),
-// so that several replicas enforce one set of quotas.
+// Package redis keeps quotagate's shared state in Redis, so that several
+// replicas enforce one set of quotas. Open reaches one server
+// (Options.Addr), a Redis Cluster (Options.ClusterAddrs, through go-redis's
+// ClusterClient) or a primary that Sentinels watch (Options.SentinelMaster
+// and SentinelAddrs, through its FailoverClient); the scripts, keys and
+// guarantees below are the same on all three.
 //
 // Store implements engine.Authority: every Check that the engine's local
 // cache cannot refuse runs one Lua script that checks every window counter
@@ -24,8 +28,19 @@
 // whole batch (about 14 scripts a pipeline in the load benchmark, against
 // 1.8 without the yield). Each script is still its own
 // atomic EVALSHA, so batching changes no outcome. Deadlines stay per
-// Check: a caller whose deadline passes returns an error at once. A
-// pipeline that fails gives each of its callers an error.
+// Check: a caller whose deadline passes returns an error at once (the
+// pipeline runs on a goroutine of its own, so its leader waits under its
+// deadline like the others). A pipeline that fails gives each of its
+// callers an error.
+//
+// On a Redis Cluster, go-redis splits a pipeline per node and sends the
+// parts at once, so a batch still costs one round trip per node it
+// touches, and one node's failure fails only its own commands (and marks
+// the store degraded). With Options.WaitReplicas the batcher groups the
+// calls by primary itself, so each group's pipeline can end with WAIT on
+// its own node. A node that answers NOSCRIPT (restarted, or a replica just
+// promoted) gets the script again with EVAL: on every node, as each answers
+// for itself.
 //
 // # Keys
 //
@@ -50,23 +65,62 @@
 // (engine.ProfileStore), and never expire.
 //
 // The hash tag {<tag>} is what Redis Cluster hashes, so every key of one
-// request lives in one slot and the script may touch them all atomically.
-// The tag is the subject id, except for a member of a team that keeps state
-// (team limits or a shared balance): then it is "team:<name>" for the
-// member's keys and the team's alike, because a member's request charges
-// both. The cost is that a large team's keys share one slot (one node);
-// moving a subject to another team through its profile starts its counters
-// afresh under the new tag.
+// request lives in one slot and the script touches one slot: never
+// CROSSSLOT. The tag is the subject id, except for a member of a team that
+// keeps state (team limits or a shared balance): then it is "team:<name>"
+// for the member's keys and the team's alike, because a member's request
+// charges both. The cost is that a large team's keys share one slot (one
+// node). The profile epoch "<prefix>:profiles" is one key on one node,
+// read once per ProfileTTL per replica; profiles and snapshots live under
+// the subject's own tag, so their reads and writes spread over the nodes.
+//
+// # Moving between teams
+//
+// When a subject joins a team that keeps state, leaves one, or changes
+// team (SetProfile through the admin API, or a reload), its own hash must
+// move from the old tag to the new, and in a cluster the two lie in
+// different slots, where no one script can reach both. The engine calls
+// MoveState before the change takes effect (and refuses the change, with
+// nothing changed, when the move fails), which moves it in two scripts,
+// each on one slot:
+//
+//  1. Freeze: the old hash gets a forwarding marker "f" (the new tag) and
+//     a move name "g", and expires after an hour. The charge and credit
+//     scripts refuse a hash with a marker and change nothing (ErrMoved):
+//     the tier's failure mode applies to that one Check, and the Store
+//     makes its replica re-read every profile before its next request,
+//     so a replica that had the old team learns the new one at once.
+//  2. Merge: the old hash's fields are added to the new hash once, which
+//     records the move's name in "m": counters of the same window are
+//     summed, of different windows the later one is kept, the balance is
+//     the old hash's (unless the new one holds a later grant period). A
+//     new hash that is itself a marker (the subject moved away from this
+//     tag before and now comes back) is emptied first.
+//
+// Both steps are idempotent: a move that failed half-way, or that every
+// replica runs on a reload, is finished by running it again (a frozen hash
+// keeps its fields and name for the hour), and a marker that points
+// elsewhere is followed. Usage charged to the old hash before the freeze
+// is merged; after it, nothing is charged there. So no usage is lost or
+// counted twice. What is not covered: a subject whose team comes with the
+// request (Request.Team) rather than its profile or the configuration
+// moves nothing; and a reload moves static users and members only (a
+// subject whose profile names its team keeps it, and is not moved).
 //
 // # Failures
 //
 // Every call has a deadline (Options.Timeout, 50ms by default) and is never
-// retried: the client is built with MaxRetries -1. A script that timed out
-// may or may not have run, so across replicas the error is bounded by one
-// request per timed-out call, and it errs toward the caller (an unknown
-// outcome is reported as an error and the tier's failure mode applies; the
-// charge is not repeated). go-redis reconnects on its own; Healthy reports
-// whether the last call succeeded, for the health endpoint. A request that
+// retried: the client is built with MaxRetries -1, and a cluster client
+// with MaxRedirects -1, so a MOVED or ASK reply (a slot migrating, or a
+// failover the client has not seen yet; the script did not run) fails the
+// call instead of following it, as a network error on the same path must
+// never resend a charge. A script that timed out may or may not have run,
+// so across replicas the error is bounded by one request per timed-out
+// call, and it errs toward the caller (an unknown outcome is reported as
+// an error and the tier's failure mode applies; the charge is not
+// repeated). go-redis reconnects on its own; Healthy reports whether the
+// last call succeeded, for the health endpoint, and Ping asks every
+// primary of a cluster. A request that
 // a fail-open tier admits during an outage is counted in the replica's
 // cached counters (not in its balance), so a subject that fills a window
 // meanwhile is refused from the cache: an outage admits at most each limit
@@ -75,6 +129,40 @@
 // while the ask fails), and the first answer replaces the cached counts:
 // within a second of the outage's end the subject is decided by Redis's
 // counts again, and nothing is charged twice.
+//
+// # Failovers
+//
+// When a cluster primary dies, the Checks of its slots fail (the failure
+// mode applies, the store reports degraded, no Check waits past the
+// deadline) until its replica is promoted (after cluster-node-timeout and
+// an election; about 2s with a 1s timeout) and the client has re-read the
+// slot map, which it does after every failed call and once a second. The
+// other shards serve throughout. Under Sentinel, all Checks fail until the
+// Sentinels promote the replica (down-after-milliseconds plus an election)
+// and the client follows them. Then exactness resumes by itself.
+//
+// Redis replicates asynchronously, so a failover loses the writes the
+// replica had not received: the charges of the replication lag, admitted
+// but no longer counted (over-admission). Options.WaitReplicas closes that
+// gap: every pipeline of charges ends with WAIT for that many replicas,
+// and a charge is reported only once they hold it; one they do not
+// acknowledge within the deadline fails with an unknown outcome. The
+// bounds, which the failover tests measure (3 primaries with a replica
+// each, and 1 primary, 1 replica and 3 Sentinels; a primary killed under
+// 12 concurrent Checks):
+//
+//   - over-admission: 0 with WaitReplicas >= 1 (a promoted replica holds
+//     every admitted charge). Without, the charges acknowledged within the
+//     replication lag at the moment of the kill; on loopback, idle, 0 to a
+//     few, but a replica starved of CPU lags further (hundreds of charges
+//     on a loaded 2-core test host).
+//   - under-admission: at most the Checks that failed with an unknown
+//     outcome (a charge that ran, or was not acknowledged by a replica in
+//     time, and was refused by a fail-closed tier): each such Check costs
+//     its subject at most one request's worth.
+//   - after the failover: 0 and 0, with no restart; a replica is needed
+//     for WAIT again, so with WaitReplicas every charge of a shard fails
+//     until its promoted primary has a replica of its own.
 //
 // # Profiles
 //

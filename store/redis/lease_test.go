@@ -12,7 +12,7 @@ import (
 
 // replicas returns n engines, each with its own Store (its own blocks) on
 // srv, as n quotagate processes would have.
-func replicas(t *testing.T, srv *server, opts Options, cfg engine.Config, n int) ([]*engine.Engine, []*Store) {
+func replicas(t *testing.T, srv target, opts Options, cfg engine.Config, n int) ([]*engine.Engine, []*Store) {
 	t.Helper()
 	engines := make([]*engine.Engine, n)
 	stores := make([]*Store, n)

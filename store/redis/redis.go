@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,9 +22,22 @@ var ErrClosed = errors.New("store/redis: closed")
 // documented default.
 type Options struct {
 	// Addr is the server's host:port, used by Open. Empty means
-	// "127.0.0.1:6379".
+	// "127.0.0.1:6379" unless ClusterAddrs or SentinelAddrs is set.
 	Addr string
-	// Username, Password and DB select the account and database (Open).
+	// ClusterAddrs, when set, are seed nodes of a Redis Cluster (host:port
+	// each; Open learns the others from them). Addr and SentinelAddrs must
+	// then be empty.
+	ClusterAddrs []string
+	// SentinelMaster names the primary that the Sentinels at SentinelAddrs
+	// (host:port each) watch; Open connects to whichever server they
+	// report as primary, and follows a failover. Both or neither are set.
+	SentinelMaster string
+	SentinelAddrs  []string
+	// SentinelPassword authenticates to the Sentinels themselves (empty:
+	// none); Username and Password authenticate to the data servers.
+	SentinelPassword string
+	// Username, Password and DB select the account and database (Open). A
+	// cluster has database 0 only.
 	Username, Password string
 	DB                 int
 	// PoolSize bounds the connections Open's client keeps. Zero means
@@ -52,6 +66,14 @@ type Options struct {
 	// (engine.ProfileStore). Zero means 5s: a tier change made on one
 	// replica binds on every other within 5s.
 	ProfileTTL time.Duration
+	// WaitReplicas, when positive, ends every pipeline of charges with
+	// WAIT for that many replicas (within the call's deadline): a charge
+	// is reported only once replicas hold it, so a failover that promotes
+	// one of them loses no admitted charge. A charge that the replicas do
+	// not acknowledge in time fails (its outcome is unknown, as after a
+	// timeout). Zero means asynchronous replication: a failover may lose
+	// the charges of the replication lag (see the package doc).
+	WaitReplicas int
 	// ExpiryMargin is added to every counter's expiry, so a replica whose
 	// clock lags still finds the counter of the window it is in. Zero
 	// means 10s.
@@ -59,7 +81,7 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Addr == "" {
+	if o.Addr == "" && len(o.ClusterAddrs) == 0 && len(o.SentinelAddrs) == 0 {
 		o.Addr = "127.0.0.1:6379"
 	}
 	if o.Timeout <= 0 {
@@ -91,6 +113,7 @@ type Store struct {
 	prof   profilePoll
 	// lastErr holds the error of the last call (nil: it succeeded).
 	lastErr   atomic.Pointer[error]
+	lastOK    atomic.Int64 // unix ns when the last call that succeeded started
 	calls     atomic.Uint64
 	batched   atomic.Uint64
 	profiles  atomic.Uint64
@@ -119,26 +142,105 @@ func New(client goredis.UniversalClient, opts Options) *Store {
 	return s
 }
 
-// Open builds a client for opts.Addr with the settings Store needs and
-// returns a Store that closes it on Close. It does not connect: the first
-// call does, and go-redis reconnects after a failure on its own.
-func Open(opts Options) *Store {
+// Validate reports a mix-up of the ways to reach Redis: exactly one of
+// Addr, ClusterAddrs and SentinelAddrs (with SentinelMaster) may be set.
+func (o Options) Validate() error {
+	set := 0
+	for _, ok := range []bool{o.Addr != "", len(o.ClusterAddrs) > 0, len(o.SentinelAddrs) > 0 || o.SentinelMaster != ""} {
+		if ok {
+			set++
+		}
+	}
+	switch {
+	case set > 1:
+		return fmt.Errorf("store/redis: set one of Addr (one server), ClusterAddrs (Redis Cluster) and SentinelAddrs with SentinelMaster (Sentinel), got %d of them", set)
+	case (len(o.SentinelAddrs) > 0) != (o.SentinelMaster != ""):
+		return fmt.Errorf("store/redis: Sentinel needs both SentinelMaster (the primary's name, got %q) and SentinelAddrs (got %d addresses)",
+			o.SentinelMaster, len(o.SentinelAddrs))
+	case len(o.ClusterAddrs) > 0 && o.DB != 0:
+		return fmt.Errorf("store/redis: a Redis Cluster has database 0 only, got DB %d", o.DB)
+	}
+	return nil
+}
+
+// Open builds a client with the settings Store needs (for one server, a
+// Redis Cluster or a Sentinel-watched primary, as opts says) and returns a
+// Store that closes it on Close. It does not connect: the first call
+// does, and go-redis reconnects after a failure on its own. Every client
+// is built never to retry or follow a redirect: a charge that met a MOVED
+// or ASK reply, or a failover, fails, and the tier's failure mode applies
+// (see the package doc).
+func Open(opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	opts = opts.withDefaults()
-	c := goredis.NewClient(&goredis.Options{
-		Addr:                  opts.Addr,
-		Username:              opts.Username,
-		Password:              opts.Password,
-		DB:                    opts.DB,
-		PoolSize:              opts.PoolSize,
-		MaxRetries:            -1,
-		DialTimeout:           max(opts.Timeout, opts.SnapshotTimeout),
-		ReadTimeout:           max(opts.Timeout, opts.SnapshotTimeout),
-		WriteTimeout:          max(opts.Timeout, opts.SnapshotTimeout),
-		ContextTimeoutEnabled: true,
-	})
+	io := max(opts.Timeout, opts.SnapshotTimeout)
+	var c goredis.UniversalClient
+	switch {
+	case len(opts.ClusterAddrs) > 0:
+		c = goredis.NewClusterClient(&goredis.ClusterOptions{
+			Addrs:    opts.ClusterAddrs,
+			Username: opts.Username,
+			Password: opts.Password,
+			PoolSize: opts.PoolSize,
+			// -1 is none: a MOVED or ASK reply (the script did not run)
+			// fails the call, and the slot map is reloaded in the
+			// background, as a network error must never resend a charge.
+			MaxRedirects: -1,
+			MaxRetries:   -1,
+			// Besides after every failed call, the slot map is re-read
+			// once a second, so a failover is followed promptly.
+			ClusterStateReloadInterval: time.Second,
+			DialTimeout:                io,
+			ReadTimeout:                io,
+			WriteTimeout:               io,
+			ContextTimeoutEnabled:      true,
+		})
+	case opts.SentinelMaster != "":
+		c = goredis.NewFailoverClient(&goredis.FailoverOptions{
+			MasterName:            opts.SentinelMaster,
+			SentinelAddrs:         opts.SentinelAddrs,
+			SentinelPassword:      opts.SentinelPassword,
+			Username:              opts.Username,
+			Password:              opts.Password,
+			DB:                    opts.DB,
+			PoolSize:              opts.PoolSize,
+			MaxRetries:            -1,
+			DialTimeout:           io,
+			ReadTimeout:           io,
+			WriteTimeout:          io,
+			ContextTimeoutEnabled: true,
+		})
+	default:
+		c = goredis.NewClient(&goredis.Options{
+			Addr:                  opts.Addr,
+			Username:              opts.Username,
+			Password:              opts.Password,
+			DB:                    opts.DB,
+			PoolSize:              opts.PoolSize,
+			MaxRetries:            -1,
+			DialTimeout:           io,
+			ReadTimeout:           io,
+			WriteTimeout:          io,
+			ContextTimeoutEnabled: true,
+		})
+	}
 	s := New(c, opts)
 	s.own = true
-	return s
+	return s, nil
+}
+
+// Describe names where opts reach Redis, for logs: "redis:HOST:PORT",
+// "redis-cluster:A,B,C" or "redis-sentinel:MASTER@A,B,C".
+func (o Options) Describe() string {
+	switch {
+	case len(o.ClusterAddrs) > 0:
+		return "redis-cluster:" + strings.Join(o.ClusterAddrs, ",")
+	case o.SentinelMaster != "":
+		return "redis-sentinel:" + o.SentinelMaster + "@" + strings.Join(o.SentinelAddrs, ",")
+	}
+	return "redis:" + o.withDefaults().Addr
 }
 
 // Close closes the client if Open made it. It is idempotent.
@@ -153,10 +255,21 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Ping checks that the server answers within the Check deadline.
+// Ping checks that the server answers within the Check deadline; on a
+// Redis Cluster, that every primary does (a dead one is a shard whose
+// subjects fall to the failure mode), so health tells of one shard's
+// outage.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
+	if cc, ok := s.client.(*goredis.ClusterClient); ok {
+		return s.record(cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+			if err := c.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("primary %s: %w", c.Options().Addr, err)
+			}
+			return nil
+		}), "ping every primary")
+	}
 	return s.record(s.client.Ping(ctx).Err(), "ping")
 }
 
@@ -195,12 +308,29 @@ func (s *Store) Stats() Stats {
 // record counts one round trip and remembers its outcome. It returns err
 // wrapped with op, or nil.
 func (s *Store) record(err error, op string) error {
+	return s.recordSince(err, op, time.Now().UnixNano())
+}
+
+// recordSince is record for a call that started at start (unix ns): an
+// error of a call that started before the last success is returned but
+// does not make the store unhealthy, as a pipeline that its callers gave
+// up on may fail long after newer calls succeeded.
+func (s *Store) recordSince(err error, op string, start int64) error {
 	s.calls.Add(1)
 	if err != nil && !errors.Is(err, goredis.Nil) {
 		s.errs.Add(1)
+		if cc, ok := s.client.(*goredis.ClusterClient); ok && unavailable(err) {
+			// A node that died sends no MOVED: only a reload of the slot
+			// map (in the background, one at a time) finds its replica.
+			cc.ReloadState(context.Background())
+		}
 		err = fmt.Errorf("store/redis: %s: %w", op, err)
-		s.lastErr.Store(&err)
+		if start >= s.lastOK.Load() {
+			s.lastErr.Store(&err)
+		}
 		return err
+	}
+	for ok := s.lastOK.Load(); start > ok && !s.lastOK.CompareAndSwap(ok, start); ok = s.lastOK.Load() {
 	}
 	if s.lastErr.Load() != nil {
 		s.lastErr.Store(nil)
