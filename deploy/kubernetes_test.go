@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -49,6 +50,53 @@ func decodeStrict(t *testing.T, what string, data []byte, v any) {
 	if err := dec.Decode(v); err != nil {
 		t.Fatalf("%s does not decode strictly: %v\n%s", what, err, data)
 	}
+	// Some API types decode parts of themselves with their own
+	// UnmarshalJSON, which does not refuse unknown fields: a field of the
+	// input that does not come back when the object is encoded again was
+	// dropped.
+	back, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in, out any
+	if err := json.Unmarshal(data, &in); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(back, &out); err != nil {
+		t.Fatal(err)
+	}
+	if path := droppedField(in, out, ""); path != "" {
+		t.Fatalf("%s does not decode strictly: unknown field %s", what, path)
+	}
+}
+
+// droppedField returns the path of the first object key of in that out
+// lacks, or "".
+func droppedField(in, out any, path string) string {
+	switch iv := in.(type) {
+	case map[string]any:
+		ov, _ := out.(map[string]any)
+		for k, v := range iv {
+			o, ok := ov[k]
+			if !ok {
+				return path + "." + k
+			}
+			if p := droppedField(v, o, path+"."+k); p != "" {
+				return p
+			}
+		}
+	case []any:
+		ov, _ := out.([]any)
+		for i, v := range iv {
+			if i >= len(ov) {
+				return fmt.Sprintf("%s[%d]", path, i)
+			}
+			if p := droppedField(v, ov[i], fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 // render builds an overlay with kustomize's Go API and decodes every
