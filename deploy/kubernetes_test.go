@@ -198,8 +198,8 @@ func TestKubernetesOverlays(t *testing.T) {
 			if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 				t.Errorf("resources %v: want cpu and memory requests and a memory limit", c.Resources)
 			}
-			if got := file.Store.Redis.Addr != ""; got != tt.redis {
-				t.Errorf("store.redis.addr = %q; want it set only in the redis overlay", file.Store.Redis.Addr)
+			if got := file.Store.Kind == "redis" && file.Store.Redis.Addr != ""; got != tt.redis {
+				t.Errorf("store.kind %q, store.redis.addr %q; want the Redis store in the redis overlay only", file.Store.Kind, file.Store.Redis.Addr)
 			}
 			dataDir := flagValue(c.Args, "--data-dir")
 			if tt.redis {
@@ -464,6 +464,7 @@ func checkProbes(t *testing.T, c corev1.Container, configPath string, redis bool
 			t.Fatal(err)
 		}
 		delete(doc["store"].(map[string]any), "redis")
+		delete(doc["store"].(map[string]any), "kind")
 		out, _ := yaml.Marshal(doc)
 		if err := os.WriteFile(configPath, out, 0o600); err != nil {
 			t.Fatal(err)
