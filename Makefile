@@ -32,7 +32,8 @@ test: test-deps vet fmtcheck
 FUZZTIME ?= 15s
 FUZZ_TARGETS := \
 	./config:FuzzParse \
-	./extauthz:FuzzCountWords
+	./extauthz:FuzzCountWords \
+	./telemetry:FuzzExporterTarget
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

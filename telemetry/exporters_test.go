@@ -167,3 +167,40 @@ func BenchmarkGRPCMetricsInterceptor(b *testing.B) {
 		}
 	})
 }
+
+// FuzzExporterTarget feeds hostile OTEL_* values to the endpoint and
+// protocol reading and to the startup warning: nothing panics, a warning
+// always names the other protocol as the value to set, and the error hint
+// never invents a target.
+func FuzzExporterTarget(f *testing.F) {
+	f.Add("http://c:4317", "", "")
+	f.Add("http://c:4318", "grpc", "")
+	f.Add("https://c:4317/v1/traces", "http/protobuf", "http/protobuf")
+	f.Add("c:4317", "grpc", "")
+	f.Add("http://[::1]:4318/v1/metrics/", "", "grpc")
+	f.Add("http://%zz", "", "")
+	f.Fuzz(func(t *testing.T, endpoint, proto, signalProto string) {
+		env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": proto, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": signalProto}
+		target, err := signalTarget(func(k string) string { return env[k] }, "METRICS")
+		if err != nil {
+			return
+		}
+		et := exporterTarget("METRICS", target)
+		if et.Warning != "" {
+			other := protoGRPC
+			if et.Protocol == protoGRPC {
+				other = protoHTTP
+			}
+			if !strings.Contains(et.Warning, "="+other+",") {
+				t.Fatalf("warning %q for protocol %s does not say to set %s", et.Warning, et.Protocol, other)
+			}
+		}
+		hint := protocolHint("malformed HTTP response "+endpoint, []ExporterTarget{et})
+		if hint == "" || !strings.Contains(hint, et.Endpoint) {
+			t.Fatalf("hint %q does not name the endpoint %q", hint, et.Endpoint)
+		}
+		if protocolHint("context deadline exceeded", []ExporterTarget{et}) != "" {
+			t.Fatalf("a timeout got a protocol hint")
+		}
+	})
+}
