@@ -26,8 +26,11 @@ func quotagateBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "quotagate")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/quotagate")
+		// Built as build-image.sh builds the image's binary, so that the
+		// two share the compiled packages.
+		cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, "./cmd/quotagate")
 		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
 	if buildErr != nil {
