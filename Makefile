@@ -7,7 +7,7 @@ HTTP_ADDR ?= 127.0.0.1:8080
 DATA_DIR  ?= data
 PKGS      := ./...
 
-.PHONY: all build run test test-deps vet fmtcheck fuzz bench clean
+.PHONY: all build run test test-deps vet fmtcheck fuzz bench clean image
 
 all: build
 
@@ -23,6 +23,7 @@ run: build
 ## each fuzz target for a bounded $(FUZZTIME) past its committed corpus.
 test: test-deps vet fmtcheck
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	cd deploy && $(GO) test -count=1 -timeout 10m ./...
 	$(MAKE) --no-print-directory fuzz
 
 ## fuzz: run every native fuzz target in FUZZ_TARGETS (package:Name) for
@@ -37,7 +38,8 @@ FUZZ_TARGETS := \
 	./extauthz:FuzzCountWords \
 	./extauthz:FuzzCheck \
 	./extauthz:FuzzRouteSpellings \
-	./extauthz/pathnorm:FuzzPath
+	./extauthz/pathnorm:FuzzPath \
+	./telemetry:FuzzExporterTarget
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
@@ -49,8 +51,15 @@ fuzz:
 test-deps:
 	@for f in .ci/deps/*.sh; do [ -f "$$f" ] || continue; bash "$$f" || exit 1; done
 
+## image: the container image (deploy/Containerfile), FROM scratch with a
+## static binary, built with buildah or podman; IMAGE names it.
+IMAGE ?= quotagate:dev
+image:
+	GO=$(GO) deploy/build-image.sh $(IMAGE)
+
 vet:
 	$(GO) vet $(PKGS)
+	cd deploy && $(GO) vet ./...
 
 fmtcheck:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -42,6 +42,9 @@ type proxyFront struct {
 	// (Envoy's with_request_body), so words are priced; forward-auth
 	// proxies charge the per-call price only.
 	seesBody bool
+	// rateLimitToClient is true when an allowed call returns RateLimit and
+	// RateLimit-Policy to the client (Envoy and the nginx recipe).
+	rateLimitToClient bool
 	// costToClient is true when X-Quota-Cost comes back to the client
 	// (Envoy's response_headers_to_add) rather than going to the
 	// upstream (the proxies' copy_headers / proxy_set_header).
@@ -90,11 +93,21 @@ func runProxyScenarios(t *testing.T, f proxyFront) {
 // decision id and tier, and not with the client's own tier header.
 func scenarioAllow(t *testing.T, f proxyFront) {
 	// The client's own X-Quota-Tier must not reach the upstream.
-	resp, body := proxyDo(t, f, "GET", "/v1/translate/languages", "", map[string]string{"X-User-Id": "ann", "X-Quota-Tier": "enterprise"})
+	resp, body := proxyDo(t, f, "GET", "/v1/translate/languages", "", map[string]string{"X-User-Id": "ann", "X-Quota-Tier": "enterprise", "X-Tier": "enterprise"})
 	if resp.StatusCode != 200 || body != "upstream ok\n" {
 		t.Fatalf("status %d body %q, want 200 from the upstream", resp.StatusCode, body)
 	}
+	if f.rateLimitToClient {
+		if rl, pol := resp.Header.Get("RateLimit"), resp.Header.Get("RateLimit-Policy"); !strings.Contains(rl, ";r=") || !strings.Contains(pol, ";q=") {
+			t.Errorf("client got RateLimit %q and RateLimit-Policy %q on an allowed call, want quotagate's", rl, pol)
+		}
+	}
 	got := f.up.last(t)
+	// X-Tier is in identity.strip_headers: the client's claim must not
+	// reach the upstream.
+	if v := got.header.Values("X-Tier"); len(v) != 0 {
+		t.Errorf("upstream got the client's X-Tier %q; strip_headers must not reach it", v)
+	}
 	if id := got.header.Get("X-Quota-Decision-Id"); len(id) != 36 {
 		t.Errorf("upstream X-Quota-Decision-Id = %q, want a UUID", id)
 	}
@@ -316,7 +329,7 @@ http {
 			t.Logf("nginx error.log:\n%s", log)
 		}
 	})
-	return proxyFront{name: "nginx", url: "http://" + listen, up: up, rebuilt: true}
+	return proxyFront{name: "nginx", url: "http://" + listen, up: up, rebuilt: true, rateLimitToClient: true}
 }
 
 // TestHTTPServiceWordCost prices a POST body's words on the HTTP listener

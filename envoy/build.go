@@ -2,14 +2,18 @@ package envoy
 
 import (
 	"net"
+	"strconv"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -19,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -39,6 +44,21 @@ func build(o GenerateOptions) *bootstrapv3.Bootstrap {
 			{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
 		},
 	}
+	hcm.AccessLog = []*accesslogv3.AccessLog{accessLog()}
+	clusters := []*clusterv3.Cluster{quotagateCluster(o), cluster(o.Upstream, o.UpstreamAddress, o.UpstreamPort)}
+	if host, port, ok := collector(o); ok {
+		hcm.Tracing = &hcmv3.HttpConnectionManager_Tracing{Provider: &tracev3.Tracing_Http{
+			Name: "envoy.tracers.opentelemetry",
+			ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(&tracev3.OpenTelemetryConfig{
+				ServiceName: o.TraceServiceName,
+				GrpcService: &corev3.GrpcService{
+					TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: CollectorCluster}},
+					Timeout:         durationpb.New(250 * time.Millisecond),
+				},
+			})},
+		}}
+		clusters = append(clusters, http2(cluster(CollectorCluster, host, port)))
+	}
 	// Routes (and quotagate's own routes table) match the normalized path,
 	// so that no spelling of a priced path escapes its price.
 	PathNormalization().apply(hcm)
@@ -53,7 +73,7 @@ func build(o GenerateOptions) *bootstrapv3.Bootstrap {
 					ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
 				}}}},
 			}},
-			Clusters: []*clusterv3.Cluster{quotagateCluster(o), cluster(o.Upstream, o.UpstreamAddress, o.UpstreamPort)},
+			Clusters: clusters,
 		},
 	}
 }
@@ -120,17 +140,66 @@ func routes(o GenerateOptions) []*routev3.Route {
 	return out
 }
 
+// CollectorCluster names the bootstrap's cluster for the OTLP collector.
+const CollectorCluster = "otel_collector"
+
+// collector returns the host and port of o.Collector, and false when the
+// tracer is left out. Validate has checked the address.
+func collector(o GenerateOptions) (string, int, bool) {
+	if o.Collector == "" || o.Collector == NoCollector {
+		return "", 0, false
+	}
+	host, p, err := net.SplitHostPort(o.Collector)
+	port, perr := strconv.Atoi(p)
+	if err != nil || perr != nil {
+		return "", 0, false
+	}
+	return host, port, true
+}
+
+// AccessLogFields are the fields of the bootstrap's JSON access log line:
+// the request, the response, Envoy's trace id, and the ext_authz dynamic
+// metadata quotagate returns (decision id, decision, reason, tier, action,
+// workflow, cost), so that a rejection is found by its decision id.
+var AccessLogFields = map[string]string{
+	"start_time":         "%START_TIME%",
+	"method":             "%REQ(:METHOD)%",
+	"path":               "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+	"response_code":      "%RESPONSE_CODE%",
+	"response_flags":     "%RESPONSE_FLAGS%",
+	"duration_ms":        "%DURATION%",
+	"request_id":         "%REQ(X-REQUEST-ID)%",
+	"trace_id":           "%TRACE_ID%",
+	"quota_decision_id":  "%DYNAMIC_METADATA(" + ExtAuthzFilterName + ":decision_id)%",
+	"quota_decision":     "%DYNAMIC_METADATA(" + ExtAuthzFilterName + ":decision)%",
+	"quota_reason":       "%DYNAMIC_METADATA(" + ExtAuthzFilterName + ":reason)%",
+	"quota_tier":         "%DYNAMIC_METADATA(" + ExtAuthzFilterName + ":tier)%",
+	"quota_action":       "%DYNAMIC_METADATA(" + ExtAuthzFilterName + ":action)%",
+	"quota_workflow":     "%DYNAMIC_METADATA(" + ExtAuthzFilterName + ":workflow)%",
+	"quota_cost":         "%DYNAMIC_METADATA(" + ExtAuthzFilterName + ":cost)%",
+	"quota_failure_mode": "%DYNAMIC_METADATA(" + ExtAuthzFilterName + ":failure_mode)%",
+}
+
+// accessLog is a JSON access log on stdout with AccessLogFields.
+func accessLog() *accesslogv3.AccessLog {
+	fields := make(map[string]*structpb.Value, len(AccessLogFields))
+	for k, v := range AccessLogFields {
+		fields[k] = structpb.NewStringValue(v)
+	}
+	return &accesslogv3.AccessLog{
+		Name: "envoy.access_loggers.stdout",
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&streamv3.StdoutAccessLog{
+			AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+				Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: &structpb.Struct{Fields: fields}},
+			}},
+		})},
+	}
+}
+
 // quotagateCluster is the gRPC (HTTP/2) cluster for quotagate, health
 // checked with grpc.health.v1.
 func quotagateCluster(o GenerateOptions) *clusterv3.Cluster {
-	c := cluster(o.Cluster, o.Address, o.Port)
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
-		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(&upstreamhttpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
-			}},
-		}),
-	}
+	c := http2(cluster(o.Cluster, o.Address, o.Port))
 	c.HealthChecks = []*corev3.HealthCheck{{
 		Timeout:            durationpb.New(time.Second),
 		Interval:           durationpb.New(5 * time.Second),
@@ -138,6 +207,18 @@ func quotagateCluster(o GenerateOptions) *clusterv3.Cluster {
 		HealthyThreshold:   wrapperspb.UInt32(1),
 		HealthChecker:      &corev3.HealthCheck_GrpcHealthCheck_{GrpcHealthCheck: &corev3.HealthCheck_GrpcHealthCheck{}},
 	}}
+	return c
+}
+
+// http2 makes c speak HTTP/2 (gRPC) to its endpoints.
+func http2(c *clusterv3.Cluster) *clusterv3.Cluster {
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(&upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}},
+		}),
+	}
 	return c
 }
 

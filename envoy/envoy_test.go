@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"errors"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -104,6 +105,42 @@ func TestValidateRejectsBrokenConfigs(t *testing.T) {
 			}
 			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error = %v, want ErrInvalid mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestExampleQuotagateClustersHealthChecked checks that every shipped
+// bootstrap health-checks its quotagate cluster over grpc.health.v1, so
+// that Envoy stops sending Checks to a draining replica.
+func TestExampleQuotagateClustersHealthChecked(t *testing.T) {
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example bootstraps: %v", err)
+	}
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bootstrapv3.Bootstrap
+			if err := ValidateMessage(data, &b); err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, c := range b.GetStaticResources().GetClusters() {
+				if c.GetName() != "quotagate" {
+					continue
+				}
+				found = true
+				hc := c.GetHealthChecks()
+				if len(hc) == 0 || hc[0].GetGrpcHealthCheck() == nil {
+					t.Errorf("cluster quotagate has no gRPC health check")
+				}
+			}
+			if !found {
+				t.Errorf("no cluster named quotagate")
 			}
 		})
 	}

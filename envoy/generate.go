@@ -73,7 +73,18 @@ type GenerateOptions struct {
 	// and zero mean 127.0.0.1 and 8000.
 	UpstreamAddress string
 	UpstreamPort    int
+	// Collector is the OTLP/gRPC collector (host:port) that the
+	// bootstrap's OpenTelemetry tracer sends Envoy's spans to; empty
+	// means 127.0.0.1:4317, and NoCollector leaves the tracer out.
+	Collector string
+	// TraceServiceName is the service.name of Envoy's spans; empty means
+	// "envoy".
+	TraceServiceName string
 }
+
+// NoCollector, as GenerateOptions.Collector, leaves the tracer out of the
+// bootstrap.
+const NoCollector = "none"
 
 // withDefaults returns o with every zero field set to its default.
 func (o GenerateOptions) withDefaults() GenerateOptions {
@@ -87,6 +98,8 @@ func (o GenerateOptions) withDefaults() GenerateOptions {
 	def(&o.HealthPath, "/healthz")
 	def(&o.Upstream, "backend")
 	def(&o.UpstreamAddress, "127.0.0.1")
+	def(&o.Collector, "127.0.0.1:4317")
+	def(&o.TraceServiceName, "envoy")
 	if o.Port == 0 {
 		o.Port = 9191
 	}
@@ -121,6 +134,13 @@ func (o GenerateOptions) Validate() error {
 	}
 	if o.HealthPath != "" && !strings.HasPrefix(o.HealthPath, "/") {
 		errs = append(errs, fmt.Errorf("envoy: health path: must start with /, got %q", o.HealthPath))
+	}
+	if o.Collector != "" && o.Collector != NoCollector {
+		host, p, err := net.SplitHostPort(o.Collector)
+		n, perr := strconv.Atoi(p)
+		if err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			errs = append(errs, fmt.Errorf("envoy: collector: want host:port of an OTLP/gRPC collector (e.g. otel-collector:4317) or %q, got %q", NoCollector, o.Collector))
+		}
 	}
 	for i, r := range o.Routes {
 		if r.Prefix == "" && r.Action == "" && r.Workflow == "" {

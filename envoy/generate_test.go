@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
@@ -153,6 +156,77 @@ func TestGenerateBootstrapValidates(t *testing.T) {
 	}
 }
 
+// TestGenerateBootstrapAccessLogAndTracer checks that the bootstrap logs
+// each request as JSON with quotagate's decision metadata, and traces to
+// the configured collector (or not at all with NoCollector).
+func TestGenerateBootstrapAccessLogAndTracer(t *testing.T) {
+	tests := []struct {
+		name      string
+		collector string
+		wantHost  string
+		wantPort  uint32
+	}{
+		{name: "default collector", wantHost: "127.0.0.1", wantPort: 4317},
+		{name: "named collector", collector: "otel-collector.observability:4317", wantHost: "otel-collector.observability", wantPort: 4317},
+		{name: "no tracer", collector: NoCollector},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := Generate(&buf, GenerateOptions{Bootstrap: true, Routes: seedRoutes, Collector: tt.collector, TraceServiceName: "edge"}); err != nil {
+				t.Fatal(err)
+			}
+			var b bootstrapv3.Bootstrap
+			if err := ValidateMessage(buf.Bytes(), &b); err != nil {
+				t.Fatalf("generated bootstrap: %v\n%s", err, buf.String())
+			}
+			hcm := hcmOf(&b)
+			if len(hcm.GetAccessLog()) != 1 {
+				t.Fatalf("access logs = %d, want 1", len(hcm.GetAccessLog()))
+			}
+			var stdout streamv3.StdoutAccessLog
+			if err := hcm.GetAccessLog()[0].GetTypedConfig().UnmarshalTo(&stdout); err != nil {
+				t.Fatal(err)
+			}
+			fields := stdout.GetLogFormat().GetJsonFormat().GetFields()
+			for _, k := range []string{"quota_decision_id", "quota_tier", "quota_reason", "quota_action", "trace_id", "response_code"} {
+				if fields[k].GetStringValue() != AccessLogFields[k] || fields[k] == nil {
+					t.Errorf("access log field %s = %v, want %q", k, fields[k], AccessLogFields[k])
+				}
+			}
+			if got := fields["quota_decision_id"].GetStringValue(); got != "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%" {
+				t.Errorf("quota_decision_id = %q", got)
+			}
+			var coll *clusterv3.Cluster
+			for _, c := range b.GetStaticResources().GetClusters() {
+				if c.GetName() == CollectorCluster {
+					coll = c
+				}
+			}
+			if tt.collector == NoCollector {
+				if hcm.GetTracing() != nil || coll != nil {
+					t.Errorf("tracer or collector cluster present with NoCollector")
+				}
+				return
+			}
+			var otel tracev3.OpenTelemetryConfig
+			if err := hcm.GetTracing().GetProvider().GetTypedConfig().UnmarshalTo(&otel); err != nil {
+				t.Fatalf("tracer: %v", err)
+			}
+			if otel.GetGrpcService().GetEnvoyGrpc().GetClusterName() != CollectorCluster || otel.GetServiceName() != "edge" {
+				t.Errorf("tracer = %v, want OTLP/gRPC to %s as service edge", &otel, CollectorCluster)
+			}
+			sa := coll.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+			if sa.GetAddress() != tt.wantHost || sa.GetPortValue() != tt.wantPort {
+				t.Errorf("collector cluster = %s:%d, want %s:%d", sa.GetAddress(), sa.GetPortValue(), tt.wantHost, tt.wantPort)
+			}
+			if coll.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"] == nil {
+				t.Errorf("collector cluster does not speak HTTP/2 (OTLP/gRPC needs it)")
+			}
+		})
+	}
+}
+
 func TestGenerateOptionsErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -164,6 +238,8 @@ func TestGenerateOptionsErrors(t *testing.T) {
 		{name: "relative prefix", opts: GenerateOptions{Routes: []Route{{Prefix: "v1", Action: "x"}}}, want: `routes[0].prefix: must start with /, got "v1"`},
 		{name: "empty route", opts: GenerateOptions{Routes: []Route{{}}}, want: "routes[0]: needs a prefix, an action or a workflow"},
 		{name: "relative health path", opts: GenerateOptions{HealthPath: "healthz"}, want: "health path: must start with /"},
+		{name: "collector without port", opts: GenerateOptions{Collector: "otel-collector"}, want: `collector: want host:port of an OTLP/gRPC collector (e.g. otel-collector:4317) or "none", got "otel-collector"`},
+		{name: "collector port out of range", opts: GenerateOptions{Collector: "c:0"}, want: `collector: want host:port`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,6 +25,16 @@
 //     default). The Recorder draws the allow's lottery itself before it
 //     starts a span, so that the allows it drops cost no span at all.
 //
+// # Prometheus endpoint and exporters
+//
+// The registry MetricsHandler serves holds the OpenTelemetry instruments
+// (without the otel_scope_* labels), the Go runtime and process collectors
+// under their standard names, and, once NewGRPCMetrics is called, the gRPC
+// server metrics (grpc_server_started_total, grpc_server_handled_total,
+// grpc_server_handling_seconds). Exporters lists the OTLP exporters in use,
+// with a warning when an endpoint's port is the other protocol's well-known
+// one; ErrorHandler turns the SDK's errors into rate-limited JSON log lines.
+//
 // # Cardinality
 //
 // Metric attributes are tier, decision, reason, action (and limit names for

@@ -29,7 +29,9 @@ const (
 type otlpTarget struct {
 	endpoint string // full URL: for HTTP the path included
 	protocol string
-	headers  map[string]string
+	// protocolVar is the variable protocol came from; "" for the default.
+	protocolVar string
+	headers     map[string]string
 }
 
 // signalTarget reads the OTLP target of one signal ("TRACES" or "METRICS")
@@ -37,9 +39,15 @@ type otlpTarget struct {
 // variable wins; the generic endpoint gets "/v1/<signal>" appended for HTTP.
 func signalTarget(getenv func(string) string, signal string) (otlpTarget, error) {
 	var t otlpTarget
-	t.protocol = firstNonEmpty(getenv("OTEL_EXPORTER_OTLP_"+signal+"_PROTOCOL"), getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), protoHTTP)
+	t.protocol = protoHTTP
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_" + signal + "_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		if v := getenv(name); v != "" {
+			t.protocol, t.protocolVar = v, name
+			break
+		}
+	}
 	if t.protocol != protoGRPC && t.protocol != protoHTTP {
-		return t, fmt.Errorf("telemetry: OTEL_EXPORTER_OTLP_PROTOCOL %q is not supported: want grpc or http/protobuf", t.protocol)
+		return t, fmt.Errorf("telemetry: %s %q is not supported: want grpc or http/protobuf", t.protocolVar, t.protocol)
 	}
 	if e := getenv("OTEL_EXPORTER_OTLP_" + signal + "_ENDPOINT"); e != "" {
 		t.endpoint = e

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/propagators/autoprop"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -65,10 +66,15 @@ type Providers struct {
 	// Recorder applies before starting a span.
 	sampleAllowed float64
 	metrics       http.Handler
-	flushers      []func(context.Context) error
-	closers       []func(context.Context) error
-	once          sync.Once
-	err           error
+	// registry is the one /metrics serves: the OTel instruments, the Go
+	// runtime and process collectors, and the gRPC server metrics.
+	registry *prometheus.Registry
+	// targets are the OTLP exporters in use, for the startup log.
+	targets  []ExporterTarget
+	flushers []func(context.Context) error
+	closers  []func(context.Context) error
+	once     sync.Once
+	err      error
 }
 
 // Setup builds the providers from opts and the OTEL_* variables read
@@ -141,6 +147,7 @@ func (p *Providers) setupTraces(ctx context.Context, opts Options, res *resource
 			return err
 		}
 		tOpts = append(tOpts, sdktrace.WithBatcher(exp))
+		p.targets = append(p.targets, exporterTarget("TRACES", target))
 		exporters++
 	}
 	if opts.TraceStdout {
@@ -169,10 +176,21 @@ func (p *Providers) setupTraces(ctx context.Context, opts Options, res *resource
 
 func (p *Providers) setupMetrics(ctx context.Context, opts Options, res *resource.Resource) error {
 	reg := prometheus.NewRegistry()
-	promExp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	// Every series is an instrument of quotagate's own: the otel_scope_*
+	// labels would only repeat the package that recorded it.
+	promExp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return fmt.Errorf("telemetry: prometheus exporter: %w", err)
 	}
+	// The Go runtime and process metrics under their standard names
+	// (go_goroutines, go_memstats_*, process_cpu_seconds_total, ...).
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return fmt.Errorf("telemetry: Go runtime metrics: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return fmt.Errorf("telemetry: process metrics: %w", err)
+	}
+	p.registry = reg
 	p.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	mOpts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promExp)}
 	enabled, err := exporterEnabled(opts.Getenv, "OTEL_METRICS_EXPORTER")
@@ -197,6 +215,7 @@ func (p *Providers) setupMetrics(ctx context.Context, opts Options, res *resourc
 			rOpts = append(rOpts, sdkmetric.WithInterval(interval))
 		}
 		mOpts = append(mOpts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, rOpts...)))
+		p.targets = append(p.targets, exporterTarget("METRICS", target))
 	}
 	mp := sdkmetric.NewMeterProvider(mOpts...)
 	p.MeterProvider = mp

@@ -157,6 +157,13 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 	}
 	srv := file.Server
 	var sopts []grpc.ServerOption
+	if o.Providers != nil {
+		gm, err := o.Providers.NewGRPCMetrics()
+		if err != nil {
+			return fmt.Errorf("serve: gRPC metrics: %w", err)
+		}
+		sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryInterceptor), grpc.ChainStreamInterceptor(gm.StreamInterceptor))
+	}
 	if a.b.commit != nil {
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(a.b.commit.unaryInterceptor))
 	}

@@ -31,7 +31,11 @@ Keep --max-request-bytes well under quotagate's server.max_receive_bytes.
 
 By default it prints those snippets, to merge into an existing Envoy
 configuration; with --bootstrap it prints a complete bootstrap that runs as
-is. Either passes Envoy's own schema validation. See envoy/README.md.
+is, with a JSON access log on stdout that carries quotagate's decision id,
+decision, reason, tier, action and cost (so a rejection is found by its
+decision id), and an OpenTelemetry tracer that sends Envoy's spans to
+--otel-collector over OTLP/gRPC (quotagate's own spans join them). Either
+passes Envoy's own schema validation. See envoy/README.md.
 
 Examples:
   quotagate envoy-config --config quota.yaml --address quotagate:9191 > ext_authz.yaml
@@ -58,6 +62,7 @@ func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		bootstrap    = fs.Bool("bootstrap", false, "print a complete bootstrap instead of snippets")
 		listenPort   = fs.Int("listen-port", 10000, "listener `port` (with --bootstrap)")
 		upstreamAddr = fs.String("upstream-address", "127.0.0.1:8000", "the API backend's `host:port` (with --bootstrap)")
+		collector    = fs.String("otel-collector", "127.0.0.1:4317", "OTLP/gRPC collector `host:port` for Envoy's OpenTelemetry tracer, or none to leave the tracer out (with --bootstrap)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -92,6 +97,7 @@ func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		Cluster: *cluster, Address: host, Port: port, Timeout: *timeout, MaxRequestBytes: uint32(*maxBody),
 		FailureModeAllow: *failOpen, Routes: routes, HealthPath: *healthPath, Upstream: *upstream,
 		Bootstrap: *bootstrap, ListenPort: *listenPort, UpstreamAddress: upHost, UpstreamPort: upPort,
+		Collector: *collector,
 	}
 	if err := envoy.Generate(stdout, opts); err != nil {
 		return exitError{code: 2, err: fmt.Errorf("envoy-config: %w", err)}

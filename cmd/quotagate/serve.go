@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/quotagate/quotagate/config"
@@ -51,7 +52,11 @@ SIGTERM or SIGINT drains: health turns NOT_SERVING, new Checks are refused,
 in-flight Checks finish within server.grace_period, then the engine and the
 ledger flush, and the process exits 0. Logs are JSON on stderr, with the
 trace_id and span_id of the request. Traces and metrics are exported over
-OTLP when the standard OTEL_* variables name an endpoint.
+OTLP when the standard OTEL_* variables name an endpoint; the startup log
+names each exporter's endpoint and protocol, warns when they disagree (4317
+is OTLP/gRPC, 4318 OTLP/HTTP), and export errors are logged as JSON, at most
+one line every 10 s. /metrics also serves the Go runtime (go_*), process
+(process_*) and gRPC server (grpc_server_*) metrics.
 `
 
 // serveFlags are serve's settings after flags and environment.
@@ -99,6 +104,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return exitError{code: 2, err: fmt.Errorf("serve: --log-level: %w", err)}
 	}
 	logger := telemetry.NewLogger(stderr, level)
+	// Libraries that write through the standard log package (net/http's
+	// transport, for one) then write JSON lines too.
+	slog.SetDefault(logger)
 	file, source, err := loadConfig(f.configPath, getenv)
 	if err != nil {
 		return err
@@ -110,6 +118,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	// The SDK's own errors (a collector that does not answer, or answers
+	// in the other OTLP protocol) go to the JSON log, at most one line
+	// every 10 s, instead of plain text on stderr.
+	otel.SetErrorHandler(prov.ErrorHandler(logger, 10*time.Second, nil))
+	logExporters(logger, prov)
 	defer func() {
 		// Flush spans and metrics after the servers drained; ctx is done by now.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -142,6 +155,17 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	announce(logger, stdout, file, source, l, a)
 	return a.serve(ctx, l, file.Server.GracePeriod.D(), logger)
+}
+
+// logExporters names each OTLP exporter's endpoint and protocol, and
+// warns when a port and a protocol disagree.
+func logExporters(logger *slog.Logger, prov *telemetry.Providers) {
+	for _, t := range prov.Exporters() {
+		logger.Info("opentelemetry exporter", t.LogAttrs()...)
+		if t.Warning != "" {
+			logger.Warn(t.Warning, t.LogAttrs()...)
+		}
+	}
 }
 
 // loadConfig reads the configuration file, or the embedded default. A
