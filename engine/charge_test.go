@@ -326,10 +326,19 @@ func TestTooManyLimits(t *testing.T) {
 	for i := range MaxLimitsPerRequest + 1 {
 		limits = append(limits, LimitConfig{Name: string(rune('a' + i)), Period: hour, Max: 10})
 	}
-	e := newEngine(t, oneTier(limits...))
+	cfg := oneTier(limits...)
+	tc := cfg.Tiers["standard"]
+	tc.FailureMode = FailOpen
+	cfg.Tiers["standard"] = tc
+	e := newEngine(t, cfg)
 	d, err := e.ChargeAt(context.Background(), t0, Request{Subject: "alice"})
 	if !errors.Is(err, ErrTooManyLimits) || d.Tier != "standard" {
 		t.Fatalf("err %v tier %q, want ErrTooManyLimits and the tier set", err, d.Tier)
+	}
+	// Fail-open covers an outage, not a request that cannot be metered:
+	// such a request is never served unmetered.
+	if d.FailureMode != FailClosed {
+		t.Fatalf("failure mode %v on a fail-open tier, want closed for ErrTooManyLimits", d.FailureMode)
 	}
 }
 

@@ -156,8 +156,21 @@ func (e *Engine) ChargeAt(ctx context.Context, now time.Time, req Request) (d De
 	return
 }
 
-// decide decides req at now into d, which must be the zero Decision.
+// decide decides req at now into d, which must be the zero Decision. An
+// error that no outage caused (a request that would meet more limits than
+// one charge can hold) sets d's FailureMode to FailClosed: a tier's
+// fail-open covers a store or authority that cannot answer, never a
+// request that cannot be metered.
 func (e *Engine) decide(ctx context.Context, now time.Time, req *Request, d *Decision) error {
+	err := e.decideOnce(ctx, now, req, d)
+	if err != nil && errors.Is(err, ErrTooManyLimits) {
+		d.FailureMode = FailClosed
+	}
+	return err
+}
+
+// decideOnce is decide without the failure-mode rule for errors.
+func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d *Decision) error {
 	rs := e.rules.Load()
 	d.ID = newDecisionID(now)
 	unknown := rs.screenAction(req)

@@ -66,7 +66,9 @@ func TestClusterConformance(t *testing.T) {
 	c := sharedCluster(t)
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) engine.Store {
-		return c.open(t, Options{Prefix: fresh(fmt.Sprintf("cconf%d", n.Add(1)))})
+		// The suite checks what is stored, not deadlines: a loaded CI machine
+		// under -race must not fail it on the 50ms default.
+		return c.open(t, Options{Prefix: fresh(fmt.Sprintf("cconf%d", n.Add(1))), Timeout: 5 * time.Second})
 	})
 }
 
