@@ -190,7 +190,7 @@ func TestUndecidedRPCsAreCounted(t *testing.T) {
 			}
 			deadline := time.Now().Add(5 * time.Second)
 			for tt.wantReason != "" && len(undecided.all()) == before && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond) // the stats handler runs after the status is written
+				time.Sleep(5 * time.Millisecond)
 			}
 			u := undecided.all()[before:]
 			if tt.wantReason == "" && len(u) != 0 || tt.wantReason != "" && (len(u) != 1 || u[0] != tt.wantReason) {

@@ -108,7 +108,6 @@ func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, err
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(o.MaxReceiveBytes),
 		grpc.ForceServerCodecV2(newLenientCodec()),
-		grpc.StatsHandler(newUndecidedStats(o.OnUndecided, o.Logger)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
 	}
@@ -124,7 +123,7 @@ func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, err
 	}
 	opts = append(opts, o.ServerOptions...)
 	gs := grpc.NewServer(opts...)
-	authv3.RegisterAuthorizationServer(gs, s)
+	gs.RegisterService(newUndecided(o.OnUndecided, o.Logger).serviceDesc(), s)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

@@ -3,22 +3,26 @@ package extauthz
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
-// undecidedStats is a gRPC stats handler that sees the RPCs the transport
-// or the codec ended before the service decided them, such as a
-// CheckRequest over the receive limit, which grpc-go refuses with
-// RESOURCE_EXHAUSTED without reading it and without calling the service.
-// It logs them (rate-limited) and reports them to a callback, so that no
-// Check goes unrecorded. It is safe for concurrent use.
-type undecidedStats struct {
+// undecided sees the Checks that the transport or the codec refused
+// before the service could decide them, such as a CheckRequest over the
+// receive limit, which grpc-go refuses with RESOURCE_EXHAUSTED without
+// reading it. It logs them (rate-limited) and reports them to a callback,
+// so that no Check goes unrecorded. It hooks the one place such a refusal
+// passes through, the method handler's decode step, so a decided Check
+// pays nothing for it (a stats handler would cost every RPC its events).
+// It is safe for concurrent use.
+type undecided struct {
 	on     func(ctx context.Context, reason string, err error)
 	logger *slog.Logger
 
@@ -27,46 +31,66 @@ type undecidedStats struct {
 	suppressed int64
 }
 
-func newUndecidedStats(on func(context.Context, string, error), logger *slog.Logger) *undecidedStats {
+func newUndecided(on func(context.Context, string, error), logger *slog.Logger) *undecided {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &undecidedStats{on: on, logger: logger}
+	return &undecided{on: on, logger: logger}
 }
 
-func (h *undecidedStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (h *undecidedStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return ctx
-}
-func (h *undecidedStats) HandleConn(context.Context, stats.ConnStats) {}
-
-// HandleRPC acts on the end of an RPC that failed: Check itself never
-// returns an error, so a failed RPC is one that was never decided.
-func (h *undecidedStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	end, ok := s.(*stats.End)
-	if !ok || end.Error == nil {
-		return
+// serviceDesc is the Authorization service as authv3 describes it, with
+// Check's handler replaced by u.check.
+func (u *undecided) serviceDesc() *grpc.ServiceDesc {
+	desc := authv3.Authorization_ServiceDesc
+	desc.Methods = slices.Clone(desc.Methods)
+	for i := range desc.Methods {
+		if desc.Methods[i].MethodName == "Check" {
+			desc.Methods[i].Handler = u.check
+		}
 	}
-	st := status.Convert(end.Error)
+	return &desc
+}
+
+// check is the generated Check handler with one addition: a request that
+// cannot be decoded is recorded before the error goes back to the client.
+func (u *undecided) check(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(authv3.CheckRequest)
+	if err := dec(in); err != nil {
+		u.record(ctx, err)
+		return nil, err
+	}
+	as := srv.(authv3.AuthorizationServer)
+	if interceptor == nil {
+		return as.Check(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
+	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+		return as.Check(ctx, req.(*authv3.CheckRequest))
+	})
+}
+
+// record reports and logs a Check that ended with err before a decision.
+func (u *undecided) record(ctx context.Context, err error) {
+	st := status.Convert(err)
 	reason := undecidedReason(st)
 	if reason == "" {
 		return
 	}
-	if h.on != nil {
-		h.on(ctx, reason, end.Error)
+	if u.on != nil {
+		u.on(ctx, reason, err)
 	}
-	h.mu.Lock()
+	u.mu.Lock()
 	now := time.Now()
-	if now.Sub(h.last) < time.Second {
-		h.suppressed++
-		h.mu.Unlock()
+	if now.Sub(u.last) < time.Second {
+		u.suppressed++
+		u.mu.Unlock()
 		return
 	}
-	h.last = now
-	suppressed := h.suppressed
-	h.suppressed = 0
-	h.mu.Unlock()
-	h.logger.Warn("extauthz: a Check was refused before it could be decided",
+	u.last = now
+	suppressed := u.suppressed
+	u.suppressed = 0
+	u.mu.Unlock()
+	u.logger.Warn("extauthz: a Check was refused before it could be decided",
 		"reason", reason, "grpc_code", st.Code().String(), "error", st.Message(), "suppressed", suppressed)
 }
 
