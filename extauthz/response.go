@@ -45,7 +45,7 @@ const (
 // Client messages quotagate writes itself; the engine writes the others.
 const (
 	msgUnavailable    = "The quota service could not decide, so the request is refused. Retry shortly."
-	msgLengthRequired = "The request body was cut short by the proxy and has no Content-Length, so its cost cannot be bounded. Send a Content-Length header."
+	msgLengthRequired = "The request body was cut short by the proxy and has no valid Content-Length (a decimal number of bytes), so its cost cannot be bounded. Send the body's Content-Length."
 	msgBodyTooLarge   = "Request too large: its body is larger than this service accepts. Send a smaller request."
 	msgNoRoute        = "This request matches no metered route, so it is refused."
 )
