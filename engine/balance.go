@@ -16,7 +16,19 @@ func grantPeriod(g TokenGrant) Period {
 // start of every grant period (unused tokens do not carry over). Within a
 // period, a grant whose Amount changed (a tier change through SetProfile
 // or a reload, or a reload that changed the tier's grant) applies at once
-// (regrantLocked). It does nothing for an inactive grant. It reports
+// (regrantLocked).
+//
+// A grant period keeps the end it started with until that end, even if
+// the grant that applies changes to one with another period; the end is
+// saved with the state (Snapshot.AllowanceEnd), so that a state that was
+// evicted and reloaded is decided as a cached one would be. After it, the
+// period is that of the grant that applies, containing now; one that
+// starts where the ended one did is the same period (a period is known by
+// its start, as in Snapshot.AllowancePeriod and an Authority's balance),
+// so its allowance is regranted, not refilled. A state saved without an
+// end (by an older build) gets the end of the grant that applies.
+//
+// It does nothing for an inactive grant. It reports
 // whether it changed what a snapshot of st holds: the caller must then
 // count st as mutated, because a regrant is not always recomputed the same
 // from the older snapshot (a clamped allowance forgets what was spent, and
@@ -35,14 +47,16 @@ func rollGrantLocked(st *subjectState, g TokenGrant, now int64, loc *time.Locati
 	p := grantPeriod(g)
 	s := windowStart(now, p, loc)
 	if !st.grantSet || s != st.grantStart {
-		changed = !st.grantSet || st.allowance != g.Amount || st.grantAmount != grantMark(g) || st.grantStart != s
+		changed = true
 		st.allowance = g.Amount
 		st.grantAmount = grantMark(g)
 		st.grantStart, st.grantSet = s, true
 	} else {
 		changed = regrantLocked(st, g)
 	}
-	st.grantEnd = windowEnd(s, p, loc)
+	end := windowEnd(s, p, loc)
+	changed = changed || st.grantEnd != end
+	st.grantEnd = end
 	return changed
 }
 
