@@ -16,30 +16,48 @@ func grantPeriod(g TokenGrant) Period {
 // start of every grant period (unused tokens do not carry over). Within a
 // period, a grant whose Amount changed (a tier change through SetProfile
 // or a reload, or a reload that changed the tier's grant) applies at once
-// (regrantLocked). It does nothing for an inactive grant. The caller holds
+// (regrantLocked).
+//
+// A grant period keeps the end it started with until that end, even if
+// the grant that applies changes to one with another period; the end is
+// saved with the state (Snapshot.AllowanceEnd), so that a state that was
+// evicted and reloaded is decided as a cached one would be. After it, the
+// period is that of the grant that applies, containing now; one that
+// starts where the ended one did is the same period (a period is known by
+// its start, as in Snapshot.AllowancePeriod and an Authority's balance),
+// so its allowance is regranted, not refilled. A state saved without an
+// end (by an older build) gets the end of the grant that applies.
+//
+// It does nothing for an inactive grant. It reports
+// whether it changed what a snapshot of st holds: the caller must then
+// count st as mutated, because a regrant is not always recomputed the same
+// from the older snapshot (a clamped allowance forgets what was spent, and
+// a tier without a grant spends the allowance as it is). The caller holds
 // st's lock.
-func rollGrantLocked(st *subjectState, g TokenGrant, now int64, loc *time.Location) {
+func rollGrantLocked(st *subjectState, g TokenGrant, now int64, loc *time.Location) (changed bool) {
 	if !grantActive(g) {
-		return
+		return false
 	}
 	if st.grantSet && st.grantEnd != 0 && now >= st.grantStart && now < st.grantEnd {
-		regrantLocked(st, g)
-		return
+		return regrantLocked(st, g)
 	}
 	if st.grantSet && now < st.grantStart {
-		regrantLocked(st, g)
-		return // the clock went backwards: keep the period
+		return regrantLocked(st, g) // the clock went backwards: keep the period
 	}
 	p := grantPeriod(g)
 	s := windowStart(now, p, loc)
 	if !st.grantSet || s != st.grantStart {
+		changed = true
 		st.allowance = g.Amount
 		st.grantAmount = grantMark(g)
 		st.grantStart, st.grantSet = s, true
 	} else {
-		regrantLocked(st, g)
+		changed = regrantLocked(st, g)
 	}
-	st.grantEnd = windowEnd(s, p, loc)
+	end := windowEnd(s, p, loc)
+	changed = changed || st.grantEnd != end
+	st.grantEnd = end
+	return changed
 }
 
 // grantMark is what subjectState.grantAmount records for g: its Amount,
@@ -60,12 +78,12 @@ func grantMark(g TokenGrant) int64 {
 // Moving from or to an unlimited grant starts from the full new Amount
 // (an unlimited grant counts no spending). Credits are never touched. An
 // allowance whose grant is not known (a snapshot from an older build) is
-// kept. The caller holds st's lock.
-func regrantLocked(st *subjectState, g TokenGrant) {
+// kept. It reports whether it changed st. The caller holds st's lock.
+func regrantLocked(st *subjectState, g TokenGrant) (changed bool) {
 	want := grantMark(g)
 	switch old := st.grantAmount; {
 	case old == want:
-		return
+		return false
 	case old == 0:
 		// Unknown: keep the allowance, measured from now on against g.
 	case old < 0 || want < 0:
@@ -75,6 +93,7 @@ func regrantLocked(st *subjectState, g TokenGrant) {
 		st.allowance = min(max(g.Amount-spent, 0), g.Amount)
 	}
 	st.grantAmount = want
+	return true
 }
 
 // balanceLocked is what st can spend: the allowance plus credits,

@@ -86,7 +86,9 @@ func (c *charge) decideLocked(d *Decision) error {
 	}
 	owner, grant, ownerKey := c.balanceOwnerLocked()
 	d.BalanceOwner = ownerKey
-	rollGrantLocked(owner, grant, c.now, rs.loc)
+	if rollGrantLocked(owner, grant, c.now, rs.loc) {
+		c.markMutated(owner)
+	}
 	d.Cost = c.cost
 	short := d.Cost > 0 && !grant.Unlimited && balanceLocked(owner) < d.Cost
 	refused, reserveAt := c.windowVerdictLocked(short)

@@ -115,11 +115,14 @@ func (rs *ruleset) idleSnapshot(s *Snapshot, now int64) bool {
 	if !s.Profile.isZero() || s.Credits != 0 || rs.startingCredits(s.Key) != 0 {
 		return false
 	}
-	var start int64
+	var start, end int64
 	if !s.AllowancePeriod.IsZero() {
 		start = s.AllowancePeriod.UnixNano()
 	}
-	if !rs.allowanceIdle(s.Key, s.Allowance, !s.AllowancePeriod.IsZero(), start, 0, now) {
+	if !s.AllowanceEnd.IsZero() {
+		end = s.AllowanceEnd.UnixNano()
+	}
+	if !rs.allowanceIdle(s.Key, s.Allowance, !s.AllowancePeriod.IsZero(), start, end, now) {
 		return false
 	}
 	for i := range s.Windows {
@@ -156,14 +159,15 @@ func (rs *ruleset) allowanceIdle(key string, allowance int64, grantSet bool, sta
 }
 
 // grantOver reports whether the grant period that started at start (and
-// ends at end, when known; 0 when not) is over at now under every grant
-// period of rs, so that the next request starts a fresh one.
+// ends at end, when known; 0 when not) is over at now, and no grant period
+// of rs that starts at start is still running, so that the next request
+// starts a fresh one whichever grant applies to it. Past end alone is not
+// enough: rollGrantLocked keeps the allowance of a period that starts
+// where the ended one did (a daily grant's period that started on the
+// 1st, then a monthly one), and regrants it.
 func (rs *ruleset) grantOver(start, end, now int64) bool {
-	if now < start {
+	if now < start || (end != 0 && now < end) {
 		return false
-	}
-	if end != 0 {
-		return now >= end
 	}
 	for _, p := range rs.grantPeriods {
 		if now < windowEnd(windowStart(start, p, rs.loc), p, rs.loc) {

@@ -25,24 +25,20 @@ func (p plainStore) Load(ctx context.Context, key string) (Snapshot, bool, error
 }
 func (p plainStore) Save(ctx context.Context, s []Snapshot) error { return p.m.Save(ctx, s) }
 
-// idleConfig has calendar, sliding and duration windows, a monthly grant
-// and priced actions, so that every part of idleness is exercised.
+// idleConfig has calendar, sliding and duration windows, a monthly and a
+// daily grant and priced actions, so that every part of idleness is
+// exercised.
 func idleConfig(store Store, cacheSize int, now func() time.Time) Config {
 	cfg := idleConfigTiers(store, cacheSize, now)
 	delete(cfg.Tiers, "basic")
-	pro := cfg.Tiers["pro"]
-	pro.Tokens.Period = day
-	cfg.Tiers["pro"] = pro
 	return cfg
 }
 
 // idleConfigTiers is idleConfig with a third tier, basic, that has no token
 // grant: a subject that moves to it keeps spending what is left of its
-// allowance, so that state is not idle. Its grants are all monthly: a
-// subject that moves between tiers whose grant periods differ is decided
-// differently once its state was evicted and reloaded, whether or not
-// idle state is dropped (the grant period's end is not saved), which this
-// test is not about.
+// allowance, so that state is not idle. A subject that moves between free
+// and pro moves between grant periods that differ (a month, a day): the
+// period that is running keeps its end, which is saved with the state.
 func idleConfigTiers(store Store, cacheSize int, now func() time.Time) Config {
 	return Config{
 		Tiers: map[Tier]TierConfig{
@@ -55,7 +51,7 @@ func idleConfigTiers(store Store, cacheSize int, now func() time.Time) Config {
 				Tokens: TokenGrant{Amount: 40, Period: month}},
 			"pro": {Priority: PriorityHigh,
 				Limits: []LimitConfig{{Period: minute, Max: 4}},
-				Tokens: TokenGrant{Amount: 100, Period: month}},
+				Tokens: TokenGrant{Amount: 100, Period: day}},
 			"basic": {Priority: PriorityMedium, Limits: []LimitConfig{{Period: hour, Max: 8}}},
 		},
 		DefaultTier: "free",
@@ -220,4 +216,61 @@ func comparable(d Decision) decisionView {
 		Cost: d.Cost, Charged: d.Charged, Balance: d.Balance, HasBalance: d.HasBalance, BalanceOwner: d.BalanceOwner,
 		Tier: d.Tier, RetryAfter: d.RetryAfter, Delay: d.Delay,
 		Binding: fmt.Sprintf("%+v", d.Binding), Limits: fmt.Sprintf("%+v", d.Limits())}
+}
+
+// TestIdleAfterGrantPeriodsDiffer: a subject whose daily grant period
+// started on the 1st and ended, then moved to a monthly grant, still has
+// its allowance measured against the month that started on the 1st
+// (rollGrantLocked regrants it), so its state is not idle before that
+// month ends, and the grant period's end survives a reload.
+func TestIdleAfterGrantPeriodsDiffer(t *testing.T) {
+	first := time.Date(2026, 3, 1, 0, 10, 0, 0, time.UTC)
+	cfg := func(store Store, c *clock) Config {
+		return Config{
+			Tiers: map[Tier]TierConfig{
+				"daily":   {Tokens: TokenGrant{Amount: 100, Period: day}},
+				"monthly": {Tokens: TokenGrant{Amount: 40, Period: month}},
+			},
+			DefaultTier: "daily",
+			Actions:     map[string]ActionConfig{"op": {PerCall: 30}},
+			Shards:      1,
+			CacheSize:   minShardCapacity,
+			Store:       store,
+			Now:         c.now,
+		}
+	}
+	tests := []struct {
+		name  string
+		later time.Time // when the subject comes back on the monthly grant
+	}{
+		{"after the day, within the month", first.Add(2 * 24 * time.Hour)},
+		{"within the day", first.Add(time.Hour)},
+		{"next month", first.AddDate(0, 1, 0)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock(first)
+			ctx := context.Background()
+			small := newEngine(t, cfg(NewMemoryStore(), c))
+			ref := newEngine(t, cfg(plainStore{NewMemoryStore()}, c))
+			for _, e := range []*Engine{small, ref} {
+				chargeAt(t, e, first, Request{Subject: "u", Action: "op"}) // 70 of the day's 100 left
+			}
+			if err := small.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			c.set(tt.later)
+			for _, s := range []string{"v", "w", "x"} { // evict u, and sweep
+				chargeAt(t, small, tt.later, Request{Subject: s})
+			}
+			if err := small.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			req := Request{Subject: "u", Tier: "monthly", Action: "op"}
+			got, want := chargeAt(t, small, tt.later, req), chargeAt(t, ref, tt.later, req)
+			if g, w := comparable(got), comparable(want); g != w {
+				t.Fatalf("after an eviction:\n got  %+v\n want %+v", g, w)
+			}
+		})
+	}
 }

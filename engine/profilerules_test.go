@@ -354,6 +354,31 @@ func TestTierChangeGrant(t *testing.T) {
 			t.Fatalf("allowance %d after a restart and an upgrade; want 940", st.Allowance)
 		}
 	})
+
+	// A regrant is saved even when the request that made it changed
+	// nothing else: the clamp forgets what was spent, so recomputing it
+	// from the older snapshot gives another allowance.
+	t.Run("a regrant survives eviction", func(t *testing.T) {
+		c := cfg
+		c.Store, c.Shards, c.CacheSize = NewMemoryStore(), 1, minShardCapacity
+		e := newEngine(t, c)
+		mid := t0.Add(10 * 24 * time.Hour)
+		chargeAt(t, e, mid, Request{Subject: "u", Tier: "standard", Action: "translate", Units: 599}) // 600 of 1000
+		if err := e.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// Down to freemium, spending nothing: 600 spent, clamped to 0 of 100.
+		if d := chargeAt(t, e, mid.Add(time.Minute), Request{Subject: "u", Tier: "freemium"}); !d.Allowed || d.Balance != 0 {
+			t.Fatalf("on freemium: allowed %v balance %d; want allowed with 0", d.Allowed, d.Balance)
+		}
+		for _, s := range []string{"v", "w", "x"} {
+			chargeAt(t, e, mid.Add(time.Minute), Request{Subject: s}) // evicts u
+		}
+		// Back up: freemium's whole 100 counts as spent, as without eviction.
+		if d := chargeAt(t, e, mid.Add(2*time.Minute), Request{Subject: "u", Tier: "standard", Action: "translate"}); !d.Allowed || d.Balance != 900-1 {
+			t.Fatalf("back on standard after an eviction: allowed %v balance %d; want allowed with %d", d.Allowed, d.Balance, 900-1)
+		}
+	})
 }
 
 func TestAddCreditsBounds(t *testing.T) {

@@ -21,6 +21,8 @@ type subjectState struct {
 	windows []windowState
 	// Balance: the allowance left of the grant period [grantStart,
 	// grantEnd) (unix ns; grantEnd 0 means not computed yet), and credits.
+	// grantEnd is saved: it is that of the grant that started the period
+	// (rollGrantLocked).
 	allowance, credits   int64
 	grantStart, grantEnd int64
 	// grantAmount is the grant Amount that allowance was measured

@@ -297,8 +297,11 @@ func (e *Engine) AddCredits(ctx context.Context, key string, delta int64) (balan
 		return 0, err
 	}
 	defer e.release(ctx, i, -1)
-	rollGrantLocked(st, g(st), e.now().UnixNano(), rs.loc)
+	rolled := rollGrantLocked(st, g(st), e.now().UnixNano(), rs.loc)
 	if err := checkCredits(key, st.credits, delta); err != nil {
+		if rolled {
+			e.shards[i].mutatedLocked(key, st)
+		}
 		return balanceLocked(st), err
 	}
 	st.credits += delta

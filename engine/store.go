@@ -158,6 +158,9 @@ func (st *subjectState) snapshotLocked(key string) Snapshot {
 	}
 	if st.grantSet {
 		s.AllowancePeriod = time.Unix(0, st.grantStart)
+		if st.grantEnd != 0 {
+			s.AllowanceEnd = time.Unix(0, st.grantEnd)
+		}
 	}
 	if st.alertedSet {
 		s.BalanceAlerted = time.Unix(0, st.alerted)
@@ -177,6 +180,9 @@ func (st *subjectState) snapshotLocked(key string) Snapshot {
 
 // stateFromSnapshot rebuilds a subject's state from s. Window ends are
 // recomputed on first use, from the period of the limit that uses them.
+// The grant period's end is restored rather than recomputed: after a tier
+// change it may be that of the previous tier's grant period, which runs
+// to its end (rollGrantLocked).
 func stateFromSnapshot(s Snapshot) *subjectState {
 	st := &subjectState{
 		version:      s.Version,
@@ -195,6 +201,9 @@ func stateFromSnapshot(s Snapshot) *subjectState {
 	}
 	if !s.AllowancePeriod.IsZero() {
 		st.grantStart, st.grantSet = s.AllowancePeriod.UnixNano(), true
+		if !s.AllowanceEnd.IsZero() {
+			st.grantEnd = s.AllowanceEnd.UnixNano()
+		}
 	}
 	if !s.BalanceAlerted.IsZero() {
 		st.alerted, st.alertedSet = s.BalanceAlerted.UnixNano(), true

@@ -202,6 +202,10 @@ type Snapshot struct {
 	// Balance state.
 	Allowance       int64     // what is left of the periodic grant
 	AllowancePeriod time.Time // start of the grant period Allowance belongs to
+	// AllowanceEnd is the end of that grant period, which a tier change
+	// within it does not move (zero: not known, as in snapshots of older
+	// builds; it is then computed from the grant that applies).
+	AllowanceEnd time.Time
 	// Grant is the grant Amount that Allowance was measured against
 	// (-1: unlimited; 0: not known, as in snapshots of older builds), so
 	// that a tier change applies the new grant in the current period.

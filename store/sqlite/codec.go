@@ -14,7 +14,7 @@ import (
 // '{', still read) or the compact binary format written now, which
 // starts with its format byte:
 //
-//	formatBinaryGrant (or formatBinary)
+//	formatBinaryEnd (or formatBinaryGrant, formatBinary)
 //	uvarint version
 //	varint  allowance, credits
 //	byte    which times are set (bit 0 allowance period, 1 balance
@@ -27,15 +27,19 @@ import (
 //	uvarint profile length, then the profile as JSON (0 for none:
 //	        profiles are rare run-time overrides)
 //	varint  grant the allowance was measured against (engine
-//	        Snapshot.Grant), in formatBinaryGrant only
+//	        Snapshot.Grant), not in formatBinary
+//	varint  Unix nanoseconds of the allowance period's end (engine
+//	        Snapshot.AllowanceEnd; 0 for none), in formatBinaryEnd only
 //
 // formatBinary (0x01) rows, written by older builds, have no grant and
-// are read with Grant 0 (not known); formatBinaryGrant (0x02) is written
-// now.
+// are read with Grant 0 (not known); formatBinaryGrant (0x02) rows have
+// no period end and are read with a zero AllowanceEnd (not known);
+// formatBinaryEnd (0x03) is written now.
 // The key is the row's key and is not repeated.
 const (
 	formatBinary      = 0x01
 	formatBinaryGrant = 0x02
+	formatBinaryEnd   = 0x03
 )
 
 var errShort = errors.New("truncated snapshot")
@@ -54,7 +58,7 @@ const (
 
 // appendSnapshot appends s in the binary format to b.
 func appendSnapshot(b []byte, s *engine.Snapshot) ([]byte, error) {
-	b = append(b, formatBinaryGrant)
+	b = append(b, formatBinaryEnd)
 	b = binary.AppendUvarint(b, s.Version)
 	b = binary.AppendVarint(b, s.Allowance)
 	b = binary.AppendVarint(b, s.Credits)
@@ -85,7 +89,12 @@ func appendSnapshot(b []byte, s *engine.Snapshot) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(p)))
 		b = append(b, p...)
 	}
-	return binary.AppendVarint(b, s.Grant), nil
+	b = binary.AppendVarint(b, s.Grant)
+	var end int64
+	if !s.AllowanceEnd.IsZero() {
+		end = s.AllowanceEnd.UnixNano()
+	}
+	return binary.AppendVarint(b, end), nil
 }
 
 func appendWindow(b []byte, w *engine.WindowSnapshot) []byte {
@@ -121,7 +130,7 @@ func decodeSnapshot(data []byte) (engine.Snapshot, error) {
 		err := json.Unmarshal(data, &s)
 		return s, err
 	}
-	if len(data) == 0 || (data[0] != formatBinary && data[0] != formatBinaryGrant) {
+	if len(data) == 0 || data[0] < formatBinary || data[0] > formatBinaryEnd {
 		return s, fmt.Errorf("unknown snapshot format")
 	}
 	d := decoder{b: data[1:]}
@@ -156,8 +165,13 @@ func decodeSnapshot(data []byte) (engine.Snapshot, error) {
 			return s, fmt.Errorf("profile: %w", err)
 		}
 	}
-	if data[0] == formatBinaryGrant {
+	if data[0] >= formatBinaryGrant {
 		s.Grant = d.varint()
+	}
+	if data[0] >= formatBinaryEnd {
+		if end := d.varint(); end != 0 {
+			s.AllowanceEnd = time.Unix(0, end)
+		}
 	}
 	return s, d.err
 }

@@ -26,7 +26,7 @@ func codecSnapshots() []struct {
 		{name: "empty", snap: engine.Snapshot{Version: 1}},
 		{name: "balance and windows", snap: engine.Snapshot{
 			Version: 1 << 40, Allowance: -5, Credits: 1 << 50, Grant: 1000,
-			AllowancePeriod: at, BalanceRefused: at.Add(time.Hour),
+			AllowancePeriod: at, AllowanceEnd: at.AddDate(0, 1, 0), BalanceRefused: at.Add(time.Hour),
 			Windows: []engine.WindowSnapshot{
 				{Name: "api_calls_per_minute", Start: at, Current: 3, Previous: 600, Next: 2, Warned: true},
 				{Name: "api_calls_per_hour", Current: -1, Breached: true},
@@ -42,7 +42,7 @@ func codecSnapshots() []struct {
 // equalSnapshots compares with instants as instants (locations differ).
 func equalSnapshots(a, b engine.Snapshot) bool {
 	norm := func(s engine.Snapshot) engine.Snapshot {
-		for _, t := range []*time.Time{&s.AllowancePeriod, &s.BalanceAlerted, &s.BalanceRefused} {
+		for _, t := range []*time.Time{&s.AllowancePeriod, &s.AllowanceEnd, &s.BalanceAlerted, &s.BalanceRefused} {
 			if !t.IsZero() {
 				*t = t.UTC()
 			}
@@ -66,13 +66,32 @@ func TestCodecReadsRowsWithoutGrant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := append([]byte{formatBinary}, data[1:len(data)-binaryVarintLen(snap.Grant)]...)
+	old := append([]byte{formatBinary}, data[1:len(data)-binaryVarintLen(snap.Grant)-binaryVarintLen(0)]...)
 	got, err := decodeSnapshot(old)
 	if err != nil {
 		t.Fatalf("decode an old row: %v", err)
 	}
 	if got.Allowance != 40 || got.Credits != 2 || got.Grant != 0 || got.Version != 3 {
 		t.Fatalf("old row = %+v; want allowance 40, credits 2, grant 0", got)
+	}
+}
+
+// TestCodecReadsRowsWithoutEnd: a row of the format before AllowanceEnd
+// (formatBinaryGrant) still decodes, with a zero AllowanceEnd (not known).
+func TestCodecReadsRowsWithoutEnd(t *testing.T) {
+	start := time.Unix(1767225600, 0)
+	snap := engine.Snapshot{Version: 3, Allowance: 40, Grant: 100, AllowancePeriod: start, AllowanceEnd: start.AddDate(0, 1, 0)}
+	data, err := appendSnapshot(nil, &snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := append([]byte{formatBinaryGrant}, data[1:len(data)-binaryVarintLen(snap.AllowanceEnd.UnixNano())]...)
+	got, err := decodeSnapshot(old)
+	if err != nil {
+		t.Fatalf("decode an old row: %v", err)
+	}
+	if got.Grant != 100 || !got.AllowancePeriod.Equal(start) || !got.AllowanceEnd.IsZero() {
+		t.Fatalf("old row = %+v; want grant 100, the period's start and no end", got)
 	}
 }
 

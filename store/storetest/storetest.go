@@ -67,6 +67,8 @@ func fullSnapshot(key string, version uint64) engine.Snapshot {
 		},
 		Allowance:       123456789,
 		AllowancePeriod: t0.AddDate(0, 0, -3),
+		AllowanceEnd:    t0.AddDate(0, 1, -3),
+		Grant:           1000,
 		Credits:         -42,
 		BalanceAlerted:  t0.Add(-time.Minute),
 		BalanceRefused:  t0.Add(time.Nanosecond),
@@ -257,6 +259,7 @@ func mustLoad(t *testing.T, s engine.Store, want engine.Snapshot) {
 // keep neither the zone nor the difference between nil and empty.
 func normalize(s engine.Snapshot) engine.Snapshot {
 	s.AllowancePeriod = s.AllowancePeriod.UTC()
+	s.AllowanceEnd = s.AllowanceEnd.UTC()
 	s.BalanceAlerted = s.BalanceAlerted.UTC()
 	s.BalanceRefused = s.BalanceRefused.UTC()
 	if len(s.Windows) == 0 {
