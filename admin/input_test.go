@@ -236,3 +236,34 @@ func TestStoredProfileRepair(t *testing.T) {
 		t.Fatalf("the repaired override (2/hour, 3 used) did not apply")
 	}
 }
+
+// TestEveryAnswerIsJSON: paths the mux would otherwise answer itself (a
+// redirect for a non-canonical path, a plain-text 404) get a JSON error
+// that says what was wrong, and change nothing.
+func TestEveryAnswerIsJSON(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	tests := []struct {
+		name, method, path string
+		code               int
+		say                string
+	}{
+		{name: "subject id dot", method: "POST", path: "/v1/subjects/./credits", code: 400, say: "not canonical"},
+		{name: "subject id dot dot", method: "PUT", path: "/v1/subjects/../profile", code: 400, say: "not canonical"},
+		{name: "doubled slash", method: "GET", path: "/v1//subjects/alice", code: 400, say: "not canonical"},
+		{name: "no such endpoint", method: "GET", path: "/v1/nothing", code: 404, say: "/openapi.json"},
+		{name: "no such method", method: "DELETE", path: "/v1/subjects/alice", code: 404, say: "no endpoint DELETE"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := f.dump(t)
+			code, body := f.do(t, tc.method, tc.path, `{"delta":5}`, tokenSecret("admin"))
+			var msg errBody
+			if err := json.Unmarshal([]byte(body), &msg); err != nil || code != tc.code || !strings.Contains(msg.Error, tc.say) {
+				t.Fatalf("= %d %s (%v); want %d saying %q", code, body, err, tc.code, tc.say)
+			}
+			if after := f.dump(t); after != before {
+				t.Fatalf("refused call changed the state")
+			}
+		})
+	}
+}

@@ -2,7 +2,9 @@ package admin
 
 import (
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -59,7 +61,30 @@ func (s *Server) routes() http.Handler {
 	}
 	mux.Handle("GET /dashboard/", dashboardHandler())
 	mux.Handle("GET /{$}", http.RedirectHandler("/dashboard/", http.StatusFound))
-	return securityHeaders(mux)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errorf(http.StatusNotFound, "no endpoint %s %s: the API is described at /openapi.json", r.Method, r.URL.Path))
+	}))
+	return securityHeaders(s.canonical(mux))
+}
+
+// canonical answers a request whose path is not in canonical form (an
+// empty, "." or ".." segment, which an id such as "." or "a/../b" spells)
+// with a JSON 400, where the mux would redirect to the cleaned path: a
+// client that followed the redirect would act on another resource.
+func (s *Server) canonical(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		c := path.Clean(p)
+		if strings.HasSuffix(p, "/") && c != "/" {
+			c += "/"
+		}
+		if p != "" && c != p {
+			s.writeError(w, r, errorf(http.StatusBadRequest,
+				"path %q is not canonical (it has an empty, \".\" or \"..\" segment, which ids such as \".\" spell): such an id cannot be addressed; the canonical path is %q", p, c))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // guard authenticates and authorizes a request for rt, then calls it.
