@@ -41,11 +41,7 @@ FUZZ_TARGETS := \
 	./extauthz/pathnorm:FuzzPath \
 	./telemetry:FuzzExporterTarget
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
-	done
+	GO=$(GO) bash .ci/fuzz $(FUZZTIME) $(FUZZ_TARGETS)
 
 ## test-deps: install what the tests need, skipping what is already there.
 test-deps:
