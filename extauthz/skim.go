@@ -108,12 +108,34 @@ func decodeAttributes(b []byte, a *authv3.AttributeContext, metadata bool) bool 
 }
 
 func decodeHTTP(b []byte, h *authv3.AttributeContext_HttpRequest) bool {
+	hint := countField(b, httpHeadersNum)
 	return decodeFields(b, h, func(num protowire.Number, typ protowire.Type, v []byte) (bool, bool) {
 		if num != httpHeadersNum || typ != protowire.BytesType {
 			return false, true
 		}
-		return true, decodeEntry(v, &h.Headers, 16, true)
+		return true, decodeEntry(v, &h.Headers, hint, true)
 	})
+}
+
+// countField returns how many times field num occurs in the wire-format
+// message b, counting up to where b is malformed (decodeFields then fails).
+func countField(b []byte, num protowire.Number) int {
+	count := 0
+	for len(b) > 0 {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			break
+		}
+		m := protowire.ConsumeFieldValue(n, typ, b[l:])
+		if m < 0 {
+			break
+		}
+		if n == num {
+			count++
+		}
+		b = b[l+m:]
+	}
+	return count
 }
 
 // decodeFields decodes the wire-format message b into m. special sees
