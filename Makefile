@@ -38,6 +38,7 @@ FUZZ_TARGETS := \
 	./extauthz:FuzzCountWords \
 	./extauthz:FuzzCheck \
 	./extauthz:FuzzRouteSpellings \
+	./extauthz:FuzzSkimCheck \
 	./extauthz/pathnorm:FuzzPath \
 	./telemetry:FuzzExporterTarget
 fuzz:

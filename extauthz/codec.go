@@ -40,6 +40,9 @@ func (c lenientCodec) Name() string { return proto.Name }
 func (c lenientCodec) Marshal(v any) (mem.BufferSlice, error) { return c.std.Marshal(v) }
 
 func (c lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if d, ok := v.(*checkDecode); ok {
+		return c.unmarshalCheck(data, d)
+	}
 	err := c.std.Unmarshal(data, v)
 	if err == nil {
 		return nil

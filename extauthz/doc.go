@@ -40,7 +40,12 @@
 //
 // The gRPC server decodes CheckRequests with a codec that accepts strings
 // that are not valid UTF-8: the body moves byte for byte to raw_body, other
-// strings get U+FFFD, and the Check is decided like any other. A message
+// strings get U+FFFD, and the Check is decided like any other. It decodes
+// only the AttributeContext fields the server reads (source, request,
+// context_extensions, and metadata_context when the jwt identity source is
+// on; not destination, tls_session or route_metadata_context), and the
+// header and context-extension maps without protobuf's reflection: a third
+// of a Check's CPU went to decoding. A message
 // over GRPCOptions.MaxReceiveBytes is refused by grpc-go before it is read;
 // a stats handler logs and reports every RPC that ended without a decision.
 //

@@ -55,7 +55,12 @@ func (u *undecided) serviceDesc() *grpc.ServiceDesc {
 // cannot be decoded is recorded before the error goes back to the client.
 func (u *undecided) check(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	in := new(authv3.CheckRequest)
-	if err := dec(in); err != nil {
+	var target any = in
+	if s, ok := srv.(*Server); ok {
+		// lenientCodec decodes only what s reads (see checkDecode).
+		target = &checkDecode{req: in, metadata: s.o().Identity.usesJWT()}
+	}
+	if err := dec(target); err != nil {
 		u.record(ctx, err)
 		return nil, err
 	}

@@ -5,6 +5,9 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
 )
 
 // BenchmarkRecord measures the per-Check cost of Record: with tracing off
@@ -59,4 +62,38 @@ func BenchmarkRecord(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkExtract joins the trace of a Check whose gRPC metadata carries
+// what Envoy's ext_authz client sends (no trace context) and whose checked
+// request carries a traceparent: "copy" copies the metadata first
+// (metadata.FromIncomingContext, then Extract), "in-place" reads it where
+// it is (ExtractIncoming).
+func BenchmarkExtract(b *testing.B) {
+	r, err := NewRecorder(nil, RecorderOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	md := metadata.MD{":authority": {"quotagate"}, "content-type": {"application/grpc"}, "user-agent": {"envoy/1.36"},
+		"te": {"trailers"}, "grpc-accept-encoding": {"identity,deflate,gzip"}, "x-envoy-internal": {"true"},
+		"x-envoy-expected-rq-timeout-ms": {"200"}, "x-request-id": {"7c2b0f8e-5a59-4f3e-9d36-1a1b2c3d4e5f"}}
+	ctx := metadata.NewIncomingContext(context.Background(), md)
+	headers := map[string]string{"traceparent": "00-" + envoyTraceID + "-" + envoySpanID + "-00", "x-user-id": "u1"}
+	b.Run("copy", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			m, _ := metadata.FromIncomingContext(ctx)
+			if !trace.SpanContextFromContext(r.Extract(ctx, m, headers)).IsValid() {
+				b.Fatal("no trace")
+			}
+		}
+	})
+	b.Run("in-place", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !trace.SpanContextFromContext(r.ExtractIncoming(ctx, headers)).IsValid() {
+				b.Fatal("no trace")
+			}
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/metadata"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -157,6 +158,37 @@ func (r *Recorder) Extract(ctx context.Context, grpcMetadata map[string][]string
 		return r.prop.Extract(ctx, propagation.MapCarrier(httpHeaders))
 	}
 	return ctx
+}
+
+// ExtractIncoming is Extract with the gRPC metadata of ctx's incoming call
+// (metadata.FromIncomingContext), read where it is: the propagator looks up
+// only the keys it reads, instead of a copy of every key being made first.
+func (r *Recorder) ExtractIncoming(ctx context.Context, httpHeaders map[string]string) context.Context {
+	if c := r.prop.Extract(ctx, incomingCarrier{ctx}); trace.SpanContextFromContext(c).IsValid() {
+		return c
+	}
+	if len(httpHeaders) > 0 {
+		return r.prop.Extract(ctx, propagation.MapCarrier(httpHeaders))
+	}
+	return ctx
+}
+
+// incomingCarrier reads the incoming gRPC metadata of ctx as a
+// propagation.TextMapCarrier; it is read-only.
+type incomingCarrier struct{ ctx context.Context }
+
+func (c incomingCarrier) Get(key string) string {
+	if v := metadata.ValueFromIncomingContext(c.ctx, key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c incomingCarrier) Set(string, string) {}
+
+func (c incomingCarrier) Keys() []string {
+	md, _ := metadata.FromIncomingContext(c.ctx)
+	return mdCarrier(md).Keys()
 }
 
 // mdCarrier adapts gRPC metadata (lower-case keys, several values) to a

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"google.golang.org/grpc/metadata"
 	"strings"
 	"testing"
 	"time"
@@ -226,13 +227,22 @@ func TestExtract(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sc := trace.SpanContextFromContext(r.Extract(context.Background(), tt.md, tt.headers))
-			got := ""
-			if sc.IsValid() {
-				got = sc.TraceID().String()
+			incoming := context.Background()
+			if tt.md != nil {
+				incoming = metadata.NewIncomingContext(incoming, metadata.MD(tt.md))
 			}
-			if got != tt.want {
-				t.Errorf("trace id = %q, want %q", got, tt.want)
+			for name, ctx := range map[string]context.Context{
+				"Extract":         r.Extract(context.Background(), tt.md, tt.headers),
+				"ExtractIncoming": r.ExtractIncoming(incoming, tt.headers),
+			} {
+				sc := trace.SpanContextFromContext(ctx)
+				got := ""
+				if sc.IsValid() {
+					got = sc.TraceID().String()
+				}
+				if got != tt.want {
+					t.Errorf("%s: trace id = %q, want %q", name, got, tt.want)
+				}
 			}
 		})
 	}

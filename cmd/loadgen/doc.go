@@ -8,7 +8,14 @@
 // :authority, :method, :path, x-request-id, traceparent, the body),
 // context_extensions naming the action, and the jwt_authn payload in the
 // metadata context, for 10 000 users and a mix of translate, summarize and
-// plain API calls with bodies of realistic word counts.
+// plain API calls with bodies of realistic word counts. A GET carries 13
+// headers, a POST 15 (content-type, content-length). --mix get sends only
+// the GETs without a body and --mix translate only translate POSTs with
+// 300-word bodies: the single-shape rows of issue 17's table.
+//
+// "loadgen table --baseline NAME" adds a table of every server's CPU per
+// Check as a ratio of NAME's, the median of the per-round ratios beside
+// each round's (make bench prints it against noop-plain and noop).
 //
 // The denials come from testdata/bench.yaml, the quota config the benchmark
 // starts quotagate with: the first --free-users users are freemium there

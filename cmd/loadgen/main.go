@@ -111,6 +111,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (dr
 	fs.IntVar(&c.Workload.MaxBodyBytes, "max-body-bytes", 65536, "Envoy's max_request_bytes: longer bodies are sent cut and flagged partial")
 	fs.Uint64Var(&c.Workload.Seed, "seed", 1, "random seed of the workload")
 	fs.Float64Var(&c.Workload.TraceSampled, "trace-sampled", 0.01, "fraction of requests whose traceparent is flagged sampled (Envoy traced them; 0.01 is Istio's default)")
+	fs.Var(&c.Workload.Mix, "mix", "`workload`: default (45% translate, 35% summarize, 20% GET), get (GETs without a body only) or translate (POST translate with 300-word bodies only)")
 	fs.StringVar(&c.RedisAddr, "redis", "", "`host:port` of a Redis server whose commands (INFO commandstats) are counted over the measured window")
 	fs.StringVar(&c.PerfPath, "perf", "", "`path` of perf: count the servers' CPU cycles and instructions over the measured window with perf stat: instructions barely vary between runs, a cross-check of CPU time (which the counting inflates on a virtual machine)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")

@@ -23,6 +23,10 @@ type Result struct {
 	Rate        float64  `json:"rate"` // the paced rate in Checks/s; 0 for a closed loop
 	WarmupSec   float64  `json:"warmup_seconds"`
 	WindowSec   float64  `json:"window_seconds"`
+	// Mix is the workload (--mix) and TraceSampled the share of
+	// traceparents flagged sampled (--trace-sampled).
+	Mix          string  `json:"mix,omitempty"`
+	TraceSampled float64 `json:"trace_sampled"`
 
 	// Checks is every Check completed in the window: OK + Denied + Errors.
 	Checks       int64            `json:"checks"`
@@ -81,7 +85,7 @@ func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsec
 func newResult(cfg driveConfig, win window, stats []*callerStats) Result {
 	r := Result{
 		Name: cfg.Name, Addrs: cfg.Addrs, Conns: cfg.Conns, Concurrency: cfg.Concurrency,
-		Users: cfg.Workload.Users, Runs: 1, Rate: cfg.Rate, WarmupSec: cfg.Warmup.Seconds(), WindowSec: win.wall.Seconds(),
+		Users: cfg.Workload.Users, Mix: cfg.Workload.Mix.String(), TraceSampled: cfg.Workload.TraceSampled, Runs: 1, Rate: cfg.Rate, WarmupSec: cfg.Warmup.Seconds(), WindowSec: win.wall.Seconds(),
 		DeniedStatus: map[string]int64{}, ErrorCodes: map[string]int64{}, ServerPIDs: cfg.ServerPIDs,
 		ServerCPUSec:       ticksToDuration(win.server.Total(), cfg.ClkTck).Seconds(),
 		LoadgenCPUSec:      ticksToDuration(win.self.Total(), cfg.ClkTck).Seconds(),

@@ -53,6 +53,8 @@ func runTable(args []string, stdout, stderr io.Writer) error {
 	var cmps compareFlags
 	fs.Var(&cmps, "compare", "`NAME/BASELINE<=RATIO`: print NAME's server CPU per Check over BASELINE's against the target (repeatable)")
 	strict := fs.Bool("strict", false, "exit non-zero when a target is missed")
+	var bases baseFlags
+	fs.Var(&bases, "baseline", "`NAME`: also print every server's CPU per Check as a ratio of NAME's, the median of the per-round ratios with each round's (repeatable: one column each)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,6 +73,12 @@ func runTable(args []string, stdout, stderr io.Writer) error {
 	missed, err := writeTable(stdout, results, cmps)
 	if err != nil {
 		return err
+	}
+	if len(bases) > 0 {
+		fmt.Fprintln(stdout)
+		if err := writeRatioTable(stdout, results, bases); err != nil {
+			return err
+		}
 	}
 	if *strict && missed > 0 {
 		return fmt.Errorf("loadgen: %d target(s) missed", missed)
@@ -212,4 +220,59 @@ func median(xs []float64) float64 {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+type baseFlags []string
+
+func (b *baseFlags) String() string { return strings.Join(*b, ",") }
+func (b *baseFlags) Set(s string) error {
+	if s == "" {
+		return fmt.Errorf("loadgen: table: --baseline is empty; give the name of a server in the results, e.g. noop-plain")
+	}
+	*b = append(*b, s)
+	return nil
+}
+
+// writeRatioTable prints issue 17's table: every server's CPU per Check
+// (its runs merged) and, for each baseline, its ratio to the baseline's
+// judged as the median of the per-round ratios (each round's run against
+// the baseline's run of the same round), followed by those per-round
+// ratios. A baseline missing from the results gets a column of "-".
+func writeRatioTable(w io.Writer, results []Result, bases []string) error {
+	rows := group(results)
+	byName := map[string]row{}
+	for _, r := range rows {
+		byName[r.Name] = r
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	head := "server\tmix\tsampled\tCPU µs/Check\tp99 µs\t"
+	for _, b := range bases {
+		head += "vs " + b + " (median)\tper round\t"
+	}
+	fmt.Fprintln(tw, head)
+	for _, r := range rows {
+		mix := r.runs[0].Mix
+		if mix == "" {
+			mix = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%g%%\t%.2f\t%.0f\t", r.Name, mix, 100*r.runs[0].TraceSampled, r.ServerCPUPerCheck, r.Latency.P99)
+		for _, b := range bases {
+			base, ok := byName[b]
+			rounds := roundRatios(r.runs, base.runs)
+			if !ok || len(rounds) == 0 {
+				fmt.Fprint(tw, "-\t-\t")
+				continue
+			}
+			per := make([]string, len(rounds))
+			for i, x := range rounds {
+				per[i] = fmt.Sprintf("%.2f", x)
+			}
+			fmt.Fprintf(tw, "%.2fx\t%s\t", median(rounds), strings.Join(per, " "))
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("loadgen: table: %w", err)
+	}
+	return nil
 }

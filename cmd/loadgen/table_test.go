@@ -161,3 +161,55 @@ func TestMergeRuns(t *testing.T) {
 		})
 	}
 }
+
+func TestWriteRatioTable(t *testing.T) {
+	results := []Result{
+		{Name: "noop-plain", Mix: "get", Checks: 1e6, WindowSec: 10, ServerCPUSec: 20, ServerCPUPerCheck: 20},
+		{Name: "noop", Mix: "default", Checks: 1e6, WindowSec: 10, ServerCPUSec: 16, ServerCPUPerCheck: 16},
+		{Name: "q-get", Mix: "get", TraceSampled: 0.01, Checks: 1e6, WindowSec: 10, ServerCPUSec: 24, ServerCPUPerCheck: 24},
+		{Name: "noop-plain", Mix: "get", Checks: 1e6, WindowSec: 10, ServerCPUSec: 25, ServerCPUPerCheck: 25},
+		{Name: "noop", Mix: "default", Checks: 1e6, WindowSec: 10, ServerCPUSec: 20, ServerCPUPerCheck: 20},
+		{Name: "q-get", Mix: "get", TraceSampled: 0.01, Checks: 1e6, WindowSec: 10, ServerCPUSec: 35, ServerCPUPerCheck: 35},
+		{Name: "noop-plain", Mix: "get", Checks: 1e6, WindowSec: 10, ServerCPUSec: 20, ServerCPUPerCheck: 20},
+		{Name: "noop", Mix: "default", Checks: 1e6, WindowSec: 10, ServerCPUSec: 20, ServerCPUPerCheck: 20},
+		{Name: "q-get", Mix: "get", TraceSampled: 0.01, Checks: 1e6, WindowSec: 10, ServerCPUSec: 26, ServerCPUPerCheck: 26},
+	}
+	tests := []struct {
+		name      string
+		bases     []string
+		wantLines map[string][]string // server: fields its line must hold
+	}{
+		{name: "plain baseline: median of the per-round ratios", bases: []string{"noop-plain"}, wantLines: map[string][]string{
+			"q-get":      {"get", "1%", "28.33", "1.30x", "1.20 1.40 1.30"},
+			"noop-plain": {"1.00x", "1.00 1.00 1.00"},
+		}},
+		{name: "tuned baseline as a second column", bases: []string{"noop-plain", "noop"}, wantLines: map[string][]string{
+			"q-get": {"1.30x", "1.50x", "1.50 1.75 1.30"},
+		}},
+		{name: "missing baseline", bases: []string{"absent"}, wantLines: map[string][]string{
+			"q-get": {"28.33         0       -                   -"},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			if err := writeRatioTable(&out, results, tt.bases); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(out.String(), "\n")
+			for server, fields := range tt.wantLines {
+				var line string
+				for _, l := range lines {
+					if strings.HasPrefix(l, server+" ") {
+						line = l
+					}
+				}
+				for _, f := range fields {
+					if !strings.Contains(line, f) {
+						t.Errorf("line of %s %q lacks %q; table:\n%s", server, line, f, out.String())
+					}
+				}
+			}
+		})
+	}
+}

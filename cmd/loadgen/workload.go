@@ -32,6 +32,57 @@ type workloadConfig struct {
 	// sampled flag set: the share of requests Envoy traces. A server with
 	// parent-based sampling keeps a span for each of them.
 	TraceSampled float64
+	// Mix is the sort of requests sent: the realistic mix by default, or
+	// one of the single-shape workloads of issue 17's table.
+	Mix mix
+}
+
+// mix is which requests a workload sends.
+type mix int
+
+const (
+	// mixDefault is the realistic mix: 45 % translate and 35 % summarize
+	// with log-normal bodies, 20 % GET without a body.
+	mixDefault mix = iota
+	// mixGet is only GETs without a body (a plain API call: header
+	// identity, no action, no pricing).
+	mixGet
+	// mixTranslate is only POST /v1/translate with bodies of exactly
+	// translateWords words.
+	mixTranslate
+)
+
+// translateWords is the word count of every body of mixTranslate.
+const translateWords = 300
+
+var mixNames = [...]string{mixDefault: "default", mixGet: "get", mixTranslate: "translate"}
+
+// String returns the mix's --mix name.
+func (m mix) String() string {
+	if m >= 0 && int(m) < len(mixNames) {
+		return mixNames[m]
+	}
+	return "mix(" + strconv.Itoa(int(m)) + ")"
+}
+
+// parseMix parses a --mix name.
+func parseMix(s string) (mix, error) {
+	for i, n := range mixNames {
+		if s == n {
+			return mix(i), nil
+		}
+	}
+	return 0, fmt.Errorf("loadgen: --mix %q is not a workload; use one of %s", s, strings.Join(mixNames[:], ", "))
+}
+
+// Set implements flag.Value.
+func (m *mix) Set(s string) error {
+	v, err := parseMix(s)
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
 }
 
 // kind is one sort of request in the mix.
@@ -72,6 +123,8 @@ func newWorkload(cfg workloadConfig) (*workload, error) {
 		return nil, fmt.Errorf("loadgen: --free-share must be in [0, 1] and 0 without free users, got %g", cfg.FreeShare)
 	case cfg.TraceSampled < 0 || cfg.TraceSampled > 1:
 		return nil, fmt.Errorf("loadgen: --trace-sampled must be in [0, 1], got %g", cfg.TraceSampled)
+	case cfg.Mix < 0 || int(cfg.Mix) >= len(mixNames):
+		return nil, fmt.Errorf("loadgen: --mix %d is not a workload; use one of %s", cfg.Mix, strings.Join(mixNames[:], ", "))
 	}
 	w := &workload{cfg: cfg, ids: make([]string, cfg.Users), ips: make([]string, cfg.Users)}
 	for i := range cfg.Users {
@@ -83,6 +136,12 @@ func newWorkload(cfg workloadConfig) (*workload, error) {
 		{name: "translate", share: 0.45, method: "POST", path: "/v1/translate"},
 		{name: "summarize", share: 0.35, method: "POST", path: "/v1/summarize"},
 		{name: "", share: 0.20, method: "GET", path: "/v1/documents/"},
+	}
+	switch cfg.Mix {
+	case mixGet:
+		w.kinds = []kind{{name: "", share: 1, method: "GET", path: "/v1/documents/"}}
+	case mixTranslate:
+		w.kinds = []kind{{name: "translate", share: 1, method: "POST", path: "/v1/translate"}}
 	}
 	for i := range w.kinds {
 		k := &w.kinds[i]
@@ -98,6 +157,9 @@ func newWorkload(cfg workloadConfig) (*workload, error) {
 		for range bodiesPerKind {
 			words := int(math.Exp(math.Log(median) + sigma*rng.NormFloat64()))
 			words = min(max(words, lo), hi)
+			if cfg.Mix == mixTranslate {
+				words = translateWords
+			}
 			body := jsonBody(k.name, text(rng, words))
 			k.sizes = append(k.sizes, strconv.Itoa(len(body)))
 			cut := cfg.MaxBodyBytes > 0 && len(body) > cfg.MaxBodyBytes
@@ -182,6 +244,7 @@ func (w *workload) newBuilder(caller int) *builder {
 		"accept":            "application/json",
 		"user-agent":        "example-sdk-python/2.4.1",
 		"x-forwarded-proto": "https",
+		"accept-encoding":   "gzip, deflate",
 	}
 	b.src = &corev3.SocketAddress{Protocol: corev3.SocketAddress_TCP}
 	b.now = &timestamppb.Timestamp{}
@@ -256,6 +319,7 @@ func (b *builder) forUser(u int, now time.Time) *authv3.CheckRequest {
 	h["traceparent"] = "00-" + id + "-" + b.hex(8) + flags
 	h["x-user-id"] = w.ids[u]
 	h["x-forwarded-for"] = w.ips[u]
+	h["x-envoy-external-address"] = w.ips[u]
 	h[":method"] = k.method
 	b.http.Id, b.http.Method = reqID, k.method
 	if len(k.bodies) == 0 {

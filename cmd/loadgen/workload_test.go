@@ -133,3 +133,64 @@ func BenchmarkNext(b *testing.B) {
 		bl.next(now)
 	}
 }
+
+func TestMixShapesEveryRequest(t *testing.T) {
+	tests := []struct {
+		name        string
+		mix         string
+		wantMethod  string
+		wantAction  string
+		wantHeaders int
+		wantWords   int // words in every body; 0: no body
+	}{
+		{name: "GET without a body", mix: "get", wantMethod: "GET", wantAction: "", wantHeaders: 13},
+		{name: "translate with 300 words", mix: "translate", wantMethod: "POST", wantAction: "translate", wantHeaders: 15, wantWords: 300},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := parseMix(tt.mix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.String() != tt.mix {
+				t.Errorf("parseMix(%q).String() = %q", tt.mix, m)
+			}
+			w, err := newWorkload(workloadConfig{Users: 1000, FreeUsers: 10, FreeShare: 0.05, MaxBodyBytes: 65536, Seed: 3, TraceSampled: 0.01, Mix: m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := w.newBuilder(0)
+			for range 2000 {
+				h := b.next(time.Unix(1_700_000_000, 0)).GetAttributes().GetRequest().GetHttp()
+				action := b.req.GetAttributes().GetContextExtensions()["action"]
+				if h.GetMethod() != tt.wantMethod || action != tt.wantAction || len(h.GetHeaders()) != tt.wantHeaders {
+					t.Fatalf("%s %s action %q with %d headers %v; want %s, action %q, %d headers",
+						h.GetMethod(), h.GetPath(), action, len(h.GetHeaders()), h.GetHeaders(), tt.wantMethod, tt.wantAction, tt.wantHeaders)
+				}
+				if got := len(strings.Fields(h.GetBody())); got != tt.wantWords {
+					t.Fatalf("body of %d words, want %d: %.80q", got, tt.wantWords, h.GetBody())
+				}
+			}
+		})
+	}
+}
+
+func TestParseMixRejectsUnknownNames(t *testing.T) {
+	tests := []struct {
+		name, in string
+	}{
+		{name: "empty", in: ""},
+		{name: "unknown", in: "summarize"},
+		{name: "wrong case", in: "GET"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := parseMix(tt.in); err == nil || !strings.Contains(err.Error(), "use one of default, get, translate") {
+				t.Errorf("parseMix(%q) error = %v, want one listing the workloads", tt.in, err)
+			}
+		})
+	}
+	if _, err := newWorkload(workloadConfig{Users: 10, Mix: mix(9)}); err == nil {
+		t.Error("newWorkload accepted mix 9")
+	}
+}

@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.DurationVar(&opts.KeepaliveTime, "keepalive-time", 30*time.Second, "ping a connection idle for this long")
 	fs.DurationVar(&opts.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose ping is not answered within this")
 	fs.DurationVar(&opts.KeepaliveMinTime, "keepalive-min-time", 5*time.Second, "shortest client keepalive interval tolerated")
+	fs.BoolVar(&opts.Plain, "plain", false, "serve with grpc-go's default options, ignoring the flags above: no stream workers, no tuning (the plain baseline of issue 17)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

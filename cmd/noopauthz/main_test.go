@@ -27,6 +27,7 @@ func TestRun(t *testing.T) {
 			}
 			return ""
 		}},
+		{name: "plain grpc-go defaults", args: []string{"--addr", "127.0.0.1:0", "--plain"}, getenv: noEnv},
 		{name: "port in use", args: []string{"--addr", busy.Addr().String()}, getenv: noEnv, wantErr: "noopauthz: listen on " + busy.Addr().String()},
 		{name: "stray argument", args: []string{"--addr", "127.0.0.1:0", "x"}, getenv: noEnv, wantErr: `unexpected argument "x"`},
 	}

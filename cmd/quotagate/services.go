@@ -9,7 +9,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/quotagate/quotagate/admin"
 	"github.com/quotagate/quotagate/config"
@@ -41,8 +40,7 @@ type observer struct {
 }
 
 func (o *observer) observe(ctx context.Context, start time.Time, in *extauthz.Input, v *extauthz.Verdict) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	ctx = o.rec.Extract(ctx, md, in.Headers)
+	ctx = o.rec.ExtractIncoming(ctx, in.Headers)
 	traced := o.rec.Record(ctx, start, telemetryDecision(in, v))
 	d := &v.Decision
 	if d.UnknownAction != "" {

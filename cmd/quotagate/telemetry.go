@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"google.golang.org/grpc/metadata"
-
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/telemetry"
@@ -18,8 +16,7 @@ import (
 // rejection log line.
 func observeWith(rec *telemetry.Recorder) func(ctx context.Context, start time.Time, in *extauthz.Input, v *extauthz.Verdict) {
 	return func(ctx context.Context, start time.Time, in *extauthz.Input, v *extauthz.Verdict) {
-		md, _ := metadata.FromIncomingContext(ctx)
-		ctx = rec.Extract(ctx, md, in.Headers)
+		ctx = rec.ExtractIncoming(ctx, in.Headers)
 		rec.Record(ctx, start, telemetryDecision(in, v))
 	}
 }

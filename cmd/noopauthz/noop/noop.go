@@ -34,6 +34,10 @@ type Options struct {
 	// two are compared with the same gRPC machinery. Zero means 64 per
 	// GOMAXPROCS; negative means a goroutine per stream.
 	StreamWorkers int
+	// Plain ignores every other field and serves with grpc-go's default
+	// options (no stream workers, default HTTP/2 and keepalive settings):
+	// the bare gRPC server a user compares quotagate against (issue 17).
+	Plain bool
 }
 
 func (o Options) withDefaults() Options {
@@ -75,26 +79,33 @@ func (Server) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRespons
 // NewGRPCServer returns a gRPC server with the Authorization service and
 // grpc.health.v1 (SERVING) registered. The caller serves and stops it.
 func NewGRPCServer(opts Options) *grpc.Server {
-	opts = opts.withDefaults()
-	var workers []grpc.ServerOption
-	if opts.StreamWorkers > 0 {
-		workers = append(workers, grpc.NumStreamWorkers(uint32(opts.StreamWorkers)))
-	}
-	srv := grpc.NewServer(append(workers,
-		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    opts.KeepaliveTime,
-			Timeout: opts.KeepaliveTimeout,
-		}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             opts.KeepaliveMinTime,
-			PermitWithoutStream: true,
-		}))...,
-	)
+	srv := grpc.NewServer(opts.serverOptions()...)
 	authv3.RegisterAuthorizationServer(srv, Server{})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
 	return srv
+}
+
+// serverOptions returns the gRPC server options of opts: none when Plain.
+func (o Options) serverOptions() []grpc.ServerOption {
+	if o.Plain {
+		return nil
+	}
+	o = o.withDefaults()
+	var sopts []grpc.ServerOption
+	if o.StreamWorkers > 0 {
+		sopts = append(sopts, grpc.NumStreamWorkers(uint32(o.StreamWorkers)))
+	}
+	return append(sopts,
+		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    o.KeepaliveTime,
+			Timeout: o.KeepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             o.KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}))
 }

@@ -12,11 +12,42 @@ import (
 )
 
 func TestServerAnswersOKOnLoopback(t *testing.T) {
+	for _, opts := range []struct {
+		name string
+		opts Options
+	}{
+		{name: "tuned", opts: Options{}},
+		{name: "plain", opts: Options{Plain: true, StreamWorkers: 8}},
+	} {
+		t.Run(opts.name, func(t *testing.T) { testServerAnswersOK(t, opts.opts) })
+	}
+}
+
+func TestPlainServesWithGRPCDefaults(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		want int // server options passed to grpc.NewServer
+	}{
+		{name: "plain ignores the tuning", opts: Options{Plain: true, StreamWorkers: 8, MaxConcurrentStreams: 7}, want: 0},
+		{name: "tuned with stream workers", opts: Options{}, want: 4},
+		{name: "tuned, a goroutine per stream", opts: Options{StreamWorkers: -1}, want: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := len(tt.opts.serverOptions()); got != tt.want {
+				t.Errorf("%d server options, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func testServerAnswersOK(t *testing.T, opts Options) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewGRPCServer(Options{})
+	srv := NewGRPCServer(opts)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
