@@ -11,20 +11,9 @@ import (
 )
 
 // BenchmarkGRPCCheck is one Check through a real gRPC server and client
-// (over bufconn): the transport, the codec and the stats handler included.
+// (over bufconn): the transport and the codec included.
 func BenchmarkGRPCCheck(b *testing.B) {
-	cfg := testEngineConfig(time.Now)
-	cfg.Tiers["freemium"] = engine.TierConfig{Limits: hourly(1 << 40), Tokens: engine.TokenGrant{Unlimited: true}}
-	eng, err := engine.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := NewServer(eng, Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	conn, _, _ := startGRPC(b, s, GRPCOptions{})
-	client := authv3.NewAuthorizationClient(conn)
+	client := benchGRPCClient(b)
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 		Method: "POST", Path: "/v1/translate", Body: strings.Repeat("The quick brown fox jumps over the lazy dog. ", 20),
 		Headers: map[string]string{"x-user-id": "u1"},
@@ -43,18 +32,7 @@ func BenchmarkGRPCCheck(b *testing.B) {
 // destination peers, and the jwt_authn payload in the metadata context,
 // which the header identity source does not read.
 func BenchmarkGRPCCheckEnvoy(b *testing.B) {
-	cfg := testEngineConfig(time.Now)
-	cfg.Tiers["freemium"] = engine.TierConfig{Limits: hourly(1 << 40), Tokens: engine.TokenGrant{Unlimited: true}}
-	eng, err := engine.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := NewServer(eng, Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	conn, _, _ := startGRPC(b, s, GRPCOptions{})
-	client := authv3.NewAuthorizationClient(conn)
+	client := benchGRPCClient(b)
 	body := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 33)
 	req := envoyCheck(body, map[string]string{
 		"x-user-id": "u1", "content-length": "1500", "accept": "application/json", "accept-encoding": "gzip, deflate",
@@ -69,4 +47,23 @@ func BenchmarkGRPCCheckEnvoy(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchGRPCClient returns a client of a real gRPC server (over bufconn)
+// whose header-identified callers have no limit that a benchmark reaches.
+func benchGRPCClient(b *testing.B) authv3.AuthorizationClient {
+	b.Helper()
+	cfg := testEngineConfig(time.Now)
+	cfg.Tiers["freemium"] = engine.TierConfig{Limits: hourly(1 << 40), Tokens: engine.TokenGrant{Unlimited: true}}
+	eng, err := engine.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := NewServer(eng, Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn, _, _ := startGRPC(b, s, GRPCOptions{})
+	client := authv3.NewAuthorizationClient(conn)
+	return client
 }

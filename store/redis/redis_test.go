@@ -97,25 +97,33 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// exactCase is one exactness check: however many engines race, exactly
+// want of the requests req makes in a round are admitted.
+type exactCase struct {
+	name string
+	cfg  engine.Config
+	req  func(round, i int) engine.Request
+	want int64
+}
+
+// exactCases are the exactness checks run against one Redis server and
+// against a cluster: a window limit, a balance and a team's shared balance.
+var exactCases = []exactCase{
+	{name: "window limit", cfg: testConfig(25, 0, 0, 0), want: 25,
+		req: func(round, _ int) engine.Request { return engine.Request{Subject: fmt.Sprintf("w%d", round)} }},
+	{name: "balance floor(B/c)", cfg: testConfig(1000, 100, 7, 0), want: 100 / 7,
+		req: func(round, _ int) engine.Request {
+			return engine.Request{Subject: fmt.Sprintf("b%d", round), Action: "translate"}
+		}},
+	{name: "team balance", cfg: testConfig(1000, 0, 9, 200), want: 200 / 9,
+		req: func(_, i int) engine.Request {
+			return engine.Request{Subject: []string{"ann", "bob"}[i%2], Action: "translate"}
+		}},
+}
+
 func TestExactAcrossEngines(t *testing.T) {
 	srv := startServer(t)
-	tests := []struct {
-		name string
-		cfg  engine.Config
-		req  func(round, i int) engine.Request
-		want int64
-	}{
-		{name: "window limit", cfg: testConfig(25, 0, 0, 0), want: 25,
-			req: func(round, _ int) engine.Request { return engine.Request{Subject: fmt.Sprintf("w%d", round)} }},
-		{name: "balance floor(B/c)", cfg: testConfig(1000, 100, 7, 0), want: 100 / 7,
-			req: func(round, _ int) engine.Request {
-				return engine.Request{Subject: fmt.Sprintf("b%d", round), Action: "translate"}
-			}},
-		{name: "team balance", cfg: testConfig(1000, 0, 9, 200), want: 200 / 9,
-			req: func(_, i int) engine.Request {
-				return engine.Request{Subject: []string{"ann", "bob"}[i%2], Action: "translate"}
-			}},
-	}
+	tests := exactCases
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			for round := range 10 {
