@@ -131,7 +131,7 @@ func TestBearer(t *testing.T) {
 
 func newEngine(t *testing.T) *engine.Engine {
 	t.Helper()
-	eng, err := engine.New(engineConfig(nil))
+	eng, err := engine.New(engineRules(), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ var ErrNoTokens = errors.New("admin: no tokens configured")
 // Engine is what the admin server needs of the engine; *engine.Engine
 // implements it.
 type Engine interface {
-	Config() engine.Config
+	Rules() engine.Rules
 	SetCapacity(requestsPerSecond float64) error
 	SetCapacityFactor(f float64) error
 	Capacity() engine.CapacityStatus

@@ -2,7 +2,7 @@
 // the seed's example JSON, which loads unchanged), strict JSON and YAML
 // decoding that names the path of every unknown field and mistyped value,
 // validation that reports every problem at once, conversion to
-// engine.Config, age-encrypted files, and hot reload.
+// engine.Rules, age-encrypted files, and hot reload.
 //
 // A configuration is read with Load (a file, decrypted in memory when it is
 // age-encrypted) or Parse (bytes). The result is validated and immutable; a

@@ -51,13 +51,13 @@
 // would exceed MaxQuantity, or that counts more against a limit than the
 // limit's maximum, can never be admitted and is refused with
 // ReasonRequestTooLarge, with no RetryAfter.
-// An action is known when Config.Actions prices it or a tier or role lists
+// An action is known when Rules.Actions prices it or a tier or role lists
 // it among its features. A request naming any other action (a typo in a
-// route, a name a client chose) follows Config.UnknownActions: it is refused
+// route, a name a client chose) follows Rules.UnknownActions: it is refused
 // with ReasonUnknownAction and charges nothing, or it is priced and limited
 // as a named action; either way Decision.UnknownAction carries the name, so
 // that the front end can tell the operator.
 //
 // Time is injected: ChargeAt and StatusAt take it as an argument, and
-// Config.Now is the clock of the other methods.
+// Options.Now is the clock of the other methods.
 package engine

@@ -34,7 +34,7 @@ type Engine struct {
 	shards []shard
 	mask   uint64
 	seed   maphash.Seed
-	// Fixed at New; Reload does not change them.
+	// Fixed at New from Options; Reload does not change them.
 	store      Store
 	auth       Authority
 	events     Events
@@ -42,7 +42,6 @@ type Engine struct {
 	now        func() time.Time
 	syncWrites bool
 	flushEvery time.Duration
-	base       Config
 
 	cap                               capacity
 	loads, storeErrors, eventsEmitted atomic.Uint64
@@ -52,28 +51,26 @@ type Engine struct {
 // without one evicting the other.
 const minShardCapacity = 2
 
-// New returns an Engine for cfg. It starts no goroutines; call Run for
-// periodic flushing.
-func New(cfg Config) (*Engine, error) {
-	cfg = cfg.withDefaults()
-	rs, err := compile(cfg)
-	if err != nil {
+// New returns an Engine that decides by r, wired as o says. It starts no
+// goroutines; call Run for periodic flushing.
+func New(r Rules, o Options) (*Engine, error) {
+	r, o = r.withDefaults(), o.withDefaults()
+	if err := errors.Join(r.Validate(), o.Validate()); err != nil {
 		return nil, err
 	}
 	e := &Engine{
-		shards:     make([]shard, cfg.Shards),
-		mask:       uint64(cfg.Shards - 1),
+		shards:     make([]shard, o.Shards),
+		mask:       uint64(o.Shards - 1),
 		seed:       maphash.MakeSeed(),
-		store:      cfg.Store,
-		auth:       cfg.Authority,
-		events:     cfg.Events,
-		log:        cfg.Logger,
-		now:        cfg.Now,
-		syncWrites: cfg.SyncWrites,
-		flushEvery: cfg.FlushInterval,
-		base:       cfg,
+		store:      o.Store,
+		auth:       o.Authority,
+		events:     o.Events,
+		log:        o.Logger,
+		now:        o.Now,
+		syncWrites: o.SyncWrites,
+		flushEvery: o.FlushInterval,
 	}
-	per := max(cfg.CacheSize/cfg.Shards, minShardCapacity)
+	per := max(o.CacheSize/o.Shards, minShardCapacity)
 	forgets := e.forgetter() != nil // only then are idle states dropped
 	for i := range e.shards {
 		if err := e.shards[i].init(per); err != nil {
@@ -82,52 +79,47 @@ func New(cfg Config) (*Engine, error) {
 		e.shards[i].idle, e.shards[i].forgets = e.idleAt, forgets
 	}
 	e.cap.refresh = utilRefresh
-	e.cap.rps.Store(math.Float64bits(cfg.Capacity.RequestsPerSecond))
-	e.cap.factor.Store(math.Float64bits(cfg.Capacity.Factor))
-	e.rules.Store(rs)
+	e.cap.rps.Store(math.Float64bits(r.Capacity.RequestsPerSecond))
+	e.cap.factor.Store(math.Float64bits(r.Capacity.Factor))
+	e.rules.Store(compile(r))
 	return e, nil
 }
 
 func maphashString(seed maphash.Seed, s string) uint64 { return maphash.String(seed, s) }
 
-// Reload validates cfg, compiles it and swaps it in whole: the next request
+// Reload validates r, compiles it and swaps it in whole: the next request
 // sees the new tiers, limits and prices, applied to the usage counted so
 // far (limits are matched by name; a limit whose period changes starts a
-// fresh window when its current one ends). Store, Authority, Events, Now,
-// Shards, CacheSize, SyncWrites and FlushInterval keep their values from
-// New. The capacity
-// and factor change only if cfg changes them, so a reload does not undo
-// SetCapacity or SetCapacityFactor.
-func (e *Engine) Reload(cfg Config) error {
-	cfg.Store, cfg.Events, cfg.Now = e.base.Store, e.base.Events, e.base.Now
-	cfg.Logger = e.base.Logger
-	cfg.Authority = e.base.Authority
-	cfg.Shards, cfg.CacheSize = e.base.Shards, e.base.CacheSize
-	cfg.SyncWrites, cfg.FlushInterval = e.base.SyncWrites, e.base.FlushInterval
-	cfg = cfg.withDefaults()
-	rs, err := compile(cfg)
-	if err != nil {
+// fresh window when its current one ends). A request already being decided
+// finishes under the rules it started with. The Options given to New are
+// not part of r and do not change. The capacity and factor change only if
+// r changes them, so a reload does not undo SetCapacity or
+// SetCapacityFactor. A refused r changes nothing.
+func (e *Engine) Reload(r Rules) error {
+	r = r.withDefaults()
+	if err := r.Validate(); err != nil {
 		return err
 	}
+	rs := compile(r)
 	if err := e.moveTags(context.Background(), e.rules.Load(), rs); err != nil {
 		return err
 	}
 	old := e.rules.Swap(rs)
-	if cfg.Capacity.RequestsPerSecond != old.cfg.Capacity.RequestsPerSecond {
-		e.cap.rps.Store(math.Float64bits(cfg.Capacity.RequestsPerSecond))
+	if r.Capacity.RequestsPerSecond != old.rules.Capacity.RequestsPerSecond {
+		e.cap.rps.Store(math.Float64bits(r.Capacity.RequestsPerSecond))
 		e.cap.utilAt.Store(0)
 	}
-	if cfg.Capacity.Factor != old.cfg.Capacity.Factor {
-		e.cap.factor.Store(math.Float64bits(cfg.Capacity.Factor))
+	if r.Capacity.Factor != old.rules.Capacity.Factor {
+		e.cap.factor.Store(math.Float64bits(r.Capacity.Factor))
 	}
 	return nil
 }
 
-// Config returns the current ruleset's Config, with defaults applied. It
-// must not be modified.
-func (e *Engine) Config() Config { return e.rules.Load().cfg }
+// Rules returns the current Rules, with defaults applied. They must not be
+// modified.
+func (e *Engine) Rules() Rules { return e.rules.Load().rules }
 
-// Charge decides req at cfg.Now() and, when the decision carries a Delay,
+// Charge decides req at Options.Now() and, when the decision carries a Delay,
 // waits it out (without holding any lock) before returning. An error means
 // no decision could be made; the Decision then still carries the tier and
 // its FailureMode. If ctx ends during the wait, Charge returns the
@@ -191,7 +183,7 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 	}
 	if unknown != "" {
 		d.UnknownAction = unknown
-		if rs.cfg.UnknownActions.Mode == UnknownActionDeny {
+		if rs.rules.UnknownActions.Mode == UnknownActionDeny {
 			// The client chose the name, or it is a typo: neither is
 			// recorded as an action (metrics and the ledger stay bounded).
 			d.Action = ""
@@ -199,7 +191,7 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 			return nil
 		}
 	}
-	known := !rs.cfg.DenyUnknown || rs.known(&c.req)
+	known := !rs.rules.DenyUnknown || rs.known(&c.req)
 	if err := e.acquire(ctx, rs, &c.req, c.user, known, &c.h); err != nil {
 		return err
 	}

@@ -51,7 +51,7 @@ const (
 	// as it is: it counts more against a limit than the limit's maximum, or
 	// its units or cost exceed MaxQuantity. Waiting does not help.
 	ReasonRequestTooLarge
-	// ReasonUnknownAction refuses a request whose action the Config does
+	// ReasonUnknownAction refuses a request whose action the Rules do
 	// not know (no price, no features list names it), under
 	// UnknownActionDeny.
 	ReasonUnknownAction

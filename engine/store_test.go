@@ -136,7 +136,7 @@ func TestFailedEvictionSaveIsRetried(t *testing.T) {
 	if err := e.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	e2 := newEngine(t, Config{Tiers: cfg.Tiers, Store: store})
+	e2 := newEngine(t, testConfig{Rules: Rules{Tiers: cfg.Tiers}, Options: Options{Store: store}})
 	for _, s := range []string{"a", "b", "c", "d"} {
 		if d := chargeAt(t, e2, t0, Request{Subject: s}); d.Allowed {
 			t.Fatalf("%q admitted by a new engine on the same store: its state was not saved", s)

@@ -11,11 +11,11 @@ import (
 // with this prefix are reserved.
 const teamKeyPrefix = "team:"
 
-// ruleset is a compiled, immutable Config. Engine holds the current one in
+// ruleset is compiled, immutable Rules. Engine holds the current one in
 // an atomic.Pointer and Reload swaps in a new one whole, so a request sees
 // one consistent ruleset from start to end.
 type ruleset struct {
-	cfg          Config
+	rules        Rules
 	loc          *time.Location
 	utc          bool
 	tiers        map[Tier]*tierRules
@@ -101,14 +101,11 @@ func (t *teamRules) needsState() bool { return t.pays() || (t != nil && len(t.li
 
 func grantActive(g TokenGrant) bool { return g.Amount > 0 || g.Unlimited }
 
-// compile validates cfg and builds its ruleset. cfg must already carry its
-// defaults.
-func compile(cfg Config) (*ruleset, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
+// compile builds the ruleset of cfg, which must be valid (Rules.Validate)
+// and carry its defaults.
+func compile(cfg Rules) *ruleset {
 	rs := &ruleset{
-		cfg:          cfg,
+		rules:        cfg,
 		loc:          cfg.Location,
 		utc:          cfg.Location == time.UTC,
 		tiers:        make(map[Tier]*tierRules, len(cfg.Tiers)),
@@ -161,7 +158,7 @@ func compile(cfg Config) (*ruleset, error) {
 	rs.computeRequiredTiers()
 	rs.indexPeriods()
 	rs.declared = declaredActions(&cfg)
-	return rs, nil
+	return rs
 }
 
 func featureSet(features []string) map[string]bool {
@@ -179,16 +176,16 @@ func featureSet(features []string) map[string]bool {
 // config, the lowest-priority tier that includes it.
 func (rs *ruleset) computeRequiredTiers() {
 	var features []string
-	for _, tc := range rs.cfg.Tiers {
+	for _, tc := range rs.rules.Tiers {
 		features = append(features, tc.Features...)
 	}
-	for _, rc := range rs.cfg.Roles {
+	for _, rc := range rs.rules.Roles {
 		features = append(features, rc.Features...)
 	}
-	for a := range rs.cfg.Actions {
+	for a := range rs.rules.Actions {
 		features = append(features, a)
 	}
-	for w := range rs.cfg.Workflows {
+	for w := range rs.rules.Workflows {
 		features = append(features, w)
 	}
 	for _, f := range features {
@@ -217,7 +214,7 @@ func (rs *ruleset) compileLimits(prefix string, limits []LimitConfig) []limitRul
 	}
 	out := make([]limitRule, len(limits))
 	for i, l := range limits {
-		mode := rs.cfg.Window
+		mode := rs.rules.Window
 		if l.Mode != nil {
 			mode = *l.Mode
 		}

@@ -8,7 +8,7 @@ import (
 )
 
 // Tier names a subscription plan, such as "freemium", "standard" or
-// "enterprise". Tiers are defined in Config; the zero value means "not set".
+// "enterprise". Tiers are defined in Rules; the zero value means "not set".
 type Tier string
 
 // Request is one request to be priced and charged. The zero value of each
@@ -18,7 +18,7 @@ type Request struct {
 	// identity and is denied with ReasonNoIdentity.
 	Subject string
 	// Team is the caller's team, if known from a trusted identity source.
-	// Empty means the team from Config.Users or Config.Teams membership, if any.
+	// Empty means the team from Rules.Users or Rules.Teams membership, if any.
 	Team string
 	// Roles are the caller's RBAC roles from a trusted identity source; they
 	// add to the roles configured for the user.
@@ -71,7 +71,7 @@ type Decision struct {
 	Allowed bool
 	// Reason says why. It is ReasonOK when Allowed.
 	Reason Reason
-	// Message is the text for the client: empty when allowed, the seed's
+	// Message is the text for the client: empty when allowed, by default
 	// "Quota exceeded. Upgrade your plan or wait for the reset." for a
 	// window, and so on for the other reasons.
 	Message string

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/quotagate/quotagate/engine"
@@ -19,9 +18,9 @@ func BenchmarkCheck(b *testing.B) {
 	body := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 20) // 180 words
 	for _, users := range []int{1_000, 10_000} {
 		b.Run(fmt.Sprintf("users=%d", users), func(b *testing.B) {
-			cfg := testEngineConfig(time.Now)
+			cfg := testEngineRules()
 			cfg.Tiers["freemium"] = engine.TierConfig{Limits: hourly(1 << 40), Tokens: engine.TokenGrant{Unlimited: true}}
-			eng, err := engine.New(cfg)
+			eng, err := engine.New(cfg, engine.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}

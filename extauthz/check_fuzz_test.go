@@ -66,18 +66,18 @@ routes:
 pricing: {partial_body_words_per_byte: 0.5}
 `
 
-// parsedConfig is a configuration parsed once: an engine.Config is not
+// parsedConfig is a configuration parsed once: engine.Rules are not
 // changed by New, so each fuzz input builds its own engine from it.
 type parsedConfig struct {
 	once sync.Once
 	file *config.File
-	cfg  engine.Config
+	cfg  engine.Rules
 	err  error
 }
 
 var parsedDefault, parsedExtreme parsedConfig
 
-func (p *parsedConfig) load(t testing.TB, data []byte) (*config.File, engine.Config) {
+func (p *parsedConfig) load(t testing.TB, data []byte) (*config.File, engine.Rules) {
 	t.Helper()
 	p.once.Do(func() {
 		p.file, p.err = config.Parse(data)
@@ -101,11 +101,9 @@ func defaultConfigServer(t testing.TB, now time.Time) (*Server, *engine.Engine, 
 
 // configServer builds a Server on file (whose engine configuration is
 // cfg), as serve wires it, with the clock at now.
-func configServer(t testing.TB, now time.Time, file *config.File, cfg engine.Config) (*Server, *engine.Engine, *config.File) {
+func configServer(t testing.TB, now time.Time, file *config.File, cfg engine.Rules) (*Server, *engine.Engine, *config.File) {
 	t.Helper()
-	cfg.Store = nil
-	cfg.Now = func() time.Time { return now }
-	eng, err := engine.New(cfg)
+	eng, err := engine.New(cfg, engine.Options{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,10 +27,10 @@ func hourly(n int64) []engine.LimitConfig {
 
 func month() engine.Period { return engine.Period{Calendar: "month", Every: 30 * 24 * time.Hour} }
 
-// testEngineConfig is the seed's tiers with token grants and the seed's
-// prices.
-func testEngineConfig(now func() time.Time) engine.Config {
-	return engine.Config{
+// testEngineRules are the example configuration's tiers with token grants
+// and its prices.
+func testEngineRules() engine.Rules {
+	return engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"freemium":   {Priority: engine.PriorityLow, Limits: hourly(10), Tokens: engine.TokenGrant{Amount: 20, Period: month()}, Features: []string{"translate"}, UpgradeURL: "https://example.com/upgrade"},
 			"standard":   {Priority: engine.PriorityMedium, Limits: hourly(100), Tokens: engine.TokenGrant{Amount: 1000, Period: month()}},
@@ -43,13 +43,12 @@ func testEngineConfig(now func() time.Time) engine.Config {
 		},
 		Users:  map[string]engine.UserConfig{"sam": {Tier: "standard"}, "erin": {Tier: "enterprise"}},
 		Alerts: engine.AlertConfig{ThresholdPercent: 90},
-		Now:    now,
 	}
 }
 
 func newTestServer(t testing.TB, c *clock, opts Options) *Server {
 	t.Helper()
-	eng, err := engine.New(testEngineConfig(c.Now))
+	eng, err := engine.New(testEngineRules(), engine.Options{Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

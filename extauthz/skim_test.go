@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -133,7 +132,7 @@ func TestCodecDecodesChecksAsTheServerReadsThem(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng, err := engine.New(testEngineConfig(time.Now))
+			eng, err := engine.New(testEngineRules(), engine.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -69,7 +69,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if o.Getenv == nil {
 		o.Getenv = func(string) string { return "" }
 	}
-	ecfg, err := file.Engine()
+	rules, err := file.Engine()
 	if err != nil {
 		return nil, err
 	}
@@ -87,13 +87,11 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if a.notifier, err = newNotifier(file, o); err != nil {
 		return nil, err
 	}
-	if ecfg.FlushInterval == 0 {
-		ecfg.FlushInterval = file.Store.FlushInterval.D()
+	eopts := engine.Options{
+		Shards: file.QuotaManager.Cache.Shards, CacheSize: file.QuotaManager.Cache.Subjects,
+		FlushInterval: file.Store.FlushInterval.D(), SyncWrites: b.sync,
+		Events: a.notifier, Logger: o.Logger, Authority: b.authority,
 	}
-	ecfg.SyncWrites = ecfg.SyncWrites || b.sync
-	ecfg.Events = a.notifier
-	ecfg.Logger = o.Logger
-	ecfg.Authority = b.authority
 	// The recorder comes first so that the store can be timed; its
 	// callbacks only run at scrape time, after a.eng is set.
 	a.rec, err = telemetry.NewRecorder(o.Providers, telemetry.RecorderOptions{
@@ -104,17 +102,17 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	ecfg.Store = b.store
-	if ecfg.Store == nil {
-		ecfg.Store = engine.NewMemoryStore()
+	eopts.Store = b.store
+	if eopts.Store == nil {
+		eopts.Store = engine.NewMemoryStore()
 	}
-	ts := timedStore{Store: ecfg.Store, rec: a.rec}
-	ecfg.Store = ts
+	ts := timedStore{Store: eopts.Store, rec: a.rec}
+	eopts.Store = ts
 	if f, ok := ts.Store.(engine.Forgetter); ok {
 		// The in-memory store drops idle state; the wrapper must say so.
-		ecfg.Store = timedForgetter{timedStore: ts, f: f}
+		eopts.Store = timedForgetter{timedStore: ts, f: f}
 	}
-	if a.eng, err = engine.New(ecfg); err != nil {
+	if a.eng, err = engine.New(rules, eopts); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
 	if err := a.assembleServers(file, o); err != nil {

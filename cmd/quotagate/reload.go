@@ -19,7 +19,7 @@ import (
 // start-up (listeners, store, ledger, admin, alert channels, tracing) are
 // logged as needing a restart.
 func (a *app) apply(f *config.File) error {
-	ecfg, err := f.Engine()
+	rules, err := f.Engine()
 	if err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func (a *app) apply(f *config.File) error {
 		return err
 	}
 	opts.Observe = a.obs.observe
-	if err := a.eng.Reload(ecfg); err != nil {
+	if err := a.eng.Reload(rules); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	if err := a.authz.SetOptions(opts); err != nil {

@@ -90,7 +90,7 @@ func engineStats(eng *engine.Engine) telemetry.EngineStats {
 // decision feeds, so HasUtilization stays false here.
 func tierStats(eng *engine.Engine) []telemetry.TierStat {
 	var out []telemetry.TierStat
-	for tier, tc := range eng.Config().Tiers {
+	for tier, tc := range eng.Rules().Tiers {
 		for _, l := range tc.Limits {
 			name := l.Name
 			if name == "" {
