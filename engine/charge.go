@@ -493,5 +493,5 @@ func slidingResetLocked(ws *windowState, now, used int64) int64 {
 	if r < 0 {
 		return ws.end
 	}
-	return maxInt64(now, ws.end-mulDiv(r, ws.end-ws.start, ws.prev))
+	return max(now, ws.end-mulDiv(r, ws.end-ws.start, ws.prev))
 }

@@ -535,9 +535,9 @@ func validatePeriod(v *validator, p string, per Period) {
 // all check periods with it.
 func CheckPeriod(per Period) error {
 	switch per.Calendar {
-	case "minute", "hour", "day", "week", "month":
+	case CalendarMinute, CalendarHour, CalendarDay, CalendarWeek, CalendarMonth:
 		return nil
-	case "":
+	case CalendarNone:
 		switch {
 		case per.Every <= 0:
 			return fmt.Errorf("must be minute, hour, day, week, month or a positive duration, got %s", per.Every)

@@ -297,7 +297,7 @@ func TestTierChangeGrant(t *testing.T) {
 		if err := e.SetProfile(ctx, "u", Profile{Tier: "standard"}); err != nil {
 			t.Fatal(err)
 		}
-		// The seed's case: a 25-token translate right after the upgrade.
+		// The design's case: a 25-token translate right after the upgrade.
 		if d := chargeAt(t, e, mid.Add(time.Minute), Request{Subject: "u", Action: "translate", Units: 24}); !d.Allowed || d.Balance != 1000-81-25 {
 			t.Fatalf("after the upgrade: allowed %v balance %d; want allowed with %d left", d.Allowed, d.Balance, 1000-81-25)
 		}

@@ -38,7 +38,7 @@ func TestPriceOfMatchesBigArithmetic(t *testing.T) {
 		perCall, perThousand, units int64
 	}{
 		{name: "zero", perCall: 0, perThousand: 0, units: 0},
-		{name: "seed translate", perCall: 0, perThousand: 5, units: 3000},
+		{name: "example translate", perCall: 0, perThousand: 5, units: 3000},
 		{name: "rounds up", perCall: 1, perThousand: 5, units: 1},
 		{name: "negative units are zero", perCall: 3, perThousand: 5, units: -700},
 		{name: "MaxInt64 units wraps int64 arithmetic", perCall: 0, perThousand: 2, units: math.MaxInt64},

@@ -99,11 +99,6 @@ func TestUnknownActionModeNames(t *testing.T) {
 	if _, err := ParseUnknownActionMode("free"); err == nil {
 		t.Error("ParseUnknownActionMode(free) succeeded")
 	}
-	for _, r := range []Reason{ReasonUnknownAction, ReasonNoRoute} {
-		if got, err := ParseReason(r.String()); err != nil || got != r {
-			t.Errorf("ParseReason(%q) = %v, %v", r.String(), got, err)
-		}
-	}
 	if ReasonUnknownAction.String() != "unknown_action" || ReasonNoRoute.String() != "no_route" {
 		t.Errorf("names %q %q", ReasonUnknownAction, ReasonNoRoute)
 	}
