@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -118,128 +116,6 @@ func (e *Engine) Reload(r Rules) error {
 // Rules returns the current Rules, with defaults applied. They must not be
 // modified.
 func (e *Engine) Rules() Rules { return e.rules.Load().rules }
-
-// Charge decides req at Options.Now() and, when the decision carries a Delay,
-// waits it out (without holding any lock) before returning. An error means
-// no decision could be made; the Decision then still carries the tier and
-// its FailureMode. If ctx ends during the wait, Charge returns the
-// decision with an error wrapping ctx.Err(); the reservation stays charged,
-// which errs toward the caller's quota rather than the system's.
-func (e *Engine) Charge(ctx context.Context, req Request) (d Decision, err error) {
-	// d is filled in place: a Decision is large, and copying it twice per
-	// request costs more than the decision itself.
-	if err = e.decide(ctx, e.now(), &req, &d); err != nil || d.Delay <= 0 {
-		return
-	}
-	t := time.NewTimer(d.Delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		err = fmt.Errorf("engine: wait %s for the reservation of %q: %w", d.Delay, req.Subject, ctx.Err())
-	}
-	return
-}
-
-// ChargeAt decides req at now without waiting: an admitted request with a
-// Delay must not proceed before now+Delay.
-func (e *Engine) ChargeAt(ctx context.Context, now time.Time, req Request) (d Decision, err error) {
-	err = e.decide(ctx, now, &req, &d)
-	return
-}
-
-// decide decides req at now into d, which must be the zero Decision. An
-// error that no outage caused (a request that would meet more limits than
-// one charge can hold) sets d's FailureMode to FailClosed: a tier's
-// fail-open covers a store or authority that cannot answer, never a
-// request that cannot be metered.
-func (e *Engine) decide(ctx context.Context, now time.Time, req *Request, d *Decision) error {
-	err := e.decideOnce(ctx, now, req, d)
-	if err != nil && errors.Is(err, ErrTooManyLimits) {
-		d.FailureMode = FailClosed
-	}
-	return err
-}
-
-// decideOnce is decide without the failure-mode rule for errors.
-func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d *Decision) error {
-	rs := e.rules.Load()
-	d.ID = newDecisionID(now)
-	unknown := rs.screenAction(req)
-	d.Subject, d.Action, d.Workflow, d.Units = req.Subject, req.Action, req.Workflow, req.Units
-	c := charge{e: e, rs: rs, req: *req, now: now.UnixNano(), factor: e.cap.factorValue()}
-	c.prepare()
-	d.FailureMode, d.Priority = c.static.failure, c.static.priority
-	if req.Subject == "" {
-		// No identity, no tier: a 401 names none (in headers, body,
-		// metadata, logs and spans), as it does not know who asked.
-		d.deny(ReasonNoIdentity, rs.msgs.NoIdentity)
-		return nil
-	}
-	d.Tier = c.static.name
-	if strings.HasPrefix(req.Subject, teamKeyPrefix) {
-		d.deny(ReasonUnknownSubject, rs.msgs.UnknownSubject)
-		return nil
-	}
-	if unknown != "" {
-		d.UnknownAction = unknown
-		if rs.rules.UnknownActions.Mode == UnknownActionDeny {
-			// The client chose the name, or it is a typo: neither is
-			// recorded as an action (metrics and the ledger stay bounded).
-			d.Action = ""
-			d.deny(ReasonUnknownAction, rs.msgs.UnknownAction)
-			return nil
-		}
-	}
-	known := !rs.rules.DenyUnknown || rs.known(&c.req)
-	if err := e.acquire(ctx, rs, &c.req, c.user, known, &c.h); err != nil {
-		return err
-	}
-	if c.h.st == nil || (!known && c.h.st.prof == nil) {
-		if c.h.st != nil {
-			e.release(ctx, c.h.si, c.h.ti)
-		}
-		d.deny(ReasonUnknownSubject, rs.msgs.UnknownSubject)
-		return nil
-	}
-	if e.auth != nil {
-		err := c.decideRemote(ctx, d)
-		if c.badProfile != nil {
-			e.logBadProfile(req.Subject, c.badProfile)
-		}
-		return err
-	}
-	c.lims = &e.shards[c.h.si].scratch
-	err := c.decideLocked(d)
-	var snaps []Snapshot
-	if err == nil {
-		snaps = c.finishLocked(nil)
-	}
-	e.release(ctx, c.h.si, c.h.ti)
-	c.emit()
-	if c.badProfile != nil {
-		e.logBadProfile(req.Subject, c.badProfile)
-	}
-	if err != nil {
-		return err
-	}
-	return c.syncSave(ctx, snaps)
-}
-
-// release unlocks the shards si and ti (ti < 0: none) and saves what
-// evictions queued on them while they were locked.
-func (e *Engine) release(ctx context.Context, si, ti int) {
-	q1 := e.shards[si].takeQueuedLocked()
-	var q2 []queuedSave
-	if ti >= 0 && ti != si {
-		q2 = e.shards[ti].takeQueuedLocked()
-	}
-	e.unlockPair(si, ti)
-	e.saveQueued(ctx, &e.shards[si], q1)
-	if ti >= 0 && ti != si {
-		e.saveQueued(ctx, &e.shards[ti], q2)
-	}
-}
 
 // newDecisionID returns a UUIDv7 for a decision made at now: 48 bits of
 // Unix milliseconds, 12 bits of sub-millisecond time and 62 random bits
