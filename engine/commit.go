@@ -5,16 +5,6 @@ import (
 	"fmt"
 )
 
-// markMutated records that owner changed; the version bump and dirty
-// marking happen once, in recordLocked.
-func (c *charge) markMutated(owner *subjectState) {
-	if owner == c.h.st {
-		c.mutSt = true
-	} else {
-		c.mutTs = true
-	}
-}
-
 // recordLocked bumps the versions of the states the decision changed and
 // marks them dirty for the next Flush; with SyncWrites it snapshots them
 // instead, for commit. The caller holds c.h's locks.

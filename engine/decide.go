@@ -323,3 +323,13 @@ func slidingResetLocked(ws *windowState, now, used int64) int64 {
 	}
 	return max(now, ws.end-mulDiv(r, ws.end-ws.start, ws.prev))
 }
+
+// markMutated records that owner changed; the version bump and dirty
+// marking happen once, in recordLocked (commit.go).
+func (c *charge) markMutated(owner *subjectState) {
+	if owner == c.h.st {
+		c.mutSt = true
+	} else {
+		c.mutTs = true
+	}
+}

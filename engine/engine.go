@@ -2,16 +2,12 @@ package engine
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"hash/maphash"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // Sentinel errors callers branch on.
@@ -83,8 +79,6 @@ func New(r Rules, o Options) (*Engine, error) {
 	return e, nil
 }
 
-func maphashString(seed maphash.Seed, s string) uint64 { return maphash.String(seed, s) }
-
 // Reload validates r, compiles it and swaps it in whole: the next request
 // sees the new tiers, limits and prices, applied to the usage counted so
 // far (limits are matched by name; a limit whose period changes starts a
@@ -116,20 +110,6 @@ func (e *Engine) Reload(r Rules) error {
 // Rules returns the current Rules, with defaults applied. They must not be
 // modified.
 func (e *Engine) Rules() Rules { return e.rules.Load().rules }
-
-// newDecisionID returns a UUIDv7 for a decision made at now: 48 bits of
-// Unix milliseconds, 12 bits of sub-millisecond time and 62 random bits
-// from the runtime's per-thread ChaCha8 generator, which takes no lock and
-// does not allocate.
-func newDecisionID(now time.Time) uuid.UUID {
-	var id uuid.UUID
-	ms := uint64(now.UnixMilli())
-	sub := uint64(now.Nanosecond()%1_000_000) * 4096 / 1_000_000
-	binary.BigEndian.PutUint64(id[0:8], ms<<16|0x7000|sub)
-	binary.BigEndian.PutUint64(id[8:16], rand.Uint64())
-	id[8] = id[8]&0x3f | 0x80 // RFC 9562 variant
-	return id
-}
 
 // Stats are the engine's cache and store counters.
 type Stats struct {
