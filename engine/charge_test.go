@@ -216,7 +216,42 @@ func TestReloadAppliesToCountedUsage(t *testing.T) {
 		t.Fatalf("Reload(empty) = %v, want ErrInvalidConfig", err)
 	}
 	if got := e.Rules().Tiers["standard"].Limits[0].Max; got != 6 {
-		t.Fatalf("Config after a failed reload has max %d, want 6", got)
+		t.Fatalf("Rules after a failed reload have max %d, want 6", got)
+	}
+}
+
+// TestReloadKeepsOptions checks that a reload swaps the rules and nothing
+// of the wiring: the clock, the shards, the store and the events stay
+// those given to New.
+func TestReloadKeepsOptions(t *testing.T) {
+	store, rec := NewMemoryStore(), &recorder{}
+	clock := t0.Add(30 * time.Minute)
+	cfg := oneTier(LimitConfig{Period: hour, Max: 2})
+	cfg.Options = Options{Store: store, Events: rec, Shards: 4, Now: func() time.Time { return clock }}
+	e := newEngine(t, cfg)
+	next := oneTier(LimitConfig{Period: hour, Max: 1})
+	next.Alerts.ThresholdPercent = 50
+	if err := e.Reload(next.Rules); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.Charge(context.Background(), Request{Subject: "alice"})
+	if err != nil || !d.Allowed || d.Binding.Limit != 1 {
+		t.Fatalf("Charge after the reload = %+v, %v; want admitted under a limit of 1", d, err)
+	}
+	if want := windowEnd(windowStart(clock.UnixNano(), hour, time.UTC), hour, time.UTC); d.Binding.Reset.UnixNano() != want {
+		t.Errorf("reset %s: the charge did not use the clock given to New", d.Binding.Reset)
+	}
+	if got := e.Stats().Shards; got != 4 {
+		t.Errorf("%d shards after the reload, want the 4 given to New", got)
+	}
+	if rec.count(EventThreshold) == 0 {
+		t.Error("no threshold event reached the Events given to New")
+	}
+	if err := e.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := store.Load(context.Background(), "alice"); err != nil || !ok {
+		t.Errorf("the Store given to New does not hold alice after a flush: ok=%v err=%v", ok, err)
 	}
 }
 
