@@ -172,7 +172,7 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 	c.lims = new([MaxLimitsPerRequest]applied)
 	plan, decided, err := c.planLocked(d)
 	if decided || err != nil {
-		snaps := c.finishLocked(nil)
+		snaps := c.finishLocked(d)
 		e.release(ctx, c.h.si, c.h.ti)
 		c.emit()
 		if err != nil {
@@ -201,7 +201,7 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 		e.release(ctx, c.h.si, c.h.ti)
 		return err
 	}
-	snaps := c.finishLocked(nil)
+	snaps := c.finishLocked(d)
 	e.release(ctx, c.h.si, c.h.ti)
 	c.emit()
 	return c.syncSave(ctx, snaps)
@@ -263,7 +263,7 @@ func (c *charge) refuseCached(ctx context.Context, d *Decision) (refused bool, e
 		return false, nil
 	}
 	c.refuseFromCacheLocked(d)
-	snaps := c.finishLocked(nil)
+	snaps := c.finishLocked(d)
 	e.release(ctx, c.h.si, c.h.ti)
 	c.emit()
 	return true, c.syncSave(ctx, snaps)

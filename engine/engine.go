@@ -41,6 +41,7 @@ type Engine struct {
 	log        *slog.Logger
 	now        func() time.Time
 	syncWrites bool
+	deferrer   Deferrer
 	flushEvery time.Duration
 	base       Config
 
@@ -56,6 +57,9 @@ const minShardCapacity = 2
 // periodic flushing.
 func New(cfg Config) (*Engine, error) {
 	cfg = cfg.withDefaults()
+	if cfg.Deferrer != nil && !cfg.SyncWrites {
+		return nil, fmt.Errorf("%w: Deferrer is set but SyncWrites is not: deferred saves exist only with SyncWrites", ErrInvalidConfig)
+	}
 	rs, err := compile(cfg)
 	if err != nil {
 		return nil, err
@@ -70,6 +74,7 @@ func New(cfg Config) (*Engine, error) {
 		log:        cfg.Logger,
 		now:        cfg.Now,
 		syncWrites: cfg.SyncWrites,
+		deferrer:   cfg.Deferrer,
 		flushEvery: cfg.FlushInterval,
 		base:       cfg,
 	}
@@ -94,7 +99,7 @@ func maphashString(seed maphash.Seed, s string) uint64 { return maphash.String(s
 // sees the new tiers, limits and prices, applied to the usage counted so
 // far (limits are matched by name; a limit whose period changes starts a
 // fresh window when its current one ends). Store, Authority, Events, Now,
-// Shards, CacheSize, SyncWrites and FlushInterval keep their values from
+// Shards, CacheSize, SyncWrites, Deferrer and FlushInterval keep their values from
 // New. The capacity
 // and factor change only if cfg changes them, so a reload does not undo
 // SetCapacity or SetCapacityFactor.
@@ -104,6 +109,7 @@ func (e *Engine) Reload(cfg Config) error {
 	cfg.Authority = e.base.Authority
 	cfg.Shards, cfg.CacheSize = e.base.Shards, e.base.CacheSize
 	cfg.SyncWrites, cfg.FlushInterval = e.base.SyncWrites, e.base.FlushInterval
+	cfg.Deferrer = e.base.Deferrer
 	cfg = cfg.withDefaults()
 	rs, err := compile(cfg)
 	if err != nil {
@@ -221,7 +227,7 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 	err := c.decideLocked(d)
 	var snaps []Snapshot
 	if err == nil {
-		snaps = c.finishLocked(nil)
+		snaps = c.finishLocked(d)
 	}
 	e.release(ctx, c.h.si, c.h.ti)
 	c.emit()

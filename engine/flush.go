@@ -119,8 +119,11 @@ func (c *charge) markMutated(owner *subjectState) {
 }
 
 // finishLocked bumps the versions of changed states, marks them dirty and,
-// with SyncWrites, snapshots them into snaps. The caller holds c.h's locks.
-func (c *charge) finishLocked(snaps []Snapshot) []Snapshot {
+// with SyncWrites, snapshots them for syncSave, which it returns; with a
+// Deferrer it hands them over instead (deferLocked) and returns none. The
+// caller holds c.h's locks.
+func (c *charge) finishLocked(d *Decision) []Snapshot {
+	var snaps []Snapshot
 	if c.mutSt {
 		sh := &c.e.shards[c.h.si]
 		sh.mutatedLocked(c.req.Subject, c.h.st)
@@ -137,7 +140,28 @@ func (c *charge) finishLocked(snaps []Snapshot) []Snapshot {
 			c.h.ts.dirty = false
 		}
 	}
+	if len(snaps) > 0 && c.e.deferrer != nil {
+		c.deferLocked(d, snaps)
+		return nil
+	}
 	return snaps
+}
+
+// deferLocked hands snaps to the Deferrer and to the caller, in
+// d.Unsaved, instead of saving them, and records them as saved: the
+// Deferrer's Store answers for them from now on. It runs under c.h's
+// locks, so that the Deferrer receives the snapshots of a key in the order
+// of their versions. The caller holds c.h's locks.
+func (c *charge) deferLocked(d *Decision, snaps []Snapshot) {
+	c.e.deferrer.Defer(snaps)
+	d.Unsaved = append(d.Unsaved, snaps...)
+	for _, s := range snaps {
+		st := c.h.st
+		if s.Key != c.req.Subject {
+			st = c.h.ts
+		}
+		st.savedVersion = max(st.savedVersion, s.Version)
+	}
 }
 
 // syncSave saves snapshots taken by finishLocked (SyncWrites) and records
