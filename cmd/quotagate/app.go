@@ -16,6 +16,7 @@ import (
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/notify"
+	"github.com/quotagate/quotagate/store/durable"
 	"github.com/quotagate/quotagate/telemetry"
 )
 
@@ -33,7 +34,7 @@ type app struct {
 	// rec records each decision's span, metrics and rejection log.
 	rec *telemetry.Recorder
 	obs *observer
-	b   *backends
+	b   *durable.Backends
 	// notifier raises and delivers alerts; admin is nil when the admin API
 	// is off, adminAddr its resolved address.
 	notifier  *notify.Notifier
@@ -90,10 +91,15 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if ecfg.FlushInterval == 0 {
 		ecfg.FlushInterval = file.Store.FlushInterval.D()
 	}
-	ecfg.SyncWrites = ecfg.SyncWrites || b.sync
+	ecfg.SyncWrites = ecfg.SyncWrites || b.Sync
+	if b.Committer != nil {
+		// Charge hands each decision's state to the committer, and the
+		// Observe hook commits it with the decision's ledger record.
+		ecfg.Deferrer = b.Committer
+	}
 	ecfg.Events = a.notifier
 	ecfg.Logger = o.Logger
-	ecfg.Authority = b.authority
+	ecfg.Authority = b.Authority
 	// The recorder comes first so that the store can be timed; its
 	// callbacks only run at scrape time, after a.eng is set.
 	a.rec, err = telemetry.NewRecorder(o.Providers, telemetry.RecorderOptions{
@@ -104,7 +110,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	ecfg.Store = b.store
+	ecfg.Store = b.Store
 	if ecfg.Store == nil {
 		ecfg.Store = engine.NewMemoryStore()
 	}
@@ -140,7 +146,7 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 	if err != nil {
 		return err
 	}
-	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.b.writer, commit: a.b.commit, sync: a.b.sync, now: time.Now}
+	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.b.Writer, commit: a.b.Committer, sync: a.b.Sync, now: time.Now}
 	if a.admin, err = newAdmin(file, o, a); err != nil {
 		return err
 	}
@@ -163,9 +169,6 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 			return fmt.Errorf("serve: gRPC metrics: %w", err)
 		}
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryInterceptor), grpc.ChainStreamInterceptor(gm.StreamInterceptor))
-	}
-	if a.b.commit != nil {
-		sopts = append(sopts, grpc.ChainUnaryInterceptor(a.b.commit.unaryInterceptor))
 	}
 	a.gs, a.hs, err = a.authz.NewGRPCServer(extauthz.GRPCOptions{
 		ServerOptions: sopts,
@@ -194,5 +197,5 @@ func (a *app) close() {
 	if a.notifier != nil {
 		a.notifier.Close()
 	}
-	a.b.close(a.logger)
+	a.b.Close(context.Background(), a.logger)
 }
