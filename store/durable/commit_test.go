@@ -187,53 +187,63 @@ func TestDirectSaveOfAnOlderVersionDoesNotWait(t *testing.T) {
 	}
 }
 
-func TestFailedCommitIsRetriedWithTheNextSave(t *testing.T) {
+// failedCommit defers snaps and commits them with rec while another
+// connection holds the file's write lock, so that the commit fails. It
+// returns the Committer, its store and the function that releases the lock.
+func failedCommit(t *testing.T, snaps []engine.Snapshot, rec *ledger.Record) (*Committer, *sqlite.Store, func()) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	st, led := openFile(t, path, 20*time.Millisecond)
 	c := NewCommitter(st, led)
-	ctx := context.Background()
-	lock := holdWriteLock(t, path)
-
-	snaps := []engine.Snapshot{{Key: "dave", Version: 7, Credits: 3}}
+	unlock := holdWriteLock(t, path)
 	c.Defer(snaps)
-	err := c.Commit(ctx, snaps, testRecord("dave", 1))
-	if err == nil {
+	if err := c.Commit(context.Background(), snaps, rec); err == nil {
 		t.Fatal("Commit succeeded while another connection held the write lock")
 	}
+	return c, st, unlock
+}
+
+func TestFailedCommitIsRetriedWithTheNextSave(t *testing.T) {
+	c, st, unlock := failedCommit(t, []engine.Snapshot{{Key: "dave", Version: 7, Credits: 3}}, testRecord("dave", 1))
+	ctx := context.Background()
 	if snap, ok, _ := c.Load(ctx, "dave"); !ok || snap.Version != 7 {
 		t.Fatalf("Load after the failed commit = %+v, %v; want the uncommitted version 7", snap, ok)
 	}
 	if err := c.Save(ctx, []engine.Snapshot{{Key: "erin", Version: 1}}); err == nil {
 		t.Fatal("Save succeeded while another connection held the write lock")
 	}
-	if len(c.retry) != 1 {
-		t.Fatalf("retry = %v after a failed save, want dave's snapshot kept", c.retry)
+	if len(c.retry) != 1 || len(c.pending) != 0 {
+		t.Fatalf("retry %v, pending %v after a failed save; want dave's snapshot kept for retry only", c.retry, c.pending)
 	}
-	lock()
+	unlock()
 	if err := c.Save(ctx, []engine.Snapshot{{Key: "erin", Version: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	if stored(t, st, "dave") != 7 || stored(t, st, "erin") != 1 {
 		t.Error("the next save did not carry the failed commit's snapshot")
 	}
-	if len(c.retry) != 0 || len(c.pending) != 0 {
-		t.Errorf("retry %v, pending %v after the retry succeeded; want both empty", c.retry, c.pending)
+	if len(c.retry) != 0 {
+		t.Errorf("retry %v after the retry succeeded; want it empty", c.retry)
+	}
+}
+
+func TestFailedCommitIsRetriedWithTheNextCommit(t *testing.T) {
+	c, st, unlock := failedCommit(t, []engine.Snapshot{{Key: "gus", Version: 2}}, nil)
+	unlock()
+	next := []engine.Snapshot{{Key: "hal", Version: 1}}
+	c.Defer(next)
+	if err := c.Commit(context.Background(), next, testRecord("hal", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if stored(t, st, "gus") != 2 || len(c.retry) != 0 {
+		t.Errorf("gus stored at %d, retry %v; want the next commit to carry version 2", stored(t, st, "gus"), c.retry)
 	}
 }
 
 func TestCloseSavesFailedCommits(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ledger.db")
-	st, led := openFile(t, path, 20*time.Millisecond)
-	c := NewCommitter(st, led)
-	ctx := context.Background()
-	unlock := holdWriteLock(t, path)
-	snaps := []engine.Snapshot{{Key: "frank", Version: 2}}
-	c.Defer(snaps)
-	if err := c.Commit(ctx, snaps, nil); err == nil {
-		t.Fatal("Commit succeeded while another connection held the write lock")
-	}
+	c, st, unlock := failedCommit(t, []engine.Snapshot{{Key: "frank", Version: 2}}, nil)
 	unlock()
-	if err := c.Close(ctx); err != nil {
+	if err := c.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if stored(t, st, "frank") != 2 {
