@@ -96,7 +96,7 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 	if held {
 		var snaps []Snapshot
 		if err == nil {
-			snaps = c.recordLocked()
+			snaps = c.recordLocked(d)
 		}
 		e.release(ctx, c.h.si, c.h.ti)
 		c.emit()

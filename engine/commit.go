@@ -7,8 +7,9 @@ import (
 
 // recordLocked bumps the versions of the states the decision changed and
 // marks them dirty for the next Flush; with SyncWrites it snapshots them
-// instead, for commit. The caller holds c.h's locks.
-func (c *charge) recordLocked() []Snapshot {
+// instead, for commit, or with a Deferrer hands them over (deferLocked)
+// and returns none. The caller holds c.h's locks.
+func (c *charge) recordLocked(d *Decision) []Snapshot {
 	var snaps []Snapshot
 	if c.mutSt {
 		sh := &c.e.shards[c.h.si]
@@ -26,7 +27,28 @@ func (c *charge) recordLocked() []Snapshot {
 			c.h.ts.dirty = false
 		}
 	}
+	if len(snaps) > 0 && c.e.deferrer != nil {
+		c.deferLocked(d, snaps)
+		return nil
+	}
 	return snaps
+}
+
+// deferLocked hands snaps to the Deferrer and to the caller, in
+// d.Unsaved, instead of saving them, and records them as saved: the
+// Deferrer's Store answers for them from now on. It runs under c.h's
+// locks, so that the Deferrer receives the snapshots of a key in the order
+// of their versions.
+func (c *charge) deferLocked(d *Decision, snaps []Snapshot) {
+	c.e.deferrer.Defer(snaps)
+	d.Unsaved = append(d.Unsaved, snaps...)
+	for _, s := range snaps {
+		st := c.h.st
+		if s.Key != c.req.Subject {
+			st = c.h.ts
+		}
+		st.savedVersion = max(st.savedVersion, s.Version)
+	}
 }
 
 // commit is the step that makes a charge durable before Charge returns

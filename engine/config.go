@@ -99,6 +99,14 @@ type Options struct {
 	// it returns (outside any lock), so that an acknowledged charge is never
 	// lost. False saves it at the next Flush (see Run).
 	SyncWrites bool
+	// Deferrer, with SyncWrites, takes over Charge's saves: the snapshots
+	// of the state a decision changed go to Deferrer.Defer, while the
+	// subject's lock is still held, and back to the caller in
+	// Decision.Unsaved, instead of to the Store. The caller then commits
+	// them, with whatever else must be durable with them (store/durable:
+	// the decision's ledger record). Nil makes Charge save them itself.
+	// Setting it without SyncWrites is an error.
+	Deferrer Deferrer
 	// FlushInterval is how often Run saves dirty state to the Store. Zero
 	// means 100ms.
 	FlushInterval time.Duration
@@ -474,6 +482,9 @@ func (o Options) Validate() error {
 	}
 	if o.FlushInterval < 0 {
 		v.add("flush_interval", "must be >= 0, got %s", o.FlushInterval)
+	}
+	if o.Deferrer != nil && !o.SyncWrites {
+		v.add("deferrer", "is set but sync_writes is not: deferred saves exist only with SyncWrites")
 	}
 	return v.err()
 }

@@ -35,6 +35,7 @@ type Engine struct {
 	log        *slog.Logger
 	now        func() time.Time
 	syncWrites bool
+	deferrer   Deferrer
 	flushEvery time.Duration
 
 	cap                               capacity
@@ -62,6 +63,7 @@ func New(r Rules, o Options) (*Engine, error) {
 		log:        o.Logger,
 		now:        o.Now,
 		syncWrites: o.SyncWrites,
+		deferrer:   o.Deferrer,
 		flushEvery: o.FlushInterval,
 	}
 	per := max(o.CacheSize/o.Shards, minShardCapacity)

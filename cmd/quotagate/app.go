@@ -16,6 +16,7 @@ import (
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/notify"
+	"github.com/quotagate/quotagate/store/durable"
 	"github.com/quotagate/quotagate/telemetry"
 )
 
@@ -33,7 +34,7 @@ type app struct {
 	// rec records each decision's span, metrics and rejection log.
 	rec *telemetry.Recorder
 	obs *observer
-	b   *backends
+	b   *durable.Backends
 	// notifier raises and delivers alerts; admin is nil when the admin API
 	// is off, adminAddr its resolved address.
 	notifier  *notify.Notifier
@@ -89,8 +90,13 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	}
 	eopts := engine.Options{
 		Shards: file.QuotaManager.Cache.Shards, CacheSize: file.QuotaManager.Cache.Subjects,
-		FlushInterval: file.Store.FlushInterval.D(), SyncWrites: b.sync,
-		Events: a.notifier, Logger: o.Logger, Authority: b.authority,
+		FlushInterval: file.Store.FlushInterval.D(), SyncWrites: b.Sync,
+		Events: a.notifier, Logger: o.Logger, Authority: b.Authority,
+	}
+	if b.Committer != nil {
+		// Charge hands each decision's state to the committer, and the
+		// Observe hook commits it with the decision's ledger record.
+		eopts.Deferrer = b.Committer
 	}
 	// The recorder comes first so that the store can be timed; its
 	// callbacks only run at scrape time, after a.eng is set.
@@ -102,7 +108,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	eopts.Store = b.store
+	eopts.Store = b.Store
 	if eopts.Store == nil {
 		eopts.Store = engine.NewMemoryStore()
 	}
@@ -138,7 +144,7 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 	if err != nil {
 		return err
 	}
-	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.b.writer, commit: a.b.commit, sync: a.b.sync, now: time.Now}
+	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.b.Writer, commit: a.b.Committer, sync: a.b.Sync, now: time.Now}
 	if a.admin, err = newAdmin(file, o, a); err != nil {
 		return err
 	}
@@ -161,9 +167,6 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 			return fmt.Errorf("serve: gRPC metrics: %w", err)
 		}
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryInterceptor), grpc.ChainStreamInterceptor(gm.StreamInterceptor))
-	}
-	if a.b.commit != nil {
-		sopts = append(sopts, grpc.ChainUnaryInterceptor(a.b.commit.unaryInterceptor))
 	}
 	a.gs, a.hs, err = a.authz.NewGRPCServer(extauthz.GRPCOptions{
 		ServerOptions: sopts,
@@ -192,5 +195,5 @@ func (a *app) close() {
 	if a.notifier != nil {
 		a.notifier.Close()
 	}
-	a.b.close(a.logger)
+	a.b.Close(context.Background(), a.logger)
 }

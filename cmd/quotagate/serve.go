@@ -295,9 +295,9 @@ func announce(logger *slog.Logger, stdout io.Writer, file *config.File, source s
 	if l.admin != nil {
 		attrs = append(attrs, "admin", l.admin.Addr().String())
 	}
-	attrs = append(attrs, "store", a.b.storeDesc, "durability", map[bool]string{false: "batch", true: "sync"}[a.b.sync])
-	if a.b.led != nil {
-		attrs = append(attrs, "ledger", a.b.led.Backend())
+	attrs = append(attrs, "store", a.b.Desc, "durability", map[bool]string{false: "batch", true: "sync"}[a.b.Sync])
+	if a.b.Ledger != nil {
+		attrs = append(attrs, "ledger", a.b.Ledger.Backend())
 	}
 	logger.Info("quotagate listening", attrs...)
 	fmt.Fprintf(stdout, "quotagate %s: ext_authz gRPC on %s, health and metrics on http://%s\n",
@@ -350,9 +350,6 @@ func (a *app) serve(ctx context.Context, l listeners, grace time.Duration, logge
 	var asrv *http.Server
 	if l.authzHTTP != nil {
 		h := a.authz.HTTPHandler()
-		if a.b.commit != nil {
-			h = a.b.commit.httpHandler(h)
-		}
 		asrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
 	a.ready.Store(true)
@@ -408,7 +405,7 @@ func (a *app) startBackground(ctx context.Context) *background {
 	writerCtx, bg.stopWriter = context.WithCancel(base)
 	notifyCtx, bg.stopNotify = context.WithCancel(base)
 	bg.engineDone = goDone(func() error {
-		if a.b.store == nil {
+		if a.b.Store == nil {
 			// State lives in memory only: a flush would copy every dirty
 			// subject into the memory store for nothing (evictions hand
 			// theirs over), costing CPU and a second copy of the state.
@@ -418,10 +415,10 @@ func (a *app) startBackground(ctx context.Context) *background {
 		return a.eng.Run(engCtx)
 	})
 	bg.writerDone = goDone(func() error {
-		if a.b.writer == nil {
+		if a.b.Writer == nil {
 			return nil
 		}
-		return a.b.writer.Run(writerCtx)
+		return a.b.Writer.Run(writerCtx)
 	})
 	bg.notifyDone = goDone(func() error { return a.notifier.Run(notifyCtx) })
 	return bg
