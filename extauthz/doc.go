@@ -30,7 +30,7 @@
 // normalizes it with normalize_path, merge_slashes and escaped slashes
 // unescaped (package pathnorm): no query, dot segments removed, slashes
 // merged, unreserved characters decoded. Prefixes match case-sensitively, as
-// in Envoy. A request that no route matches follows Options.Unrouted: it is
+// in Envoy. A request that no route matches follows Policy.Unrouted: it is
 // a plain call, or it is refused with 403 no_route. An action without a
 // price is the engine's to judge (engine.ReasonUnknownAction: 403
 // unknown_action with a neutral message); the Server logs each such action

@@ -20,15 +20,21 @@ const headerPartialBody = "x-envoy-auth-partial-body"
 // Check implements envoy.service.auth.v3.Authorization. It never returns an
 // error: every outcome, including "could not decide", is a CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	c := getCall()
-	defer putCall(c)
-	c.in = s.inputFromCheck(req)
-	s.decideInto(ctx, &c.in, &c.v)
-	return checkResponse(&c.v), nil
+	return s.check(ctx, s.pol.Load(), req), nil
 }
 
-// inputFromCheck maps Envoy's AttributeContext onto an Input.
-func (s *Server) inputFromCheck(req *authv3.CheckRequest) Input {
+// check is Check under p, the policy the request was decoded for.
+func (s *Server) check(ctx context.Context, p *policy, req *authv3.CheckRequest) *authv3.CheckResponse {
+	c := getCall()
+	defer putCall(c)
+	c.in = inputFromCheck(&p.Identity, req)
+	s.decideInto(ctx, p, &c.in, &c.v)
+	return checkResponse(&c.v)
+}
+
+// inputFromCheck maps Envoy's AttributeContext onto an Input, reading the
+// JWT payload as id locates it.
+func inputFromCheck(id *IdentityOptions, req *authv3.CheckRequest) Input {
 	attrs := req.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	in := Input{
@@ -56,7 +62,7 @@ func (s *Server) inputFromCheck(req *authv3.CheckRequest) Input {
 	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		in.SourceAddress, in.SourcePort = sa.GetAddress(), sa.GetPortValue()
 	}
-	if id := &s.o().Identity; id.usesJWT() {
+	if id.usesJWT() {
 		fm := attrs.GetMetadataContext().GetFilterMetadata()[id.JWTFilter]
 		if payload := fm.GetFields()[id.JWTPayloadKey].GetStructValue(); payload != nil {
 			in.JWT = id.claimsFromStruct(payload)
@@ -66,24 +72,40 @@ func (s *Server) inputFromCheck(req *authv3.CheckRequest) Input {
 }
 
 // claimsFromStruct reads the configured claims straight from the protobuf
-// payload, without converting all of it.
+// payload that jwt_authn wrote, without converting all of it. Roles may be
+// a list of strings or a space-separated string, as in OAuth's "scope".
+// A payload without the subject claim yields no claims.
 func (o *IdentityOptions) claimsFromStruct(p *structpb.Struct) Claims {
 	fields := p.GetFields()
-	str := func(name string) string { return fields[name].GetStringValue() }
-	list := func(name string) []string {
-		v := fields[name]
-		if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
-			return strings.Fields(s.StringValue)
-		}
-		var out []string
-		for _, e := range v.GetListValue().GetValues() {
-			if s := e.GetStringValue(); s != "" {
-				out = append(out, s)
-			}
-		}
-		return out
+	c := Claims{Subject: fields[o.SubjectClaim].GetStringValue()}
+	if c.Subject == "" {
+		return Claims{}
 	}
-	return o.claims(str, list)
+	if o.TierClaim != "" {
+		c.Tier = fields[o.TierClaim].GetStringValue()
+	}
+	if o.TeamClaim != "" {
+		c.Team = fields[o.TeamClaim].GetStringValue()
+	}
+	if o.RolesClaim != "" {
+		c.Roles = roles(fields[o.RolesClaim])
+	}
+	return c
+}
+
+// roles reads a roles claim: a space-separated string or a list of
+// strings, whose empty and non-string elements are skipped.
+func roles(v *structpb.Value) []string {
+	if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
+		return strings.Fields(s.StringValue)
+	}
+	var out []string
+	for _, e := range v.GetListValue().GetValues() {
+		if s := e.GetStringValue(); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (o *IdentityOptions) usesJWT() bool {
