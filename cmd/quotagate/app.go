@@ -33,7 +33,8 @@ type app struct {
 	// rec records each decision's span, metrics and rejection log.
 	rec *telemetry.Recorder
 	obs *observer
-	b   *backends
+	// backends are the durable parts behind the engine: store and ledger.
+	backends *backends
 	// notifier raises and delivers alerts; admin is nil when the admin API
 	// is off, adminAddr its resolved address.
 	notifier  *notify.Notifier
@@ -77,7 +78,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	a := &app{b: b, logger: o.Logger, configPath: o.ConfigPath, configSource: o.ConfigSource}
+	a := &app{backends: b, logger: o.Logger, configPath: o.ConfigPath, configSource: o.ConfigSource}
 	a.file.Store(file)
 	defer func() {
 		if err != nil {
@@ -136,11 +137,11 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 // assembleServers builds the ext_authz server, its gRPC server and the
 // admin server around the engine.
 func (a *app) assembleServers(file *config.File, o assembleOptions) error {
-	opts, err := authzOptions(file, a.eng, o.Logger)
+	pol, err := authzPolicy(file)
 	if err != nil {
 		return err
 	}
-	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.b.writer, commit: a.b.commit, sync: a.b.sync, now: time.Now}
+	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.backends.writer, commit: a.backends.commit, sync: a.backends.sync, now: time.Now}
 	if a.admin, err = newAdmin(file, o, a); err != nil {
 		return err
 	}
@@ -151,8 +152,7 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 			a.adminAddr = o.AdminAddr
 		}
 	}
-	opts.Observe = a.obs.observe
-	if a.authz, err = extauthz.NewServer(a.eng, opts); err != nil {
+	if a.authz, err = extauthz.NewServer(a.eng, authzOptions(o.Logger, a.obs), pol); err != nil {
 		return err
 	}
 	srv := file.Server
@@ -164,8 +164,8 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 		}
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryInterceptor), grpc.ChainStreamInterceptor(gm.StreamInterceptor))
 	}
-	if a.b.commit != nil {
-		sopts = append(sopts, grpc.ChainUnaryInterceptor(a.b.commit.unaryInterceptor))
+	if a.backends.commit != nil {
+		sopts = append(sopts, grpc.ChainUnaryInterceptor(a.backends.commit.unaryInterceptor))
 	}
 	a.gs, a.hs, err = a.authz.NewGRPCServer(extauthz.GRPCOptions{
 		ServerOptions: sopts,
@@ -194,5 +194,5 @@ func (a *app) close() {
 	if a.notifier != nil {
 		a.notifier.Close()
 	}
-	a.b.close(a.logger)
+	a.backends.close(a.logger)
 }
