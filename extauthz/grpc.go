@@ -165,7 +165,7 @@ func okResponse(v *Verdict) *authv3.CheckResponse {
 	m := new(okMessages)
 	m.status.Code = int32(grpcCode(v))
 	m.ok.HeadersToRemove = v.RemoveHeaders
-	both := headerOptions2(v.UpstreamHeaders, v.Headers)
+	both := joinedHeaderOptions(v.UpstreamHeaders, v.Headers)
 	m.ok.Headers = both[:len(v.UpstreamHeaders):len(v.UpstreamHeaders)]
 	m.ok.ResponseHeadersToAdd = both[len(v.UpstreamHeaders):]
 	if len(m.ok.Headers) == 0 {
@@ -199,13 +199,15 @@ func grpcCode(v *Verdict) codes.Code {
 // headerOptions converts headers to HeaderValueOptions that overwrite any
 // existing value, so a client cannot pre-set a header quotagate sets.
 func headerOptions(hs []Header) []*corev3.HeaderValueOption {
-	return headerOptions2(hs, nil)
+	return joinedHeaderOptions(hs, nil)
 }
 
-// headerOptions2 is headerOptions for a and b, in that order, with the
-// messages of both allocated in three blocks rather than two per header.
-func headerOptions2(a, b []Header) []*corev3.HeaderValueOption {
-	n := len(a) + len(b)
+// joinedHeaderOptions is headerOptions for first followed by second, with
+// the messages of both allocated in three blocks rather than two per
+// header: okResponse splits the result into the upstream and the client
+// headers.
+func joinedHeaderOptions(first, second []Header) []*corev3.HeaderValueOption {
+	n := len(first) + len(second)
 	if n == 0 {
 		return nil
 	}
@@ -214,10 +216,10 @@ func headerOptions2(a, b []Header) []*corev3.HeaderValueOption {
 	vals := make([]corev3.HeaderValue, n)
 	for i := range n {
 		h := &vals[i]
-		if i < len(a) {
-			h.Key, h.Value = a[i].Key, a[i].Value
+		if i < len(first) {
+			h.Key, h.Value = first[i].Key, first[i].Value
 		} else {
-			h.Key, h.Value = b[i-len(a)].Key, b[i-len(a)].Value
+			h.Key, h.Value = second[i-len(first)].Key, second[i-len(first)].Value
 		}
 		opts[i].Header = h
 		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
