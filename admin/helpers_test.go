@@ -57,7 +57,7 @@ func (c *clock) Advance(d time.Duration) {
 
 var hour = engine.Period{Calendar: "hour", Every: time.Hour}
 
-// engineConfig has the seed's three tiers and two teams: alice is in
+// engineConfig has the default configuration's three tiers and two teams: alice is in
 // blue, bob in green, carol (a configured user) in none. Any other
 // subject is unknown until a profile is PUT for it.
 func engineConfig(now func() time.Time) engine.Config {

@@ -28,8 +28,9 @@ func hourly(n int64) []engine.LimitConfig {
 
 func month() engine.Period { return engine.Period{Calendar: "month", Every: 30 * 24 * time.Hour} }
 
-// testEngineConfig is the seed's tiers with token grants and the seed's
-// prices.
+// testEngineConfig has the default configuration's three tiers (10, 100
+// and 500 calls an hour) with token grants, and its translate and
+// summarize prices.
 func testEngineConfig(now func() time.Time) engine.Config {
 	return engine.Config{
 		Tiers: map[engine.Tier]engine.TierConfig{
