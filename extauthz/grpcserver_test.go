@@ -215,7 +215,7 @@ func TestGRPCMutualTLS(t *testing.T) {
 	}
 }
 
-func TestGRPCServerTLSErrors(t *testing.T) {
+func TestGRPCServerOptionErrors(t *testing.T) {
 	s := newTestServer(t, &clock{now: t0}, Policy{})
 	tests := []struct {
 		name string
@@ -224,6 +224,7 @@ func TestGRPCServerTLSErrors(t *testing.T) {
 	}{
 		{name: "key without cert", o: GRPCOptions{KeyFile: "k.pem"}, want: "both a certificate and a key"},
 		{name: "missing files", o: GRPCOptions{CertFile: "/nonexistent/c.pem", KeyFile: "/nonexistent/k.pem"}, want: "load TLS key pair"},
+		{name: "negative receive limit", o: GRPCOptions{MaxReceiveBytes: -1}, want: "max receive bytes -1 must be positive (server.max_receive_bytes)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
