@@ -30,9 +30,10 @@ Runs the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization,
 with grpc.health.v1) and an HTTP listener serving /healthz, /readyz, /status
 and /metrics. Without --config it serves the embedded default configuration:
 three tiers (freemium 10 calls an hour, standard 100, enterprise 500),
-translate and summarize prices, demo users, and a TRUSTED x-user-id header (a demo setting; a warning is logged), listening on
-127.0.0.1:9191 and 127.0.0.1:8080 only. A configuration that trusts an
-identity header and listens beyond loopback gets a WARNING at startup.
+translate and summarize prices, demo users, and a TRUSTED x-user-id
+header (a demo setting; a warning is logged), listening on 127.0.0.1:9191
+and 127.0.0.1:8080 only. A configuration that trusts an identity header
+and listens beyond loopback gets a WARNING at startup.
 
 Flags win over QUOTAGATE_* variables, which win over the configuration file.
 An age-encrypted config is decrypted with the identity in
