@@ -14,6 +14,16 @@
 // protocol and the forward-auth convention of Caddy, Traefik and nginx. Both
 // give the same decisions, headers and bodies because both call Decide.
 //
+// # Options and Policy
+//
+// NewServer takes two things. Options is the wiring, fixed for the Server's
+// life: the logger, the clock and the Observe hook that sees every
+// decision. Policy is what a configuration reload may change: identity,
+// routes, body pricing and the answers' settings. SetPolicy swaps the policy
+// whole and leaves the wiring alone, so a reload cannot drop the hook. Each
+// request loads the policy once and is decoded (for gRPC) and decided under
+// it, so a reload in the middle of a Check never mixes two policies.
+//
 // # Identity
 //
 // The caller is identified from sources tried in a configured order: the
