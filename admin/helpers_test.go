@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/ledger"
 	"github.com/quotagate/quotagate/notify"
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 var (
@@ -151,7 +151,7 @@ type fixture struct {
 	notif    *notify.Notifier
 	clock    *clock
 	url      string
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 	client   *http.Client
 }
 
@@ -166,7 +166,7 @@ type fixtureOpts struct {
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
-	f := &fixture{clock: newClock(t0), logs: &syncBuffer{}}
+	f := &fixture{clock: newClock(t0), logs: &logtest.Buffer{}}
 	f.clock.wall = o.wallClock
 	eng, err := engine.New(engineRules(), engine.Options{Now: f.clock.Now, Store: o.store})
 	if err != nil {
@@ -275,22 +275,4 @@ func (f *fixture) emitAlert(t *testing.T, subject, team string) notify.Alert {
 	}
 	t.Fatalf("alert for %s never reached the dashboard feed", subject)
 	return notify.Alert{}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use, for logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,15 +1,15 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 // rulesConfig has two tiers (freemium with 4 limits, enterprise fail-open
@@ -127,31 +127,13 @@ func TestValidateProfile(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestStoredProfileInvalidAfterReload: a profile valid when set becomes
 // invalid when a reload removes its role and team and adds tier limits.
 // Its Checks use the configured rules (never unmetered, even on a
 // fail-open tier), the problem is logged once, Status shows it, and a new
 // profile repairs the subject.
 func TestStoredProfileInvalidAfterReload(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cfg := rulesConfig()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	e := newEngine(t, cfg)

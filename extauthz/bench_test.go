@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/quotagate/quotagate/engine"
@@ -24,7 +25,7 @@ func BenchmarkCheck(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			s, err := NewServer(eng, Options{
+			s, err := NewServer(eng, Options{}, Policy{
 				Identity:     IdentityOptions{Sources: []Source{SourceJWT, SourceHeader}, HeaderTrusted: true},
 				StripHeaders: []string{"x-quota-tier", "x-tier", "x-user-tier"},
 			})
@@ -55,10 +56,7 @@ func BenchmarkCheck(b *testing.B) {
 // BenchmarkCheckResponse measures building a CheckResponse from a verdict
 // and, in "marshal", also encoding it as gRPC does before sending it.
 func BenchmarkCheckResponse(b *testing.B) {
-	s := &Server{}
-	if err := s.SetOptions(Options{}); err != nil {
-		b.Fatal(err)
-	}
+	p := testPolicy(b, Policy{})
 	d := engine.Decision{ID: decisionID, Allowed: true, Tier: "standard", Action: "translate", Cost: 15, Units: 3000,
 		Balance: 985, HasBalance: true, Binding: hourBinding(100, 42), HasBinding: true}
 	in := &Input{Headers: map[string]string{"x-user-id": "u"}}
@@ -67,7 +65,7 @@ func BenchmarkCheckResponse(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				v := Verdict{Decision: d}
-				s.allow(s.o().Now(), in, &v)
+				p.allow(time.Now(), in, &v)
 				resp := checkResponse(&v)
 				if marshal {
 					if _, err := proto.Marshal(resp); err != nil {

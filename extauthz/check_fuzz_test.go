@@ -111,14 +111,13 @@ func configServer(t testing.TB, now time.Time, file *config.File, cfg engine.Rul
 	for i, r := range file.Routes.Rules {
 		routes[i] = Route{PathPrefix: r.PathPrefix, Method: r.Method, Action: r.Action, Workflow: r.Workflow}
 	}
-	s, err := NewServer(eng, Options{
+	s, err := NewServer(eng, Options{Now: func() time.Time { return now }}, Policy{
 		Identity:     IdentityOptions{Sources: []Source{SourceHeader, SourceAPIKey}, Header: "x-user-id", HeaderTrusted: true, APIKeyHeader: "x-api-key", APIKeys: file.APIKeys()},
 		Routes:       routes,
 		Unrouted:     must(ParseUnrouted(file.Routes.Default)),
 		StripHeaders: file.Identity.StripHeaders,
 		WordsPerByte: file.Pricing.PartialBodyWordsPerByte,
 		MaxBodyBytes: file.Pricing.MaxBodyBytes,
-		Now:          func() time.Time { return now },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -284,8 +283,9 @@ func wireCheck(s *Server, ctx context.Context, req *authv3.CheckRequest) (*authv
 
 // actionOf is the action the server priced req as.
 func actionOf(s *Server, req *authv3.CheckRequest) string {
-	in := s.inputFromCheck(req)
-	a, _, _ := s.route(&in)
+	p := s.pol.Load()
+	in := inputFromCheck(&p.Identity, req)
+	a, _, _ := p.route(&in)
 	return a
 }
 

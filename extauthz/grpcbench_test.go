@@ -58,7 +58,7 @@ func benchGRPCClient(b *testing.B) authv3.AuthorizationClient {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := NewServer(eng, Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
+	s, err := NewServer(eng, Options{}, Policy{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestUnrouted(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &clock{now: t0}
-			s := newTestServer(t, c, Options{Routes: testRoutes, Unrouted: tt.unrouted})
+			s := newTestServer(t, c, Policy{Routes: testRoutes, Unrouted: tt.unrouted})
 			in := userInput(tt.user, "x", "one two three")
 			in.Path, in.ContextExtensions = tt.path, nil
 			v := s.Decide(context.Background(), in)
@@ -123,7 +123,7 @@ func FuzzRouteSpellings(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s, err := NewServer(eng, Options{Now: c.Now, Routes: testRoutes,
+	s, err := NewServer(eng, Options{Now: c.Now}, Policy{Routes: testRoutes,
 		Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
 	if err != nil {
 		f.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Config configures a Notifier. It is the seed's "alerts" block
+// Config configures a Notifier. It is the configuration file's alerts block
 // (quota_manager.alerts) with the settings of each channel added. The zero
 // value of every optional field means its documented default. A Config must
 // not be changed after it is passed to New.
@@ -20,7 +20,7 @@ type Config struct {
 	Enabled bool `json:"enabled"`
 	// ThresholdPercentage is the usage percentage of a limit at which the
 	// engine emits a threshold event. The engine reads it
-	// (engine.AlertConfig); it is here so the seed's block decodes as one
+	// (engine.AlertConfig); it is here so the alerts block decodes as one
 	// struct. Zero means 90.
 	ThresholdPercentage int `json:"threshold_percentage,omitempty"`
 	// Channels lists where alerts go: "webhook", "email", "dashboard".
@@ -38,8 +38,8 @@ type Config struct {
 	Email     EmailConfig     `json:"email,omitzero"`
 	Dashboard DashboardConfig `json:"dashboard,omitzero"`
 	Anomaly   AnomalyConfig   `json:"anomaly,omitzero"`
-	// Messages overrides the texts of alerts. Empty fields take the seed's
-	// texts.
+	// Messages overrides the texts of alerts. Empty fields take the
+	// defaults documented on Messages.
 	Messages Messages `json:"messages,omitzero"`
 }
 
@@ -134,10 +134,10 @@ type AnomalyConfig struct {
 // Messages are the texts of alerts. Empty fields take the defaults.
 type Messages struct {
 	// Warning is a format with one %s for the period adjective; it defaults
-	// to the seed's "Approaching %s limit." ("Approaching daily limit.").
+	// to "Approaching %s limit." ("Approaching daily limit.").
 	Warning string `json:"warning,omitempty"`
-	// Exceeded defaults to the seed's "Quota exceeded. Upgrade your plan or
-	// wait for the reset."
+	// Exceeded defaults to "Quota exceeded. Upgrade your plan or wait for
+	// the reset."
 	Exceeded string `json:"exceeded,omitempty"`
 	// BalanceLow defaults to "Your token balance is running low."
 	BalanceLow string `json:"balance_low,omitempty"`

@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// seedAlerts is the seed's "alerts" block, which must load as written.
-const seedAlerts = `{"enabled": true, "threshold_percentage": 90, "channels": ["email", "dashboard"]}`
+// exampleAlerts is the "alerts" block of the example configuration
+// (config/testdata/seed.json), which must load as written.
+const exampleAlerts = `{"enabled": true, "threshold_percentage": 90, "channels": ["email", "dashboard"]}`
 
 func decodeStrict(t *testing.T, s string) (Config, error) {
 	t.Helper()
@@ -22,8 +23,8 @@ func decodeStrict(t *testing.T, s string) (Config, error) {
 	return c, err
 }
 
-func TestSeedAlertsBlockLoads(t *testing.T) {
-	cfg, err := decodeStrict(t, seedAlerts)
+func TestExampleAlertsBlockLoads(t *testing.T) {
+	cfg, err := decodeStrict(t, exampleAlerts)
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}

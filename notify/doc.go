@@ -18,8 +18,8 @@
 //
 //   - webhook: a JSON POST signed with HMAC-SHA256 (SignatureHeader), retried
 //     with exponential backoff and jitter, then dead-lettered and counted;
-//   - email: SMTP with STARTTLS and AUTH PLAIN; users get a short message in
-//     the seed's words with the configured upgrade link, operators get every
+//   - email: SMTP with STARTTLS and AUTH PLAIN; users get the alert's short
+//     message (Messages) with the configured upgrade link, operators get every
 //     detail;
 //   - dashboard: an in-memory ring of recent alerts (Recent, Ack) and a live
 //     feed (Subscribe) for the admin server's dashboard.

@@ -230,7 +230,7 @@ func TestEmailDelivery(t *testing.T) {
 			},
 		},
 		{
-			name:  "breach: the user (templated address) gets the seed's text and the upgrade link",
+			name:  "breach: the user (templated address) gets the default text and the upgrade link",
 			raise: func(n *Notifier) { n.Emit(event(engine.EventBreach, "bob", t0)) },
 			want: []want{
 				{[]string{"bob@users.example.com"}, "Quota exceeded. Upgrade your plan or wait for the reset.", []string{

@@ -34,7 +34,8 @@ type app struct {
 	// rec records each decision's span, metrics and rejection log.
 	rec *telemetry.Recorder
 	obs *observer
-	b   *durable.Backends
+	// backends are the durable parts behind the engine: store and ledger.
+	backends *durable.Backends
 	// notifier raises and delivers alerts; admin is nil when the admin API
 	// is off, adminAddr its resolved address.
 	notifier  *notify.Notifier
@@ -78,7 +79,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	a := &app{b: b, logger: o.Logger, configPath: o.ConfigPath, configSource: o.ConfigSource}
+	a := &app{backends: b, logger: o.Logger, configPath: o.ConfigPath, configSource: o.ConfigSource}
 	a.file.Store(file)
 	defer func() {
 		if err != nil {
@@ -140,11 +141,11 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 // assembleServers builds the ext_authz server, its gRPC server and the
 // admin server around the engine.
 func (a *app) assembleServers(file *config.File, o assembleOptions) error {
-	opts, err := authzOptions(file, a.eng, o.Logger)
+	pol, err := authzPolicy(file)
 	if err != nil {
 		return err
 	}
-	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.b.Writer, commit: a.b.Committer, sync: a.b.Sync, now: time.Now}
+	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.backends.Writer, commit: a.backends.Committer, sync: a.backends.Sync, now: time.Now}
 	if a.admin, err = newAdmin(file, o, a); err != nil {
 		return err
 	}
@@ -155,8 +156,7 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 			a.adminAddr = o.AdminAddr
 		}
 	}
-	opts.Observe = a.obs.observe
-	if a.authz, err = extauthz.NewServer(a.eng, opts); err != nil {
+	if a.authz, err = extauthz.NewServer(a.eng, authzOptions(o.Logger, a.obs), pol); err != nil {
 		return err
 	}
 	srv := file.Server
@@ -195,5 +195,5 @@ func (a *app) close() {
 	if a.notifier != nil {
 		a.notifier.Close()
 	}
-	a.b.Close(context.Background(), a.logger)
+	a.backends.Close(context.Background(), a.logger)
 }

@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/quotagate/quotagate/config"
-	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/telemetry"
 )
@@ -30,10 +29,11 @@ const serveHelp = `Usage: quotagate serve [flags]
 Runs the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization,
 with grpc.health.v1) and an HTTP listener serving /healthz, /readyz, /status
 and /metrics. Without --config it serves the embedded default configuration:
-the seed's tiers, translate and summarize prices, demo users, and a TRUSTED
-x-user-id header (a demo setting; a warning is logged), listening on
-127.0.0.1:9191 and 127.0.0.1:8080 only. A configuration that trusts an
-identity header and listens beyond loopback gets a WARNING at startup.
+three tiers (freemium 10 calls an hour, standard 100, enterprise 500),
+translate and summarize prices, demo users, and a TRUSTED x-user-id
+header (a demo setting; a warning is logged), listening on 127.0.0.1:9191
+and 127.0.0.1:8080 only. A configuration that trusts an identity header
+and listens beyond loopback gets a WARNING at startup.
 
 Flags win over QUOTAGATE_* variables, which win over the configuration file.
 An age-encrypted config is decrypted with the identity in
@@ -193,48 +193,6 @@ func unreadableIsUsage(err error) error {
 	return err
 }
 
-// authzOptions maps the configuration onto extauthz.Options.
-func authzOptions(file *config.File, eng *engine.Engine, logger *slog.Logger) (extauthz.Options, error) {
-	id := file.Identity
-	sources := make([]extauthz.Source, 0, len(id.Sources))
-	for _, s := range id.Sources {
-		src, err := extauthz.ParseSource(s)
-		if err != nil {
-			return extauthz.Options{}, err
-		}
-		sources = append(sources, src)
-	}
-	routes := make([]extauthz.Route, len(file.Routes.Rules))
-	for i, r := range file.Routes.Rules {
-		routes[i] = extauthz.Route{PathPrefix: r.PathPrefix, Method: r.Method, Action: r.Action, Workflow: r.Workflow}
-	}
-	unrouted, err := extauthz.ParseUnrouted(file.Routes.Default)
-	if err != nil {
-		return extauthz.Options{}, err
-	}
-	upgrade := make(map[engine.Tier]string, len(file.QuotaManager.Tiers))
-	for name, t := range file.QuotaManager.Tiers {
-		upgrade[engine.Tier(name)] = t.UpgradeURL
-	}
-	return extauthz.Options{
-		Identity: extauthz.IdentityOptions{
-			Sources:   sources,
-			JWTFilter: id.JWT.Filter, JWTPayloadKey: id.JWT.PayloadKey,
-			SubjectClaim: id.JWT.SubjectClaim, TierClaim: id.JWT.TierClaim, RolesClaim: id.JWT.RolesClaim, TeamClaim: id.JWT.TeamClaim,
-			Header: id.Header.Name, HeaderTrusted: id.Header.Trusted,
-			APIKeyHeader: id.APIKey.Header, APIKeys: file.APIKeys(),
-		},
-		Routes:                    routes,
-		Unrouted:                  unrouted,
-		StripHeaders:              id.StripHeaders,
-		InsufficientBalanceStatus: file.Server.InsufficientBalanceStatus,
-		WordsPerByte:              file.Pricing.PartialBodyWordsPerByte,
-		MaxBodyBytes:              file.Pricing.MaxBodyBytes,
-		UpgradeURL:                func(t engine.Tier) string { return upgrade[t] },
-		Logger:                    logger,
-	}, nil
-}
-
 // listeners are the bound sockets; binding happens before anything starts
 // so that a port in use is one clear error.
 type listeners struct {
@@ -295,9 +253,9 @@ func announce(logger *slog.Logger, stdout io.Writer, file *config.File, source s
 	if l.admin != nil {
 		attrs = append(attrs, "admin", l.admin.Addr().String())
 	}
-	attrs = append(attrs, "store", a.b.Desc, "durability", map[bool]string{false: "batch", true: "sync"}[a.b.Sync])
-	if a.b.Ledger != nil {
-		attrs = append(attrs, "ledger", a.b.Ledger.Backend())
+	attrs = append(attrs, "store", a.backends.Desc, "durability", map[bool]string{false: "batch", true: "sync"}[a.backends.Sync])
+	if a.backends.Ledger != nil {
+		attrs = append(attrs, "ledger", a.backends.Ledger.Backend())
 	}
 	logger.Info("quotagate listening", attrs...)
 	fmt.Fprintf(stdout, "quotagate %s: ext_authz gRPC on %s, health and metrics on http://%s\n",
@@ -405,7 +363,7 @@ func (a *app) startBackground(ctx context.Context) *background {
 	writerCtx, bg.stopWriter = context.WithCancel(base)
 	notifyCtx, bg.stopNotify = context.WithCancel(base)
 	bg.engineDone = goDone(func() error {
-		if a.b.Store == nil {
+		if a.backends.Store == nil {
 			// State lives in memory only: a flush would copy every dirty
 			// subject into the memory store for nothing (evictions hand
 			// theirs over), costing CPU and a second copy of the state.
@@ -415,10 +373,10 @@ func (a *app) startBackground(ctx context.Context) *background {
 		return a.eng.Run(engCtx)
 	})
 	bg.writerDone = goDone(func() error {
-		if a.b.Writer == nil {
+		if a.backends.Writer == nil {
 			return nil
 		}
-		return a.b.Writer.Run(writerCtx)
+		return a.backends.Writer.Run(writerCtx)
 	})
 	bg.notifyDone = goDone(func() error { return a.notifier.Run(notifyCtx) })
 	return bg

@@ -127,8 +127,8 @@ func newAdmin(file *config.File, o assembleOptions, a *app) (*admin.Server, erro
 	}
 	opts := admin.Options{Config: cfg, Engine: a.eng, Alerts: a.notifier, Logger: o.Logger,
 		ConfigStatus: a.configStatus, Degraded: a.degraded}
-	if a.b.Ledger != nil {
-		opts.Ledger = a.b.Ledger // an interface holding a nil pointer would not read as "no ledger"
+	if a.backends.Ledger != nil {
+		opts.Ledger = a.backends.Ledger // an interface holding a nil pointer would not read as "no ledger"
 	}
 	s, err := admin.New(opts)
 	if err != nil {
@@ -177,14 +177,14 @@ func (a *app) registerMetrics(prov *telemetry.Providers) error {
 			ob.ObserveInt64(reloads, int64(st.Generation), metric.WithAttributes(attrOutcome("applied")))
 			ob.ObserveInt64(reloads, int64(st.Failures), metric.WithAttributes(attrOutcome("refused")))
 		}
-		if w := a.b.Writer; w != nil {
+		if w := a.backends.Writer; w != nil {
 			st := w.Stats()
 			ob.ObserveInt64(ledgerRecs, st.Appended, metric.WithAttributes(attrState("appended")))
 			ob.ObserveInt64(ledgerRecs, st.Overflowed, metric.WithAttributes(attrState("overflowed")))
 			ob.ObserveInt64(ledgerRecs, st.Written, metric.WithAttributes(attrState("written")))
 			ob.ObserveInt64(ledgerQueued, int64(st.Queued))
 		}
-		if r := a.b.Redis; r != nil {
+		if r := a.backends.Redis; r != nil {
 			up := int64(0)
 			if r.Healthy() {
 				up = 1

@@ -569,7 +569,8 @@ func TestTierChangeGrantThroughRedis(t *testing.T) {
 	if err := b.SetProfile(ctx, "uma", engine.Profile{Tier: "standard"}); err != nil {
 		t.Fatal(err)
 	}
-	// The seed's case: 25 tokens right after the upgrade, on either replica.
+	// A user upgraded mid-month spends 25 tokens right after the upgrade,
+	// on either replica.
 	if d := translate(b, 24); !d.Allowed || d.Balance != 1000-81-25+7 {
 		t.Fatalf("25-token translate after the upgrade: allowed %v balance %d; want %d", d.Allowed, d.Balance, 1000-81-25+7)
 	}
