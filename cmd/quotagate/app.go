@@ -69,7 +69,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if o.Getenv == nil {
 		o.Getenv = func(string) string { return "" }
 	}
-	ecfg, err := file.Engine()
+	ecfg, err := engineConfig(file)
 	if err != nil {
 		return nil, err
 	}
@@ -86,9 +86,6 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	}()
 	if a.notifier, err = newNotifier(file, o); err != nil {
 		return nil, err
-	}
-	if ecfg.FlushInterval == 0 {
-		ecfg.FlushInterval = file.Store.FlushInterval.D()
 	}
 	ecfg.SyncWrites = ecfg.SyncWrites || b.sync
 	ecfg.Events = a.notifier
@@ -122,8 +119,8 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	}
 	if o.ConfigPath != "" {
 		// require_encryption stays in force across reloads until a restart.
-		lo := config.LoadOptions{IdentityFile: o.Getenv(config.EnvIdentityFile), PassphraseFile: o.Getenv(config.EnvPassphraseFile),
-			RequireEncryption: file.RequireEncryption}
+		lo := loadOptions(o.Getenv)
+		lo.RequireEncryption = file.RequireEncryption
 		a.watcher = config.NewWatcher(o.ConfigPath, lo, a.apply, o.Logger)
 	}
 	if err := a.registerMetrics(o.Providers); err != nil {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/quotagate/quotagate/config"
 	"github.com/quotagate/quotagate/engine"
@@ -142,11 +141,7 @@ func (b *backends) openStore(ctx context.Context, file *config.File, o assembleO
 		}
 		b.store, b.closeStore, b.storeDesc = st, st.Close, "sqlite:"+path
 	case "redis":
-		r := file.Store.Redis
-		opts := redis.Options{Addr: r.Addr, ClusterAddrs: r.Cluster.Addrs,
-			SentinelMaster: r.Sentinel.Master, SentinelAddrs: r.Sentinel.Addrs, SentinelPassword: r.Sentinel.Password,
-			Username: r.Username, Password: r.Password, DB: r.DB,
-			Timeout: r.Timeout.D(), Prefix: r.Prefix, Lease: r.Lease, WaitReplicas: r.WaitReplicas}
+		opts := redisOptions(file.Store.Redis)
 		st, err := redis.Open(opts)
 		if err != nil {
 			return fmt.Errorf("serve: state store: %w", err)
@@ -166,12 +161,7 @@ func (b *backends) openLedger(ctx context.Context, file *config.File, o assemble
 		return fmt.Errorf("serve: ledger: %w", err)
 	}
 	b.led = led
-	b.writer = ledger.NewWriter(led, ledger.WriterOptions{
-		QueueSize:     file.Ledger.QueueSize,
-		FlushInterval: file.Store.FlushInterval.D(),
-		Retention:     time.Duration(file.Ledger.RetentionDays) * 24 * time.Hour,
-		Logger:        o.Logger,
-	})
+	b.writer = ledger.NewWriter(led, ledgerWriterOptions(file, o.Logger))
 	return nil
 }
 

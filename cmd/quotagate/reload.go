@@ -19,7 +19,7 @@ import (
 // start-up (listeners, store, ledger, admin, alert channels, tracing) are
 // logged as needing a restart.
 func (a *app) apply(f *config.File) error {
-	ecfg, err := f.Engine()
+	ecfg, err := engineConfig(f)
 	if err != nil {
 		return err
 	}
