@@ -319,3 +319,55 @@ func mustParse(t *testing.T, yaml string) *config.File {
 	}
 	return f
 }
+
+// FuzzCheckComponents feeds arbitrary files through the file's validation
+// and the components' checks: the checks must not assume a valid file,
+// every problem they add has a path inside the block it checks, and a file
+// that passes both builds every component's options.
+func FuzzCheckComponents(f *testing.F) {
+	f.Add(config.Default())
+	f.Add([]byte("quota_manager:\n  tiers: {free: {api_calls_per_hour: 10}}\n  alerts: {channels: [email, pager], email: {starttls: maybe, smtp_addr: x}}\nadmin: {tokens: [{scopes: [root, read]}, {}]}\nroutes: [{path_prefix: /a//b, action: x}]\n"))
+	f.Add([]byte(`{"quota_manager": {"tiers": {}}, "admin": {"tokens": [{"scopes": 3}]}, "routes": {"rules": [{"path_prefix": "/%7e"}]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fileProblems int
+		file, err := config.Parse(data)
+		var ve *config.ValidationError
+		if errors.As(err, &ve) {
+			fileProblems = len(ve.Problems)
+		}
+		_, cerr := config.ParseWith(data, checkComponents)
+		if err != nil && !errors.As(err, &ve) {
+			if cerr == nil || cerr.Error() != err.Error() {
+				t.Fatalf("a file that does not decode: Parse = %v, ParseWith = %v", err, cerr)
+			}
+			return
+		}
+		var cve *config.ValidationError
+		if cerr != nil && !errors.As(cerr, &cve) {
+			t.Fatalf("ParseWith = %v, want nil or a *config.ValidationError", cerr)
+		}
+		if cve != nil {
+			if len(cve.Problems) < fileProblems {
+				t.Fatalf("the checks dropped some of the file's problems: %d, then %d", fileProblems, len(cve.Problems))
+			}
+			for _, p := range cve.Problems[fileProblems:] {
+				if !within(p.Path, "admin") && !within(p.Path, "quota_manager.alerts") && !within(p.Path, "routes") {
+					t.Fatalf("a component problem outside the components' blocks: %v", p)
+				}
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("the checks passed a file that does not validate: %v", err)
+		}
+		if _, err := adminConfig(file); err != nil {
+			t.Fatalf("adminConfig of a checked file: %v", err)
+		}
+		if _, err := notifyConfig(file); err != nil {
+			t.Fatalf("notifyConfig of a checked file: %v", err)
+		}
+		if _, err := engineConfig(file); err != nil {
+			t.Fatalf("engineConfig of a checked file: %v", err)
+		}
+	})
+}
