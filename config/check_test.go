@@ -55,17 +55,7 @@ func TestParseWith(t *testing.T) {
 				}
 				return
 			}
-			var ve *ValidationError
-			if !errors.As(err, &ve) {
-				t.Fatalf("ParseWith() = %v, want a *ValidationError", err)
-			}
-			var got []string
-			for _, p := range ve.Problems {
-				got = append(got, p.Error())
-			}
-			if !slices.Equal(got, tt.want) {
-				t.Errorf("problems:\n got  %q\n want %q", got, tt.want)
-			}
+			wantProblems(t, err, tt.want)
 		})
 	}
 }
@@ -122,5 +112,22 @@ func TestSecretIsNeverPrinted(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "REDACTED") {
 		t.Errorf("JSON = %s, want the secrets shown as REDACTED", out)
+	}
+}
+
+// wantProblems fails t unless err is a *ValidationError listing exactly
+// want, in order, each as "path: problem".
+func wantProblems(t *testing.T, err error, want []string) {
+	t.Helper()
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("error = %v, want a *ValidationError", err)
+	}
+	var got []string
+	for _, p := range ve.Problems {
+		got = append(got, p.Error())
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n got  %q\n want %q", got, want)
 	}
 }

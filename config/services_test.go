@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -103,17 +102,7 @@ func TestBadServiceBlocks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse([]byte(tt.in))
-			var ve *ValidationError
-			if !errors.As(err, &ve) {
-				t.Fatalf("Parse() = %v, want a *ValidationError", err)
-			}
-			var got []string
-			for _, p := range ve.Problems {
-				got = append(got, p.Error())
-			}
-			if !slices.Equal(got, tt.want) {
-				t.Errorf("problems:\n got  %q\n want %q", got, tt.want)
-			}
+			wantProblems(t, err, tt.want)
 		})
 	}
 }
