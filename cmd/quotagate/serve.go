@@ -111,10 +111,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	prov, err := telemetry.Setup(ctx, telemetry.Options{
-		ServiceName: "quotagate", Version: versionString(), TraceStdout: f.traceStdout, Stdout: stdout, Getenv: getenv,
-		SampleAllowed: file.Tracing.SampleAllowed, SampleRejected: file.Tracing.SampleRejected,
-	})
+	topts := telemetryOptions(file)
+	topts.ServiceName, topts.Version, topts.TraceStdout, topts.Stdout, topts.Getenv = "quotagate", versionString(), f.traceStdout, stdout, getenv
+	prov, err := telemetry.Setup(ctx, topts)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/quotagate/quotagate/ledger"
 	"github.com/quotagate/quotagate/notify"
 	"github.com/quotagate/quotagate/store/redis"
+	"github.com/quotagate/quotagate/telemetry"
 )
 
 // This file is where a loaded config.File becomes each component's
@@ -189,6 +190,12 @@ func ledgerWriterOptions(f *config.File, logger *slog.Logger) ledger.WriterOptio
 		Retention:     time.Duration(f.Ledger.RetentionDays) * 24 * time.Hour,
 		Logger:        logger,
 	}
+}
+
+// telemetryOptions converts the tracing block to the telemetry options it
+// gives; the caller adds those of the flags and the environment.
+func telemetryOptions(f *config.File) telemetry.Options {
+	return telemetry.Options{SampleAllowed: f.Tracing.SampleAllowed, SampleRejected: f.Tracing.SampleRejected}
 }
 
 // checkRoutes reports every route whose path_prefix is not a path as

@@ -256,6 +256,9 @@ admin:
 	if l := ledgerWriterOptions(f, nil); l.QueueSize != 11 || l.FlushInterval != 250*time.Millisecond || l.Retention != 48*time.Hour {
 		t.Errorf("ledgerWriterOptions = %+v", l)
 	}
+	if o := telemetryOptions(mustParse(t, "quota_manager: {tiers: {free: {api_calls_per_hour: 1}}}\ntracing: {sample_allowed: 0.25, sample_rejected: 0.5}\n")); o.SampleAllowed != 0.25 || o.SampleRejected != 0.5 {
+		t.Errorf("telemetryOptions = %+v", o)
+	}
 	e, err := engineConfig(f)
 	if err != nil || e.FlushInterval != 250*time.Millisecond || len(e.Tiers) != 1 {
 		t.Errorf("engineConfig = %+v, %v; want one tier and the store's flush interval", e, err)
