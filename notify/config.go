@@ -20,11 +20,10 @@ type Config struct {
 	// Enabled turns alerting on. When false, Emit and Observe do nothing.
 	Enabled bool
 	// ThresholdPercentage is the usage percentage of a limit at which the
-	// engine emits a threshold event. The engine reads it
-	// (engine.AlertConfig); it is here so the seed's block decodes as one
-	// struct. Zero means 90.
+	// engine emits a threshold event (engine.AlertConfig); the Notifier
+	// only validates it. Zero means 90.
 	ThresholdPercentage int
-	// Channels lists where alerts go: "webhook", "email", "dashboard".
+	// Channels lists where alerts go: webhook, email, dashboard.
 	// A listed channel whose settings are missing (an email channel with no
 	// smtp_addr) is inactive, and New logs a warning saying so.
 	Channels []Channel
