@@ -564,8 +564,8 @@ func CheckPeriod(per Period) error {
 	return fmt.Errorf("unknown calendar period %q: want minute, hour, day, week or month", per.Calendar)
 }
 
-// validator collects configuration problems, each wrapping kind (nil:
-// ErrInvalidConfig).
+// validator collects configuration problems, each a *FieldError wrapped
+// with kind (nil: ErrInvalidConfig).
 type validator struct {
 	errs []error
 	kind error
@@ -576,7 +576,7 @@ func (v *validator) add(path, format string, args ...any) {
 	if kind == nil {
 		kind = ErrInvalidConfig
 	}
-	v.errs = append(v.errs, fmt.Errorf("%w: %s: %s", kind, path, fmt.Sprintf(format, args...)))
+	v.errs = append(v.errs, fmt.Errorf("%w: %w", kind, &FieldError{Path: path, Problem: fmt.Sprintf(format, args...)}))
 }
 
 func (v *validator) err() error { return errors.Join(v.errs...) }

@@ -25,5 +25,11 @@
 //     feed (Subscribe) for the admin server's dashboard.
 //
 // Counters are available through Stats. Secrets (the webhook key, the SMTP
-// password) are never logged or put in errors.
+// password) are never logged or put in errors, and WebhookConfig and
+// EmailConfig print, log and encode them as REDACTED.
+//
+// Config is plain options (time.Duration, string secrets): the command's
+// wiring builds it from the configuration file's quota_manager.alerts
+// block. Config.Validate reports engine.FieldErrors with paths relative to
+// Config (webhook.url), which the wiring places in the file.
 package notify

@@ -71,7 +71,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if o.Getenv == nil {
 		o.Getenv = func(string) string { return "" }
 	}
-	rules, err := file.Engine()
+	rules, err := engineRules(file)
 	if err != nil {
 		return nil, err
 	}
@@ -89,16 +89,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if a.notifier, err = newNotifier(file, o); err != nil {
 		return nil, err
 	}
-	eopts := engine.Options{
-		Shards: file.QuotaManager.Cache.Shards, CacheSize: file.QuotaManager.Cache.Subjects,
-		FlushInterval: file.Store.FlushInterval.D(), SyncWrites: b.Sync,
-		Events: a.notifier, Logger: o.Logger, Authority: b.Authority,
-	}
-	if b.Committer != nil {
-		// Charge hands each decision's state to the committer, and the
-		// Observe hook commits it with the decision's ledger record.
-		eopts.Deferrer = b.Committer
-	}
+	eopts := engineOptions(file, b, a.notifier, o.Logger)
 	// The recorder comes first so that the store can be timed; its
 	// callbacks only run at scrape time, after a.eng is set.
 	a.rec, err = telemetry.NewRecorder(o.Providers, telemetry.RecorderOptions{
@@ -109,7 +100,6 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	eopts.Store = b.Store
 	if eopts.Store == nil {
 		eopts.Store = engine.NewMemoryStore()
 	}
@@ -127,8 +117,8 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	}
 	if o.ConfigPath != "" {
 		// require_encryption stays in force across reloads until a restart.
-		lo := config.LoadOptions{IdentityFile: o.Getenv(config.EnvIdentityFile), PassphraseFile: o.Getenv(config.EnvPassphraseFile),
-			RequireEncryption: file.RequireEncryption}
+		lo := loadOptions(o.Getenv)
+		lo.RequireEncryption = file.RequireEncryption
 		a.watcher = config.NewWatcher(o.ConfigPath, lo, a.apply, o.Logger)
 	}
 	if err := a.registerMetrics(o.Providers); err != nil {

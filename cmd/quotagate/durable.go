@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/quotagate/quotagate/config"
-	"github.com/quotagate/quotagate/ledger"
 	"github.com/quotagate/quotagate/store/durable"
-	"github.com/quotagate/quotagate/store/redis"
 )
 
 // durability resolves --durability and store.durability to sync or not.
@@ -47,30 +44,6 @@ func openBackends(ctx context.Context, file *config.File, o assembleOptions) (*d
 		return nil, fmt.Errorf("serve: %w", err)
 	}
 	return b, nil
-}
-
-// backendOptions turns the store and ledger blocks and the serve flags
-// into store/durable's options: a flag wins over the file.
-func backendOptions(file *config.File, o assembleOptions, sync bool) durable.Options {
-	r := file.Store.Redis
-	opts := durable.Options{
-		DataDir: o.DataDir, Kind: file.Store.Kind, StatePath: file.Store.Path,
-		LedgerDSN: file.Ledger.DSN, Sync: sync,
-		Redis: redis.Options{Addr: r.Addr, ClusterAddrs: r.Cluster.Addrs,
-			SentinelMaster: r.Sentinel.Master, SentinelAddrs: r.Sentinel.Addrs, SentinelPassword: r.Sentinel.Password,
-			Username: r.Username, Password: r.Password, DB: r.DB,
-			Timeout: r.Timeout.D(), Prefix: r.Prefix, Lease: r.Lease, WaitReplicas: r.WaitReplicas},
-		Writer: ledger.WriterOptions{
-			QueueSize:     file.Ledger.QueueSize,
-			FlushInterval: file.Store.FlushInterval.D(),
-			Retention:     time.Duration(file.Ledger.RetentionDays) * 24 * time.Hour,
-			Logger:        o.Logger,
-		},
-	}
-	if o.LedgerDSN != "" {
-		opts.LedgerDSN = o.LedgerDSN
-	}
-	return opts
 }
 
 // ensureDataDir creates dir if missing and proves it writable, so that a

@@ -19,7 +19,7 @@ import (
 // start-up (listeners, store, ledger, admin, alert channels, tracing) are
 // logged as needing a restart.
 func (a *app) apply(f *config.File) error {
-	rules, err := f.Engine()
+	rules, err := engineRules(f)
 	if err != nil {
 		return err
 	}

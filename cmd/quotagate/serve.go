@@ -111,10 +111,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	prov, err := telemetry.Setup(ctx, telemetry.Options{
-		ServiceName: "quotagate", Version: versionString(), TraceStdout: f.traceStdout, Stdout: stdout, Getenv: getenv,
-		SampleAllowed: file.Tracing.SampleAllowed, SampleRejected: file.Tracing.SampleRejected,
-	})
+	topts := telemetryOptions(file)
+	topts.ServiceName, topts.Version, topts.TraceStdout, topts.Stdout, topts.Getenv = "quotagate", versionString(), f.traceStdout, stdout, getenv
+	prov, err := telemetry.Setup(ctx, topts)
 	if err != nil {
 		return err
 	}
@@ -148,7 +147,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	if w := file.ExposureWarning(f.grpcAddr, f.authzHTTPAddr); w != "" {
+	if w := exposureWarning(file, f.grpcAddr, f.authzHTTPAddr); w != "" {
 		// Loud on purpose: anyone who reaches these listeners can claim any identity.
 		logger.Warn("EXPOSED: "+w, "config", source)
 		fmt.Fprintf(stdout, "WARNING: %s\n", w)
@@ -173,7 +172,7 @@ func logExporters(logger *slog.Logger, prov *telemetry.Providers) {
 // configuration or a key file named by the environment, is bad usage
 // (exit 2); a file that does not validate is a failure (exit 1).
 func loadConfig(path string, getenv func(string) string) (*config.File, string, error) {
-	opts := config.LoadOptions{IdentityFile: getenv(config.EnvIdentityFile), PassphraseFile: getenv(config.EnvPassphraseFile)}
+	opts := loadOptions(getenv)
 	if path == "" {
 		f, err := config.LoadData("embedded default config", config.Default(), opts)
 		return f, "embedded default", unreadableIsUsage(err)

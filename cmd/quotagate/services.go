@@ -108,7 +108,11 @@ func (o *observer) syncError(ctx context.Context) {
 
 // newNotifier builds the alert notifier from the alerts block.
 func newNotifier(file *config.File, o assembleOptions) (*notify.Notifier, error) {
-	n, err := notify.New(file.QuotaManager.Alerts.Notify(), notify.Options{Logger: o.Logger, Getenv: o.Getenv})
+	cfg, err := notifyConfig(file)
+	if err != nil {
+		return nil, fmt.Errorf("serve: alerts: %w", err)
+	}
+	n, err := notify.New(cfg, notify.Options{Logger: o.Logger, Getenv: o.Getenv})
 	if err != nil {
 		return nil, fmt.Errorf("serve: alerts: %w", err)
 	}
@@ -118,7 +122,10 @@ func newNotifier(file *config.File, o assembleOptions) (*notify.Notifier, error)
 // newAdmin builds the admin server when an address is configured; it
 // returns nil otherwise.
 func newAdmin(file *config.File, o assembleOptions, a *app) (*admin.Server, error) {
-	cfg := file.Admin
+	cfg, err := adminConfig(file)
+	if err != nil {
+		return nil, fmt.Errorf("serve: admin API: %w", err)
+	}
 	if o.AdminAddr != "" {
 		cfg.Addr = o.AdminAddr
 	}
