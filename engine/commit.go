@@ -60,10 +60,7 @@ func (c *charge) commit(ctx context.Context, snaps []Snapshot) error {
 	if len(snaps) == 0 {
 		return nil
 	}
-	err := c.e.store.Save(ctx, snaps)
-	if err != nil {
-		c.e.storeErrors.Add(1)
-	}
+	err := c.e.saveStates(ctx, snaps)
 	c.e.lockPair(c.h.si, c.h.ti)
 	for _, s := range snaps {
 		st, sh := c.h.st, &c.e.shards[c.h.si]

@@ -99,6 +99,9 @@ type Options struct {
 	// it returns (outside any lock), so that an acknowledged charge is never
 	// lost. False saves it at the next Flush (see Run).
 	SyncWrites bool
+	// StoreObserver, if set, is told how long every call to Store took
+	// and whether it failed (the quota.store.duration histogram).
+	StoreObserver StoreObserver
 	// Deferrer, with SyncWrites, takes over Charge's saves: the snapshots
 	// of the state a decision changed go to Deferrer.Defer, while the
 	// subject's lock is still held, and back to the caller in

@@ -37,6 +37,8 @@ type Engine struct {
 	syncWrites bool
 	deferrer   Deferrer
 	flushEvery time.Duration
+	// observeStore, if set, is told of every Store call (storecalls.go).
+	observeStore StoreObserver
 
 	cap                               capacity
 	loads, storeErrors, eventsEmitted atomic.Uint64
@@ -54,17 +56,18 @@ func New(r Rules, o Options) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		shards:     make([]shard, o.Shards),
-		mask:       uint64(o.Shards - 1),
-		seed:       maphash.MakeSeed(),
-		store:      o.Store,
-		auth:       o.Authority,
-		events:     o.Events,
-		log:        o.Logger,
-		now:        o.Now,
-		syncWrites: o.SyncWrites,
-		deferrer:   o.Deferrer,
-		flushEvery: o.FlushInterval,
+		shards:       make([]shard, o.Shards),
+		mask:         uint64(o.Shards - 1),
+		seed:         maphash.MakeSeed(),
+		store:        o.Store,
+		auth:         o.Authority,
+		events:       o.Events,
+		log:          o.Logger,
+		now:          o.Now,
+		syncWrites:   o.SyncWrites,
+		deferrer:     o.Deferrer,
+		observeStore: o.StoreObserver,
+		flushEvery:   o.FlushInterval,
 	}
 	per := max(o.CacheSize/o.Shards, minShardCapacity)
 	forgets := e.forgetter() != nil // only then are idle states dropped

@@ -51,10 +51,7 @@ func (e *Engine) Flush(ctx context.Context) error {
 	if len(snaps) == 0 {
 		return nil
 	}
-	err := e.store.Save(ctx, snaps)
-	if err != nil {
-		e.storeErrors.Add(1)
-	}
+	err := e.saveStates(ctx, snaps)
 	e.completeFlush(items, snaps, err == nil)
 	if err != nil {
 		return fmt.Errorf("engine: flush %d snapshots: %w", len(snaps), err)

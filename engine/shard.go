@@ -253,12 +253,12 @@ func (e *Engine) saveQueued(ctx context.Context, sh *shard, q []queuedSave) {
 	}
 	var saveErr, forgetErr error
 	if len(snaps) > 0 {
-		saveErr = e.store.Save(context.WithoutCancel(ctx), snaps)
+		saveErr = e.saveStates(context.WithoutCancel(ctx), snaps)
 	}
 	if len(forget) > 0 {
-		forgetErr = e.forgetter().Forget(context.WithoutCancel(ctx), forget)
+		forgetErr = e.forgetStates(context.WithoutCancel(ctx), e.forgetter(), forget)
 	}
-	if saveErr != nil || forgetErr != nil {
+	if saveErr == nil && forgetErr != nil {
 		e.storeErrors.Add(1)
 	}
 	sh.mu.Lock()
@@ -402,10 +402,8 @@ func (e *Engine) load(ctx context.Context, rs *ruleset, i int, key string, creat
 		// epoch has not moved since before it.
 		epoch := sh.epoch.Load()
 		at := e.now().UnixNano()
-		snap, ok, err := e.store.Load(ctx, key)
-		e.loads.Add(1)
+		snap, ok, err := e.loadState(ctx, key)
 		if err != nil {
-			e.storeErrors.Add(1)
 			return false, fmt.Errorf("engine: load state of %q: %w", key, err)
 		}
 		var st *subjectState

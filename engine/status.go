@@ -200,10 +200,8 @@ func (e *Engine) Known(ctx context.Context, subject string) (bool, error) {
 	if cached {
 		return true, nil
 	}
-	_, ok, err := e.store.Load(ctx, subject)
-	e.loads.Add(1)
+	_, ok, err := e.loadState(ctx, subject)
 	if err != nil {
-		e.storeErrors.Add(1)
 		return false, fmt.Errorf("engine: look up %q: %w", subject, err)
 	}
 	return ok, nil

@@ -325,3 +325,36 @@ func TestBatchModeHandsNothingOver(t *testing.T) {
 		t.Fatalf("Unsaved = %+v without a Deferrer, want nil", d.Unsaved)
 	}
 }
+
+// TestStoreObserverSeesEveryCall pins that the engine reports its own
+// Store calls (so the server times them without wrapping the Store, which
+// would hide the interfaces the Store also implements).
+func TestStoreObserverSeesEveryCall(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	store := &failingStore{MemoryStore: NewMemoryStore()}
+	cfg := oneTier(LimitConfig{Period: hour, Max: 5})
+	cfg.Store, cfg.SyncWrites = store, true
+	cfg.StoreObserver = func(_ context.Context, op string, took time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if took < 0 {
+			t.Errorf("%s took %s", op, took)
+		}
+		if err != nil {
+			op += " error"
+		}
+		seen[op]++
+	}
+	e := newEngine(t, cfg)
+	chargeAt(t, e, t0, Request{Subject: "alice"}) // a load, then a sync save
+	store.set(true)
+	if _, err := e.ChargeAt(context.Background(), t0, Request{Subject: "bob"}); err == nil {
+		t.Fatal("a Charge whose sync save failed returned no error")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := map[string]int{"load": 2, "save": 1, "save error": 1}; !reflect.DeepEqual(seen, want) {
+		t.Fatalf("observed %v, want %v", seen, want)
+	}
+}

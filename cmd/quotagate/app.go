@@ -103,12 +103,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if eopts.Store == nil {
 		eopts.Store = engine.NewMemoryStore()
 	}
-	ts := timedStore{Store: eopts.Store, rec: a.rec}
-	eopts.Store = ts
-	if f, ok := ts.Store.(engine.Forgetter); ok {
-		// The in-memory store drops idle state; the wrapper must say so.
-		eopts.Store = timedForgetter{timedStore: ts, f: f}
-	}
+	eopts.StoreObserver = a.rec.RecordStoreOp
 	if a.eng, err = engine.New(rules, eopts); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"time"
-
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/telemetry"
@@ -88,51 +85,4 @@ func tierStats(eng *engine.Engine) []telemetry.TierStat {
 		}
 	}
 	return out
-}
-
-// timedStore times every store call for the quota.store.duration
-// histogram. Store calls happen on cache misses, evictions and flushes,
-// never under an engine lock.
-type timedStore struct {
-	engine.Store
-	rec *telemetry.Recorder
-}
-
-func (s timedStore) Load(ctx context.Context, key string) (engine.Snapshot, bool, error) {
-	t := time.Now()
-	snap, ok, err := s.Store.Load(ctx, key)
-	s.rec.RecordStoreOp(ctx, "load", time.Since(t), err)
-	return snap, ok, err
-}
-
-// LoadsProfiles forwards the wrapped store's answer (store/redis loads
-// the shared profile with the state, sparing the engine a read).
-func (s timedStore) LoadsProfiles() bool {
-	pl, ok := s.Store.(interface{ LoadsProfiles() bool })
-	return ok && pl.LoadsProfiles()
-}
-
-// timedForgetter is a timedStore around a Store that can forget idle
-// state (the in-memory store), forwarding engine.Forgetter.
-type timedForgetter struct {
-	timedStore
-	f engine.Forgetter
-}
-
-func (s timedForgetter) Forget(ctx context.Context, keys []engine.KeyVersion) error {
-	t := time.Now()
-	err := s.f.Forget(ctx, keys)
-	s.rec.RecordStoreOp(ctx, "forget", time.Since(t), err)
-	return err
-}
-
-func (s timedForgetter) Sweep(max int, idle func(*engine.Snapshot) bool) (visited, dropped int) {
-	return s.f.Sweep(max, idle)
-}
-
-func (s timedStore) Save(ctx context.Context, snaps []engine.Snapshot) error {
-	t := time.Now()
-	err := s.Store.Save(ctx, snaps)
-	s.rec.RecordStoreOp(ctx, "save", time.Since(t), err)
-	return err
 }
