@@ -153,9 +153,15 @@
 //
 //   - over-admission: 0 with WaitReplicas >= 1 (a promoted replica holds
 //     every admitted charge). Without, the charges acknowledged within the
-//     replication lag at the moment of the kill; on loopback, idle, 0 to a
-//     few, but a replica starved of CPU lags further (hundreds of charges
-//     on a loaded 2-core test host).
+//     replication lag at the moment of the kill, and Redis bounds that lag
+//     when the primaries run with min-replicas-to-write 1 and
+//     min-replicas-max-lag L: a primary refuses writes (the failure mode
+//     applies) once its replica's last acknowledgement, sent every second,
+//     is more than L seconds old. Over-admission is then at most the
+//     charges of the last L+1 seconds before the primary died; the tests
+//     set L = 1 and assert it. On loopback it is 0 to a few charges, but a
+//     replica starved of CPU lags further (hundreds of charges on a loaded
+//     2-core test host). Without min-replicas settings nothing bounds it.
 //   - under-admission: at most the Checks that failed with an unknown
 //     outcome (a charge that ran, or was not acknowledged by a replica in
 //     time, and was refused by a fail-closed tier): each such Check costs

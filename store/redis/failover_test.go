@@ -21,6 +21,20 @@ const (
 	failoverSubjects = 12
 	failoverWorkers  = 12
 	failoverTimeout  = 100 * time.Millisecond
+	// failoverMaxLag is the min-replicas-max-lag (seconds) the failover
+	// tests without WAIT set on the primary they kill, with
+	// min-replicas-to-write 1: the primary refuses writes once its
+	// replica's last acknowledgement is older than that, and a replica
+	// acknowledges once a second, so at most the charges of the last
+	// failoverMaxLag+1 seconds can be missing from the replica. That is
+	// the bound on over-admission that store/redis/doc.go states.
+	failoverMaxLag = 1
+	// failoverPreload is how long the load runs before the kill without
+	// WAIT, longer than the lag window, so that the bound is not simply
+	// "everything admitted so far".
+	failoverPreload = 3 * time.Second
+	// admitBucket is the resolution at which admissions are timed.
+	admitBucket = 10 * time.Millisecond
 )
 
 // failoverReport is what a failover under load did to admissions.
@@ -29,6 +43,9 @@ type failoverReport struct {
 	// count, and Under the counts that were not admitted; Admitted is
 	// the admissions.
 	Over, Under, Admitted int64
+	// InLagWindow counts the admissions of the failoverMaxLag+1 seconds
+	// before the kill: what asynchronous replication may lose.
+	InLagWindow int64
 	// Failed counts the Checks that got an error (the failure mode
 	// decided), Took the longest any Check waited, and Lag the longest a
 	// 5ms sleep overslept meanwhile: how late the machine (2 shared cores,
@@ -59,6 +76,10 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 	var admitted [failoverSubjects]atomic.Int64
 	var failed atomic.Int64
 	var took atomic.Int64
+	// admits counts admissions per admitBucket since begin, so that those
+	// in the lag window before the kill can be summed afterwards.
+	begin := time.Now()
+	var admits [4096]atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range failoverWorkers {
@@ -82,6 +103,7 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 					time.Sleep(time.Millisecond) // as a client would back off
 				case d.Allowed:
 					admitted[i].Add(1)
+					admits[min(int(time.Since(begin)/admitBucket), len(admits)-1)].Add(1)
 				}
 			}
 		})
@@ -101,7 +123,11 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 			}
 		}
 	})
-	time.Sleep(200 * time.Millisecond)
+	preload := 200 * time.Millisecond
+	if wait == 0 {
+		preload = failoverPreload
+	}
+	time.Sleep(preload)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -118,12 +144,19 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 			}
 		}
 	}()
+	killed := int(time.Since(begin) / admitBucket)
 	kill()
 	time.Sleep(1500 * time.Millisecond) // exactness resumes without a restart
 	close(stop)
 	wg.Wait()
 	<-done
 	rep.Failed, rep.Took, rep.Lag = failed.Load(), time.Duration(took.Load()), time.Duration(lag.Load())
+	// The window ends a bucket after the kill: a reply the dead primary
+	// sent just before it died may be read a moment later.
+	from := killed - int((failoverMaxLag+1)*time.Second/admitBucket)
+	for b := max(from, 0); b <= killed+1 && b < len(admits); b++ {
+		rep.InLagWindow += admits[b].Load()
+	}
 	heal()
 	// One more Check per subject reads what Redis counted: an admission
 	// it did not count (a charge acknowledged, then lost with the primary)
@@ -156,16 +189,17 @@ func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, h
 			t.Errorf("a store is still unhealthy after the failover: %v, %v", err, st.LastError())
 		}
 	}
-	t.Logf("failover under load: over-admitted %d, under-admitted %d of %d admitted; %d Checks decided by the failure mode; longest Check %s (scheduling lag up to %s); degraded seen %v",
-		rep.Over, rep.Under, rep.Admitted, rep.Failed, rep.Took, rep.Lag, rep.Unhealthy)
+	t.Logf("failover under load: over-admitted %d (bound without WAIT: the %d admitted in the last %ds before the kill), under-admitted %d of %d admitted; %d Checks decided by the failure mode; longest Check %s (scheduling lag up to %s); degraded seen %v",
+		rep.Over, rep.InLagWindow, failoverMaxLag+1, rep.Under, rep.Admitted, rep.Failed, rep.Took, rep.Lag, rep.Unhealthy)
 	return rep
 }
 
 // checkFailover asserts the bounds that the package doc states. With
 // WaitReplicas, no admission is lost (over 0), and a count without an
 // admission comes only from a Check that failed (under at most Failed).
-// Without, the charges of the replication lag may be lost: over is only
-// reported. Either way no Check waits past the deadline (plus scheduling
+// Without, the charges of the replication lag may be lost, and the
+// primary's min-replicas-max-lag bounds that lag: over is at most the
+// admissions of the last failoverMaxLag+1 seconds before the kill. Either way no Check waits past the deadline (plus scheduling
 // slack), and the store reports itself degraded meanwhile.
 func checkFailover(t *testing.T, rep failoverReport, wait int) {
 	t.Helper()
@@ -175,6 +209,10 @@ func checkFailover(t *testing.T, rep failoverReport, wait int) {
 	if wait == 0 && rep.Under > rep.Failed {
 		t.Errorf("under %d: want at most the %d failed Checks", rep.Under, rep.Failed)
 	}
+	if wait == 0 && rep.Over > rep.InLagWindow {
+		t.Errorf("over %d without WAIT: want at most the %d admitted in the %ds before the kill (min-replicas-max-lag %d plus the replica's 1s acknowledgement period)",
+			rep.Over, rep.InLagWindow, failoverMaxLag+1, failoverMaxLag)
+	}
 	// The deadline's timer fires late by up to the lag, and the woken
 	// Check runs late by up to the lag again.
 	if rep.Took > failoverTimeout+400*time.Millisecond+2*rep.Lag {
@@ -182,6 +220,19 @@ func checkFailover(t *testing.T, rep failoverReport, wait int) {
 	}
 	if rep.Failed == 0 || !rep.Unhealthy {
 		t.Errorf("%d Checks failed, degraded seen %v: want the failure mode and a degraded store during the window", rep.Failed, rep.Unhealthy)
+	}
+}
+
+// boundLag makes primary refuse writes while its replica lags by more
+// than failoverMaxLag seconds (min-replicas-to-write 1), as store/redis/doc.go
+// recommends for a deployment without wait_replicas. The setting goes with
+// the process: the killed primary comes back without it.
+func boundLag(t *testing.T, primary *redistest.Server) {
+	t.Helper()
+	for _, kv := range [][2]string{{"min-replicas-max-lag", fmt.Sprint(failoverMaxLag)}, {"min-replicas-to-write", "1"}} {
+		if _, err := primary.Do("CONFIG", "SET", kv[0], kv[1]); err != nil {
+			t.Fatalf("CONFIG SET %s %s on %s: %v", kv[0], kv[1], primary.Addr, err)
+		}
 	}
 }
 
@@ -213,6 +264,7 @@ func TestClusterFailover(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			boundLag(t, victim)
 			rep := failoverUnderLoad(t, c, prefix, wait, func() {
 				victim.Kill()
 				if err := c.WaitHealthy(20 * time.Second); err != nil {
@@ -258,6 +310,7 @@ func TestSentinelFailover(t *testing.T) {
 				t.Fatal(err)
 			}
 			prefix := fmt.Sprintf("sfo%d", wait)
+			boundLag(t, old)
 			rep := failoverUnderLoad(t, ss, prefix, wait, func() {
 				old.Kill()
 				if _, err := ss.WaitFailover(old, 30*time.Second); err != nil {
