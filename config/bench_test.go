@@ -12,7 +12,7 @@ func BenchmarkParse(b *testing.B) {
 		name string
 		data []byte
 	}{
-		{name: "seed-json", data: seedJSON},
+		{name: "example-json", data: exampleJSON},
 		{name: "default-yaml", data: Default()},
 	} {
 		b.Run(bb.name, func(b *testing.B) {
@@ -29,7 +29,7 @@ func BenchmarkParse(b *testing.B) {
 // FuzzParse checks that no input makes Parse panic, and that whatever it
 // accepts converts to engine.Rules.
 func FuzzParse(f *testing.F) {
-	f.Add(seedJSON)
+	f.Add(exampleJSON)
 	f.Add(Default())
 	f.Add([]byte(richYAML))
 	f.Add([]byte(`{"quota_manager": {"tiers": {"a": {"limits": [{"max": 1, "per": "1s"}]}}}, "x": [1, {"y": null}]}`))

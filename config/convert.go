@@ -94,7 +94,7 @@ func convertEntities(qm *QuotaManager, cfg *engine.Rules, p *problems) {
 	}
 }
 
-// shorthands are the seed's api_calls_per_X keys, in the order their
+// shorthands are the example configuration's api_calls_per_X keys, in the order their
 // limits are listed, with the limit name each becomes.
 var shorthands = []struct {
 	key, name string

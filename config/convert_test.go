@@ -157,7 +157,7 @@ func TestEngineAcceptsConversion(t *testing.T) {
 		name string
 		data []byte
 	}{
-		{name: "seed", data: seedJSON},
+		{name: "example", data: exampleJSON},
 		{name: "default", data: Default()},
 		{name: "rich", data: []byte(richYAML)},
 	}

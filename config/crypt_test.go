@@ -19,7 +19,7 @@ const (
 // TestLoadCLIFixtures loads files that the age command-line tool encrypted
 // (see testdata/age/README.md).
 func TestLoadCLIFixtures(t *testing.T) {
-	want, err := Parse(seedJSON)
+	want, err := Parse(exampleJSON)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,8 +27,8 @@ func TestLoadCLIFixtures(t *testing.T) {
 		name string
 		path string
 	}{
-		{name: "binary", path: "testdata/age/seed.json.age"},
-		{name: "armored", path: "testdata/age/seed.json.age.asc"},
+		{name: "binary", path: "testdata/age/example.json.age"},
+		{name: "armored", path: "testdata/age/example.json.age.asc"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,7 +37,7 @@ func TestLoadCLIFixtures(t *testing.T) {
 				t.Fatalf("Load() = %v", err)
 			}
 			if !reflect.DeepEqual(got, want) {
-				t.Errorf("decrypted config differs from the seed: %+v", got)
+				t.Errorf("decrypted config differs from the example configuration: %+v", got)
 			}
 		})
 	}
@@ -45,7 +45,7 @@ func TestLoadCLIFixtures(t *testing.T) {
 
 func TestLoadErrors(t *testing.T) {
 	dir := t.TempDir()
-	enc, err := os.ReadFile("testdata/age/seed.json.age")
+	enc, err := os.ReadFile("testdata/age/example.json.age")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,16 +67,16 @@ func TestLoadErrors(t *testing.T) {
 		want string
 	}{
 		{
-			name: "wrong identity", path: "testdata/age/seed.json.age", opts: LoadOptions{IdentityFile: otherIdentity},
-			want: "config: testdata/age/seed.json.age: no identity in QUOTAGATE_AGE_IDENTITY_FILE (testdata/age/other-identity.txt) matches the file's recipients; use the identity whose public key (age-keygen -y) the file was encrypted to, or encrypt it again to yours",
+			name: "wrong identity", path: "testdata/age/example.json.age", opts: LoadOptions{IdentityFile: otherIdentity},
+			want: "config: testdata/age/example.json.age: no identity in QUOTAGATE_AGE_IDENTITY_FILE (testdata/age/other-identity.txt) matches the file's recipients; use the identity whose public key (age-keygen -y) the file was encrypted to, or encrypt it again to yours",
 		},
 		{
-			name: "no key given", path: "testdata/age/seed.json.age",
-			want: "config: testdata/age/seed.json.age: the file is age-encrypted and no key was given; set QUOTAGATE_AGE_IDENTITY_FILE to an age identity file or QUOTAGATE_AGE_PASSPHRASE_FILE to a file holding the passphrase",
+			name: "no key given", path: "testdata/age/example.json.age",
+			want: "config: testdata/age/example.json.age: the file is age-encrypted and no key was given; set QUOTAGATE_AGE_IDENTITY_FILE to an age identity file or QUOTAGATE_AGE_PASSPHRASE_FILE to a file holding the passphrase",
 		},
 		{
-			name: "passphrase for a recipient file", path: "testdata/age/seed.json.age", opts: LoadOptions{PassphraseFile: passFile},
-			want: "config: testdata/age/seed.json.age: the file is encrypted to age recipients, not a passphrase; set QUOTAGATE_AGE_IDENTITY_FILE to the matching identity file",
+			name: "passphrase for a recipient file", path: "testdata/age/example.json.age", opts: LoadOptions{PassphraseFile: passFile},
+			want: "config: testdata/age/example.json.age: the file is encrypted to age recipients, not a passphrase; set QUOTAGATE_AGE_IDENTITY_FILE to the matching identity file",
 		},
 		{
 			name: "corrupt payload", path: write("corrupt.age", corrupt), opts: LoadOptions{IdentityFile: cliIdentity},
@@ -87,11 +87,11 @@ func TestLoadErrors(t *testing.T) {
 			want: "the encrypted file is corrupt or not an age file",
 		},
 		{
-			name: "missing identity file", path: "testdata/age/seed.json.age", opts: LoadOptions{IdentityFile: filepath.Join(dir, "nope")},
-			want: "config: testdata/age/seed.json.age: read the age identity file (QUOTAGATE_AGE_IDENTITY_FILE): open ",
+			name: "missing identity file", path: "testdata/age/example.json.age", opts: LoadOptions{IdentityFile: filepath.Join(dir, "nope")},
+			want: "config: testdata/age/example.json.age: read the age identity file (QUOTAGATE_AGE_IDENTITY_FILE): open ",
 		},
 		{
-			name: "not an identity file", path: "testdata/age/seed.json.age", opts: LoadOptions{IdentityFile: passFile},
+			name: "not an identity file", path: "testdata/age/example.json.age", opts: LoadOptions{IdentityFile: passFile},
 			want: "want AGE-SECRET-KEY-1... lines as written by age-keygen",
 		},
 		{
@@ -200,7 +200,7 @@ func TestEncryptOptionErrors(t *testing.T) {
 		{name: "nothing", want: "config: nothing to encrypt to; give a recipient (age1...), a recipients file or a passphrase file"},
 		{name: "bad recipient", opts: EncryptOptions{Recipients: []string{"age1nope"}}, want: `config: recipient "age1nope": `},
 		{
-			name: "both", opts: EncryptOptions{Recipients: []string{"age1kljm50g8fra2ccuytl9gwtv3yzd6rghf3ejt6wyxnv2ctcy20a7srdvctx"}, PassphraseFile: "testdata/seed.json"},
+			name: "both", opts: EncryptOptions{Recipients: []string{"age1kljm50g8fra2ccuytl9gwtv3yzd6rghf3ejt6wyxnv2ctcy20a7srdvctx"}, PassphraseFile: "testdata/example.json"},
 			want: "config: a passphrase cannot be combined with recipients; choose one",
 		},
 	}

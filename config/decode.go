@@ -74,7 +74,7 @@ func toJSON(data []byte) ([]byte, error) {
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
-		return nil, errors.New("config: the file is empty; start from the default configuration (quotagate config default) or the seed's example")
+		return nil, errors.New("config: the file is empty; start from the default configuration (quotagate config default) or the example in the README")
 	}
 	if IsEncrypted(data) {
 		return nil, errors.New("config: the data is age-encrypted; load it with Load or LoadData, which decrypt it")

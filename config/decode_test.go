@@ -11,10 +11,10 @@ import (
 	"github.com/quotagate/quotagate/engine"
 )
 
-// seedJSON is the seed's "Example JSON Configuration", byte for byte.
+// exampleJSON is the design document's "Example JSON Configuration", byte for byte.
 //
-//go:embed testdata/seed.json
-var seedJSON []byte
+//go:embed testdata/example.json
+var exampleJSON []byte
 
 // seedYAML is the same configuration written as YAML.
 const seedYAML = `
@@ -30,7 +30,7 @@ quota_manager:
 `
 
 func TestSeedLoadsUnchanged(t *testing.T) {
-	f, err := Parse(seedJSON)
+	f, err := Parse(exampleJSON)
 	if err != nil {
 		t.Fatalf("Parse(seed) = %v", err)
 	}
@@ -80,7 +80,7 @@ func TestSeedLoadsUnchanged(t *testing.T) {
 }
 
 func TestYAMLAndJSONDecodeAlike(t *testing.T) {
-	fromJSON, err := Parse(seedJSON)
+	fromJSON, err := Parse(exampleJSON)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestDefaultConfig(t *testing.T) {
 }
 
 func TestDefaultsApplied(t *testing.T) {
-	f, err := Parse(seedJSON)
+	f, err := Parse(exampleJSON)
 	if err != nil {
 		t.Fatal(err)
 	}

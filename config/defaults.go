@@ -10,7 +10,7 @@ import (
 var defaultYAML []byte
 
 // Default returns a copy of the embedded default configuration
-// (config/default.yaml): the seed's tiers and alerts, the seed's translate
+// (config/default.yaml): the design document's tiers and alerts, its translate
 // and summarize prices, demo users and a trusted x-user-id header. It is
 // what `make run` serves.
 func Default() []byte { return slices.Clone(defaultYAML) }

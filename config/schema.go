@@ -6,7 +6,7 @@ import (
 )
 
 // File is a whole configuration file. Its quota_manager block is a superset
-// of the seed's example JSON, which loads unchanged. A File returned by Parse
+// of the design document's example JSON, which loads unchanged. A File returned by Parse
 // or Load has its defaults applied and has been validated; treat it as
 // immutable, since reloads build a new one.
 type File struct {
@@ -29,7 +29,7 @@ type File struct {
 	RequireEncryption bool `json:"require_encryption"`
 }
 
-// QuotaManager is the seed's quota_manager block, extended.
+// QuotaManager is the example configuration's quota_manager block, extended.
 type QuotaManager struct {
 	// Tiers are the plans, by name. At least one is required.
 	Tiers map[string]Tier `json:"tiers"`
@@ -57,7 +57,7 @@ type QuotaManager struct {
 	Cache          Cache               `json:"cache"`
 }
 
-// Tier is one plan. The api_calls_per_X shorthands are the seed's form; each
+// Tier is one plan. The api_calls_per_X shorthands are the example configuration's form; each
 // non-zero one becomes a limit named after its period ("hour").
 type Tier struct {
 	// APICallsPerMinute, APICallsPerHour, APICallsPerDay and
@@ -173,7 +173,7 @@ type Capacity struct {
 	ShedAt map[string]float64 `json:"shed_at"`
 }
 
-// Alerts is the seed's alerts block, extended with the settings of each
+// Alerts is the example configuration's alerts block, extended with the settings of each
 // channel and of the anomaly detector. The wiring turns it into the
 // notifier's options; see package notify for what each setting does.
 type Alerts struct {
@@ -320,7 +320,7 @@ type AdminToken struct {
 	Team string `json:"team"`
 }
 
-// Messages override the client-facing texts; empty fields keep the seed's.
+// Messages override the client-facing texts; empty fields keep the defaults.
 type Messages struct {
 	Exceeded string `json:"exceeded"`
 	// Warning is a format with one %s for the period adjective ("daily").

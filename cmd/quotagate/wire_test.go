@@ -267,7 +267,7 @@ admin:
 	if eo := engineOptions(f, &durable.Backends{}, nil, nil); eo.FlushInterval != 250*time.Millisecond || eo.Deferrer != nil {
 		t.Errorf("engineOptions = %+v; want the store's flush interval and no Deferrer", eo)
 	}
-	for name, data := range map[string][]byte{"default": config.Default(), "example": readFile(t, "../../config/testdata/seed.json")} {
+	for name, data := range map[string][]byte{"default": config.Default(), "example": readFile(t, "../../config/testdata/example.json")} {
 		if _, err := config.ParseWith(data, checkComponents); err != nil {
 			t.Errorf("%s configuration: %v", name, err)
 		}
