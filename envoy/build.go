@@ -45,7 +45,17 @@ func build(o GenerateOptions) *bootstrapv3.Bootstrap {
 		},
 	}
 	hcm.AccessLog = []*accesslogv3.AccessLog{accessLog()}
-	clusters := []*clusterv3.Cluster{quotagateCluster(o), cluster(o.Upstream, o.UpstreamAddress, o.UpstreamPort)}
+	clusters := []*clusterv3.Cluster{quotagateCluster(o)}
+	if !o.Settlement.Off {
+		settleTo := o.Cluster
+		if host, port, err := hostPort(o.Settlement.Address); err == nil {
+			settleTo = SettlementCluster
+			clusters = append(clusters, http2(cluster(SettlementCluster, host, port)))
+		}
+		hcm.AccessLog = append(hcm.AccessLog, settlementLog(o.Settlement, settleTo))
+		hcm.EarlyHeaderMutationExtensions = []*corev3.TypedExtensionConfig{stripDecisionHeader()}
+	}
+	clusters = append(clusters, cluster(o.Upstream, o.UpstreamAddress, o.UpstreamPort))
 	if host, port, ok := collector(o); ok {
 		hcm.Tracing = &hcmv3.HttpConnectionManager_Tracing{Provider: &tracev3.Tracing_Http{
 			Name: "envoy.tracers.opentelemetry",
