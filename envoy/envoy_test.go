@@ -3,6 +3,7 @@ package envoy
 import (
 	"errors"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -92,6 +93,10 @@ func TestValidateRejectsBrokenConfigs(t *testing.T) {
 		{name: "unregistered extension", old: "envoy.extensions.filters.http.router.v3.Router", new: "envoy.extensions.filters.http.nosuch.v3.Nope", want: "nosuch"},
 		{name: "per-route config that neither disables nor sets check settings", old: "                    disabled: true\n", new: "", want: "Override"},
 		{name: "cluster without a name", old: "  - name: backend\n", new: "  - name: \"\"\n", want: "Name"},
+		{name: "settlement logger without a log name", old: "log_name: quotagate_settlement", new: "log_name: \"\"", want: "LogName"},
+		{name: "settlement logger without a cluster", old: "envoy_grpc: {cluster_name: quotagate}\n                # A refund", new: "envoy_grpc: {cluster_name: \"\"}\n                # A refund", want: "ClusterName"},
+		{name: "settlement logger with a zero flush interval", old: "buffer_flush_interval: 0.25s", new: "buffer_flush_interval: 0s", want: "BufferFlushInterval"},
+		{name: "misspelled settlement logger field", old: "additional_response_headers_to_log:", new: "additional_response_header_to_log:", want: "additional_response_header_to_log"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,6 +146,48 @@ func TestExampleQuotagateClustersHealthChecked(t *testing.T) {
 			}
 			if !found {
 				t.Errorf("no cluster named quotagate")
+			}
+		})
+	}
+}
+
+// TestExampleBootstrapsSettle checks that every shipped bootstrap streams
+// its access log to quotagate for settlement, with the decision id and
+// the default usage header, and drops a client's own decision id header.
+func TestExampleBootstrapsSettle(t *testing.T) {
+	files, err := filepath.Glob("*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example bootstraps: %v", err)
+	}
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bootstrapv3.Bootstrap
+			if err := ValidateMessage(data, &b); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, l := range b.GetStaticResources().GetListeners() {
+				for _, fc := range l.GetFilterChains() {
+					for _, flt := range fc.GetFilters() {
+						var hcm hcmv3.HttpConnectionManager
+						if flt.GetTypedConfig().UnmarshalTo(&hcm) != nil {
+							continue
+						}
+						n++
+						als, stripped := settlementOf(t, &hcm)
+						checkSettlement(t, f+": listener "+l.GetName(), als, "quotagate", []string{DefaultUsageHeader})
+						if !stripped {
+							t.Errorf("listener %s: a client's own %s reaches the log", l.GetName(), DecisionIDHeader)
+						}
+					}
+				}
+			}
+			if n == 0 {
+				t.Errorf("no HttpConnectionManager")
 			}
 		})
 	}
