@@ -1,12 +1,15 @@
 package envoy
 
 import (
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	grpclogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -39,6 +42,13 @@ type istioOperator struct {
 						PackAsBytes         bool   `json:"packAsBytes"`
 					} `json:"includeRequestBodyInCheck"`
 				} `json:"envoyExtAuthzGrpc"`
+				EnvoyHTTPAls *struct {
+					Service                        string   `json:"service"`
+					Port                           uint32   `json:"port"`
+					LogName                        string   `json:"logName"`
+					AdditionalRequestHeadersToLog  []string `json:"additionalRequestHeadersToLog"`
+					AdditionalResponseHeadersToLog []string `json:"additionalResponseHeadersToLog"`
+				} `json:"envoyHttpAls"`
 			} `json:"extensionProviders"`
 		} `json:"meshConfig"`
 	} `json:"spec"`
@@ -89,6 +99,9 @@ func TestIstioExtensionProviderIsAValidExtAuthz(t *testing.T) {
 		t.Fatalf("mesh-config.yaml: want an IstioOperator with extension providers, got %+v", op)
 	}
 	for _, p := range op.Spec.MeshConfig.ExtensionProviders {
+		if p.EnvoyHTTPAls != nil {
+			continue // TestIstioSettlementProvider
+		}
 		t.Run(p.Name, func(t *testing.T) {
 			g := p.EnvoyExtAuthzGrpc
 			if g == nil || g.Service == "" || g.Port == 0 {
@@ -145,5 +158,104 @@ func TestIstioAuthorizationPolicy(t *testing.T) {
 	}
 	if len(ap.Spec.Selector.MatchLabels) == 0 {
 		t.Errorf("the policy selects no workload: it would apply to the whole namespace")
+	}
+}
+
+type telemetry struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+	Spec struct {
+		Selector struct {
+			MatchLabels map[string]string `json:"matchLabels"`
+		} `json:"selector"`
+		AccessLogging []struct {
+			Match struct {
+				Mode string `json:"mode"`
+			} `json:"match"`
+			Providers []struct {
+				Name string `json:"name"`
+			} `json:"providers"`
+		} `json:"accessLogging"`
+	} `json:"spec"`
+}
+
+// TestIstioSettlementProvider checks that the mesh declares an envoyHttpAls
+// provider on the ext_authz provider's service and port, logging the
+// usage header, that the access logger Istio builds from it passes
+// Envoy's rules, and that telemetry.yaml turns it on, inbound only, for
+// the workloads the AuthorizationPolicy meters.
+func TestIstioSettlementProvider(t *testing.T) {
+	var op istioOperator
+	readStrict(t, "istio/mesh-config.yaml", &op)
+	var ap authorizationPolicy
+	readStrict(t, "istio/authorization-policy.yaml", &ap)
+	var tel telemetry
+	readStrict(t, "istio/telemetry.yaml", &tel)
+
+	var authzService string
+	var authzPort uint32
+	als := map[string]bool{}
+	for _, p := range op.Spec.MeshConfig.ExtensionProviders {
+		if g := p.EnvoyExtAuthzGrpc; g != nil && p.Name == ap.Spec.Provider.Name {
+			authzService, authzPort = g.Service, g.Port
+		}
+		a := p.EnvoyHTTPAls
+		if a == nil {
+			continue
+		}
+		als[p.Name] = true
+		if !slices.Contains(a.AdditionalResponseHeadersToLog, DefaultUsageHeader) {
+			t.Errorf("provider %s logs response headers %v, want %s", p.Name, a.AdditionalResponseHeadersToLog, DefaultUsageHeader)
+		}
+		if a.LogName != SettlementLogName {
+			t.Errorf("provider %s logName %q, want %q", p.Name, a.LogName, SettlementLogName)
+		}
+		// The access logger Istio generates from the provider.
+		l := &grpclogv3.HttpGrpcAccessLogConfig{
+			CommonConfig: &grpclogv3.CommonGrpcAccessLogConfig{
+				LogName:             a.LogName,
+				TransportApiVersion: corev3.ApiVersion_V3,
+				GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+					ClusterName: "outbound|" + strconv.Itoa(int(a.Port)) + "||" + a.Service,
+				}}},
+			},
+			AdditionalRequestHeadersToLog:  a.AdditionalRequestHeadersToLog,
+			AdditionalResponseHeadersToLog: a.AdditionalResponseHeadersToLog,
+		}
+		if err := check(l, "HttpGrpcAccessLogConfig"); err != nil {
+			t.Errorf("provider %s: the access logger Istio would generate is invalid: %v", p.Name, err)
+		}
+		if a.Service != authzService || a.Port != authzPort {
+			t.Errorf("provider %s streams to %s:%d, want quotagate's ext_authz service %s:%d", p.Name, a.Service, a.Port, authzService, authzPort)
+		}
+	}
+	if len(als) == 0 {
+		t.Fatal("mesh-config.yaml declares no envoyHttpAls provider: quotagate would never settle a charge")
+	}
+
+	if tel.APIVersion != "telemetry.istio.io/v1" || tel.Kind != "Telemetry" {
+		t.Errorf("telemetry.yaml is %s %s, want telemetry.istio.io/v1 Telemetry", tel.APIVersion, tel.Kind)
+	}
+	if tel.Metadata.Namespace != ap.Metadata.Namespace || !maps.Equal(tel.Spec.Selector.MatchLabels, ap.Spec.Selector.MatchLabels) || len(ap.Spec.Selector.MatchLabels) == 0 {
+		t.Errorf("Telemetry selects %s/%v, AuthorizationPolicy %s/%v: want the same workloads",
+			tel.Metadata.Namespace, tel.Spec.Selector.MatchLabels, ap.Metadata.Namespace, ap.Spec.Selector.MatchLabels)
+	}
+	on := false
+	for _, l := range tel.Spec.AccessLogging {
+		for _, p := range l.Providers {
+			if als[p.Name] {
+				on = true
+				if l.Match.Mode != "SERVER" {
+					t.Errorf("provider %s is on in mode %q; want SERVER, the requests ext_authz decided", p.Name, l.Match.Mode)
+				}
+			}
+		}
+	}
+	if !on {
+		t.Errorf("telemetry.yaml does not turn on any of the settlement providers %v", als)
 	}
 }

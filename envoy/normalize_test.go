@@ -116,6 +116,9 @@ func TestIstioNormalizesPaths(t *testing.T) {
 		t.Errorf("meshConfig.pathNormalization.normalization = %q, want DECODE_AND_MERGE_SLASHES", got)
 	}
 	for _, p := range op.Spec.MeshConfig.ExtensionProviders {
+		if p.EnvoyExtAuthzGrpc == nil {
+			continue // the settlement access log provider
+		}
 		if b := p.EnvoyExtAuthzGrpc.IncludeRequestBodyInCheck; b == nil || !b.PackAsBytes {
 			t.Errorf("provider %s: includeRequestBodyInCheck.packAsBytes must be true", p.Name)
 		}
