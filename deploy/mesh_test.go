@@ -91,6 +91,15 @@ func readMeshConfig(t *testing.T) *meshv1alpha1.MeshConfig {
 	return &mesh
 }
 
+// readPolicy decodes envoy/istio/authorization-policy.yaml strictly.
+func readPolicy(t *testing.T) (*securityv1beta1.AuthorizationPolicy, istioObject) {
+	t.Helper()
+	var policy securityv1beta1.AuthorizationPolicy
+	var typed securityv1.AuthorizationPolicy
+	obj := decodeIstio(t, "../envoy/istio/authorization-policy.yaml", "security.istio.io/v1", "AuthorizationPolicy", &policy, &typed)
+	return &policy, obj
+}
+
 // TestIstio decodes the Istio objects strictly with Istio's Go API and
 // checks them against each other, the Kubernetes Service and the
 // configuration: the provider the policy names is declared and points at
@@ -99,9 +108,7 @@ func readMeshConfig(t *testing.T) *meshv1alpha1.MeshConfig {
 func TestIstio(t *testing.T) {
 	mesh := readMeshConfig(t)
 
-	var policy securityv1beta1.AuthorizationPolicy
-	var policyTyped securityv1.AuthorizationPolicy
-	pObj := decodeIstio(t, "../envoy/istio/authorization-policy.yaml", "security.istio.io/v1", "AuthorizationPolicy", &policy, &policyTyped)
+	policy, pObj := readPolicy(t)
 	var authn securityv1beta1.RequestAuthentication
 	var authnTyped securityv1.RequestAuthentication
 	aObj := decodeIstio(t, "../envoy/istio/request-authentication.yaml", "security.istio.io/v1", "RequestAuthentication", &authn, &authnTyped)
@@ -239,9 +246,7 @@ func mapsEqual(a, b map[string]string) bool {
 // inbound requests, on the workloads the AuthorizationPolicy meters.
 func TestIstioSettlement(t *testing.T) {
 	mesh := readMeshConfig(t)
-	var policy securityv1beta1.AuthorizationPolicy
-	var policyTyped securityv1.AuthorizationPolicy
-	pObj := decodeIstio(t, "../envoy/istio/authorization-policy.yaml", "security.istio.io/v1", "AuthorizationPolicy", &policy, &policyTyped)
+	policy, pObj := readPolicy(t)
 	var tel telemetryv1alpha1.Telemetry
 	var telTyped telemetryv1.Telemetry
 	tObj := decodeIstio(t, "../envoy/istio/telemetry.yaml", "telemetry.istio.io/v1", "Telemetry", &tel, &telTyped)

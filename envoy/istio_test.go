@@ -54,18 +54,26 @@ type istioOperator struct {
 	} `json:"spec"`
 }
 
-type authorizationPolicy struct {
+// istioObject is the envelope of a namespaced Istio object.
+type istioObject struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	Metadata   struct {
 		Name      string `json:"name"`
 		Namespace string `json:"namespace"`
 	} `json:"metadata"`
+}
+
+// workloadSelector is the selector of an Istio policy.
+type workloadSelector struct {
+	MatchLabels map[string]string `json:"matchLabels"`
+}
+
+type authorizationPolicy struct {
+	istioObject
 	Spec struct {
-		Selector struct {
-			MatchLabels map[string]string `json:"matchLabels"`
-		} `json:"selector"`
-		Action   string `json:"action"`
+		Selector workloadSelector `json:"selector"`
+		Action   string           `json:"action"`
 		Provider struct {
 			Name string `json:"name"`
 		} `json:"provider"`
@@ -162,16 +170,9 @@ func TestIstioAuthorizationPolicy(t *testing.T) {
 }
 
 type telemetry struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-	} `json:"metadata"`
+	istioObject
 	Spec struct {
-		Selector struct {
-			MatchLabels map[string]string `json:"matchLabels"`
-		} `json:"selector"`
+		Selector      workloadSelector `json:"selector"`
 		AccessLogging []struct {
 			Match struct {
 				Mode string `json:"mode"`
