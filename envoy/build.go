@@ -2,7 +2,6 @@ package envoy
 
 import (
 	"net"
-	"strconv"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -159,12 +158,8 @@ func collector(o GenerateOptions) (string, int, bool) {
 	if o.Collector == "" || o.Collector == NoCollector {
 		return "", 0, false
 	}
-	host, p, err := net.SplitHostPort(o.Collector)
-	port, perr := strconv.Atoi(p)
-	if err != nil || perr != nil {
-		return "", 0, false
-	}
-	return host, port, true
+	host, port, err := hostPort(o.Collector)
+	return host, port, err == nil
 }
 
 // AccessLogFields are the fields of the bootstrap's JSON access log line:
