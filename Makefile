@@ -32,6 +32,7 @@ test: test-deps vet fmtcheck
 FUZZTIME ?= 15s
 FUZZ_TARGETS := \
 	./admin:FuzzAdminChange \
+	./cmd/quotagate:FuzzCheckComponents \
 	./config:FuzzParse \
 	./config:FuzzRedisTarget \
 	./engine:FuzzMemoryStore \

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -131,7 +130,7 @@ func TestBearer(t *testing.T) {
 
 func newEngine(t *testing.T) *engine.Engine {
 	t.Helper()
-	eng, err := engine.New(engineConfig(nil))
+	eng, err := engine.New(engineRules(), engine.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,31 +256,35 @@ func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		name string
 		cfg  Config
-		want string // "" means valid
+		// path and problem are the FieldError wanted; path "" means valid.
+		path, problem string
 	}{
 		{name: "valid", cfg: Config{Addr: "127.0.0.1:8081", Tokens: []TokenConfig{good}, TraceURL: "https://tempo.example/explore?traceId={trace_id}"}},
 		{name: "raw token instead of hash", cfg: Config{Tokens: []TokenConfig{{Name: "ops", SHA256: pasted, Scopes: []Scope{ScopeRead}}}},
-			want: "admin.tokens[0].sha256: must be 64 hex digits"},
-		{name: "duplicate name", cfg: Config{Tokens: []TokenConfig{good, good}}, want: `admin.tokens[1].name: duplicate name "ops"`},
-		{name: "no name", cfg: Config{Tokens: []TokenConfig{{SHA256: good.SHA256, Scopes: good.Scopes}}}, want: "admin.tokens[0].name: must not be empty"},
-		{name: "no scopes", cfg: Config{Tokens: []TokenConfig{{Name: "a", SHA256: good.SHA256}}}, want: "admin.tokens[0].scopes"},
-		{name: "bad addr", cfg: Config{Addr: "8081"}, want: "admin.addr"},
-		{name: "trace url scheme", cfg: Config{TraceURL: "javascript:alert(1)//{trace_id}"}, want: "admin.trace_url: must be an http or https URL"},
-		{name: "trace url placeholder", cfg: Config{TraceURL: "https://jaeger.example/trace/"}, want: "must contain {trace_id}"},
-		{name: "half TLS", cfg: Config{TLS: TLSConfig{CertFile: "c.pem"}}, want: "admin.tls: cert_file and key_file"},
-		{name: "client CA without TLS", cfg: Config{TLS: TLSConfig{ClientCAFile: "ca.pem"}}, want: "admin.tls.client_ca_file"},
+			path: "tokens[0].sha256", problem: "must be 64 hex digits"},
+		{name: "duplicate name", cfg: Config{Tokens: []TokenConfig{good, good}}, path: "tokens[1].name", problem: `duplicate name "ops"`},
+		{name: "no name", cfg: Config{Tokens: []TokenConfig{{SHA256: good.SHA256, Scopes: good.Scopes}}}, path: "tokens[0].name", problem: "must not be empty"},
+		{name: "no scopes", cfg: Config{Tokens: []TokenConfig{{Name: "a", SHA256: good.SHA256}}}, path: "tokens[0].scopes", problem: "must list at least one"},
+		{name: "bad addr", cfg: Config{Addr: "8081"}, path: "addr", problem: "must be host:port"},
+		{name: "trace url scheme", cfg: Config{TraceURL: "javascript:alert(1)//{trace_id}"}, path: "trace_url", problem: "must be an http or https URL"},
+		{name: "trace url placeholder", cfg: Config{TraceURL: "https://jaeger.example/trace/"}, path: "trace_url", problem: "must contain {trace_id}"},
+		{name: "half TLS", cfg: Config{TLS: TLSConfig{CertFile: "c.pem"}}, path: "tls", problem: "cert_file and key_file"},
+		{name: "client CA without TLS", cfg: Config{TLS: TLSConfig{ClientCAFile: "ca.pem"}}, path: "tls.client_ca_file", problem: "requires cert_file"},
+		{name: "negative failures", cfg: Config{AuthFailuresPerMinute: -1}, path: "auth_failures_per_minute", problem: "must be >= 0, got -1"},
+		{name: "negative address failures", cfg: Config{AuthFailuresPerAddressPerMinute: -2}, path: "auth_failures_per_address_per_minute", problem: "got -2"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
-			if tc.want == "" {
+			if tc.path == "" {
 				if err != nil {
 					t.Fatalf("Validate = %v; want nil", err)
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalidConfig) {
-				t.Fatalf("Validate = %v; want an ErrInvalidConfig containing %q", err, tc.want)
+			fes := engine.FieldErrors(err)
+			if !errors.Is(err, ErrInvalidConfig) || len(fes) != 1 || fes[0].Path != tc.path || !strings.Contains(fes[0].Problem, tc.problem) {
+				t.Fatalf("Validate = %v (field errors %v); want an ErrInvalidConfig with one FieldError at %q containing %q", err, fes, tc.path, tc.problem)
 			}
 			if strings.Contains(err.Error(), pasted) {
 				t.Errorf("the error repeats a secret: %v", err)
@@ -290,20 +293,27 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestConfigJSON(t *testing.T) {
-	const in = `{"addr":"127.0.0.1:8081","tokens":[{"name":"ops","sha256":"` + "%s" + `","scopes":["read","admin"],"team":"blue"}],
-		"tls":{"cert_file":"c.pem","key_file":"k.pem","client_ca_file":"ca.pem"},"trace_url":"https://t.example/{trace_id}"}`
-	var c Config
-	if err := json.Unmarshal([]byte(strings.Replace(in, "%s", HashToken("x"), 1)), &c); err != nil {
-		t.Fatal(err)
-	}
+func TestTokenScopes(t *testing.T) {
+	c := Config{Tokens: []TokenConfig{{Name: "ops", SHA256: HashToken("x"), Scopes: []Scope{ScopeRead, ScopeAdmin}, Team: "blue"}},
+		TLS: TLSConfig{CertFile: "c.pem", KeyFile: "k.pem", ClientCAFile: "ca.pem"}, TraceURL: "https://t.example/{trace_id}"}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if p := newTokenSet(c.Tokens).tokens[0].p; p != (principal{name: "ops", scope: ScopeAdmin, team: "blue"}) {
 		t.Errorf("token = %+v; want ops, admin, blue", p)
 	}
-	if err := json.Unmarshal([]byte(`{"tokens":[{"scopes":["root"]}]}`), &c); err == nil || !strings.Contains(err.Error(), "want read, write or admin") {
+	if _, err := ParseScope("root"); err == nil || !strings.Contains(err.Error(), "want read, write or admin") {
 		t.Errorf("unknown scope: %v; want an error naming the scopes", err)
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9191": true, "[::1]:9191": true, "localhost:9191": true, "LocalHost:1": true, "127.1.2.3:1": true,
+		":9191": false, "0.0.0.0:9191": false, "[::]:9191": false, "10.0.0.1:9191": false, "example.com:9191": false, "9191": false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
 	}
 }

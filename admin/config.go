@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/quotagate/quotagate/engine"
 )
 
 // ErrInvalidConfig is wrapped by every error of Config.Validate.
@@ -24,29 +26,29 @@ const (
 	defaultStreamInterval        = time.Second
 )
 
-// Config is the "admin" block of the configuration file. The zero value
-// serves nothing (Addr is empty). A Config must not be changed after it is
-// passed to New.
+// Config configures the admin server; the wiring builds it from the
+// configuration file's admin block. The zero value serves nothing (Addr is
+// empty). A Config must not be changed after it is passed to New.
 type Config struct {
 	// Addr is the listen address, such as "127.0.0.1:8081". Empty turns the
 	// admin server off; --admin-addr overrides it.
-	Addr string `json:"addr,omitempty"`
+	Addr string
 	// Tokens are the accepted bearer tokens. With none, the server only
 	// starts on a loopback address, and then serves local clients only.
-	Tokens []TokenConfig `json:"tokens,omitempty"`
+	Tokens []TokenConfig
 	// TLS serves HTTPS, and with ClientCAFile requires client certificates.
-	TLS TLSConfig `json:"tls,omitzero"`
+	TLS TLSConfig
 	// TraceURL is the link template for a decision's trace in Jaeger or
 	// Tempo; "{trace_id}" is replaced by the trace id, e.g.
 	// "https://tempo.example/explore?traceId={trace_id}". Empty means no
 	// links.
-	TraceURL string `json:"trace_url,omitempty"`
+	TraceURL string
 	// AuthFailuresPerMinute is how many times one wrong token may be
 	// presented per minute before it is answered with 429 until the
 	// minute ends. Failures are counted per presented token (its
 	// SHA-256), so a wrong token never locks out a valid one. Zero means
 	// 10.
-	AuthFailuresPerMinute int `json:"auth_failures_per_minute,omitempty"`
+	AuthFailuresPerMinute int
 	// AuthFailuresPerAddressPerMinute is how many failed authentications
 	// one client address (an IPv6 /64) may make per minute, whatever the
 	// tokens, before its failing requests are answered with 429 until the
@@ -54,32 +56,32 @@ type Config struct {
 	// valid: a valid token is served from a blocked address, so operators
 	// behind one ingress address are not locked out by an attacker
 	// behind the same one. Zero means 20 times AuthFailuresPerMinute.
-	AuthFailuresPerAddressPerMinute int `json:"auth_failures_per_address_per_minute,omitempty"`
+	AuthFailuresPerAddressPerMinute int
 }
 
 // TokenConfig is one accepted bearer token.
 type TokenConfig struct {
 	// Name identifies the token in logs and ledger records (the actor).
-	Name string `json:"name"`
+	Name string
 	// SHA256 is the token's SHA-256, 64 hex digits (HashToken). The token
 	// itself is never configured.
-	SHA256 string `json:"sha256"`
+	SHA256 string
 	// Scopes are what the token may do; the highest one counts.
-	Scopes []Scope `json:"scopes"`
+	Scopes []Scope
 	// Team restricts the token to one team and its members; empty means
 	// unrestricted.
-	Team string `json:"team,omitempty"`
+	Team string
 }
 
 // TLSConfig configures HTTPS for the admin listener.
 type TLSConfig struct {
 	// CertFile and KeyFile are the server's PEM certificate chain and key.
 	// Both empty means plain HTTP.
-	CertFile string `json:"cert_file,omitempty"`
-	KeyFile  string `json:"key_file,omitempty"`
+	CertFile string
+	KeyFile  string
 	// ClientCAFile, if set, makes client certificates mandatory: they must
 	// verify against these PEM CA certificates.
-	ClientCAFile string `json:"client_ca_file,omitempty"`
+	ClientCAFile string
 }
 
 // HashToken returns the SHA-256 of token in hex, the form Config stores.
@@ -98,13 +100,14 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports every problem in c, each naming its field path under
-// "admin". It never repeats a token hash, in case a token was pasted there
-// by mistake. Every error wraps ErrInvalidConfig.
+// Validate reports every problem in c, each a *engine.FieldError whose
+// path is relative to c (tokens[0].sha256), joined with errors.Join and
+// wrapped with ErrInvalidConfig. It never repeats a token hash, in case a
+// token was pasted there by mistake.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: admin.%s: %s", ErrInvalidConfig, path, fmt.Sprintf(format, args...)))
+		errs = append(errs, &engine.FieldError{Path: path, Problem: fmt.Sprintf(format, args...)})
 	}
 	if c.Addr != "" {
 		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
@@ -149,7 +152,10 @@ func (c Config) Validate() error {
 	if c.AuthFailuresPerAddressPerMinute < 0 {
 		bad("auth_failures_per_address_per_minute", "must be >= 0 (0 means 20 times auth_failures_per_minute), got %d", c.AuthFailuresPerAddressPerMinute)
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 }
 
 func isSHA256Hex(s string) bool {
@@ -168,9 +174,13 @@ func maxScope(scopes []Scope) Scope {
 	return m
 }
 
-// isLoopback reports whether addr (host:port) listens on loopback only.
-// An empty host listens on every interface and is not loopback.
-func isLoopback(addr string) bool {
+// IsLoopback reports whether the host:port addr binds only a loopback
+// interface. An empty host, a wildcard address or a host name other than
+// "localhost" counts as beyond loopback, since it may resolve or bind to
+// any interface. It is the one definition quotagate uses: the admin server
+// refuses to serve without tokens beyond loopback, and the wiring warns
+// about a trusted identity header on such a listener.
+func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false

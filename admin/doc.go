@@ -51,4 +51,12 @@
 // server calls once per Check. Observe does no I/O and never waits on
 // anything but a short mutex: it adds to per-second counters and a ring of
 // recent rejections, which the stream reads once per interval.
+//
+// # Configuration
+//
+// Config is plain options: the command's wiring builds it from the
+// configuration file's admin block. Config.Validate reports
+// engine.FieldErrors with paths relative to Config (tokens[0].sha256),
+// which the wiring places in the file (admin.tokens[0].sha256). IsLoopback
+// is the one test of a loopback-only address that quotagate uses.
 package admin

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/ledger"
 	"github.com/quotagate/quotagate/notify"
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 var (
@@ -57,14 +57,14 @@ func (c *clock) Advance(d time.Duration) {
 
 var hour = engine.Period{Calendar: "hour", Every: time.Hour}
 
-// engineConfig has the seed's three tiers and two teams: alice is in
-// blue, bob in green, carol (a configured user) in none. Any other
-// subject is unknown until a profile is PUT for it.
-func engineConfig(now func() time.Time) engine.Config {
+// engineRules has the example configuration's three tiers and two teams:
+// alice is in blue, bob in green, carol (a configured user) in none. Any
+// other subject is unknown until a profile is PUT for it.
+func engineRules() engine.Rules {
 	tier := func(p engine.Priority, perHour int64) engine.TierConfig {
 		return engine.TierConfig{Priority: p, Limits: []engine.LimitConfig{{Period: hour, Max: perHour}}}
 	}
-	return engine.Config{
+	return engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"freemium":   tier(engine.PriorityLow, 10),
 			"standard":   tier(engine.PriorityMedium, 100),
@@ -76,7 +76,6 @@ func engineConfig(now func() time.Time) engine.Config {
 		},
 		Roles: map[string]engine.RoleConfig{"analyst": {}, "auditor": {}},
 		Users: map[string]engine.UserConfig{"carol": {}},
-		Now:   now,
 	}
 }
 
@@ -152,7 +151,7 @@ type fixture struct {
 	notif    *notify.Notifier
 	clock    *clock
 	url      string
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 	client   *http.Client
 }
 
@@ -167,11 +166,9 @@ type fixtureOpts struct {
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
-	f := &fixture{clock: newClock(t0), logs: &syncBuffer{}}
+	f := &fixture{clock: newClock(t0), logs: &logtest.Buffer{}}
 	f.clock.wall = o.wallClock
-	ecfg := engineConfig(f.clock.Now)
-	ecfg.Store = o.store
-	eng, err := engine.New(ecfg)
+	eng, err := engine.New(engineRules(), engine.Options{Now: f.clock.Now, Store: o.store})
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}
@@ -278,22 +275,4 @@ func (f *fixture) emitAlert(t *testing.T, subject, team string) notify.Alert {
 	}
 	t.Fatalf("alert for %s never reached the dashboard feed", subject)
 	return notify.Alert{}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use, for logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -187,7 +187,7 @@ func TestUnknownSubjectsPolicy(t *testing.T) {
 	if known, _ := f.eng.Known(context.Background(), "zed"); known {
 		t.Fatal("reading zed created it")
 	}
-	cfg := engineConfig(f.clock.Now)
+	cfg := engineRules()
 	cfg.DenyUnknown = true
 	if err := f.eng.Reload(cfg); err != nil {
 		t.Fatal(err)
@@ -208,7 +208,7 @@ func TestUnknownSubjectsPolicy(t *testing.T) {
 func TestStoredProfileRepair(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	f.doJSON(t, "PUT", "/v1/subjects/carol/profile", `{"tier":"enterprise","roles":["auditor"],"limits":[{"name":"hour","period":"hour","max":2}]}`, "write", 200, nil)
-	cfg := engineConfig(f.clock.Now)
+	cfg := engineRules()
 	delete(cfg.Roles, "auditor")
 	ent := cfg.Tiers["enterprise"]
 	ent.FailureMode = engine.FailOpen

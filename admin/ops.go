@@ -37,7 +37,7 @@ type tokensJSON struct {
 }
 
 // tiersOf lists cfg's tiers by priority, then name.
-func tiersOf(cfg engine.Config) []tierJSON {
+func tiersOf(cfg engine.Rules) []tierJSON {
 	out := make([]tierJSON, 0, len(cfg.Tiers))
 	for name, t := range cfg.Tiers {
 		j := tierJSON{Name: string(name), Default: name == cfg.DefaultTier, Priority: t.Priority.String(),
@@ -62,7 +62,7 @@ func tiersOf(cfg engine.Config) []tierJSON {
 }
 
 func (s *Server) getTiers(w http.ResponseWriter, _ *http.Request, _ principal) error {
-	writeJSON(w, http.StatusOK, map[string]any{"tiers": tiersOf(s.eng.Config())})
+	writeJSON(w, http.StatusOK, map[string]any{"tiers": tiersOf(s.eng.Rules())})
 	return nil
 }
 

@@ -107,13 +107,13 @@ func TestRandomAdminSequences(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	f := newFixture(t, fixtureOpts{cfg: Config{AuthFailuresPerMinute: 1 << 20}, store: st})
-	base := engineConfig(f.clock.Now)
+	base := engineRules()
 	ent := base.Tiers["enterprise"]
 	ent.FailureMode = engine.FailOpen
 	base.Tiers["enterprise"] = ent
 	// strict removes a role and fills enterprise up to the limit cap, so
 	// that profiles valid under base become invalid.
-	strict := engineConfig(f.clock.Now)
+	strict := engineRules()
 	strict.Roles = map[string]engine.RoleConfig{"analyst": {Limits: []engine.LimitConfig{{Period: hour, Max: 50}}}}
 	sent := strict.Tiers["enterprise"]
 	sent.FailureMode = engine.FailOpen

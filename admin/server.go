@@ -27,7 +27,7 @@ var ErrNoTokens = errors.New("admin: no tokens configured")
 // Engine is what the admin server needs of the engine; *engine.Engine
 // implements it.
 type Engine interface {
-	Config() engine.Config
+	Rules() engine.Rules
 	SetCapacity(requestsPerSecond float64) error
 	SetCapacityFactor(f float64) error
 	Capacity() engine.CapacityStatus
@@ -113,7 +113,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	cfg := opts.Config.withDefaults()
-	if len(cfg.Tokens) == 0 && cfg.Addr != "" && !isLoopback(cfg.Addr) {
+	if len(cfg.Tokens) == 0 && cfg.Addr != "" && !IsLoopback(cfg.Addr) {
 		return nil, noTokensError(cfg.Addr)
 	}
 	s := &Server{
@@ -165,7 +165,7 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 	if addr == "" {
 		return errors.New("admin: no address: set admin.addr or --admin-addr")
 	}
-	if s.open && !isLoopback(addr) {
+	if s.open && !IsLoopback(addr) {
 		return noTokensError(addr)
 	}
 	if !s.started.CompareAndSwap(false, true) {
@@ -186,7 +186,7 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 // Serve is Run on a listener the caller opened (and Serve closes). It
 // refuses a listener that is not on loopback when no tokens are configured.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	if s.open && !isLoopback(ln.Addr().String()) {
+	if s.open && !IsLoopback(ln.Addr().String()) {
 		ln.Close()
 		return noTokensError(ln.Addr().String())
 	}

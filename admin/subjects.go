@@ -64,7 +64,7 @@ func (s *Server) subjectFor(r *http.Request, p principal, read bool) (engine.Sub
 	if err != nil {
 		return engine.SubjectStatus{}, engineError(err)
 	}
-	if !known && (!read || s.eng.Config().DenyUnknown) {
+	if !known && (!read || s.eng.Rules().DenyUnknown) {
 		return engine.SubjectStatus{}, unknownSubject(id)
 	}
 	st, err := s.eng.Status(r.Context(), id)
@@ -266,7 +266,7 @@ func (s *Server) teamFor(r *http.Request, p principal) (string, error) {
 	if !p.mayTouchTeam(name) {
 		return "", errorf(http.StatusForbidden, "token %q is restricted to team %q", p.name, p.team)
 	}
-	if _, ok := s.eng.Config().Teams[name]; !ok {
+	if _, ok := s.eng.Rules().Teams[name]; !ok {
 		return "", errorf(http.StatusNotFound, "unknown team %q", name)
 	}
 	return name, nil
@@ -289,7 +289,7 @@ func (s *Server) getTeam(w http.ResponseWriter, r *http.Request, p principal) er
 	if err != nil {
 		return engineError(err)
 	}
-	members := slices.Sorted(slices.Values(s.eng.Config().Teams[name].Members))
+	members := slices.Sorted(slices.Values(s.eng.Rules().Teams[name].Members))
 	writeJSON(w, http.StatusOK, teamJSON{Team: name, Members: members, Limits: statusesToJSON(st.Limits), Balance: balanceToJSON(st)})
 	return nil
 }

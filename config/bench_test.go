@@ -27,7 +27,7 @@ func BenchmarkParse(b *testing.B) {
 }
 
 // FuzzParse checks that no input makes Parse panic, and that whatever it
-// accepts converts to an engine.Config.
+// accepts converts to engine.Rules.
 func FuzzParse(f *testing.F) {
 	f.Add(seedJSON)
 	f.Add(Default())

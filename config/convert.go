@@ -11,26 +11,26 @@ import (
 	"github.com/quotagate/quotagate/engine"
 )
 
-// Engine converts the quota_manager block to an engine.Config. Store,
-// Events and Now are left nil for the caller to set. It returns a
-// *ValidationError if a value cannot be converted, which cannot happen for
-// a File from Parse or Load.
-func (f *File) Engine() (engine.Config, error) {
+// Engine converts the quota_manager block to engine.Rules. The engine's
+// Options (the cache block among them) are the caller's to build. It
+// returns a *ValidationError if a value cannot be converted, which cannot
+// happen for a File from Parse or Load.
+func (f *File) Engine() (engine.Rules, error) {
 	var p problems
 	cfg := f.engineConfig(&p)
 	if err := p.err(); err != nil {
-		return engine.Config{}, err
+		return engine.Rules{}, err
 	}
 	return cfg, nil
 }
 
 // engineConfig converts, recording a problem for every value that does not
 // parse. Validate shares it, so the two can never disagree.
-func (f *File) engineConfig(p *problems) engine.Config {
+func (f *File) engineConfig(p *problems) engine.Rules {
 	qm := &f.QuotaManager
 	const base = "quota_manager"
 	m := qm.Messages
-	cfg := engine.Config{
+	cfg := engine.Rules{
 		Tiers:       make(map[engine.Tier]engine.TierConfig, len(qm.Tiers)),
 		DefaultTier: engine.Tier(qm.DefaultTier),
 		DenyUnknown: qm.UnknownSubjects == "deny",
@@ -45,10 +45,8 @@ func (f *File) engineConfig(p *problems) engine.Config {
 			FeatureNotInPlan: m.FeatureNotInPlan, Shed: m.Shed, NoIdentity: m.NoIdentity,
 			UnknownSubject: m.UnknownSubject, UnknownAction: m.UnknownAction,
 		},
-		Capacity:  convertCapacity(qm.Capacity, base+".capacity", p),
-		Location:  parseLocation(qm.Timezone, base+".timezone", p),
-		Shards:    qm.Cache.Shards,
-		CacheSize: qm.Cache.Subjects,
+		Capacity: convertCapacity(qm.Capacity, base+".capacity", p),
+		Location: parseLocation(qm.Timezone, base+".timezone", p),
 	}
 	if mode, err := engine.ParseWindowMode(qm.Window); err != nil {
 		p.addf(base+".window", "%v", err)
@@ -67,7 +65,7 @@ func (f *File) engineConfig(p *problems) engine.Config {
 }
 
 // convertEntities converts the users, roles, workflows and teams.
-func convertEntities(qm *QuotaManager, cfg *engine.Config, p *problems) {
+func convertEntities(qm *QuotaManager, cfg *engine.Rules, p *problems) {
 	const base = "quota_manager"
 	for _, name := range sortedKeys(qm.Users) {
 		u := qm.Users[name]

@@ -73,7 +73,7 @@ func TestEngineConversion(t *testing.T) {
 		t.Fatal(err)
 	}
 	sliding, critical := engine.WindowSliding, engine.PriorityCritical
-	want := engine.Config{
+	want := engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"freemium": {
 				Priority: engine.PriorityLow,
@@ -122,10 +122,8 @@ func TestEngineConversion(t *testing.T) {
 			RequestsPerSecond: 250, Factor: 0.5,
 			ShedAt: map[engine.Priority]float64{engine.PriorityLow: 0.7, engine.PriorityHigh: 0.95},
 		},
-		Location:  paris,
-		Window:    engine.WindowSliding,
-		Shards:    8,
-		CacheSize: 5000,
+		Location: paris,
+		Window:   engine.WindowSliding,
 	}
 	if got.Location.String() != want.Location.String() {
 		t.Errorf("Location = %v, want %v", got.Location, want.Location)
@@ -137,7 +135,7 @@ func TestEngineConversion(t *testing.T) {
 }
 
 func TestEngineConversionIsolated(t *testing.T) {
-	// The engine.Config must not alias the File, which reloads treat as
+	// The engine.Rules must not alias the File, which reloads treat as
 	// immutable.
 	f, err := Parse([]byte(richYAML))
 	if err != nil {
@@ -150,7 +148,7 @@ func TestEngineConversionIsolated(t *testing.T) {
 	cfg.Tiers["freemium"].Features[0] = "changed"
 	cfg.Users["alice"].Roles[0] = "changed"
 	if f.QuotaManager.Tiers["freemium"].Features[0] != "translate" || f.QuotaManager.Users["alice"].Roles[0] != "analyst" {
-		t.Error("changing the engine.Config changed the File")
+		t.Error("changing the engine.Rules changed the File")
 	}
 }
 
@@ -173,7 +171,7 @@ func TestEngineAcceptsConversion(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := engine.New(cfg); err != nil {
+			if _, err := engine.New(cfg, engine.Options{}); err != nil {
 				t.Errorf("engine.New(converted %s config) = %v", tt.name, err)
 			}
 		})

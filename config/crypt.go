@@ -44,6 +44,11 @@ type LoadOptions struct {
 	// configuration required encryption, so that the requirement stays in
 	// force across reloads until the process restarts.
 	RequireEncryption bool
+	// Check validates the components the file configures, after the file's
+	// own validation, as ParseWith does: Load, LoadData and a Watcher's
+	// reloads report its problems with the file's, and a Watcher applies
+	// nothing that fails it. Nil checks the file alone.
+	Check func(*File) error
 }
 
 func (o LoadOptions) identities() ([]age.Identity, error) {

@@ -17,9 +17,20 @@ import (
 // Parse decodes a configuration from JSON or YAML (told apart by the first
 // significant byte: JSON starts with "{"), strictly: an unknown field, a
 // duplicate key or a value of the wrong type is an error naming its path.
-// It then applies defaults and validates. Every problem found is reported
-// at once in a *ValidationError. Parse does not decrypt; see Load.
-func Parse(data []byte) (*File, error) {
+// It then applies defaults and validates the file. Every problem found is
+// reported at once in a *ValidationError. Parse does not decrypt; see Load.
+// It checks the file alone; ParseWith also checks the components the file
+// configures.
+func Parse(data []byte) (*File, error) { return ParseWith(data, nil) }
+
+// ParseWith is Parse followed by check, which validates the components the
+// file configures (see LoadOptions.Check). The *FieldErrors in check's
+// error, which name paths in the file, are reported with the file's own
+// problems in one *ValidationError; an error from check without any is
+// reported as one problem without a path. check runs even when the file
+// has problems, so that every problem is reported at once; it must not
+// assume that the File is valid. A nil check checks the file alone.
+func ParseWith(data []byte, check func(*File) error) (*File, error) {
 	js, err := toJSON(data)
 	if err != nil {
 		return nil, err
@@ -42,6 +53,9 @@ func Parse(data []byte) (*File, error) {
 	f.derive()
 	var v problems
 	f.validate(&v)
+	if check != nil {
+		v.addErr(check(f))
+	}
 	for _, fe := range v.list {
 		// A value of the wrong type left a default behind that validation
 		// would misreport: its problem is already listed.

@@ -1,8 +1,19 @@
-// Package config is quotagate's configuration: the schema (a superset of
-// the seed's example JSON, which loads unchanged), strict JSON and YAML
-// decoding that names the path of every unknown field and mistyped value,
-// validation that reports every problem at once, conversion to
-// engine.Config, age-encrypted files, and hot reload.
+// Package config is quotagate's configuration file: the schema (a superset
+// of the design document's example JSON, which loads unchanged) with its
+// value types Duration and Secret, strict JSON and YAML decoding that names
+// the path of every unknown field and mistyped value, defaults, validation
+// of the file that reports every problem at once, conversion of the
+// quota_manager block to engine.Rules, age-encrypted files, and hot
+// reload. It imports no quotagate package but engine.
+//
+// config owns the file, not the components: the admin and alerts blocks are
+// its own types, which the command's wiring (cmd/quotagate/wire.go) turns
+// into admin.Config and notify.Config. Each component validates its own
+// options and reports engine.FieldErrors with paths relative to them; the
+// wiring places those paths in the file and hands the check to config as
+// LoadOptions.Check (or ParseWith), so that a load or a reload reports the
+// file's and the components' problems together, in one ValidationError,
+// before anything is applied. FieldError is engine.FieldError.
 //
 // A configuration is read with Load (a file, decrypted in memory when it is
 // age-encrypted) or Parse (bytes). The result is validated and immutable; a

@@ -4,20 +4,16 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/quotagate/quotagate/engine"
 )
 
-// FieldError is one problem with one field of a configuration.
-type FieldError struct {
-	// Path locates the field, e.g. quota_manager.tiers.freemium.priority
-	// or routes[2].method.
-	Path string
-	// Problem says what is wrong, quoting the offending value, and how to
-	// fix it.
-	Problem string
-}
-
-// Error returns "path: problem".
-func (e *FieldError) Error() string { return e.Path + ": " + e.Problem }
+// FieldError is one problem with one field of a configuration file. Its
+// Path locates the field in the file, e.g.
+// quota_manager.tiers.freemium.priority or routes[2].method. It is
+// engine.FieldError, the type every component's Validate reports with
+// paths relative to its options, so that the wiring only prefixes them.
+type FieldError = engine.FieldError
 
 // ValidationError lists every problem found in a configuration, in the
 // order found. Parse, Load and Validate return it (possibly wrapped) so that
@@ -67,6 +63,19 @@ type problems struct {
 
 func (p *problems) addf(path, format string, args ...any) {
 	p.list = append(p.list, &FieldError{Path: path, Problem: fmt.Sprintf(format, args...)})
+}
+
+// addErr adds the FieldErrors in err, or err itself as a problem without a
+// path when it holds none.
+func (p *problems) addErr(err error) {
+	if err == nil {
+		return
+	}
+	fes := engine.FieldErrors(err)
+	if len(fes) == 0 {
+		fes = []*FieldError{{Problem: err.Error()}}
+	}
+	p.list = append(p.list, fes...)
 }
 
 // mismatchf adds a problem with n, a value of the wrong type, and marks it

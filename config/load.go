@@ -35,7 +35,7 @@ func LoadData(name string, data []byte, opts LoadOptions) (*File, error) {
 		defer clear(plain)
 		data = plain
 	}
-	f, err := Parse(data)
+	f, err := ParseWith(data, opts.Check)
 	if err != nil {
 		return nil, inFile(name, err)
 	}

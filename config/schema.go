@@ -3,9 +3,6 @@ package config
 import (
 	"bytes"
 	"encoding/json"
-
-	"github.com/quotagate/quotagate/admin"
-	"github.com/quotagate/quotagate/notify"
 )
 
 // File is a whole configuration file. Its quota_manager block is a superset
@@ -27,7 +24,7 @@ type File struct {
 	Ledger LedgerConfig `json:"ledger"`
 	// Admin configures the management API and dashboard (off unless its
 	// addr, or --admin-addr, is set).
-	Admin admin.Config `json:"admin"`
+	Admin AdminConfig `json:"admin"`
 	// RequireEncryption refuses to load the file unless it is age-encrypted.
 	RequireEncryption bool `json:"require_encryption"`
 }
@@ -177,8 +174,8 @@ type Capacity struct {
 }
 
 // Alerts is the seed's alerts block, extended with the settings of each
-// channel and of the anomaly detector (see notify.Config, which Notify
-// returns).
+// channel and of the anomaly detector. The wiring turns it into the
+// notifier's options; see package notify for what each setting does.
 type Alerts struct {
 	Enabled bool `json:"enabled"`
 	// ThresholdPercentage is the usage percentage of a limit that triggers
@@ -190,13 +187,137 @@ type Alerts struct {
 	QueueSize int `json:"queue_size"`
 	// DedupSize bounds the recent alert keys kept for deduplication; zero
 	// means 100 000.
-	DedupSize int                    `json:"dedup_size"`
-	Webhook   notify.WebhookConfig   `json:"webhook"`
-	Email     notify.EmailConfig     `json:"email"`
-	Dashboard notify.DashboardConfig `json:"dashboard"`
-	Anomaly   notify.AnomalyConfig   `json:"anomaly"`
+	DedupSize int            `json:"dedup_size"`
+	Webhook   AlertWebhook   `json:"webhook"`
+	Email     AlertEmail     `json:"email"`
+	Dashboard AlertDashboard `json:"dashboard"`
+	Anomaly   AlertAnomaly   `json:"anomaly"`
 	// Messages overrides the texts of alerts.
-	Messages notify.Messages `json:"messages"`
+	Messages AlertMessages `json:"messages"`
+}
+
+// AlertWebhook is the webhook channel: each alert is POSTed as JSON,
+// signed with HMAC-SHA256.
+type AlertWebhook struct {
+	// URL is the http or https endpoint. Empty makes the channel inactive.
+	URL string `json:"url"`
+	// Secret is the HMAC key. Prefer SecretEnv, or an encrypted file.
+	Secret Secret `json:"secret"`
+	// SecretEnv names an environment variable holding the HMAC key, read
+	// once at start-up.
+	SecretEnv string `json:"secret_env"`
+	// MaxRetries is how many times a failed delivery is retried; zero
+	// means 3, -1 never.
+	MaxRetries int `json:"max_retries"`
+	// Timeout bounds one delivery attempt; zero means 5s.
+	Timeout Duration `json:"timeout"`
+	// Backoff is the first wait between retries, doubled up to MaxBackoff;
+	// zero means 500ms.
+	Backoff Duration `json:"backoff"`
+	// MaxBackoff caps the wait between retries; zero means 30s.
+	MaxBackoff Duration `json:"max_backoff"`
+}
+
+// AlertEmail is the email channel: SMTP with STARTTLS and AUTH PLAIN.
+type AlertEmail struct {
+	// SMTPAddr is the server's host:port. Empty makes the channel inactive.
+	SMTPAddr string `json:"smtp_addr"`
+	// StartTLS is required (the default) or disabled.
+	StartTLS string `json:"starttls"`
+	// Username and Password authenticate; PasswordEnv names an environment
+	// variable holding the password, read once at start-up.
+	Username    string `json:"username"`
+	Password    Secret `json:"password"`
+	PasswordEnv string `json:"password_env"`
+	// From is the sender address.
+	From string `json:"from"`
+	// ToOperators receive every alert.
+	ToOperators []string `json:"to_operators"`
+	// UserAddresses maps a subject id to the user's address.
+	UserAddresses map[string]string `json:"user_addresses"`
+	// UserAddressTemplate builds a user's address: "{subject}" is replaced
+	// by the subject id.
+	UserAddressTemplate string `json:"user_address_template"`
+	// UpgradeURL is the upgrade link offered in user emails.
+	UpgradeURL string `json:"upgrade_url"`
+	// MaxRetries, Timeout, Backoff and MaxBackoff are as for the webhook;
+	// Timeout defaults to 10s.
+	MaxRetries int      `json:"max_retries"`
+	Timeout    Duration `json:"timeout"`
+	Backoff    Duration `json:"backoff"`
+	MaxBackoff Duration `json:"max_backoff"`
+}
+
+// AlertDashboard is the in-memory dashboard feed.
+type AlertDashboard struct {
+	// Size is how many recent alerts the feed keeps; zero means 1000.
+	Size int `json:"size"`
+}
+
+// AlertAnomaly is the anomaly detector: a subject whose count in a window
+// exceeds Factor times its own moving baseline is reported.
+type AlertAnomaly struct {
+	Enabled bool `json:"enabled"`
+	// Window is the counting window; zero means 1m.
+	Window Duration `json:"window"`
+	// Factor is how many times the baseline a count must exceed; zero
+	// means 5.
+	Factor float64 `json:"factor"`
+	// MinRate is the rate, in requests per second, below which nothing is
+	// reported; zero means 1.
+	MinRate float64 `json:"min_rate"`
+	// WarmUp is how many windows of history a subject needs; zero means 5.
+	WarmUp int `json:"warm_up"`
+	// Smoothing is the weight of the newest window in the baseline, in
+	// (0, 1]; zero means 0.2.
+	Smoothing float64 `json:"smoothing"`
+	// MaxSubjects bounds the baselines kept; zero means 100 000.
+	MaxSubjects int `json:"max_subjects"`
+}
+
+// AlertMessages override the texts of alerts; empty fields keep the
+// defaults.
+type AlertMessages struct {
+	// Warning is a format with one %s for the period adjective ("daily").
+	Warning             string `json:"warning"`
+	Exceeded            string `json:"exceeded"`
+	BalanceLow          string `json:"balance_low"`
+	InsufficientBalance string `json:"insufficient_balance"`
+	Anomaly             string `json:"anomaly"`
+}
+
+// AdminConfig is the admin block: the management HTTP API and dashboard.
+// The zero value serves nothing.
+type AdminConfig struct {
+	// Addr is the listen address, such as "127.0.0.1:8081"; empty turns
+	// the admin server off.
+	Addr string `json:"addr"`
+	// Tokens are the accepted bearer tokens, by their SHA-256.
+	Tokens []AdminToken `json:"tokens"`
+	// TLS serves HTTPS, and with client_ca_file requires client
+	// certificates.
+	TLS TLS `json:"tls"`
+	// TraceURL links a decision to its trace; "{trace_id}" is replaced.
+	TraceURL string `json:"trace_url"`
+	// AuthFailuresPerMinute bounds failed authentications per presented
+	// token; zero means 10.
+	AuthFailuresPerMinute int `json:"auth_failures_per_minute"`
+	// AuthFailuresPerAddressPerMinute bounds failed authentications per
+	// client address; zero means 20 times AuthFailuresPerMinute.
+	AuthFailuresPerAddressPerMinute int `json:"auth_failures_per_address_per_minute"`
+}
+
+// AdminToken is one accepted bearer token of the admin API.
+type AdminToken struct {
+	// Name names the actor in logs and ledger records.
+	Name string `json:"name"`
+	// SHA256 is the token's SHA-256 in hex; the token itself is never
+	// configured.
+	SHA256 string `json:"sha256"`
+	// Scopes are read, write or admin; the highest counts.
+	Scopes []string `json:"scopes"`
+	// Team restricts the token to one team; empty means unrestricted.
+	Team string `json:"team"`
 }
 
 // Messages override the client-facing texts; empty fields keep the seed's.
@@ -297,6 +418,15 @@ func (r *Routes) UnmarshalJSON(data []byte) error {
 	return json.Unmarshal(data, (*plain)(r))
 }
 
+// RulePath returns the path in the file of rule i: routes.rules[i], or
+// routes[i] when the file gave the rules as a list.
+func (r *Routes) RulePath(i int) string {
+	if r.list {
+		return index("routes", i)
+	}
+	return index("routes.rules", i)
+}
+
 // Route maps requests to an action or workflow. An empty Method matches
 // every method.
 type Route struct {
@@ -339,7 +469,8 @@ type Server struct {
 	MaxReceiveBytes int64 `json:"max_receive_bytes"`
 }
 
-// TLS configures the gRPC listener's certificate. All empty means
+// TLS configures a listener's certificate: the gRPC listener's
+// (server.tls) or the admin server's (admin.tls). All empty means
 // plaintext; ClientCAFile set means client certificates are required.
 type TLS struct {
 	CertFile     string `json:"cert_file"`

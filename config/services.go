@@ -1,11 +1,6 @@
 package config
 
-import (
-	"math"
-	"strings"
-
-	"github.com/quotagate/quotagate/notify"
-)
+import "math"
 
 // LedgerConfig is the ledger block: where the usage and audit ledger lives,
 // how long it keeps records and the token prices of the billing export.
@@ -23,57 +18,6 @@ type LedgerConfig struct {
 	// QueueSize bounds the records waiting to be written; a full queue
 	// summarises the overflow into spill records. Zero means 65 536.
 	QueueSize int `json:"queue_size"`
-}
-
-// Notify returns the alerts block as the notifier's configuration. It is
-// valid when the File is.
-func (a Alerts) Notify() notify.Config {
-	channels := make([]notify.Channel, 0, len(a.Channels))
-	for _, name := range a.Channels {
-		if c, err := notify.ParseChannel(name); err == nil {
-			channels = append(channels, c)
-		}
-	}
-	return notify.Config{
-		Enabled: a.Enabled, ThresholdPercentage: a.ThresholdPercentage, Channels: channels,
-		QueueSize: a.QueueSize, DedupSize: a.DedupSize,
-		Webhook: a.Webhook, Email: a.Email, Dashboard: a.Dashboard, Anomaly: a.Anomaly, Messages: a.Messages,
-	}
-}
-
-// validateNotify checks the channel and anomaly settings of the alerts
-// block; the seed's fields are checked by validateAlerts.
-func (f *File) validateNotify(p *problems) {
-	const path = "quota_manager.alerts"
-	err := f.QuotaManager.Alerts.Notify().Validate()
-	for _, e := range flatten(err) {
-		msg := strings.TrimPrefix(e.Error(), "notify: ")
-		field, problem, ok := strings.Cut(msg, ": ")
-		if !ok {
-			p.addf(path, "%s", msg)
-			continue
-		}
-		if field == "threshold_percentage" || strings.HasPrefix(field, "channels") {
-			continue // reported by validateAlerts in the config's words
-		}
-		p.addf(path+"."+field, "%s", problem)
-	}
-}
-
-// validateAdmin checks the admin block.
-func (f *File) validateAdmin(p *problems) {
-	for _, e := range flatten(f.Admin.Validate()) {
-		// "admin: invalid config: admin.tokens[0].sha256: problem"
-		msg := e.Error()
-		if i := strings.Index(msg, "admin."); i >= 0 {
-			msg = msg[i:]
-		}
-		field, problem, ok := strings.Cut(msg, ": ")
-		if !ok {
-			field, problem = "admin", msg
-		}
-		p.addf(field, "%s", problem)
-	}
 }
 
 // validateLedger checks the ledger block.
@@ -95,15 +39,4 @@ func (f *File) validateLedger(p *problems) {
 			p.addf(path, "must be a price >= 0 per token, got %v", v)
 		}
 	}
-}
-
-// flatten returns the errors joined in err (by errors.Join), or err alone.
-func flatten(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if joined, ok := err.(interface{ Unwrap() []error }); ok {
-		return joined.Unwrap()
-	}
-	return []error{err}
 }

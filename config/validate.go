@@ -11,8 +11,10 @@ import (
 )
 
 // Validate checks f and returns nil or a *ValidationError listing every
-// problem, each with its field path and offending value. Parse and Load
-// call it; call it again only after changing a File by hand.
+// problem, each with its field path and offending value. It checks the file
+// itself: its schema, the quota rules and the references between blocks;
+// the components' own checks are LoadOptions.Check. Parse and Load call it;
+// call it again only after changing a File by hand.
 func (f *File) Validate() error {
 	var p problems
 	f.validate(&p)
@@ -31,7 +33,6 @@ func (f *File) validate(p *problems) {
 	f.validateRoutes(p)
 	f.validateServer(p)
 	f.validateLedger(p)
-	f.validateAdmin(p)
 }
 
 // validateQuota checks the quota_manager fields that engineConfig does not
@@ -114,7 +115,6 @@ func (f *File) validateAlerts(p *problems) {
 	channels := []string{"dashboard", "email", "webhook"}
 	checkNames(a.Channels, path+".channels", "channel", channels, p)
 	checkDuplicates(a.Channels, path+".channels", p)
-	f.validateNotify(p)
 }
 
 func (f *File) validateMessages(p *problems) {

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/quotagate/quotagate/extauthz/pathnorm"
 )
 
 var sourceNames = []string{SourceJWT, SourceMTLS, SourceHeader, SourceAPIKey}
@@ -68,18 +66,12 @@ func (f *File) validateRoutes(p *problems) {
 		p.addf("routes.default", "must be call (price a request that matches no route as a plain API call) or deny (refuse it with 403 no_route), got %q", d)
 	}
 	seen := make(map[[2]string]int)
-	base := "routes.rules"
-	if f.Routes.list {
-		base = "routes"
-	}
 	for i, r := range f.Routes.Rules {
-		path := index(base, i)
-		switch n := pathnorm.Path(r.PathPrefix); {
-		case !strings.HasPrefix(r.PathPrefix, "/"):
+		path := f.Routes.RulePath(i)
+		// That the prefix is normalized as Envoy normalizes paths is checked
+		// where paths are matched: the ext_authz side of the wiring.
+		if !strings.HasPrefix(r.PathPrefix, "/") {
 			p.addf(path+".path_prefix", "must start with /, got %q", r.PathPrefix)
-		case n != r.PathPrefix:
-			p.addf(path+".path_prefix", "%q is not a normalized path, so no request could match it: requests are matched on the path as Envoy normalizes it "+
-				"(dot segments removed, slashes merged, unreserved characters decoded, other escapes in upper-case hex, no query); write %q", r.PathPrefix, n)
 		}
 		if r.Method != "" && !slices.Contains(httpMethods, r.Method) {
 			p.addf(path+".method", "unknown HTTP method %q; want an upper-case method such as POST, or leave it empty for every method", r.Method)
@@ -89,7 +81,7 @@ func (f *File) validateRoutes(p *problems) {
 		}
 		key := [2]string{r.PathPrefix, r.Method}
 		if j, dup := seen[key]; dup {
-			p.addf(path, "has the same path_prefix and method as %s; remove one", index(base, j))
+			p.addf(path, "has the same path_prefix and method as %s; remove one", f.Routes.RulePath(j))
 			continue
 		}
 		seen[key] = i

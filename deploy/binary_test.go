@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 var (
@@ -50,7 +52,7 @@ func startServer(t *testing.T, configPath string, args ...string) (grpcAddr, htt
 		all = append(all, "--config", configPath)
 	}
 	cmd := exec.Command(quotagateBinary(t), all...)
-	var stderr lockedBuffer
+	var stderr logtest.Buffer
 	cmd.Stderr = &stderr
 	cmd.Dir = t.TempDir()
 	if err := cmd.Start(); err != nil {

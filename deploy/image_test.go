@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"archive/tar"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/x509"
@@ -18,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +24,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 // ociConfig is the part of an OCI image configuration the test checks.
@@ -111,7 +111,7 @@ func TestImage(t *testing.T) {
 	} else {
 		t.Logf("not root: running %s from the unpacked image without chroot", c.Entrypoint[0])
 	}
-	var stderr lockedBuffer
+	var stderr logtest.Buffer
 	cmd.Stderr, cmd.Stdout = &stderr, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start the image's entrypoint: %v", err)
@@ -303,25 +303,6 @@ func parseUser(t *testing.T, u string) (uint32, uint32) {
 		t.Fatalf("image user %q: want numeric uid:gid", u)
 	}
 	return uint32(uid), uint32(gid)
-}
-
-// lockedBuffer is a bytes.Buffer safe for the writer goroutine exec starts
-// and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func freeAddr(t *testing.T) string {

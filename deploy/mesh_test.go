@@ -5,14 +5,19 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	egv1a1 "github.com/envoyproxy/gateway/api/v1alpha1"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	grpclogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	telemetryv1alpha1 "istio.io/api/telemetry/v1alpha1"
@@ -84,6 +89,9 @@ func readMeshConfig(t *testing.T) *meshv1alpha1.MeshConfig {
 		} `json:"spec"`
 	}
 	decodeStrict(t, "mesh-config.yaml", readYAML(t, "../envoy/istio/mesh-config.yaml"), &op)
+	if op.APIVersion != "install.istio.io/v1alpha1" || op.Kind != "IstioOperator" {
+		t.Fatalf("mesh-config.yaml is %s %s, want install.istio.io/v1alpha1 IstioOperator", op.APIVersion, op.Kind)
+	}
 	var mesh meshv1alpha1.MeshConfig
 	if err := protojson.Unmarshal(op.Spec.MeshConfig, &mesh); err != nil {
 		t.Fatalf("mesh-config.yaml: meshConfig does not decode strictly: %v", err)
@@ -104,9 +112,26 @@ func readPolicy(t *testing.T) (*securityv1beta1.AuthorizationPolicy, istioObject
 // checks them against each other, the Kubernetes Service and the
 // configuration: the provider the policy names is declared and points at
 // the Service's gRPC port, and the header the RequestAuthentication fills
-// from the sub claim is the configuration's trusted identity header.
+// from the sub claim is the configuration's trusted identity header. With
+// TestIstioSettlement, it is the one test of envoy/istio: each ext_authz
+// provider must also make an ext_authz filter that Envoy accepts, and the
+// sidecars must normalize paths as quotagate's routes table assumes.
 func TestIstio(t *testing.T) {
 	mesh := readMeshConfig(t)
+	// DECODE_AND_MERGE_SLASHES is normalize_path, merge_slashes and escaped
+	// slashes unescaped: the path quotagate's routes table (pathnorm) matches.
+	if got := mesh.GetPathNormalization().GetNormalization(); got != meshv1alpha1.MeshConfig_ProxyPathNormalization_DECODE_AND_MERGE_SLASHES {
+		t.Errorf("meshConfig.pathNormalization.normalization = %v, want DECODE_AND_MERGE_SLASHES", got)
+	}
+	if len(mesh.GetExtensionProviders()) == 0 {
+		t.Fatal("mesh-config.yaml declares no extension provider")
+	}
+	for _, p := range mesh.GetExtensionProviders() {
+		if p.GetEnvoyHttpAls() != nil {
+			continue // a settlement access logger: TestIstioSettlement
+		}
+		t.Run(p.GetName(), func(t *testing.T) { checkExtAuthzProvider(t, p.GetEnvoyExtAuthzGrpc()) })
+	}
 
 	policy, pObj := readPolicy(t)
 	var authn securityv1beta1.RequestAuthentication
@@ -115,6 +140,9 @@ func TestIstio(t *testing.T) {
 
 	if policy.GetAction() != securityv1beta1.AuthorizationPolicy_CUSTOM {
 		t.Errorf("AuthorizationPolicy action %v, want CUSTOM", policy.GetAction())
+	}
+	if len(policy.GetSelector().GetMatchLabels()) == 0 {
+		t.Errorf("the AuthorizationPolicy selects no workload: it would apply to the whole namespace")
 	}
 	var provider *meshv1alpha1.MeshConfig_ExtensionProvider
 	for _, p := range mesh.GetExtensionProviders() {
@@ -169,6 +197,50 @@ func TestIstio(t *testing.T) {
 		if slices.Contains(id.StripHeaders, strings.ToLower(h)) {
 			t.Errorf("header %s is in identity.strip_headers: the app would never see it", h)
 		}
+	}
+}
+
+// checkExtAuthzProvider checks an envoyExtAuthzGrpc provider: a short
+// timeout, fail closed with a valid status, the body sent as bytes, and an
+// ext_authz filter, built from it as Istio builds one, that passes Envoy's
+// validation rules.
+func checkExtAuthzProvider(t *testing.T, g *meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider) {
+	t.Helper()
+	if g == nil || g.GetService() == "" || g.GetPort() == 0 {
+		t.Fatalf("want envoyExtAuthzGrpc with a service and a port, got %v", g)
+	}
+	timeout := g.GetTimeout().AsDuration()
+	if timeout <= 0 || timeout > time.Second {
+		t.Errorf("timeout %v: want a positive duration of at most 1s (Istio's default is 600s)", timeout)
+	}
+	status, err := strconv.Atoi(g.GetStatusOnError())
+	if err != nil {
+		t.Fatalf("statusOnError %q: %v", g.GetStatusOnError(), err)
+	}
+	if g.GetFailOpen() {
+		t.Errorf("failOpen: the example must fail closed")
+	}
+	body := g.GetIncludeRequestBodyInCheck()
+	if !body.GetPackAsBytes() {
+		t.Errorf("includeRequestBodyInCheck.packAsBytes must be true: a body cut mid-character must still reach quotagate")
+	}
+	f := &extauthzv3.ExtAuthz{
+		TransportApiVersion: corev3.ApiVersion_V3,
+		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+				ClusterName: "outbound|" + strconv.Itoa(int(g.GetPort())) + "||" + g.GetService(),
+			}},
+			Timeout: durationpb.New(timeout),
+		}},
+		FailureModeAllow: g.GetFailOpen(),
+		StatusOnError:    &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+	}
+	if body != nil {
+		f.WithRequestBody = &extauthzv3.BufferSettings{MaxRequestBytes: body.GetMaxRequestBytes(),
+			AllowPartialMessage: body.GetAllowPartialMessage(), PackAsBytes: body.GetPackAsBytes()}
+	}
+	if err := f.ValidateAll(); err != nil {
+		t.Errorf("the ext_authz filter Istio would generate is invalid: %v", err)
 	}
 }
 
@@ -241,12 +313,21 @@ func mapsEqual(a, b map[string]string) bool {
 }
 
 // TestIstioSettlement checks, with Istio's Go API, that the mesh's
-// envoyHttpAls provider streams to quotagate's Service on its gRPC port
-// with the usage header, and that the Telemetry object turns it on, for
-// inbound requests, on the workloads the AuthorizationPolicy meters.
+// envoyHttpAls provider streams to quotagate's Service on its gRPC port,
+// the ext_authz provider's service and port, with the usage header, that
+// the access logger Istio builds from it passes Envoy's validation rules,
+// and that the Telemetry object turns it on, for inbound requests, on the
+// workloads the AuthorizationPolicy meters. TestIstio checks the other
+// providers.
 func TestIstioSettlement(t *testing.T) {
 	mesh := readMeshConfig(t)
 	policy, pObj := readPolicy(t)
+	var authz *meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationGrpcProvider
+	for _, p := range mesh.GetExtensionProviders() {
+		if p.GetName() == policy.GetProvider().GetName() {
+			authz = p.GetEnvoyExtAuthzGrpc()
+		}
+	}
 	var tel telemetryv1alpha1.Telemetry
 	var telTyped telemetryv1.Telemetry
 	tObj := decodeIstio(t, "../envoy/istio/telemetry.yaml", "telemetry.istio.io/v1", "Telemetry", &tel, &telTyped)
@@ -263,8 +344,27 @@ func TestIstioSettlement(t *testing.T) {
 		if a.GetService() != wantHost || !servicePort(m, a.GetPort()) {
 			t.Errorf("provider %s streams to %s:%d, want %s on the Service's gRPC port", p.GetName(), a.GetService(), a.GetPort(), wantHost)
 		}
+		// quotagate serves the AccessLogService on its ext_authz port.
+		if a.GetService() != authz.GetService() || a.GetPort() != authz.GetPort() {
+			t.Errorf("provider %s streams to %s:%d, want the ext_authz provider's %s:%d", p.GetName(), a.GetService(), a.GetPort(), authz.GetService(), authz.GetPort())
+		}
 		if a.GetLogName() != envoy.SettlementLogName || !slices.Contains(a.GetAdditionalResponseHeadersToLog(), envoy.DefaultUsageHeader) {
 			t.Errorf("provider %s: logName %q, response headers %v; want %q and %s", p.GetName(), a.GetLogName(), a.GetAdditionalResponseHeadersToLog(), envoy.SettlementLogName, envoy.DefaultUsageHeader)
+		}
+		// The access logger Istio generates from the provider.
+		cfg := &grpclogv3.HttpGrpcAccessLogConfig{
+			CommonConfig: &grpclogv3.CommonGrpcAccessLogConfig{
+				LogName:             a.GetLogName(),
+				TransportApiVersion: corev3.ApiVersion_V3,
+				GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+					ClusterName: "outbound|" + strconv.Itoa(int(a.GetPort())) + "||" + a.GetService(),
+				}}},
+			},
+			AdditionalRequestHeadersToLog:  a.GetAdditionalRequestHeadersToLog(),
+			AdditionalResponseHeadersToLog: a.GetAdditionalResponseHeadersToLog(),
+		}
+		if err := cfg.ValidateAll(); err != nil {
+			t.Errorf("provider %s: the access logger Istio would generate is invalid: %v", p.GetName(), err)
 		}
 	}
 	if len(als) == 0 {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 // proc is an external process a test started (a proxy, or a second
@@ -22,7 +24,7 @@ import (
 type proc struct {
 	name    string
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *logtest.Buffer
 	exited  chan struct{}
 	exitErr error
 }
@@ -30,7 +32,7 @@ type proc struct {
 // startProc starts cmd with its stdout and stderr captured.
 func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, out: &logtest.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second

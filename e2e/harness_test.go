@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -23,6 +21,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 // binary is the quotagate binary TestMain built.
@@ -47,26 +47,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe for a process to write while a test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // server is a running quotagate serve process.
 type server struct {
 	cmd            *exec.Cmd
 	grpcAddr       string
 	httpAddr       string
-	stdout, stderr *syncBuffer
+	stdout, stderr *logtest.Buffer
 	exited         chan struct{}
 	exitErr        error
 	conn           *grpc.ClientConn
@@ -88,7 +74,7 @@ func freeAddr(t *testing.T) string {
 // embedded default) and waits until /readyz answers 200.
 func startServer(t *testing.T, configPath string, args ...string) *server {
 	t.Helper()
-	s := &server{grpcAddr: freeAddr(t), httpAddr: freeAddr(t), stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	s := &server{grpcAddr: freeAddr(t), httpAddr: freeAddr(t), stdout: &logtest.Buffer{}, stderr: &logtest.Buffer{}, exited: make(chan struct{})}
 	all := []string{"serve", "--grpc-addr", s.grpcAddr, "--http-addr", s.httpAddr, "--log-level", "debug"}
 	if configPath != "" {
 		all = append(all, "--config", configPath)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 // TestServeDefaultListensOnLoopback starts `quotagate serve` with no flags
@@ -19,11 +21,11 @@ func TestServeDefaultListensOnLoopback(t *testing.T) {
 			env = append(env, kv)
 		}
 	}
-	var stdout, stderr *syncBuffer
+	var stdout, stderr *logtest.Buffer
 	// The ports are fixed (9191 and 8080); another test run on this
 	// machine may hold them for a moment, so retry a few times.
 	for attempt := 0; ; attempt++ {
-		stdout, stderr = &syncBuffer{}, &syncBuffer{}
+		stdout, stderr = &logtest.Buffer{}, &logtest.Buffer{}
 		cmd := exec.Command(binary, "serve")
 		cmd.Env, cmd.Stdout, cmd.Stderr = env, stdout, stderr
 		if err := cmd.Start(); err != nil {

@@ -13,6 +13,8 @@ import (
 
 	collectormetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	"google.golang.org/grpc"
+
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 // TestMetricsStandardNames checks that /metrics carries the Go runtime,
@@ -106,7 +108,7 @@ func TestOTLPWrongProtocolLogsJSON(t *testing.T) {
 				// makes the first failure show within a second.
 				"OTEL_EXPORTER_OTLP_TIMEOUT=500")
 			env = append(env, tt.env...)
-			var stdout, stderr syncBuffer
+			var stdout, stderr logtest.Buffer
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			cmd := exec.CommandContext(ctx, binary, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")

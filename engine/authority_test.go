@@ -102,9 +102,9 @@ func (f *fakeAuthority) calls() int {
 	return len(f.plans)
 }
 
-func authorityConfig(auth Authority, now *time.Time) Config {
+func authorityConfig(auth Authority, now *time.Time) testConfig {
 	sliding := WindowSliding
-	return Config{
+	return testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{"free": {
 			Limits: []LimitConfig{{Name: "hour", Period: hour, Max: 3},
 				{Name: "10m", Period: Period{Every: 10 * time.Minute}, Max: 100, Mode: &sliding}},
@@ -112,11 +112,12 @@ func authorityConfig(auth Authority, now *time.Time) Config {
 			FailureMode: FailOpen,
 			MaxDelay:    time.Hour,
 		}},
-		Actions:   map[string]ActionConfig{"translate": {PerCall: 8}},
-		Teams:     map[string]TeamConfig{"ops": {Members: []string{"ann"}, Tokens: TokenGrant{Amount: 50, Period: month}}},
+		Actions: map[string]ActionConfig{"translate": {PerCall: 8}},
+		Teams:   map[string]TeamConfig{"ops": {Members: []string{"ann"}, Tokens: TokenGrant{Amount: 50, Period: month}}},
+	}, Options: Options{
 		Authority: auth,
 		Now:       func() time.Time { return *now },
-	}
+	}}
 }
 
 func TestAuthorityPlan(t *testing.T) {

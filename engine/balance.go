@@ -3,7 +3,7 @@ package engine
 import "time"
 
 // monthPeriod is the grant period of a TokenGrant that sets none.
-var monthPeriod = Period{Calendar: "month", Every: 30 * 24 * time.Hour}
+var monthPeriod = Period{Calendar: CalendarMonth, Every: CalendarMonth.nominal()}
 
 func grantPeriod(g TokenGrant) Period {
 	if g.Period == (Period{}) {

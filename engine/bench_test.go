@@ -12,17 +12,18 @@ import (
 )
 
 // benchConfig is a tier with an hourly limit no benchmark reaches.
-func benchConfig(shards, cacheSize int, now func() time.Time) Config {
-	return Config{
+func benchConfig(shards, cacheSize int, now func() time.Time) testConfig {
+	return testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{
 			"standard": {Priority: PriorityMedium, Limits: []LimitConfig{
 				{Period: Period{Calendar: "hour", Every: time.Hour}, Max: 1 << 40},
 			}},
 		},
+	}, Options: Options{
 		Shards:    shards,
 		CacheSize: cacheSize,
 		Now:       now,
-	}
+	}}
 }
 
 func benchSubjects(n int) []string {
@@ -102,7 +103,8 @@ func callersName(n int) string {
 // building it so that no collection runs during the timed loop.
 func populatedEngine(b *testing.B, shards int, subjects []string, now func() time.Time) *Engine {
 	b.Helper()
-	e, err := New(benchConfig(shards, 2*len(subjects)+1024, now))
+	cfg := benchConfig(shards, 2*len(subjects)+1024, now)
+	e, err := New(cfg.Rules, cfg.Options)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -128,7 +130,8 @@ func shardName(n int) string {
 // through the memory store.
 func BenchmarkChargeMiss(b *testing.B) {
 	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
-	e, err := New(benchConfig(0, 64, func() time.Time { return t0 }))
+	cfg := benchConfig(0, 64, func() time.Time { return t0 })
+	e, err := New(cfg.Rules, cfg.Options)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -180,7 +183,7 @@ func idleSubjects(b *testing.B, n int, forget bool) {
 	if !forget {
 		store = keepAllStore{mem}
 	}
-	cfg := Config{
+	cfg := testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{
 			"free": {Priority: PriorityLow,
 				Limits: []LimitConfig{{Period: Period{Calendar: "hour", Every: time.Hour}, Max: 100},
@@ -188,10 +191,11 @@ func idleSubjects(b *testing.B, n int, forget bool) {
 				Tokens: TokenGrant{Amount: 1000, Period: Period{Calendar: "month", Every: 30 * 24 * time.Hour}}},
 		},
 		Actions: map[string]ActionConfig{"translate": {PerCall: 5}},
-		Store:   store,
-		Now:     now,
-	}
-	e, err := New(cfg)
+	}, Options: Options{
+		Store: store,
+		Now:   now,
+	}}
+	e, err := New(cfg.Rules, cfg.Options)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -70,10 +70,11 @@ func TestRoleAndWorkflowLimits(t *testing.T) {
 }
 
 func TestFeatureNotInPlan(t *testing.T) {
-	cfg := Config{Tiers: map[Tier]TierConfig{
+	cfg := testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{
 		"freemium":   {Priority: PriorityLow, Features: []string{"translate"}},
 		"standard":   {Priority: PriorityMedium, Features: []string{"translate", "summarize"}},
 		"enterprise": {Priority: PriorityHigh},
+	},
 	}}
 	cfg.Roles = map[string]RoleConfig{"beta": {Features: []string{"summarize"}}}
 	cfg.Workflows = map[string]WorkflowConfig{"batch": {}}
@@ -105,10 +106,11 @@ func TestFeatureNotInPlan(t *testing.T) {
 }
 
 func TestMaxDelayReservations(t *testing.T) {
-	cfg := Config{Tiers: map[Tier]TierConfig{"standard": {
+	cfg := testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{"standard": {
 		Limits:   []LimitConfig{{Period: minute, Max: 2}},
 		MaxDelay: 30 * time.Second,
-	}}}
+	}},
+	}}
 	e := newEngine(t, cfg)
 	req := Request{Subject: "alice"}
 	at := t0.Add(40 * time.Second)
@@ -148,8 +150,9 @@ func TestMaxDelayReservations(t *testing.T) {
 }
 
 func TestChargeWaitStopsWithContext(t *testing.T) {
-	cfg := Config{Tiers: map[Tier]TierConfig{"standard": {
-		Limits: []LimitConfig{{Period: minute, Max: 1}}, MaxDelay: time.Minute}}}
+	cfg := testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{"standard": {
+		Limits: []LimitConfig{{Period: minute, Max: 1}}, MaxDelay: time.Minute}},
+	}}
 	at := t0.Add(30 * time.Second)
 	cfg.Now = func() time.Time { return at }
 	e := newEngine(t, cfg)
@@ -165,9 +168,10 @@ func TestChargeWaitStopsWithContext(t *testing.T) {
 }
 
 func TestTierUpgradeKeepsUsage(t *testing.T) {
-	cfg := Config{Tiers: map[Tier]TierConfig{
+	cfg := testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{
 		"freemium": {Priority: PriorityLow, Limits: []LimitConfig{{Period: hour, Max: 3}}},
 		"standard": {Priority: PriorityMedium, Limits: []LimitConfig{{Period: hour, Max: 10}}},
+	},
 	}}
 	e := newEngine(t, cfg)
 	req := Request{Subject: "alice"}
@@ -195,24 +199,59 @@ func TestReloadAppliesToCountedUsage(t *testing.T) {
 	e := newEngine(t, cfg)
 	req := Request{Subject: "alice"}
 	admitN(t, e, t0, req, 4)
-	if err := e.Reload(oneTier(LimitConfig{Period: hour, Max: 3})); err != nil {
+	if err := e.Reload(oneTier(LimitConfig{Period: hour, Max: 3}).Rules); err != nil {
 		t.Fatal(err)
 	}
 	if d := chargeAt(t, e, t0, req); d.Allowed || d.Binding.Limit != 3 || d.Binding.Used != 4 {
 		t.Fatalf("after lowering: allowed=%v binding %+v, want refused at 4 of 3", d.Allowed, d.Binding)
 	}
-	if err := e.Reload(oneTier(LimitConfig{Period: hour, Max: 6})); err != nil {
+	if err := e.Reload(oneTier(LimitConfig{Period: hour, Max: 6}).Rules); err != nil {
 		t.Fatal(err)
 	}
 	admitN(t, e, t0, req, 2)
 	if d := chargeAt(t, e, t0, req); d.Allowed {
 		t.Fatal("seventh call admitted with a limit of 6")
 	}
-	if err := e.Reload(Config{}); !errors.Is(err, ErrInvalidConfig) {
+	if err := e.Reload(Rules{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("Reload(empty) = %v, want ErrInvalidConfig", err)
 	}
-	if got := e.Config().Tiers["standard"].Limits[0].Max; got != 6 {
-		t.Fatalf("Config after a failed reload has max %d, want 6", got)
+	if got := e.Rules().Tiers["standard"].Limits[0].Max; got != 6 {
+		t.Fatalf("Rules after a failed reload have max %d, want 6", got)
+	}
+}
+
+// TestReloadKeepsOptions checks that a reload swaps the rules and nothing
+// of the wiring: the clock, the shards, the store and the events stay
+// those given to New.
+func TestReloadKeepsOptions(t *testing.T) {
+	store, rec := NewMemoryStore(), &recorder{}
+	clock := t0.Add(30 * time.Minute)
+	cfg := oneTier(LimitConfig{Period: hour, Max: 2})
+	cfg.Options = Options{Store: store, Events: rec, Shards: 4, Now: func() time.Time { return clock }}
+	e := newEngine(t, cfg)
+	next := oneTier(LimitConfig{Period: hour, Max: 1})
+	next.Alerts.ThresholdPercent = 50
+	if err := e.Reload(next.Rules); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.Charge(context.Background(), Request{Subject: "alice"})
+	if err != nil || !d.Allowed || d.Binding.Limit != 1 {
+		t.Fatalf("Charge after the reload = %+v, %v; want admitted under a limit of 1", d, err)
+	}
+	if want := windowEnd(windowStart(clock.UnixNano(), hour, time.UTC), hour, time.UTC); d.Binding.Reset.UnixNano() != want {
+		t.Errorf("reset %s: the charge did not use the clock given to New", d.Binding.Reset)
+	}
+	if got := e.Stats().Shards; got != 4 {
+		t.Errorf("%d shards after the reload, want the 4 given to New", got)
+	}
+	if rec.count(EventThreshold) == 0 {
+		t.Error("no threshold event reached the Events given to New")
+	}
+	if err := e.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := store.Load(context.Background(), "alice"); err != nil || !ok {
+		t.Errorf("the Store given to New does not hold alice after a flush: ok=%v err=%v", ok, err)
 	}
 }
 
@@ -353,8 +392,9 @@ func TestSlidingReservation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEngine(t, Config{Tiers: map[Tier]TierConfig{"standard": {
-				Limits: []LimitConfig{{Period: minute, Max: 2, Mode: sliding()}}, MaxDelay: tt.maxDelay}}})
+			e := newEngine(t, testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{"standard": {
+				Limits: []LimitConfig{{Period: minute, Max: 2, Mode: sliding()}}, MaxDelay: tt.maxDelay}},
+			}})
 			req := Request{Subject: "alice"}
 			admitN(t, e, t0.Add(50*time.Second), req, 2)
 			// In the next minute the previous 2 weigh (120s-t)/60s each: one
@@ -415,10 +455,11 @@ func TestDirtyListStaysBounded(t *testing.T) {
 }
 
 func TestReservationChargesEveryLimit(t *testing.T) {
-	e := newEngine(t, Config{Tiers: map[Tier]TierConfig{"standard": {
+	e := newEngine(t, testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{"standard": {
 		Limits:   []LimitConfig{{Period: minute, Max: 1}, {Period: hour, Max: 3}},
 		MaxDelay: time.Minute,
-	}}})
+	}},
+	}})
 	req := Request{Subject: "alice"}
 	admitN(t, e, t0.Add(59*time.Minute+30*time.Second), req, 1)
 	// The minute is full; the next minute is also the next hour.

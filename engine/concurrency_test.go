@@ -124,3 +124,74 @@ func TestConcurrentMixed(t *testing.T) {
 		t.Fatalf("team usage %d, members' usage %d: the two-state charge is not atomic", team, total)
 	}
 }
+
+// TestReloadDuringCharges swaps two rulesets while charges run, here and
+// through an Authority (whose round trip releases the locks mid-charge):
+// every decision must come whole from one of them. Ruleset a has a limit
+// of 1000 and warns from 1% of it; b has 2000 and warns only at 100%, so
+// a decision's tier, limit and warning must all belong together.
+func TestReloadDuringCharges(t *testing.T) {
+	rules := func(tier Tier, max int64, threshold int) Rules {
+		return Rules{Tiers: map[Tier]TierConfig{tier: {Limits: []LimitConfig{{Name: "hour", Period: hour, Max: max}}}},
+			Alerts: AlertConfig{ThresholdPercent: threshold}}
+	}
+	a, b := rules("a", 1000, 1), rules("b", 2000, 100)
+	consistent := func(d Decision) bool {
+		switch d.Tier {
+		case "a":
+			return d.Binding.Limit == 1000 && (d.Warning != "") == (d.Binding.Used >= 10)
+		case "b":
+			return d.Binding.Limit == 2000 && d.Warning == ""
+		}
+		return false
+	}
+	for _, remote := range []bool{false, true} {
+		t.Run("remote="+strconv.FormatBool(remote), func(t *testing.T) {
+			cfg := testConfig{Rules: a}
+			if remote {
+				cfg.Authority = newFakeAuthority()
+			}
+			e := newEngine(t, cfg)
+			var reloads sync.WaitGroup
+			stop := make(chan struct{})
+			reloads.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					next := a
+					if i%2 == 0 {
+						next = b
+					}
+					if err := e.Reload(next); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+			var charges sync.WaitGroup
+			for g := range 8 {
+				charges.Go(func() {
+					req := Request{Subject: "s" + strconv.Itoa(g)}
+					for range 200 {
+						d, err := e.ChargeAt(context.Background(), t0, req)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if !d.Allowed || !consistent(d) {
+							t.Errorf("decision mixes rulesets: tier %q, allowed %v, limit %d, used %d, warning %q",
+								d.Tier, d.Allowed, d.Binding.Limit, d.Binding.Used, d.Warning)
+							return
+						}
+					}
+				})
+			}
+			charges.Wait()
+			close(stop)
+			reloads.Wait()
+		})
+	}
+}

@@ -26,10 +26,12 @@ const (
 	defaultTooLarge         = "Request too large: it can never fit within your plan's limits. Send a smaller request."
 )
 
-// Config configures an Engine. The zero value of every optional field means
-// its documented default (see withDefaults). A Config must not be changed
-// after it is passed to New or Reload.
-type Config struct {
+// Rules are the reloadable part of an Engine's configuration: what the
+// engine decides by. New takes the first Rules and Reload swaps in the
+// next, compiled whole. The zero value of every optional field means its
+// documented default (see withDefaults). Rules must not be changed after
+// they are passed to New or Reload.
+type Rules struct {
 	// Tiers are the plans. At least one is required.
 	Tiers map[Tier]TierConfig
 	// DefaultTier is the tier of subjects with no configured or asserted
@@ -62,7 +64,13 @@ type Config struct {
 	Location *time.Location
 	// Window is the default window mode for limits that do not set one.
 	Window WindowMode
+}
 
+// Options are the fixed part of an Engine's configuration: its wiring,
+// set once by New; Reload does not change them. The zero value of every
+// field means its documented default (see withDefaults). Options must not
+// be changed after they are passed to New.
+type Options struct {
 	// Shards is the number of lock stripes, rounded up to a power of two.
 	// Zero means 4 × GOMAXPROCS rounded up, at least 16.
 	Shards int
@@ -91,6 +99,14 @@ type Config struct {
 	// it returns (outside any lock), so that an acknowledged charge is never
 	// lost. False saves it at the next Flush (see Run).
 	SyncWrites bool
+	// Deferrer, with SyncWrites, takes over Charge's saves: the snapshots
+	// of the state a decision changed go to Deferrer.Defer, while the
+	// subject's lock is still held, and back to the caller in
+	// Decision.Unsaved, instead of to the Store. The caller then commits
+	// them, with whatever else must be durable with them (store/durable:
+	// the decision's ledger record). Nil makes Charge save them itself.
+	// Setting it without SyncWrites is an error.
+	Deferrer Deferrer
 	// FlushInterval is how often Run saves dirty state to the Store. Zero
 	// means 100ms.
 	FlushInterval time.Duration
@@ -100,8 +116,8 @@ type Config struct {
 type TierConfig struct {
 	// Priority orders tiers for load shedding.
 	Priority Priority
-	// Limits are the tier's rate windows. The seed's api_calls_per_hour
-	// becomes a {Period: hour, Max: N} limit named "hour".
+	// Limits are the tier's rate windows. The configuration file's
+	// api_calls_per_hour becomes a {Period: hour, Max: N} limit named "hour".
 	Limits []LimitConfig
 	// Tokens is the periodic token grant; the zero value grants nothing.
 	Tokens TokenGrant
@@ -128,7 +144,7 @@ type LimitConfig struct {
 	Max    int64
 	// Unit is what the limit counts; the zero value counts calls.
 	Unit Unit
-	// Mode is fixed or sliding; nil (the zero Mode pointer) means Config.Window.
+	// Mode is fixed or sliding; nil (the zero Mode pointer) means Rules.Window.
 	Mode *WindowMode
 	// Actions restricts the limit to these actions; nil means every action.
 	Actions []string
@@ -192,14 +208,15 @@ type TeamConfig struct {
 	Limits []LimitConfig
 }
 
-// AlertConfig is the seed's "alerts" block as it affects decisions.
+// AlertConfig is the configuration's "alerts" block as it affects decisions.
 type AlertConfig struct {
 	// ThresholdPercent is the usage percentage of a limit at which a
 	// warning is attached and EventThreshold emitted. Zero means 90.
 	ThresholdPercent int
 }
 
-// Messages are client-facing texts. Empty fields take the seed's texts.
+// Messages are client-facing texts. Empty fields take the default texts
+// documented on each field.
 type Messages struct {
 	// Exceeded defaults to "Quota exceeded. Upgrade your plan or wait for the reset."
 	Exceeded string
@@ -241,45 +258,51 @@ type CapacityConfig struct {
 	ShedAt map[Priority]float64
 }
 
-// withDefaults returns a copy of c with every zero optional field set to its
-// documented default. Maps are shared with c, which must not change.
-func (c Config) withDefaults() Config {
-	if c.DefaultTier == "" {
-		c.DefaultTier = defaultTierOf(c.Tiers)
+// withDefaults returns a copy of r with every zero optional field set to
+// its documented default. Maps are shared with r, which must not change.
+func (r Rules) withDefaults() Rules {
+	if r.DefaultTier == "" {
+		r.DefaultTier = defaultTierOf(r.Tiers)
 	}
-	if c.Alerts.ThresholdPercent == 0 {
-		c.Alerts.ThresholdPercent = defaultThresholdPercent
+	if r.Alerts.ThresholdPercent == 0 {
+		r.Alerts.ThresholdPercent = defaultThresholdPercent
 	}
-	c.Messages = c.Messages.withDefaults()
-	if c.Capacity.Factor == 0 {
-		c.Capacity.Factor = 1
+	r.Messages = r.Messages.withDefaults()
+	if r.Capacity.Factor == 0 {
+		r.Capacity.Factor = 1
 	}
-	if c.Location == nil {
-		c.Location = time.UTC
+	if r.Location == nil {
+		r.Location = time.UTC
 	}
-	if c.Shards <= 0 {
-		c.Shards = 4 * runtime.GOMAXPROCS(0)
-		if c.Shards < 16 {
-			c.Shards = 16
+	return r
+}
+
+// withDefaults returns a copy of o with every zero field set to its
+// documented default.
+func (o Options) withDefaults() Options {
+	if o.Shards <= 0 {
+		o.Shards = 4 * runtime.GOMAXPROCS(0)
+		if o.Shards < 16 {
+			o.Shards = 16
 		}
 	}
-	c.Shards = ceilPow2(c.Shards)
-	if c.CacheSize <= 0 {
-		c.CacheSize = defaultCacheSize
+	o.Shards = ceilPow2(o.Shards)
+	if o.CacheSize <= 0 {
+		o.CacheSize = defaultCacheSize
 	}
-	if c.Store == nil {
-		c.Store = NewMemoryStore()
+	if o.Store == nil {
+		o.Store = NewMemoryStore()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if o.Now == nil {
+		o.Now = time.Now
 	}
-	if c.Logger == nil {
-		c.Logger = discardLogger
+	if o.Logger == nil {
+		o.Logger = discardLogger
 	}
-	if c.FlushInterval <= 0 {
-		c.FlushInterval = defaultFlushInterval
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = defaultFlushInterval
 	}
-	return c
+	return o
 }
 
 func (m Messages) withDefaults() Messages {
@@ -326,21 +349,21 @@ func ceilPow2(n int) int {
 
 // Validate reports every problem in c, each naming the field path and the
 // offending value. Every error wraps ErrInvalidConfig.
-func (c Config) Validate() error {
+func (r Rules) Validate() error {
 	v := &validator{}
-	if len(c.Tiers) == 0 {
+	if len(r.Tiers) == 0 {
 		v.add("tiers", "at least one tier is required")
 	}
-	for _, name := range sortedKeys(c.Tiers) {
-		validateTier(v, "tiers."+string(name), name, c.Tiers[name])
+	for _, name := range sortedKeys(r.Tiers) {
+		validateTier(v, "tiers."+string(name), name, r.Tiers[name])
 	}
-	if c.DefaultTier != "" {
-		if _, ok := c.Tiers[c.DefaultTier]; !ok {
-			v.add("default_tier", "unknown tier %q: define it under tiers", c.DefaultTier)
+	if r.DefaultTier != "" {
+		if _, ok := r.Tiers[r.DefaultTier]; !ok {
+			v.add("default_tier", "unknown tier %q: define it under tiers", r.DefaultTier)
 		}
 	}
-	for _, name := range sortedKeys(c.Actions) {
-		a := c.Actions[name]
+	for _, name := range sortedKeys(r.Actions) {
+		a := r.Actions[name]
 		p := "actions." + name
 		if name == "" {
 			v.add("actions", "an action name must not be empty")
@@ -354,15 +377,15 @@ func (c Config) Validate() error {
 		checkQuantity(v, p+".per_call", a.PerCall)
 		checkQuantity(v, p+".per_thousand", a.PerThousand)
 	}
-	validateUnknownActions(v, &c)
-	for _, name := range sortedKeys(c.Users) {
-		u := c.Users[name]
+	validateUnknownActions(v, &r)
+	for _, name := range sortedKeys(r.Users) {
+		u := r.Users[name]
 		p := "users." + name
 		if name == "" || strings.HasPrefix(name, teamKeyPrefix) {
 			v.add("users", "invalid user id %q: must be non-empty and not start with %q", name, teamKeyPrefix)
 		}
 		if u.Tier != "" {
-			if _, ok := c.Tiers[u.Tier]; !ok {
+			if _, ok := r.Tiers[u.Tier]; !ok {
 				v.add(p+".tier", "unknown tier %q: define it under tiers", u.Tier)
 			}
 		}
@@ -372,18 +395,18 @@ func (c Config) Validate() error {
 		checkQuantity(v, p+".credits", u.Credits)
 		validateLimits(v, p+".limits", u.Limits)
 	}
-	for _, name := range sortedKeys(c.Roles) {
-		validateLimits(v, "roles."+name+".limits", c.Roles[name].Limits)
+	for _, name := range sortedKeys(r.Roles) {
+		validateLimits(v, "roles."+name+".limits", r.Roles[name].Limits)
 	}
-	for _, name := range sortedKeys(c.Workflows) {
-		w := c.Workflows[name]
+	for _, name := range sortedKeys(r.Workflows) {
+		w := r.Workflows[name]
 		validateLimits(v, "workflows."+name+".limits", w.Limits)
 		if w.Priority != nil && (*w.Priority < PriorityLow || *w.Priority > PriorityCritical) {
 			v.add("workflows."+name+".priority", "must be low, medium, high or critical, got %d", int(*w.Priority))
 		}
 	}
-	validateTeams(v, c.Teams)
-	validateGlobals(v, c)
+	validateTeams(v, r.Teams)
+	validateGlobals(v, r)
 	return v.err()
 }
 
@@ -427,33 +450,43 @@ func validateTeams(v *validator, teams map[string]TeamConfig) {
 	}
 }
 
-func validateGlobals(v *validator, c Config) {
-	if th := c.Alerts.ThresholdPercent; th < 0 || th > 100 {
+func validateGlobals(v *validator, r Rules) {
+	if th := r.Alerts.ThresholdPercent; th < 0 || th > 100 {
 		v.add("alerts.threshold_percentage", "must be between 0 and 100, got %d", th)
 	}
-	if c.Window != WindowFixed && c.Window != WindowSliding {
-		v.add("window", "must be fixed or sliding, got %d", int(c.Window))
+	if r.Window != WindowFixed && r.Window != WindowSliding {
+		v.add("window", "must be fixed or sliding, got %d", int(r.Window))
 	}
-	if c.Capacity.RequestsPerSecond < 0 || math.IsNaN(c.Capacity.RequestsPerSecond) {
-		v.add("capacity.requests_per_second", "must be >= 0, got %g", c.Capacity.RequestsPerSecond)
+	if r.Capacity.RequestsPerSecond < 0 || math.IsNaN(r.Capacity.RequestsPerSecond) {
+		v.add("capacity.requests_per_second", "must be >= 0, got %g", r.Capacity.RequestsPerSecond)
 	}
-	if c.Capacity.Factor < 0 || math.IsNaN(c.Capacity.Factor) || math.IsInf(c.Capacity.Factor, 0) {
-		v.add("capacity.factor", "must be > 0, got %g", c.Capacity.Factor)
+	if r.Capacity.Factor < 0 || math.IsNaN(r.Capacity.Factor) || math.IsInf(r.Capacity.Factor, 0) {
+		v.add("capacity.factor", "must be > 0, got %g", r.Capacity.Factor)
 	}
-	for p, at := range c.Capacity.ShedAt {
+	for p, at := range r.Capacity.ShedAt {
 		if at <= 0 || math.IsNaN(at) {
 			v.add("capacity.shed_at."+p.String(), "must be > 0, got %g", at)
 		}
 	}
-	if c.Shards < 0 {
-		v.add("shards", "must be >= 0, got %d", c.Shards)
+}
+
+// Validate reports every problem in o, each naming the field and the
+// offending value. Every error wraps ErrInvalidConfig.
+func (o Options) Validate() error {
+	v := &validator{}
+	if o.Shards < 0 {
+		v.add("shards", "must be >= 0, got %d", o.Shards)
 	}
-	if c.CacheSize < 0 {
-		v.add("cache_size", "must be >= 0, got %d", c.CacheSize)
+	if o.CacheSize < 0 {
+		v.add("cache_size", "must be >= 0, got %d", o.CacheSize)
 	}
-	if c.FlushInterval < 0 {
-		v.add("flush_interval", "must be >= 0, got %s", c.FlushInterval)
+	if o.FlushInterval < 0 {
+		v.add("flush_interval", "must be >= 0, got %s", o.FlushInterval)
 	}
+	if o.Deferrer != nil && !o.SyncWrites {
+		v.add("deferrer", "is set but sync_writes is not: deferred saves exist only with SyncWrites")
+	}
+	return v.err()
 }
 
 func validateGrant(v *validator, p string, g TokenGrant) {
@@ -513,9 +546,9 @@ func validatePeriod(v *validator, p string, per Period) {
 // all check periods with it.
 func CheckPeriod(per Period) error {
 	switch per.Calendar {
-	case "minute", "hour", "day", "week", "month":
+	case CalendarMinute, CalendarHour, CalendarDay, CalendarWeek, CalendarMonth:
 		return nil
-	case "":
+	case CalendarNone:
 		switch {
 		case per.Every <= 0:
 			return fmt.Errorf("must be minute, hour, day, week, month or a positive duration, got %s", per.Every)
@@ -531,8 +564,8 @@ func CheckPeriod(per Period) error {
 	return fmt.Errorf("unknown calendar period %q: want minute, hour, day, week or month", per.Calendar)
 }
 
-// validator collects configuration problems, each wrapping kind (nil:
-// ErrInvalidConfig).
+// validator collects configuration problems, each a *FieldError wrapped
+// with kind (nil: ErrInvalidConfig).
 type validator struct {
 	errs []error
 	kind error
@@ -543,7 +576,7 @@ func (v *validator) add(path, format string, args ...any) {
 	if kind == nil {
 		kind = ErrInvalidConfig
 	}
-	v.errs = append(v.errs, fmt.Errorf("%w: %s: %s", kind, path, fmt.Sprintf(format, args...)))
+	v.errs = append(v.errs, fmt.Errorf("%w: %w", kind, &FieldError{Path: path, Problem: fmt.Sprintf(format, args...)}))
 }
 
 func (v *validator) err() error { return errors.Join(v.errs...) }

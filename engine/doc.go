@@ -51,13 +51,29 @@
 // would exceed MaxQuantity, or that counts more against a limit than the
 // limit's maximum, can never be admitted and is refused with
 // ReasonRequestTooLarge, with no RetryAfter.
-// An action is known when Config.Actions prices it or a tier or role lists
+// An action is known when Rules.Actions prices it or a tier or role lists
 // it among its features. A request naming any other action (a typo in a
-// route, a name a client chose) follows Config.UnknownActions: it is refused
+// route, a name a client chose) follows Rules.UnknownActions: it is refused
 // with ReasonUnknownAction and charges nothing, or it is priced and limited
 // as a named action; either way Decision.UnknownAction carries the name, so
 // that the front end can tell the operator.
 //
+// An Engine is built from two parts. Options are its wiring (Store,
+// Authority, Events, Logger, clock, shards, cache size, durability),
+// fixed by New. Rules are what it decides by (tiers, actions, users,
+// roles, workflows, teams, alerts, messages, capacity, time zone, window
+// mode); Reload validates and compiles new Rules and swaps them in whole,
+// and a charge loads the compiled rules once, so a reload in the middle of
+// one does not mix old and new rules.
+//
+// One charge reads top to bottom in charge.go: screen what needs no state;
+// acquire the subject's state and its team's (shard.go); plan, that is
+// resolve the tier and gather and price the limits that apply (plan.go);
+// decide, here (decide.go) or through the Authority (remote.go), which
+// releases the locks for its round trip; then record what changed
+// (commit.go), release the locks, emit the events, and commit: with
+// SyncWrites, save the changed state before Charge returns.
+//
 // Time is injected: ChargeAt and StatusAt take it as an argument, and
-// Config.Now is the clock of the other methods.
+// Options.Now is the clock of the other methods.
 package engine

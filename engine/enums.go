@@ -51,7 +51,7 @@ const (
 	// as it is: it counts more against a limit than the limit's maximum, or
 	// its units or cost exceed MaxQuantity. Waiting does not help.
 	ReasonRequestTooLarge
-	// ReasonUnknownAction refuses a request whose action the Config does
+	// ReasonUnknownAction refuses a request whose action the Rules do
 	// not know (no price, no features list names it), under
 	// UnknownActionDeny.
 	ReasonUnknownAction
@@ -74,16 +74,6 @@ func (r Reason) String() string {
 		return fmt.Sprintf("Reason(%d)", int(r))
 	}
 	return reasonNames[r]
-}
-
-// ParseReason parses a name returned by Reason.String.
-func ParseReason(s string) (Reason, error) {
-	for i, n := range reasonNames {
-		if s == n {
-			return Reason(i), nil
-		}
-	}
-	return 0, fmt.Errorf("unknown reason %q", s)
 }
 
 // FailureMode says what happens when no decision can be made (the store
@@ -184,12 +174,57 @@ func ParseUnit(s string) (Unit, error) {
 	return 0, fmt.Errorf("unknown unit %q: want calls, units or tokens", s)
 }
 
-// Period is a window length. Calendar periods (minute, hour, day, month)
-// align to the calendar in the engine's time zone; a Period with only
-// Every set is a plain duration aligned to the Unix epoch.
+// Calendar names a period that aligns to the calendar in the engine's
+// time zone. Its text form is its name, so a Period reads and writes as
+// before in JSON. The zero value, CalendarNone, means a plain duration.
+type Calendar string
+
+const (
+	CalendarNone   Calendar = ""
+	CalendarMinute Calendar = "minute"
+	CalendarHour   Calendar = "hour"
+	CalendarDay    Calendar = "day"
+	CalendarWeek   Calendar = "week"
+	CalendarMonth  Calendar = "month"
+)
+
+// String returns the calendar period's name, empty for CalendarNone.
+func (c Calendar) String() string { return string(c) }
+
+// ParseCalendar parses "minute", "hour", "day", "week" or "month", in any
+// case.
+func ParseCalendar(s string) (Calendar, error) {
+	switch c := Calendar(strings.ToLower(s)); c {
+	case CalendarMinute, CalendarHour, CalendarDay, CalendarWeek, CalendarMonth:
+		return c, nil
+	}
+	return CalendarNone, fmt.Errorf("unknown calendar period %q: want minute, hour, day, week or month", s)
+}
+
+// nominal returns the nominal length of c: a month is 30 days. It is 0 for
+// CalendarNone and unknown values.
+func (c Calendar) nominal() time.Duration {
+	switch c {
+	case CalendarMinute:
+		return time.Minute
+	case CalendarHour:
+		return time.Hour
+	case CalendarDay:
+		return 24 * time.Hour
+	case CalendarWeek:
+		return 7 * 24 * time.Hour
+	case CalendarMonth:
+		return 30 * 24 * time.Hour
+	}
+	return 0
+}
+
+// Period is a window length. Calendar periods (minute, hour, day, week,
+// month) align to the calendar in the engine's time zone; a Period with
+// only Every set is a plain duration aligned to the Unix epoch.
 type Period struct {
-	// Calendar is "minute", "hour", "day", "week" or "month", or empty.
-	Calendar string
+	// Calendar is the calendar period, or CalendarNone.
+	Calendar Calendar
 	// Every is the duration of non-calendar periods; for calendar periods
 	// it is the nominal length (a month is 30 days) used only for display
 	// and the sliding estimate.
@@ -199,19 +234,11 @@ type Period struct {
 // ParsePeriod parses "minute", "hour", "day", "week", "month" (also
 // "second") or a Go duration such as "15m".
 func ParsePeriod(s string) (Period, error) {
-	switch strings.ToLower(s) {
-	case "second":
+	if strings.ToLower(s) == "second" {
 		return Period{Every: time.Second}, nil
-	case "minute":
-		return Period{Calendar: "minute", Every: time.Minute}, nil
-	case "hour":
-		return Period{Calendar: "hour", Every: time.Hour}, nil
-	case "day":
-		return Period{Calendar: "day", Every: 24 * time.Hour}, nil
-	case "week":
-		return Period{Calendar: "week", Every: 7 * 24 * time.Hour}, nil
-	case "month":
-		return Period{Calendar: "month", Every: 30 * 24 * time.Hour}, nil
+	}
+	if c, err := ParseCalendar(s); err == nil {
+		return Period{Calendar: c, Every: c.nominal()}, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
@@ -233,8 +260,8 @@ const MaxPeriod = 10 * 366 * 24 * time.Hour
 
 // String returns the period as ParsePeriod accepts it.
 func (p Period) String() string {
-	if p.Calendar != "" {
-		return p.Calendar
+	if p.Calendar != CalendarNone {
+		return p.Calendar.String()
 	}
 	if p.Every == time.Second {
 		return "second"
@@ -246,15 +273,15 @@ func (p Period) String() string {
 // "weekly", "monthly", or "15m" for a plain duration.
 func (p Period) Adjective() string {
 	switch p.Calendar {
-	case "minute":
+	case CalendarMinute:
 		return "per-minute"
-	case "hour":
+	case CalendarHour:
 		return "hourly"
-	case "day":
+	case CalendarDay:
 		return "daily"
-	case "week":
+	case CalendarWeek:
 		return "weekly"
-	case "month":
+	case CalendarMonth:
 		return "monthly"
 	}
 	return p.String()

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -22,12 +23,12 @@ func sliding() *WindowMode { m := WindowSliding; return &m }
 
 // newEngine builds an engine for cfg with a clock fixed at t0 unless cfg
 // sets one.
-func newEngine(t testing.TB, cfg Config) *Engine {
+func newEngine(t testing.TB, cfg testConfig) *Engine {
 	t.Helper()
 	if cfg.Now == nil {
 		cfg.Now = func() time.Time { return t0 }
 	}
-	e, err := New(cfg)
+	e, err := New(cfg.Rules, cfg.Options)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -100,6 +101,19 @@ func (r *recorder) count(kind EventKind) int {
 }
 
 // oneTier is a config with a single tier "standard" holding limits.
-func oneTier(limits ...LimitConfig) Config {
-	return Config{Tiers: map[Tier]TierConfig{"standard": {Priority: PriorityMedium, Limits: limits}}}
+func oneTier(limits ...LimitConfig) testConfig {
+	return testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{"standard": {Priority: PriorityMedium, Limits: limits}}}}
+}
+
+// testConfig is what a test builds an engine from: the Rules and the
+// Options, kept together so that a test can set either by field name.
+type testConfig struct {
+	Rules
+	Options
+}
+
+func (c testConfig) Validate() error { return errors.Join(c.Rules.Validate(), c.Options.Validate()) }
+
+func (c testConfig) withDefaults() testConfig {
+	return testConfig{Rules: c.Rules.withDefaults(), Options: c.Options.withDefaults()}
 }

@@ -21,11 +21,11 @@ type Forgetter interface {
 	// Forget drops the state stored for each key whose stored Version is
 	// at most the given one; keys not stored are ignored.
 	Forget(ctx context.Context, keys []KeyVersion) error
-	// Sweep visits up to max stored states, continuing where the last
+	// Sweep visits up to n stored states, continuing where the last
 	// call stopped, and drops each one for which idle returns true. idle
 	// must be quick and must not call the Store. It returns how many
 	// states were visited and dropped.
-	Sweep(max int, idle func(*Snapshot) bool) (visited, dropped int)
+	Sweep(n int, idle func(*Snapshot) bool) (visited, dropped int)
 }
 
 // KeyVersion names one version of one key's stored state.

@@ -28,7 +28,7 @@ func (p plainStore) Save(ctx context.Context, s []Snapshot) error { return p.m.S
 // idleConfig has calendar, sliding and duration windows, a monthly and a
 // daily grant and priced actions, so that every part of idleness is
 // exercised.
-func idleConfig(store Store, cacheSize int, now func() time.Time) Config {
+func idleConfig(store Store, cacheSize int, now func() time.Time) testConfig {
 	cfg := idleConfigTiers(store, cacheSize, now)
 	delete(cfg.Tiers, "basic")
 	return cfg
@@ -39,8 +39,8 @@ func idleConfig(store Store, cacheSize int, now func() time.Time) Config {
 // allowance, so that state is not idle. A subject that moves between free
 // and pro moves between grant periods that differ (a month, a day): the
 // period that is running keeps its end, which is saved with the state.
-func idleConfigTiers(store Store, cacheSize int, now func() time.Time) Config {
-	return Config{
+func idleConfigTiers(store Store, cacheSize int, now func() time.Time) testConfig {
+	return testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{
 			"free": {Priority: PriorityLow,
 				Limits: []LimitConfig{
@@ -57,11 +57,12 @@ func idleConfigTiers(store Store, cacheSize int, now func() time.Time) Config {
 		DefaultTier: "free",
 		Actions:     map[string]ActionConfig{"translate": {PerCall: 3}, "summarize": {PerCall: 1, PerThousand: 10}},
 		Users:       map[string]UserConfig{"gifted": {Credits: 7}, "pro-user": {Tier: "pro"}},
-		Shards:      1,
-		CacheSize:   cacheSize,
-		Store:       store,
-		Now:         now,
-	}
+	}, Options: Options{
+		Shards:    1,
+		CacheSize: cacheSize,
+		Store:     store,
+		Now:       now,
+	}}
 }
 
 func TestIdleStateIsDroppedFromMemoryStore(t *testing.T) {
@@ -225,19 +226,20 @@ func comparable(d Decision) decisionView {
 // month ends, and the grant period's end survives a reload.
 func TestIdleAfterGrantPeriodsDiffer(t *testing.T) {
 	first := time.Date(2026, 3, 1, 0, 10, 0, 0, time.UTC)
-	cfg := func(store Store, c *clock) Config {
-		return Config{
+	cfg := func(store Store, c *clock) testConfig {
+		return testConfig{Rules: Rules{
 			Tiers: map[Tier]TierConfig{
 				"daily":   {Tokens: TokenGrant{Amount: 100, Period: day}},
 				"monthly": {Tokens: TokenGrant{Amount: 40, Period: month}},
 			},
 			DefaultTier: "daily",
 			Actions:     map[string]ActionConfig{"op": {PerCall: 30}},
-			Shards:      1,
-			CacheSize:   minShardCapacity,
-			Store:       store,
-			Now:         c.now,
-		}
+		}, Options: Options{
+			Shards:    1,
+			CacheSize: minShardCapacity,
+			Store:     store,
+			Now:       c.now,
+		}}
 	}
 	tests := []struct {
 		name  string

@@ -15,10 +15,11 @@ func TestFixedWindowsAgainstModel(t *testing.T) {
 	for _, maxDelay := range []time.Duration{0, 30 * time.Second} {
 		t.Run("max_delay="+maxDelay.String(), func(t *testing.T) {
 			limits := map[Period]int64{minute: 3, hour: 20}
-			e := newEngine(t, Config{Tiers: map[Tier]TierConfig{"standard": {
+			e := newEngine(t, testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{"standard": {
 				Limits:   []LimitConfig{{Period: minute, Max: limits[minute]}, {Period: hour, Max: limits[hour]}},
 				MaxDelay: maxDelay,
-			}}})
+			}},
+			}})
 			rng := rand.New(rand.NewPCG(1, uint64(maxDelay)))
 			counts := map[Period]map[int64]int64{minute: {}, hour: {}}
 			fits := func(at time.Time) bool {

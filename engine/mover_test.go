@@ -47,7 +47,7 @@ func TestSetProfileMovesState(t *testing.T) {
 			}
 			cfg := authorityConfig(m, &now)
 			cfg.Teams["dev"] = TeamConfig{}
-			e, err := New(cfg)
+			e, err := New(cfg.Rules, cfg.Options)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,20 +74,20 @@ func TestReloadMovesState(t *testing.T) {
 	now := time.Date(2026, 3, 14, 15, 0, 0, 0, time.UTC)
 	m := &moverAuthority{fakeAuthority: newFakeAuthority()}
 	cfg := authorityConfig(m, &now)
-	e, err := New(cfg)
+	e, err := New(cfg.Rules, cfg.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Teams = map[string]TeamConfig{"ops": {Members: []string{"bob"}, Tokens: TokenGrant{Amount: 50, Period: month}}}
 	m.err = errors.New("authority down")
-	if err := e.Reload(cfg); err == nil {
+	if err := e.Reload(cfg.Rules); err == nil {
 		t.Fatal("Reload succeeded while the moves failed")
 	}
-	if got := e.Config().Teams["ops"].Members; !slices.Equal(got, []string{"ann"}) {
+	if got := e.Rules().Teams["ops"].Members; !slices.Equal(got, []string{"ann"}) {
 		t.Fatalf("after a refused reload team ops has %q, want [ann]", got)
 	}
 	m.err = nil
-	if err := e.Reload(cfg); err != nil {
+	if err := e.Reload(cfg.Rules); err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(m.moves)

@@ -99,20 +99,20 @@ func (e *Engine) shed(rs *ruleset, p Priority, now int64) bool {
 	return e.utilization(now) > rs.shedAt[p]
 }
 
-// scaledMax applies the capacity factor f to max: floor(max × f), at least
-// 1 when max > 0.
+// scaledMax applies the capacity factor f to limit: floor(limit × f), at
+// least 1 when limit > 0.
 // The result never exceeds MaxQuantity: a factor above 1 cannot lift a
 // limit past what the engine counts, nor wrap it (a float64 above the
 // int64 range does not convert to a usable int64).
-func scaledMax(max int64, f float64) int64 {
-	if f == 1 || max <= 0 || !(f > 0) || math.IsInf(f, 0) {
-		return min(max, MaxQuantity)
+func scaledMax(limit int64, f float64) int64 {
+	if f == 1 || limit <= 0 || !(f > 0) || math.IsInf(f, 0) {
+		return min(limit, MaxQuantity)
 	}
-	m := math.Floor(float64(max) * f)
+	m := math.Floor(float64(limit) * f)
 	if m >= float64(MaxQuantity) {
 		return MaxQuantity
 	}
-	return maxInt64(int64(m), 1)
+	return max(int64(m), 1)
 }
 
 // CapacityStatus is the engine's load picture.

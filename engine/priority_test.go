@@ -40,7 +40,7 @@ func TestCapacityFactor(t *testing.T) {
 
 func TestSheddingOrder(t *testing.T) {
 	crit := PriorityCritical
-	cfg := Config{
+	cfg := testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{
 			"freemium":   {Priority: PriorityLow},
 			"standard":   {Priority: PriorityMedium},
@@ -48,7 +48,7 @@ func TestSheddingOrder(t *testing.T) {
 		},
 		Workflows: map[string]WorkflowConfig{"billing": {Priority: &crit}},
 		Capacity:  CapacityConfig{RequestsPerSecond: 100},
-	}
+	}}
 	e := newEngine(t, cfg)
 	at := t0
 	step := func() time.Time { at = at.Add(2 * time.Millisecond); return at }

@@ -1,22 +1,22 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
 // rulesConfig has two tiers (freemium with 4 limits, enterprise fail-open
 // with 1), two roles, a team with limits and a workflow.
-func rulesConfig() Config {
+func rulesConfig() testConfig {
 	lim := func(name string, max int64) LimitConfig { return LimitConfig{Name: name, Period: hour, Max: max} }
-	return Config{
+	return testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{
 			"freemium": {Priority: PriorityLow, Limits: []LimitConfig{lim("hour", 10), lim("a", 10), lim("b", 10), lim("c", 10)},
 				Tokens: TokenGrant{Amount: 50, Period: month}},
@@ -30,7 +30,7 @@ func rulesConfig() Config {
 		Teams:     map[string]TeamConfig{"blue": {Members: []string{"alice"}, Limits: []LimitConfig{lim("t1", 100)}}},
 		Workflows: map[string]WorkflowConfig{"nightly": {Limits: []LimitConfig{lim("w1", 5)}}},
 		Actions:   map[string]ActionConfig{"translate": {PerCall: 1}},
-	}
+	}}
 }
 
 // nLimits returns n distinct hourly limits named p0, p1, ...
@@ -127,31 +127,13 @@ func TestValidateProfile(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestStoredProfileInvalidAfterReload: a profile valid when set becomes
 // invalid when a reload removes its role and team and adds tier limits.
 // Its Checks use the configured rules (never unmetered, even on a
 // fail-open tier), the problem is logged once, Status shows it, and a new
 // profile repairs the subject.
 func TestStoredProfileInvalidAfterReload(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cfg := rulesConfig()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	e := newEngine(t, cfg)
@@ -168,7 +150,7 @@ func TestStoredProfileInvalidAfterReload(t *testing.T) {
 	ent.Limits = append(ent.Limits, nLimits(8)...) // 1+8 tier + 10 profile > 16: the profile no longer fits
 	ent.Limits[0].Max = 5
 	next.Tiers["enterprise"] = ent
-	if err := e.Reload(next); err != nil {
+	if err := e.Reload(next.Rules); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
@@ -236,14 +218,14 @@ func TestStoredProfileFromSnapshot(t *testing.T) {
 // minus what was spent this period, at once, clamped at zero; credits are
 // untouched; the next period grants the new amount in full.
 func TestTierChangeGrant(t *testing.T) {
-	cfg := Config{
+	cfg := testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{
 			"freemium":   {Priority: PriorityLow, Tokens: TokenGrant{Amount: 100, Period: month}},
 			"standard":   {Priority: PriorityMedium, Tokens: TokenGrant{Amount: 1000, Period: month}},
 			"enterprise": {Priority: PriorityHigh, Tokens: TokenGrant{Unlimited: true, Period: month}},
 		},
 		Actions: map[string]ActionConfig{"translate": {PerCall: 1, PerThousand: 1000}},
-	}
+	}}
 	tests := []struct {
 		name          string
 		spend         int64 // spent on freemium before the change
@@ -297,7 +279,7 @@ func TestTierChangeGrant(t *testing.T) {
 		if err := e.SetProfile(ctx, "u", Profile{Tier: "standard"}); err != nil {
 			t.Fatal(err)
 		}
-		// The seed's case: a 25-token translate right after the upgrade.
+		// The design's case: a 25-token translate right after the upgrade.
 		if d := chargeAt(t, e, mid.Add(time.Minute), Request{Subject: "u", Action: "translate", Units: 24}); !d.Allowed || d.Balance != 1000-81-25 {
 			t.Fatalf("after the upgrade: allowed %v balance %d; want allowed with %d left", d.Allowed, d.Balance, 1000-81-25)
 		}
@@ -328,7 +310,7 @@ func TestTierChangeGrant(t *testing.T) {
 		chargeAt(t, e, mid, Request{Subject: "u", Action: "translate", Units: 39}) // 40 of 100
 		next := cfg
 		next.Tiers = map[Tier]TierConfig{"freemium": {Priority: PriorityLow, Tokens: TokenGrant{Amount: 300, Period: month}}}
-		if err := e.Reload(next); err != nil {
+		if err := e.Reload(next.Rules); err != nil {
 			t.Fatal(err)
 		}
 		if st := status(t, e, mid.Add(time.Hour), "u"); st.Allowance != 260 {

@@ -38,7 +38,7 @@ func TestPriceOfMatchesBigArithmetic(t *testing.T) {
 		perCall, perThousand, units int64
 	}{
 		{name: "zero", perCall: 0, perThousand: 0, units: 0},
-		{name: "seed translate", perCall: 0, perThousand: 5, units: 3000},
+		{name: "example translate", perCall: 0, perThousand: 5, units: 3000},
 		{name: "rounds up", perCall: 1, perThousand: 5, units: 1},
 		{name: "negative units are zero", perCall: 3, perThousand: 5, units: -700},
 		{name: "MaxInt64 units wraps int64 arithmetic", perCall: 0, perThousand: 2, units: math.MaxInt64},
@@ -104,7 +104,7 @@ func TestCheckedHelpers(t *testing.T) {
 
 func TestValidateRefusesQuantitiesAboveMax(t *testing.T) {
 	over := MaxQuantity + 1
-	cfg := Config{
+	cfg := testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{"t": {
 			Limits: []LimitConfig{{Period: hour, Max: over}},
 			Tokens: TokenGrant{Amount: over, Period: month},
@@ -112,7 +112,7 @@ func TestValidateRefusesQuantitiesAboveMax(t *testing.T) {
 		Actions: map[string]ActionConfig{"a": {PerCall: over, PerThousand: over}},
 		Users:   map[string]UserConfig{"u": {Credits: over}},
 		Teams:   map[string]TeamConfig{"x": {Credits: over}},
-	}
+	}}
 	err := cfg.Validate()
 	for _, path := range []string{"tiers.t.limits[0].max", "tiers.t.tokens.amount", "actions.a.per_call", "actions.a.per_thousand", "users.u.credits", "teams.x.credits"} {
 		if err == nil || !contains(err.Error(), path+": must be at most 9007199254740991") {
@@ -133,7 +133,7 @@ func contains(s, sub string) bool {
 // extremeConfig builds a config whose limits, prices, grants and credits
 // are drawn from extremes. u1 and u2 share team x's balance; u3 pays its
 // own.
-func extremeConfig(r *rand.Rand) Config {
+func extremeConfig(r *rand.Rand) testConfig {
 	q := func() int64 { return min(pick(r, 1), MaxQuantity) }
 	limits := []LimitConfig{
 		{Name: "calls", Period: hour, Max: q(), Unit: UnitCalls},
@@ -141,7 +141,7 @@ func extremeConfig(r *rand.Rand) Config {
 		{Name: "tokens", Period: minute, Max: q(), Unit: UnitTokens, Mode: sliding()},
 	}
 	factors := []float64{1, 1, 0.5, 3, 1e300}
-	return Config{
+	return testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{"t": {Limits: limits, Tokens: TokenGrant{Amount: q(), Period: month}}},
 		Actions: map[string]ActionConfig{
 			"a": {PerCall: min(pick(r, 0), MaxQuantity), PerThousand: min(pick(r, 0), MaxQuantity)},
@@ -151,7 +151,7 @@ func extremeConfig(r *rand.Rand) Config {
 		Teams: map[string]TeamConfig{"x": {Members: []string{"u1", "u2"}, Tokens: TokenGrant{Amount: q(), Period: day},
 			Credits: min(pick(r, 0), MaxQuantity), Limits: []LimitConfig{{Name: "team-tokens", Period: hour, Max: q(), Unit: UnitTokens}}}},
 		Capacity: CapacityConfig{Factor: factors[r.IntN(len(factors))]},
-	}
+	}}
 }
 
 // usedByName maps each limit of s to its Used.
@@ -287,7 +287,7 @@ func checkCreditsProperty(t *testing.T, e *Engine, r *rand.Rand, owner string) {
 func itoa(n int64) string { return big.NewInt(n).String() }
 
 func TestRequestTooLarge(t *testing.T) {
-	cfg := Config{
+	cfg := testConfig{Rules: Rules{
 		Tiers: map[Tier]TierConfig{"freemium": {
 			Limits: []LimitConfig{
 				{Period: hour, Max: 10},
@@ -296,7 +296,7 @@ func TestRequestTooLarge(t *testing.T) {
 			Tokens: TokenGrant{Amount: 1000, Period: month},
 		}},
 		Actions: map[string]ActionConfig{"translate": {PerThousand: 5}, "huge": {PerCall: MaxQuantity, PerThousand: 1}},
-	}
+	}}
 	tests := []struct {
 		name      string
 		req       Request
@@ -339,10 +339,10 @@ func TestRequestTooLarge(t *testing.T) {
 }
 
 func TestBalanceRefusalNeverRefilled(t *testing.T) {
-	cfg := Config{
+	cfg := testConfig{Rules: Rules{
 		Tiers:   map[Tier]TierConfig{"t": {Tokens: TokenGrant{Amount: 100, Period: month}}},
 		Actions: map[string]ActionConfig{"a": {PerCall: 60}, "big": {PerCall: 150}},
-	}
+	}}
 	e := newEngine(t, cfg)
 	admitN(t, e, t0, Request{Subject: "u", Action: "a"}, 1)
 	d := chargeAt(t, e, t0, Request{Subject: "u", Action: "a"})
@@ -374,12 +374,12 @@ func TestPeriodsStayWithinTimeArithmetic(t *testing.T) {
 			}
 		})
 	}
-	cfg := Config{Tiers: map[Tier]TierConfig{"t": {Limits: []LimitConfig{{Period: Period{Every: math.MaxInt64}, Max: 1}}}}}
+	cfg := testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{"t": {Limits: []LimitConfig{{Period: Period{Every: math.MaxInt64}, Max: 1}}}}}}
 	if err := cfg.Validate(); err == nil || !contains(err.Error(), "tiers.t.limits[0].period: must be at most 87840h0m0s") {
 		t.Errorf("Validate() = %v, want the period refused", err)
 	}
 	// The longest period still decides with windows in the right order.
-	cfg = Config{Tiers: map[Tier]TierConfig{"t": {Limits: []LimitConfig{{Period: Period{Every: MaxPeriod}, Max: 1, Mode: sliding()}}}}}
+	cfg = testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{"t": {Limits: []LimitConfig{{Period: Period{Every: MaxPeriod}, Max: 1, Mode: sliding()}}}}}}
 	e := newEngine(t, cfg)
 	if d := chargeAt(t, e, t0, Request{Subject: "u"}); !d.Allowed {
 		t.Fatalf("first call refused: %v", d.Reason)

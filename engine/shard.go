@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 
@@ -291,7 +292,7 @@ func (sh *shard) completeLocked(key string, entry *pendingSave, version uint64, 
 
 // shardIndex picks the shard of key with the engine's seeded hash.
 func (e *Engine) shardIndex(key string) int {
-	return int(maphashString(e.seed, key) & e.mask)
+	return int(maphash.String(e.seed, key) & e.mask)
 }
 
 // held is the state one request works on, with the shard locks held.
@@ -371,6 +372,21 @@ func (e *Engine) acquire(ctx context.Context, rs *ruleset, req *Request, u *user
 		return nil
 	}
 	return fmt.Errorf("engine: charge %q: its state kept being evicted before use: raise CacheSize", req.Subject)
+}
+
+// release unlocks the shards si and ti (ti < 0: none) and saves what
+// evictions queued on them while they were locked.
+func (e *Engine) release(ctx context.Context, si, ti int) {
+	q1 := e.shards[si].takeQueuedLocked()
+	var q2 []queuedSave
+	if ti >= 0 && ti != si {
+		q2 = e.shards[ti].takeQueuedLocked()
+	}
+	e.unlockPair(si, ti)
+	e.saveQueued(ctx, &e.shards[si], q1)
+	if ti >= 0 && ti != si {
+		e.saveQueued(ctx, &e.shards[ti], q2)
+	}
 }
 
 // load reads key from the Store (no lock held) and inserts it into shard i

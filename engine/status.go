@@ -38,7 +38,7 @@ type SubjectStatus struct {
 }
 
 // Status returns the state of key (a subject or "team:<name>") at
-// cfg.Now(). It charges nothing.
+// Options.Now(). It charges nothing.
 func (e *Engine) Status(ctx context.Context, key string) (SubjectStatus, error) {
 	return e.StatusAt(ctx, e.now(), key)
 }
@@ -182,7 +182,7 @@ func (st *subjectState) copyLocked() *subjectState {
 // Known reports whether subject exists, without creating any state: the
 // configuration names it (a user or a team member), or it has state in
 // the cache or the Store (it was charged, or given a profile or credits).
-// Under Config.DenyUnknown, a subject that Known denies is refused by
+// Under Rules.DenyUnknown, a subject that Known denies is refused by
 // Checks until a profile is set for it.
 func (e *Engine) Known(ctx context.Context, subject string) (bool, error) {
 	rs := e.rules.Load()

@@ -72,13 +72,13 @@ func (m *MemoryStore) Forget(_ context.Context, keys []KeyVersion) error {
 	return nil
 }
 
-// Sweep visits up to max snapshots, from where the last call stopped, and
+// Sweep visits up to n snapshots, from where the last call stopped, and
 // drops those for which idle returns true. idle runs under the store's
 // lock.
-func (m *MemoryStore) Sweep(max int, idle func(*Snapshot) bool) (visited, dropped int) {
+func (m *MemoryStore) Sweep(n int, idle func(*Snapshot) bool) (visited, dropped int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for visited < max && len(m.keys) > 0 {
+	for visited < n && len(m.keys) > 0 {
 		if m.next >= len(m.keys) {
 			m.next = 0
 		}

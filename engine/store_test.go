@@ -3,7 +3,9 @@ package engine
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,7 +138,7 @@ func TestFailedEvictionSaveIsRetried(t *testing.T) {
 	if err := e.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	e2 := newEngine(t, Config{Tiers: cfg.Tiers, Store: store})
+	e2 := newEngine(t, testConfig{Rules: Rules{Tiers: cfg.Tiers}, Options: Options{Store: store}})
 	for _, s := range []string{"a", "b", "c", "d"} {
 		if d := chargeAt(t, e2, t0, Request{Subject: s}); d.Allowed {
 			t.Fatalf("%q admitted by a new engine on the same store: its state was not saved", s)
@@ -239,5 +241,87 @@ func TestMemoryStoreKeepsHighestVersion(t *testing.T) {
 	must(s.Save(ctx, []Snapshot{{Key: "a", Version: 6, Credits: 6}}))
 	if got, _, _ := s.Load(ctx, "a"); got.Credits != 6 {
 		t.Fatalf("credits %d, want 6", got.Credits)
+	}
+}
+
+// deferred is a Deferrer that records what it is handed.
+type deferred struct {
+	mu    sync.Mutex
+	snaps []Snapshot
+}
+
+func (d *deferred) Defer(snaps []Snapshot) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.snaps = append(d.snaps, snaps...)
+}
+
+func TestDeferredSyncWrites(t *testing.T) {
+	store := NewMemoryStore()
+	def := &deferred{}
+	cfg := oneTier(LimitConfig{Period: hour, Max: 2})
+	cfg.Store, cfg.SyncWrites, cfg.Deferrer = store, true, def
+	cfg.Users = map[string]UserConfig{"alice": {Team: "x"}}
+	cfg.Teams = map[string]TeamConfig{"x": {Limits: []LimitConfig{{Name: "team", Period: hour, Max: 10}}}}
+	e := newEngine(t, cfg)
+	ctx := context.Background()
+
+	d := chargeAt(t, e, t0, Request{Subject: "alice"})
+	if len(d.Unsaved) != 2 {
+		t.Fatalf("Unsaved = %+v, want the subject's and the team's snapshots", d.Unsaved)
+	}
+	if !reflect.DeepEqual(def.snaps, d.Unsaved) {
+		t.Fatalf("the Deferrer got %+v, the caller %+v; want the same snapshots", def.snaps, d.Unsaved)
+	}
+	for _, s := range d.Unsaved {
+		if len(s.Windows) != 1 || s.Windows[0].Current != 1 || s.Version == 0 {
+			t.Errorf("unsaved snapshot %+v, want one window at 1 and a version", s)
+		}
+	}
+	if store.Len() != 0 {
+		t.Fatal("Charge saved to the Store although a Deferrer took the saves over")
+	}
+	// What was handed over counts as saved: a flush does not save it again.
+	if err := e.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if store.Len() != 0 {
+		t.Fatalf("Flush saved %d deferred states; the Deferrer answers for them", store.Len())
+	}
+
+	// A second charge hands over newer versions of the same keys.
+	first := d.Unsaved
+	d = chargeAt(t, e, t0, Request{Subject: "alice"})
+	for i, s := range d.Unsaved {
+		if s.Key != first[i].Key || s.Version <= first[i].Version {
+			t.Errorf("snapshot %d: %s v%d after %s v%d; want a higher version of the same key", i, s.Key, s.Version, first[i].Key, first[i].Version)
+		}
+	}
+	// The first refusal marks the window breached, a change to hand over;
+	// the next changes nothing and hands over nothing.
+	d = chargeAt(t, e, t0, Request{Subject: "alice"})
+	if d.Allowed || len(d.Unsaved) != 1 || d.Unsaved[0].Key != "alice" || !d.Unsaved[0].Windows[0].Breached {
+		t.Fatalf("first refusal: allowed %v, Unsaved %+v; want alice's breached window", d.Allowed, d.Unsaved)
+	}
+	d = chargeAt(t, e, t0, Request{Subject: "alice"})
+	if d.Allowed || d.Unsaved != nil {
+		t.Fatalf("second refusal: allowed %v, Unsaved %+v; want nothing handed over", d.Allowed, d.Unsaved)
+	}
+}
+
+func TestDeferrerNeedsSyncWrites(t *testing.T) {
+	cfg := oneTier(LimitConfig{Period: hour, Max: 2})
+	cfg.Deferrer = &deferred{}
+	_, err := New(cfg.Rules, cfg.Options)
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "SyncWrites") {
+		t.Fatalf("New = %v, want ErrInvalidConfig naming SyncWrites", err)
+	}
+}
+
+func TestBatchModeHandsNothingOver(t *testing.T) {
+	cfg := oneTier(LimitConfig{Period: hour, Max: 2})
+	d := chargeAt(t, newEngine(t, cfg), t0, Request{Subject: "alice"})
+	if d.Unsaved != nil {
+		t.Fatalf("Unsaved = %+v without a Deferrer, want nil", d.Unsaved)
 	}
 }

@@ -11,11 +11,11 @@ import (
 // with this prefix are reserved.
 const teamKeyPrefix = "team:"
 
-// ruleset is a compiled, immutable Config. Engine holds the current one in
+// ruleset is compiled, immutable Rules. Engine holds the current one in
 // an atomic.Pointer and Reload swaps in a new one whole, so a request sees
 // one consistent ruleset from start to end.
 type ruleset struct {
-	cfg          Config
+	rules        Rules
 	loc          *time.Location
 	utc          bool
 	tiers        map[Tier]*tierRules
@@ -101,56 +101,53 @@ func (t *teamRules) needsState() bool { return t.pays() || (t != nil && len(t.li
 
 func grantActive(g TokenGrant) bool { return g.Amount > 0 || g.Unlimited }
 
-// compile validates cfg and builds its ruleset. cfg must already carry its
-// defaults.
-func compile(cfg Config) (*ruleset, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
+// compile builds the ruleset of r, which must be valid (Rules.Validate)
+// and carry its defaults.
+func compile(r Rules) *ruleset {
 	rs := &ruleset{
-		cfg:          cfg,
-		loc:          cfg.Location,
-		utc:          cfg.Location == time.UTC,
-		tiers:        make(map[Tier]*tierRules, len(cfg.Tiers)),
-		actions:      cfg.Actions,
-		users:        make(map[string]*userRules, len(cfg.Users)),
-		roles:        make(map[string]*roleRules, len(cfg.Roles)),
-		workflows:    make(map[string]*workflowRules, len(cfg.Workflows)),
-		teams:        make(map[string]*teamRules, len(cfg.Teams)),
+		rules:        r,
+		loc:          r.Location,
+		utc:          r.Location == time.UTC,
+		tiers:        make(map[Tier]*tierRules, len(r.Tiers)),
+		actions:      r.Actions,
+		users:        make(map[string]*userRules, len(r.Users)),
+		roles:        make(map[string]*roleRules, len(r.Roles)),
+		workflows:    make(map[string]*workflowRules, len(r.Workflows)),
+		teams:        make(map[string]*teamRules, len(r.Teams)),
 		teamOf:       make(map[string]string),
 		requiredTier: make(map[string]Tier),
-		threshold:    int64(cfg.Alerts.ThresholdPercent),
-		msgs:         cfg.Messages,
+		threshold:    int64(r.Alerts.ThresholdPercent),
+		msgs:         r.Messages,
 	}
 	rs.shedAt = [...]float64{PriorityLow: 0.8, PriorityMedium: 0.9, PriorityHigh: 1.0, PriorityCritical: 0}
-	for p, at := range cfg.Capacity.ShedAt {
+	for p, at := range r.Capacity.ShedAt {
 		if p >= PriorityLow && p < PriorityCritical {
 			rs.shedAt[p] = at
 		}
 	}
-	for name, tc := range cfg.Tiers {
+	for name, tc := range r.Tiers {
 		rs.tiers[name] = &tierRules{
 			name: name, priority: tc.Priority, grant: tc.Tokens, features: featureSet(tc.Features),
 			limits: rs.compileLimits("", tc.Limits), maxDelay: tc.MaxDelay, failure: tc.FailureMode,
 		}
 	}
-	rs.defaultTier = rs.tiers[cfg.DefaultTier]
-	for name, uc := range cfg.Users {
+	rs.defaultTier = rs.tiers[r.DefaultTier]
+	for name, uc := range r.Users {
 		rs.users[name] = &userRules{tier: uc.Tier, team: uc.Team, roles: uc.Roles,
 			limits: rs.compileLimits("", uc.Limits), credits: uc.Credits}
 	}
-	for name, rc := range cfg.Roles {
+	for name, rc := range r.Roles {
 		rs.roles[name] = &roleRules{limits: rs.compileLimits("role:"+name+":", rc.Limits),
 			features: featureSet(rc.Features)}
 		if rs.roles[name].features == nil {
 			rs.roles[name].features = map[string]bool{}
 		}
 	}
-	for name, wc := range cfg.Workflows {
+	for name, wc := range r.Workflows {
 		rs.workflows[name] = &workflowRules{limits: rs.compileLimits("workflow:"+name+":", wc.Limits),
 			priority: wc.Priority}
 	}
-	for name, tc := range cfg.Teams {
+	for name, tc := range r.Teams {
 		rs.teams[name] = &teamRules{name: name, key: teamKeyPrefix + name, grant: tc.Tokens,
 			credits: tc.Credits, limits: rs.compileLimits(teamKeyPrefix, tc.Limits),
 			paysCosts: grantActive(tc.Tokens) || tc.Credits > 0}
@@ -160,8 +157,8 @@ func compile(cfg Config) (*ruleset, error) {
 	}
 	rs.computeRequiredTiers()
 	rs.indexPeriods()
-	rs.declared = declaredActions(&cfg)
-	return rs, nil
+	rs.declared = declaredActions(&r)
+	return rs
 }
 
 func featureSet(features []string) map[string]bool {
@@ -179,16 +176,16 @@ func featureSet(features []string) map[string]bool {
 // config, the lowest-priority tier that includes it.
 func (rs *ruleset) computeRequiredTiers() {
 	var features []string
-	for _, tc := range rs.cfg.Tiers {
+	for _, tc := range rs.rules.Tiers {
 		features = append(features, tc.Features...)
 	}
-	for _, rc := range rs.cfg.Roles {
+	for _, rc := range rs.rules.Roles {
 		features = append(features, rc.Features...)
 	}
-	for a := range rs.cfg.Actions {
+	for a := range rs.rules.Actions {
 		features = append(features, a)
 	}
-	for w := range rs.cfg.Workflows {
+	for w := range rs.rules.Workflows {
 		features = append(features, w)
 	}
 	for _, f := range features {
@@ -217,7 +214,7 @@ func (rs *ruleset) compileLimits(prefix string, limits []LimitConfig) []limitRul
 	}
 	out := make([]limitRule, len(limits))
 	for i, l := range limits {
-		mode := rs.cfg.Window
+		mode := rs.rules.Window
 		if l.Mode != nil {
 			mode = *l.Mode
 		}

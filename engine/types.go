@@ -8,7 +8,7 @@ import (
 )
 
 // Tier names a subscription plan, such as "freemium", "standard" or
-// "enterprise". Tiers are defined in Config; the zero value means "not set".
+// "enterprise". Tiers are defined in Rules; the zero value means "not set".
 type Tier string
 
 // Request is one request to be priced and charged. The zero value of each
@@ -18,7 +18,7 @@ type Request struct {
 	// identity and is denied with ReasonNoIdentity.
 	Subject string
 	// Team is the caller's team, if known from a trusted identity source.
-	// Empty means the team from Config.Users or Config.Teams membership, if any.
+	// Empty means the team from Rules.Users or Rules.Teams membership, if any.
 	Team string
 	// Roles are the caller's RBAC roles from a trusted identity source; they
 	// add to the roles configured for the user.
@@ -71,7 +71,7 @@ type Decision struct {
 	Allowed bool
 	// Reason says why. It is ReasonOK when Allowed.
 	Reason Reason
-	// Message is the text for the client: empty when allowed, the seed's
+	// Message is the text for the client: empty when allowed, by default
 	// "Quota exceeded. Upgrade your plan or wait for the reset." for a
 	// window, and so on for the other reasons.
 	Message string
@@ -129,6 +129,12 @@ type Decision struct {
 	// FailureMode is the tier's failure mode, for callers that must decide
 	// what an error means.
 	FailureMode FailureMode
+	// Unsaved holds, when Config.Deferrer is set, the snapshots of the
+	// state this decision changed. The engine handed them to the Deferrer
+	// instead of saving them, so the caller must commit them (store/durable
+	// commits them with the decision's ledger record). It is nil
+	// otherwise, and set even when Charge returns an error.
+	Unsaved []Snapshot
 
 	limits  [MaxLimitsPerRequest]LimitStatus
 	nlimits int
@@ -188,6 +194,18 @@ type Store interface {
 	Load(ctx context.Context, key string) (s Snapshot, ok bool, err error)
 	// Save persists the snapshots.
 	Save(ctx context.Context, snaps []Snapshot) error
+}
+
+// Deferrer takes over the saves that Config.SyncWrites makes Charge do:
+// see Config.Deferrer. Implementations must be safe for concurrent use.
+type Deferrer interface {
+	// Defer receives the snapshots one decision changed, which the Store
+	// must treat as saved (its Load returns them) until the caller commits
+	// them from Decision.Unsaved. It is called with the snapshots' shard
+	// locks held, so that the snapshots of one key arrive in the order of
+	// their versions: it must not block or call the Engine. It must not
+	// modify snaps, which it may keep.
+	Defer(snaps []Snapshot)
 }
 
 // Snapshot is a copy of one subject's (or team's) state, safe to hand to a

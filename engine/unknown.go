@@ -5,8 +5,8 @@ import (
 	"strings"
 )
 
-// UnknownActionMode says what a request gets whose Action the Config does
-// not know: it has no entry in Config.Actions and no tier or role lists it
+// UnknownActionMode says what a request gets whose Action the Rules do
+// not know: it has no entry in Rules.Actions and no tier or role lists it
 // among its features. That is a typo in a route's context_extensions, or a
 // name a client chose. The zero value is UnknownActionDeny.
 type UnknownActionMode int
@@ -46,7 +46,7 @@ func ParseUnknownActionMode(s string) (UnknownActionMode, error) {
 // zero value refuses them.
 type UnknownActions struct {
 	Mode UnknownActionMode
-	// PriceAs names the action, which must be in Config.Actions, whose
+	// PriceAs names the action, which must be in Rules.Actions, whose
 	// price and per-action limits apply under UnknownActionPrice.
 	PriceAs string
 }
@@ -75,8 +75,8 @@ func (rs *ruleset) screenAction(req *Request) (unknown string) {
 	if len(unknown) > maxUnknownActionLen {
 		unknown = unknown[:maxUnknownActionLen]
 	}
-	if rs.cfg.UnknownActions.Mode == UnknownActionPrice {
-		req.Action = rs.cfg.UnknownActions.PriceAs
+	if rs.rules.UnknownActions.Mode == UnknownActionPrice {
+		req.Action = rs.rules.UnknownActions.PriceAs
 	}
 	return unknown
 }
@@ -84,7 +84,7 @@ func (rs *ruleset) screenAction(req *Request) (unknown string) {
 // declaredActions is the set of actions c knows: those priced in Actions
 // and those a tier or role lists among its features (free, but deliberate).
 // Any other action is unknown.
-func declaredActions(c *Config) map[string]bool {
+func declaredActions(c *Rules) map[string]bool {
 	set := make(map[string]bool, len(c.Actions))
 	for a := range c.Actions {
 		set[a] = true
@@ -103,7 +103,7 @@ func declaredActions(c *Config) map[string]bool {
 }
 
 // validateUnknownActions checks that a price policy names a priced action.
-func validateUnknownActions(v *validator, c *Config) {
+func validateUnknownActions(v *validator, c *Rules) {
 	ua := c.UnknownActions
 	switch ua.Mode {
 	case UnknownActionDeny:

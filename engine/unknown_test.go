@@ -8,11 +8,12 @@ import (
 )
 
 func TestUnknownActions(t *testing.T) {
-	base := func(ua UnknownActions) Config {
-		cfg := Config{Tiers: map[Tier]TierConfig{
+	base := func(ua UnknownActions) testConfig {
+		cfg := testConfig{Rules: Rules{Tiers: map[Tier]TierConfig{
 			"standard":   {Priority: PriorityMedium, Tokens: TokenGrant{Amount: 1000, Period: Period{Calendar: "month", Every: 30 * 24 * time.Hour}}},
 			"enterprise": {Priority: PriorityHigh, Features: []string{"translate", "ping"}},
-		}, DefaultTier: "standard"}
+		}, DefaultTier: "standard",
+		}}
 		cfg.Actions = map[string]ActionConfig{"translate": {PerThousand: 5}, "summarize": {PerThousand: 2}}
 		cfg.Tiers["standard"] = TierConfig{Priority: PriorityMedium, Tokens: cfg.Tiers["standard"].Tokens,
 			Limits: []LimitConfig{{Name: "translate-words", Max: 20000, Period: Period{Calendar: "day", Every: 24 * time.Hour}, Unit: UnitUnits, Actions: []string{"translate"}}}}
@@ -97,11 +98,6 @@ func TestUnknownActionModeNames(t *testing.T) {
 	}
 	if _, err := ParseUnknownActionMode("free"); err == nil {
 		t.Error("ParseUnknownActionMode(free) succeeded")
-	}
-	for _, r := range []Reason{ReasonUnknownAction, ReasonNoRoute} {
-		if got, err := ParseReason(r.String()); err != nil || got != r {
-			t.Errorf("ParseReason(%q) = %v, %v", r.String(), got, err)
-		}
 	}
 	if ReasonUnknownAction.String() != "unknown_action" || ReasonNoRoute.String() != "no_route" {
 		t.Errorf("names %q %q", ReasonUnknownAction, ReasonNoRoute)

@@ -31,17 +31,17 @@ type windowState struct {
 // contains t. Calendar periods align in loc; others to the Unix epoch.
 func windowStart(t int64, p Period, loc *time.Location) int64 {
 	switch p.Calendar {
-	case "minute":
+	case CalendarMinute:
 		return alignOffset(t, int64(time.Minute), loc)
-	case "hour":
+	case CalendarHour:
 		return alignOffset(t, int64(time.Hour), loc)
-	case "day", "week", "month":
+	case CalendarDay, CalendarWeek, CalendarMonth:
 		lt := time.Unix(0, t).In(loc)
 		y, m, d := lt.Date()
 		switch p.Calendar {
-		case "week":
+		case CalendarWeek:
 			d -= (int(lt.Weekday()) + 6) % 7 // back to Monday
-		case "month":
+		case CalendarMonth:
 			d = 1
 		}
 		return time.Date(y, m, d, 0, 0, 0, 0, loc).UnixNano()
@@ -73,18 +73,18 @@ func floorMod(a, b int64) int64 {
 // at start, which is the start of the next one.
 func windowEnd(start int64, p Period, loc *time.Location) int64 {
 	switch p.Calendar {
-	case "minute":
+	case CalendarMinute:
 		return start + int64(time.Minute)
-	case "hour":
+	case CalendarHour:
 		return start + int64(time.Hour)
-	case "day", "week", "month":
+	case CalendarDay, CalendarWeek, CalendarMonth:
 		y, m, d := time.Unix(0, start).In(loc).Date()
 		switch p.Calendar {
-		case "day":
+		case CalendarDay:
 			d++
-		case "week":
+		case CalendarWeek:
 			d += 7
-		case "month":
+		case CalendarMonth:
 			m++
 		}
 		return time.Date(y, m, d, 0, 0, 0, 0, loc).UnixNano()
@@ -168,10 +168,10 @@ func spansLocked(ws *windowState, p Period, loc *time.Location) [3]span {
 }
 
 // fitTimeLocked returns the earliest time >= now (unix ns) at which usage
-// plus amount fits within max, or never. It looks at most two windows
+// plus amount fits within limit, or never. It looks at most two windows
 // ahead. The caller holds the owner's lock.
-func fitTimeLocked(ws *windowState, now int64, mode WindowMode, p Period, loc *time.Location, amount, max int64) int64 {
-	target := max - amount
+func fitTimeLocked(ws *windowState, now int64, mode WindowMode, p Period, loc *time.Location, amount, limit int64) int64 {
+	target := limit - amount
 	if target < 0 {
 		return never
 	}
@@ -182,18 +182,18 @@ func fitTimeLocked(ws *windowState, now int64, mode WindowMode, p Period, loc *t
 			continue
 		}
 		if mode == WindowFixed || s.prev <= r {
-			return maxInt64(now, s.start)
+			return max(now, s.start)
 		}
 		// ceil(prev × (end-t) / L) <= r  ⇔  end - t <= floor(r × L / prev).
-		return maxInt64(now, s.start, s.end-mulDiv(r, s.end-s.start, s.prev))
+		return max(now, s.start, s.end-mulDiv(r, s.end-s.start, s.prev))
 	}
 	return never
 }
 
-// fitsAtLocked reports whether amount fits within max at time t, in the
+// fitsAtLocked reports whether amount fits within limit at time t, in the
 // current or the next window, and which: slot 0 is the current window,
 // slot 1 the next. The caller holds the owner's lock.
-func fitsAtLocked(ws *windowState, t int64, mode WindowMode, p Period, loc *time.Location, amount, max int64) (slot int, ok bool) {
+func fitsAtLocked(ws *windowState, t int64, mode WindowMode, p Period, loc *time.Location, amount, limit int64) (slot int, ok bool) {
 	sp := spansLocked(ws, p, loc)
 	for i, s := range sp[:2] {
 		if t < s.start || t >= s.end {
@@ -203,14 +203,7 @@ func fitsAtLocked(ws *windowState, t int64, mode WindowMode, p Period, loc *time
 		if mode == WindowSliding {
 			used = addSat(used, weighted(s.prev, s.end-t, s.end-s.start))
 		}
-		return i, fits(used, amount, max)
+		return i, fits(used, amount, limit)
 	}
 	return 0, false
-}
-
-func maxInt64(a int64, rest ...int64) int64 {
-	for _, b := range rest {
-		a = max(a, b)
-	}
-	return a
 }

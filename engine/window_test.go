@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 )
@@ -165,5 +166,46 @@ func TestClockGoingBackwards(t *testing.T) {
 				t.Fatal("fourth request admitted with a limit of 3")
 			}
 		})
+	}
+}
+
+func TestPeriodForms(t *testing.T) {
+	tests := []struct {
+		name     string
+		in       string
+		want     Period
+		wantJSON string
+	}{
+		{name: "calendar", in: "Hour", want: Period{Calendar: CalendarHour, Every: time.Hour},
+			wantJSON: `{"Calendar":"hour","Every":3600000000000}`},
+		{name: "month", in: "month", want: Period{Calendar: CalendarMonth, Every: 30 * 24 * time.Hour},
+			wantJSON: `{"Calendar":"month","Every":2592000000000000}`},
+		{name: "second", in: "second", want: Period{Every: time.Second}, wantJSON: `{"Calendar":"","Every":1000000000}`},
+		{name: "duration", in: "15m", want: Period{Every: 15 * time.Minute}, wantJSON: `{"Calendar":"","Every":900000000000}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ParsePeriod(tt.in)
+			if err != nil || p != tt.want {
+				t.Fatalf("ParsePeriod(%q) = %+v, %v; want %+v", tt.in, p, err, tt.want)
+			}
+			b, err := json.Marshal(p)
+			if err != nil || string(b) != tt.wantJSON {
+				t.Fatalf("json.Marshal(%+v) = %s, %v; want %s", p, b, err, tt.wantJSON)
+			}
+			var back Period
+			if err := json.Unmarshal(b, &back); err != nil || back != p {
+				t.Fatalf("json.Unmarshal(%s) = %+v, %v; want %+v", b, back, err, p)
+			}
+			if got, err := ParsePeriod(p.String()); err != nil || got != p {
+				t.Fatalf("ParsePeriod(%q) = %+v, %v; want %+v", p.String(), got, err, p)
+			}
+		})
+	}
+	if c, err := ParseCalendar("fortnight"); err == nil {
+		t.Errorf("ParseCalendar(fortnight) = %q, want an error", c)
+	}
+	if err := CheckPeriod(Period{Calendar: "fortnight"}); err == nil {
+		t.Error("CheckPeriod accepted an unknown calendar period")
 	}
 }

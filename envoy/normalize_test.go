@@ -80,21 +80,3 @@ func TestGeneratedBootstrapNormalizesPaths(t *testing.T) {
 	}
 	checkBootstrap(t, "generated bootstrap", &b)
 }
-
-func TestIstioNormalizesPaths(t *testing.T) {
-	var op istioOperator
-	readStrict(t, "istio/mesh-config.yaml", &op)
-	// Istio's DECODE_AND_MERGE_SLASHES is normalize_path, merge_slashes and
-	// escaped slashes unescaped: what pathnorm assumes.
-	if got := op.Spec.MeshConfig.PathNormalization.Normalization; got != "DECODE_AND_MERGE_SLASHES" {
-		t.Errorf("meshConfig.pathNormalization.normalization = %q, want DECODE_AND_MERGE_SLASHES", got)
-	}
-	for _, p := range op.Spec.MeshConfig.ExtensionProviders {
-		if p.EnvoyExtAuthzGrpc == nil {
-			continue // the settlement access log provider
-		}
-		if b := p.EnvoyExtAuthzGrpc.IncludeRequestBodyInCheck; b == nil || !b.PackAsBytes {
-			t.Errorf("provider %s: includeRequestBodyInCheck.packAsBytes must be true", p.Name)
-		}
-	}
-}

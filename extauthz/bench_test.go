@@ -19,13 +19,13 @@ func BenchmarkCheck(b *testing.B) {
 	body := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 20) // 180 words
 	for _, users := range []int{1_000, 10_000} {
 		b.Run(fmt.Sprintf("users=%d", users), func(b *testing.B) {
-			cfg := testEngineConfig(time.Now)
+			cfg := testEngineRules()
 			cfg.Tiers["freemium"] = engine.TierConfig{Limits: hourly(1 << 40), Tokens: engine.TokenGrant{Unlimited: true}}
-			eng, err := engine.New(cfg)
+			eng, err := engine.New(cfg, engine.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
-			s, err := NewServer(eng, Options{
+			s, err := NewServer(eng, Options{}, Policy{
 				Identity:     IdentityOptions{Sources: []Source{SourceJWT, SourceHeader}, HeaderTrusted: true},
 				StripHeaders: []string{"x-quota-tier", "x-tier", "x-user-tier"},
 			})
@@ -56,10 +56,7 @@ func BenchmarkCheck(b *testing.B) {
 // BenchmarkCheckResponse measures building a CheckResponse from a verdict
 // and, in "marshal", also encoding it as gRPC does before sending it.
 func BenchmarkCheckResponse(b *testing.B) {
-	s := &Server{}
-	if err := s.SetOptions(Options{}); err != nil {
-		b.Fatal(err)
-	}
+	p := testPolicy(b, Policy{})
 	d := engine.Decision{ID: decisionID, Allowed: true, Tier: "standard", Action: "translate", Cost: 15, Units: 3000,
 		Balance: 985, HasBalance: true, Binding: hourBinding(100, 42), HasBinding: true}
 	in := &Input{Headers: map[string]string{"x-user-id": "u"}}
@@ -68,7 +65,7 @@ func BenchmarkCheckResponse(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				v := Verdict{Decision: d}
-				s.allow(s.o().Now(), in, &v)
+				p.allow(time.Now(), in, &v)
 				resp := checkResponse(&v)
 				if marshal {
 					if _, err := proto.Marshal(resp); err != nil {

@@ -66,18 +66,18 @@ routes:
 pricing: {partial_body_words_per_byte: 0.5}
 `
 
-// parsedConfig is a configuration parsed once: an engine.Config is not
+// parsedConfig is a configuration parsed once: engine.Rules are not
 // changed by New, so each fuzz input builds its own engine from it.
 type parsedConfig struct {
 	once sync.Once
 	file *config.File
-	cfg  engine.Config
+	cfg  engine.Rules
 	err  error
 }
 
 var parsedDefault, parsedExtreme parsedConfig
 
-func (p *parsedConfig) load(t testing.TB, data []byte) (*config.File, engine.Config) {
+func (p *parsedConfig) load(t testing.TB, data []byte) (*config.File, engine.Rules) {
 	t.Helper()
 	p.once.Do(func() {
 		p.file, p.err = config.Parse(data)
@@ -101,11 +101,9 @@ func defaultConfigServer(t testing.TB, now time.Time) (*Server, *engine.Engine, 
 
 // configServer builds a Server on file (whose engine configuration is
 // cfg), as serve wires it, with the clock at now.
-func configServer(t testing.TB, now time.Time, file *config.File, cfg engine.Config) (*Server, *engine.Engine, *config.File) {
+func configServer(t testing.TB, now time.Time, file *config.File, cfg engine.Rules) (*Server, *engine.Engine, *config.File) {
 	t.Helper()
-	cfg.Store = nil
-	cfg.Now = func() time.Time { return now }
-	eng, err := engine.New(cfg)
+	eng, err := engine.New(cfg, engine.Options{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,14 +111,13 @@ func configServer(t testing.TB, now time.Time, file *config.File, cfg engine.Con
 	for i, r := range file.Routes.Rules {
 		routes[i] = Route{PathPrefix: r.PathPrefix, Method: r.Method, Action: r.Action, Workflow: r.Workflow}
 	}
-	s, err := NewServer(eng, Options{
+	s, err := NewServer(eng, Options{Now: func() time.Time { return now }}, Policy{
 		Identity:     IdentityOptions{Sources: []Source{SourceHeader, SourceAPIKey}, Header: "x-user-id", HeaderTrusted: true, APIKeyHeader: "x-api-key", APIKeys: file.APIKeys()},
 		Routes:       routes,
 		Unrouted:     must(ParseUnrouted(file.Routes.Default)),
 		StripHeaders: file.Identity.StripHeaders,
 		WordsPerByte: file.Pricing.PartialBodyWordsPerByte,
 		MaxBodyBytes: file.Pricing.MaxBodyBytes,
-		Now:          func() time.Time { return now },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -286,8 +283,9 @@ func wireCheck(s *Server, ctx context.Context, req *authv3.CheckRequest) (*authv
 
 // actionOf is the action the server priced req as.
 func actionOf(s *Server, req *authv3.CheckRequest) string {
-	in := s.inputFromCheck(req)
-	a, _, _ := s.route(&in)
+	p := s.pol.Load()
+	in := inputFromCheck(&p.Identity, req)
+	a, _, _ := p.route(&in)
 	return a
 }
 

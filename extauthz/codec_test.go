@@ -101,7 +101,7 @@ func checkRequest(user, path, action, body string, raw []byte) *authv3.CheckRequ
 
 func TestInvalidUTF8IsDecided(t *testing.T) {
 	c := &clock{now: t0}
-	s := newTestServer(t, c, Options{Routes: testRoutes})
+	s := newTestServer(t, c, Policy{Routes: testRoutes})
 	var undecided undecidedLog
 	conn := startLoopbackGRPC(t, s, GRPCOptions{MaxReceiveBytes: 1 << 20, OnUndecided: undecided.add})
 	words := strings.Repeat("bonjour ", 3000) // 3000 words: translate costs 15
@@ -166,7 +166,7 @@ func TestInvalidUTF8IsDecided(t *testing.T) {
 
 func TestUndecidedRPCsAreCounted(t *testing.T) {
 	c := &clock{now: t0}
-	s := newTestServer(t, c, Options{})
+	s := newTestServer(t, c, Policy{})
 	var undecided undecidedLog
 	conn := startLoopbackGRPC(t, s, GRPCOptions{MaxReceiveBytes: 256 << 10, OnUndecided: undecided.add})
 	tests := []struct {

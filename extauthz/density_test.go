@@ -29,12 +29,12 @@ func TestPartialBodyDefaultCoversMeasuredText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var o Options
+	var o Policy
 	if err := o.withDefaults(); err != nil {
 		t.Fatal(err)
 	}
 	defaults := map[string]float64{
-		"Options.WordsPerByte (zero value)":                o.WordsPerByte,
+		"Policy.WordsPerByte (zero value)":                 o.WordsPerByte,
 		"default.yaml pricing.partial_body_words_per_byte": file.Pricing.PartialBodyWordsPerByte,
 	}
 	densest, densestName := 0.0, ""

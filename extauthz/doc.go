@@ -14,6 +14,16 @@
 // protocol and the forward-auth convention of Caddy, Traefik and nginx. Both
 // give the same decisions, headers and bodies because both call Decide.
 //
+// # Options and Policy
+//
+// NewServer takes two things. Options is the wiring, fixed for the Server's
+// life: the logger, the clock and the Observe hook that sees every
+// decision. Policy is what a configuration reload may change: identity,
+// routes, body pricing and the answers' settings. SetPolicy swaps the policy
+// whole and leaves the wiring alone, so a reload cannot drop the hook. Each
+// request loads the policy once and is decoded (for gRPC) and decided under
+// it, so a reload in the middle of a Check never mixes two policies.
+//
 // # Identity
 //
 // The caller is identified from sources tried in a configured order: the
@@ -30,7 +40,7 @@
 // normalizes it with normalize_path, merge_slashes and escaped slashes
 // unescaped (package pathnorm): no query, dot segments removed, slashes
 // merged, unreserved characters decoded. Prefixes match case-sensitively, as
-// in Envoy. A request that no route matches follows Options.Unrouted: it is
+// in Envoy. A request that no route matches follows Policy.Unrouted: it is
 // a plain call, or it is refused with 403 no_route. An action without a
 // price is the engine's to judge (engine.ReasonUnknownAction: 403
 // unknown_action with a neutral message); the Server logs each such action

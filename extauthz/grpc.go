@@ -20,15 +20,21 @@ const headerPartialBody = "x-envoy-auth-partial-body"
 // Check implements envoy.service.auth.v3.Authorization. It never returns an
 // error: every outcome, including "could not decide", is a CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	c := getCall()
-	defer putCall(c)
-	c.in = s.inputFromCheck(req)
-	s.decideInto(ctx, &c.in, &c.v)
-	return checkResponse(&c.v), nil
+	return s.check(ctx, s.pol.Load(), req), nil
 }
 
-// inputFromCheck maps Envoy's AttributeContext onto an Input.
-func (s *Server) inputFromCheck(req *authv3.CheckRequest) Input {
+// check is Check under p, the policy the request was decoded for.
+func (s *Server) check(ctx context.Context, p *policy, req *authv3.CheckRequest) *authv3.CheckResponse {
+	c := getCall()
+	defer putCall(c)
+	c.in = inputFromCheck(&p.Identity, req)
+	s.decideInto(ctx, p, &c.in, &c.v)
+	return checkResponse(&c.v)
+}
+
+// inputFromCheck maps Envoy's AttributeContext onto an Input, reading the
+// JWT payload as id locates it.
+func inputFromCheck(id *IdentityOptions, req *authv3.CheckRequest) Input {
 	attrs := req.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	in := Input{
@@ -56,7 +62,7 @@ func (s *Server) inputFromCheck(req *authv3.CheckRequest) Input {
 	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
 		in.SourceAddress, in.SourcePort = sa.GetAddress(), sa.GetPortValue()
 	}
-	if id := &s.o().Identity; id.usesJWT() {
+	if id.usesJWT() {
 		fm := attrs.GetMetadataContext().GetFilterMetadata()[id.JWTFilter]
 		if payload := fm.GetFields()[id.JWTPayloadKey].GetStructValue(); payload != nil {
 			in.JWT = id.claimsFromStruct(payload)
@@ -66,24 +72,40 @@ func (s *Server) inputFromCheck(req *authv3.CheckRequest) Input {
 }
 
 // claimsFromStruct reads the configured claims straight from the protobuf
-// payload, without converting all of it.
+// payload that jwt_authn wrote, without converting all of it. Roles may be
+// a list of strings or a space-separated string, as in OAuth's "scope".
+// A payload without the subject claim yields no claims.
 func (o *IdentityOptions) claimsFromStruct(p *structpb.Struct) Claims {
 	fields := p.GetFields()
-	str := func(name string) string { return fields[name].GetStringValue() }
-	list := func(name string) []string {
-		v := fields[name]
-		if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
-			return strings.Fields(s.StringValue)
-		}
-		var out []string
-		for _, e := range v.GetListValue().GetValues() {
-			if s := e.GetStringValue(); s != "" {
-				out = append(out, s)
-			}
-		}
-		return out
+	c := Claims{Subject: fields[o.SubjectClaim].GetStringValue()}
+	if c.Subject == "" {
+		return Claims{}
 	}
-	return o.claims(str, list)
+	if o.TierClaim != "" {
+		c.Tier = fields[o.TierClaim].GetStringValue()
+	}
+	if o.TeamClaim != "" {
+		c.Team = fields[o.TeamClaim].GetStringValue()
+	}
+	if o.RolesClaim != "" {
+		c.Roles = roles(fields[o.RolesClaim])
+	}
+	return c
+}
+
+// roles reads a roles claim: a space-separated string or a list of
+// strings, whose empty and non-string elements are skipped.
+func roles(v *structpb.Value) []string {
+	if s, ok := v.GetKind().(*structpb.Value_StringValue); ok {
+		return strings.Fields(s.StringValue)
+	}
+	var out []string
+	for _, e := range v.GetListValue().GetValues() {
+		if s := e.GetStringValue(); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (o *IdentityOptions) usesJWT() bool {
@@ -143,7 +165,7 @@ func okResponse(v *Verdict) *authv3.CheckResponse {
 	m := new(okMessages)
 	m.status.Code = int32(grpcCode(v))
 	m.ok.HeadersToRemove = v.RemoveHeaders
-	both := headerOptions2(v.UpstreamHeaders, v.Headers)
+	both := joinedHeaderOptions(v.UpstreamHeaders, v.Headers)
 	m.ok.Headers = both[:len(v.UpstreamHeaders):len(v.UpstreamHeaders)]
 	m.ok.ResponseHeadersToAdd = both[len(v.UpstreamHeaders):]
 	if len(m.ok.Headers) == 0 {
@@ -177,13 +199,15 @@ func grpcCode(v *Verdict) codes.Code {
 // headerOptions converts headers to HeaderValueOptions that overwrite any
 // existing value, so a client cannot pre-set a header quotagate sets.
 func headerOptions(hs []Header) []*corev3.HeaderValueOption {
-	return headerOptions2(hs, nil)
+	return joinedHeaderOptions(hs, nil)
 }
 
-// headerOptions2 is headerOptions for a and b, in that order, with the
-// messages of both allocated in three blocks rather than two per header.
-func headerOptions2(a, b []Header) []*corev3.HeaderValueOption {
-	n := len(a) + len(b)
+// joinedHeaderOptions is headerOptions for first followed by second, with
+// the messages of both allocated in three blocks rather than two per
+// header: okResponse splits the result into the upstream and the client
+// headers.
+func joinedHeaderOptions(first, second []Header) []*corev3.HeaderValueOption {
+	n := len(first) + len(second)
 	if n == 0 {
 		return nil
 	}
@@ -192,10 +216,10 @@ func headerOptions2(a, b []Header) []*corev3.HeaderValueOption {
 	vals := make([]corev3.HeaderValue, n)
 	for i := range n {
 		h := &vals[i]
-		if i < len(a) {
-			h.Key, h.Value = a[i].Key, a[i].Value
+		if i < len(first) {
+			h.Key, h.Value = first[i].Key, first[i].Value
 		} else {
-			h.Key, h.Value = b[i-len(a)].Key, b[i-len(a)].Value
+			h.Key, h.Value = second[i-len(first)].Key, second[i-len(first)].Value
 		}
 		opts[i].Header = h
 		opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD

@@ -49,10 +49,10 @@ func envoyCheck(body string, headers map[string]string, ext map[string]string, j
 }
 
 func TestInputFromCheck(t *testing.T) {
-	s := testServer(t, Options{Identity: IdentityOptions{Sources: []Source{SourceJWT, SourceMTLS}}})
+	p := testPolicy(t, Policy{Identity: IdentityOptions{Sources: []Source{SourceJWT, SourceMTLS}}})
 	req := envoyCheck("hello world", map[string]string{"content-length": "400", headerPartialBody: "true"},
 		map[string]string{"action": "translate"}, map[string]any{"sub": "alice", "tier": "gold"})
-	in := s.inputFromCheck(req)
+	in := inputFromCheck(&p.Identity, req)
 	if in.Method != "POST" || in.Path != "/v1/translate?lang=fr" || in.Host != "api.example.com" || in.Scheme != "https" {
 		t.Errorf("request line = %s %s %s %s", in.Method, in.Scheme, in.Host, in.Path)
 	}
@@ -68,14 +68,14 @@ func TestInputFromCheck(t *testing.T) {
 }
 
 func TestInputFromCheckHeaderMap(t *testing.T) {
-	s := testServer(t, Options{})
+	p := testPolicy(t, Policy{})
 	req := envoyCheck("", nil, nil, nil)
 	http := req.Attributes.Request.Http
 	http.Headers = nil
 	http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
 		{Key: "x-user-id", RawValue: []byte("bob")}, {Key: "accept", Value: "a"}, {Key: "accept", Value: "b"},
 	}}
-	in := s.inputFromCheck(req)
+	in := inputFromCheck(&p.Identity, req)
 	if in.Headers["x-user-id"] != "bob" || in.Headers["accept"] != "a,b" {
 		t.Errorf("headers = %v", in.Headers)
 	}
@@ -85,11 +85,11 @@ func TestInputFromCheckHeaderMap(t *testing.T) {
 }
 
 func TestCheckResponse(t *testing.T) {
-	s := testServer(t, Options{StripHeaders: []string{"x-tier"}})
+	p := testPolicy(t, Policy{StripHeaders: []string{"x-tier"}})
 	allowed := Verdict{Decision: engine.Decision{ID: decisionID, Allowed: true, Tier: "standard", Cost: 3, Action: "translate"}}
-	s.allow(s.o().Now(), &Input{Headers: map[string]string{"x-tier": "enterprise"}}, &allowed)
+	p.allow(t0, &Input{Headers: map[string]string{"x-tier": "enterprise"}}, &allowed)
 	denied := Verdict{Decision: engine.Decision{ID: decisionID, Reason: engine.ReasonWindowExceeded, Tier: "freemium", Binding: hourBinding(10, 10), HasBinding: true}}
-	s.deny(t0, &denied)
+	p.deny(t0, &denied)
 
 	tests := []struct {
 		name     string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/quotagate/quotagate/engine"
@@ -53,13 +52,13 @@ func BenchmarkGRPCCheckEnvoy(b *testing.B) {
 // whose header-identified callers have no limit that a benchmark reaches.
 func benchGRPCClient(b *testing.B) authv3.AuthorizationClient {
 	b.Helper()
-	cfg := testEngineConfig(time.Now)
+	cfg := testEngineRules()
 	cfg.Tiers["freemium"] = engine.TierConfig{Limits: hourly(1 << 40), Tokens: engine.TokenGrant{Unlimited: true}}
-	eng, err := engine.New(cfg)
+	eng, err := engine.New(cfg, engine.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := NewServer(eng, Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
+	s, err := NewServer(eng, Options{}, Policy{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
 	if err != nil {
 		b.Fatal(err)
 	}

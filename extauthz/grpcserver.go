@@ -28,14 +28,16 @@ type GRPCOptions struct {
 	// ClientCAFile, with TLS, requires clients (Envoy) to present a
 	// certificate signed by one of its CAs (mTLS).
 	ClientCAFile string
-	// MaxConcurrentStreams bounds streams per connection. Zero means 1024.
+	// MaxConcurrentStreams bounds streams per connection. Zero means
+	// DefaultMaxConcurrentStreams.
 	MaxConcurrentStreams uint32
 	// KeepaliveTime is the idle time after which the server pings a client,
-	// and KeepaliveTimeout how long it waits for the answer. Zero means 30s
-	// and 10s.
+	// and KeepaliveTimeout how long it waits for the answer. Zero means
+	// DefaultKeepaliveTime and DefaultKeepaliveTimeout.
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// KeepaliveMinTime is the shortest ping interval a client may use
-	// before the server closes the connection. Zero means 5s.
+	// before the server closes the connection. Zero means
+	// DefaultKeepaliveMinTime.
 	KeepaliveMinTime time.Duration
 	// Reflection registers the gRPC reflection service (for grpcurl).
 	Reflection bool
@@ -78,22 +80,32 @@ const DefaultMaxReceiveBytes = 8 << 20
 // few per processor would leave most streams to new goroutines.
 const streamWorkersPerProc = 64
 
-// NewGRPCServer returns a gRPC server with s registered as the
-// Authorization service, the grpc.health.v1 service reporting SERVING for
-// the server ("") and for envoy.service.auth.v3.Authorization, and
-// reflection when enabled. Call Drain to stop it.
-func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, error) {
+// The transport defaults of GRPCOptions.
+const (
+	DefaultMaxConcurrentStreams = 1024
+	DefaultKeepaliveTime        = 30 * time.Second
+	DefaultKeepaliveTimeout     = 10 * time.Second
+	DefaultKeepaliveMinTime     = 5 * time.Second
+)
+
+// TransportOptions returns the gRPC server options for o's transport
+// settings, with their defaults applied: concurrent streams, the receive
+// limit, keepalive and stream workers. NewGRPCServer serves with them, and
+// adds the codec, TLS and o.ServerOptions. The no-op baseline of the load
+// benchmark (cmd/noopauthz) serves with them too, so that the two cannot
+// drift apart.
+func TransportOptions(o GRPCOptions) ([]grpc.ServerOption, error) {
 	if o.MaxConcurrentStreams == 0 {
-		o.MaxConcurrentStreams = 1024
+		o.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
 	if o.KeepaliveTime == 0 {
-		o.KeepaliveTime = 30 * time.Second
+		o.KeepaliveTime = DefaultKeepaliveTime
 	}
 	if o.KeepaliveTimeout == 0 {
-		o.KeepaliveTimeout = 10 * time.Second
+		o.KeepaliveTimeout = DefaultKeepaliveTimeout
 	}
 	if o.KeepaliveMinTime == 0 {
-		o.KeepaliveMinTime = 5 * time.Second
+		o.KeepaliveMinTime = DefaultKeepaliveMinTime
 	}
 	if o.StreamWorkers == 0 {
 		o.StreamWorkers = streamWorkersPerProc * runtime.GOMAXPROCS(0)
@@ -102,18 +114,30 @@ func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, err
 		o.MaxReceiveBytes = DefaultMaxReceiveBytes
 	}
 	if o.MaxReceiveBytes < 0 {
-		return nil, nil, fmt.Errorf("extauthz: max receive bytes %d must be positive (server.max_receive_bytes)", o.MaxReceiveBytes)
+		return nil, fmt.Errorf("extauthz: max receive bytes %d must be positive (server.max_receive_bytes)", o.MaxReceiveBytes)
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(o.MaxReceiveBytes),
-		grpc.ForceServerCodecV2(newLenientCodec()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
 	}
 	if o.StreamWorkers > 0 {
 		opts = append(opts, grpc.NumStreamWorkers(uint32(o.StreamWorkers)))
 	}
+	return opts, nil
+}
+
+// NewGRPCServer returns a gRPC server with s registered as the
+// Authorization service, the grpc.health.v1 service reporting SERVING for
+// the server ("") and for envoy.service.auth.v3.Authorization, and
+// reflection when enabled. Call Drain to stop it.
+func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, error) {
+	opts, err := TransportOptions(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts = append(opts, grpc.ForceServerCodecV2(newLenientCodec()))
 	if o.CertFile != "" || o.KeyFile != "" || o.ClientCAFile != "" {
 		cfg, err := serverTLS(o.CertFile, o.KeyFile, o.ClientCAFile)
 		if err != nil {

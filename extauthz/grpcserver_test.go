@@ -48,7 +48,7 @@ func startGRPC(t testing.TB, s *Server, o GRPCOptions) (*grpc.ClientConn, *grpc.
 }
 
 func TestGRPCCheckAndHealth(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{StripHeaders: []string{"x-tier"}})
+	s := newTestServer(t, &clock{now: t0}, Policy{StripHeaders: []string{"x-tier"}})
 	conn, _, _ := startGRPC(t, s, GRPCOptions{Reflection: true})
 	ctx := context.Background()
 
@@ -115,7 +115,7 @@ func (s *slowServer) Check(ctx context.Context, _ *authv3.CheckRequest) (*authv3
 }
 
 func TestDrain(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{})
+	s := newTestServer(t, &clock{now: t0}, Policy{})
 	conn, _, drain := startGRPC(t, s, GRPCOptions{})
 	health := healthpb.NewHealthClient(conn)
 	ctx := context.Background()
@@ -172,7 +172,7 @@ func TestGRPCMutualTLS(t *testing.T) {
 	clientCert := issue(t, ca, caKey, "envoy", filepath.Join(dir, "client"))
 	_ = serverCert
 
-	s := newTestServer(t, &clock{now: t0}, Options{})
+	s := newTestServer(t, &clock{now: t0}, Policy{})
 	gs, _, err := s.NewGRPCServer(GRPCOptions{
 		CertFile: filepath.Join(dir, "server.crt"), KeyFile: filepath.Join(dir, "server.key"),
 		ClientCAFile: filepath.Join(dir, "ca.pem"),
@@ -215,8 +215,8 @@ func TestGRPCMutualTLS(t *testing.T) {
 	}
 }
 
-func TestGRPCServerTLSErrors(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{})
+func TestGRPCServerOptionErrors(t *testing.T) {
+	s := newTestServer(t, &clock{now: t0}, Policy{})
 	tests := []struct {
 		name string
 		o    GRPCOptions
@@ -224,6 +224,7 @@ func TestGRPCServerTLSErrors(t *testing.T) {
 	}{
 		{name: "key without cert", o: GRPCOptions{KeyFile: "k.pem"}, want: "both a certificate and a key"},
 		{name: "missing files", o: GRPCOptions{CertFile: "/nonexistent/c.pem", KeyFile: "/nonexistent/k.pem"}, want: "load TLS key pair"},
+		{name: "negative receive limit", o: GRPCOptions{MaxReceiveBytes: -1}, want: "max receive bytes -1 must be positive (server.max_receive_bytes)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,5 +287,46 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckDecidedUnderOnePolicy: a Check is decoded and decided under the
+// policy in force when it arrived, even if a reload lands in between. The
+// interceptor, which runs after decoding and before the decision, swaps
+// in a policy that would refuse the request (no trusted header) and then
+// one that routes it elsewhere; the Check still sees neither.
+func TestCheckDecidedUnderOnePolicy(t *testing.T) {
+	var s *Server
+	var reloads int
+	reload := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		for _, p := range []Policy{
+			{Identity: IdentityOptions{Sources: []Source{SourceHeader}}},
+			{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}, Unrouted: UnroutedDeny},
+		} {
+			if err := s.SetPolicy(p); err != nil {
+				t.Error(err)
+			}
+			reloads++
+		}
+		return handler(ctx, req)
+	}
+	s = newTestServer(t, &clock{now: t0}, Policy{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
+	conn, _, _ := startGRPC(t, s, GRPCOptions{ServerOptions: []grpc.ServerOption{grpc.UnaryInterceptor(reload)}})
+	client := authv3.NewAuthorizationClient(conn)
+	req := envoyCheck("hello", map[string]string{"x-user-id": "sam", "content-length": "5"}, nil, nil)
+	resp, err := client.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloads != 2 || resp.GetOkResponse() == nil {
+		t.Fatalf("after %d reloads mid-Check: response %v; want allowed under the policy the Check arrived with", reloads, resp)
+	}
+	// The next Check is decided under the last policy: unrouted, refused.
+	resp, err = client.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetDeniedResponse().GetStatus().GetCode(); got != 403 || resp.GetStatus().GetMessage() != CodeNoRoute {
+		t.Errorf("next Check: status %d %q, want 403 %s", got, resp.GetStatus().GetMessage(), CodeNoRoute)
 	}
 }

@@ -50,7 +50,7 @@ func (s *Server) HTTPHandler() http.Handler {
 			http.Error(w, "cannot read request body: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		s.decideInto(r.Context(), &c.in, &c.v)
+		s.decideInto(r.Context(), s.pol.Load(), &c.in, &c.v)
 		writeVerdict(w, &c.v)
 	})
 }

@@ -10,7 +10,7 @@ import (
 )
 
 func TestHTTPHandler(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{StripHeaders: []string{"x-tier"}})
+	s := newTestServer(t, &clock{now: t0}, Policy{StripHeaders: []string{"x-tier"}})
 	srv := httptest.NewServer(s.HTTPHandler())
 	defer srv.Close()
 
@@ -102,7 +102,7 @@ func TestHTTPHandler(t *testing.T) {
 // same status, headers and body, from the same Decide.
 func TestHTTPMatchesGRPC(t *testing.T) {
 	c := &clock{now: t0}
-	s := newTestServer(t, c, Options{})
+	s := newTestServer(t, c, Policy{})
 	srv := httptest.NewServer(s.HTTPHandler())
 	defer srv.Close()
 	in := Input{Headers: map[string]string{"x-user-id": "fred"}, ContentLength: -1}

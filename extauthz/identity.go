@@ -108,48 +108,6 @@ func (o *IdentityOptions) fromJWT(c *Claims, req *engine.Request) bool {
 	return true
 }
 
-// claims reads the configured claims from a JWT payload given as a lookup
-// function, so that each adapter can read its own representation without
-// converting the whole payload. Roles may be a list of strings or a
-// space-separated string, as in OAuth's "scope".
-func (o *IdentityOptions) claims(str func(name string) string, list func(name string) []string) Claims {
-	c := Claims{Subject: str(o.SubjectClaim)}
-	if c.Subject == "" {
-		return Claims{}
-	}
-	if o.TierClaim != "" {
-		c.Tier = str(o.TierClaim)
-	}
-	if o.TeamClaim != "" {
-		c.Team = str(o.TeamClaim)
-	}
-	if o.RolesClaim != "" {
-		c.Roles = list(o.RolesClaim)
-	}
-	return c
-}
-
-// claimsFromMap reads the configured claims from a decoded JSON payload.
-func (o *IdentityOptions) claimsFromMap(m map[string]any) Claims {
-	str := func(name string) string { s, _ := m[name].(string); return s }
-	list := func(name string) []string {
-		switch v := m[name].(type) {
-		case string:
-			return strings.Fields(v)
-		case []any:
-			var out []string
-			for _, e := range v {
-				if s, ok := e.(string); ok && s != "" {
-					out = append(out, s)
-				}
-			}
-			return out
-		}
-		return nil
-	}
-	return o.claims(str, list)
-}
-
 // fromAPIKey returns the subject whose key hashes to the key's SHA-256, or ""
 // for a missing or unknown key.
 func (o *IdentityOptions) fromAPIKey(key string) string {

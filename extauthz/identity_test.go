@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/quotagate/quotagate/engine"
 )
 
@@ -107,7 +109,12 @@ func TestIdentify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.opts.withDefaults()
 			if tt.jwt != nil {
-				tt.in.JWT = tt.opts.claimsFromMap(tt.jwt)
+				// As jwt_authn writes the payload into the metadata.
+				payload, err := structpb.NewStruct(tt.jwt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.in.JWT = tt.opts.claimsFromStruct(payload)
 			}
 			var got engine.Request
 			src := tt.opts.identify(&tt.in, &got)

@@ -51,7 +51,7 @@ const (
 )
 
 // allow fills v for an admitted decision made at now.
-func (s *Server) allow(now time.Time, in *Input, v *Verdict) {
+func (p *policy) allow(now time.Time, in *Input, v *Verdict) {
 	d := &v.Decision
 	id := d.ID.String()
 	v.Allowed, v.Status, v.Code = true, 200, CodeOK
@@ -70,15 +70,15 @@ func (s *Server) allow(now time.Time, in *Input, v *Verdict) {
 	}
 	v.Headers = h
 	v.UpstreamHeaders = append(buf[6:6:8], Header{HeaderDecisionID, id}, Header{HeaderTier, string(d.Tier)})
-	v.RemoveHeaders = s.spoofed(in)
+	v.RemoveHeaders = p.spoofed(in)
 	v.Metadata = metadataOf(d, id, "allow")
 }
 
 // spoofed returns the configured strip headers that the request carries,
 // except those quotagate sets itself (setting one overwrites it).
-func (s *Server) spoofed(in *Input) []string {
+func (p *policy) spoofed(in *Input) []string {
 	var out []string
-	for _, h := range s.o().strip {
+	for _, h := range p.strip {
 		if _, ok := in.Headers[h]; ok && h != HeaderTier && h != HeaderDecisionID {
 			out = append(out, h)
 		}
@@ -90,7 +90,7 @@ func (s *Server) spoofed(in *Input) []string {
 // (429, 402, 413) share one shape: RateLimit headers for what refused the
 // request, Retry-After and retry_after_seconds exactly when waiting will
 // help, and a detail that says why and until when.
-func (s *Server) deny(now time.Time, v *Verdict) {
+func (p *policy) deny(now time.Time, v *Verdict) {
 	d := &v.Decision
 	id := d.ID.String()
 	retry := retryAfter(d, now)
@@ -109,28 +109,28 @@ func (s *Server) deny(now time.Time, v *Verdict) {
 	case engine.ReasonWindowExceeded:
 		v.Status, v.Code = 429, CodeQuotaExceeded
 		body = windowBody{CodeQuotaExceeded, d.Message, d.Binding.Name, d.Binding.Limit, d.Binding.Remaining,
-			d.Binding.Reset.UTC().Format(time.RFC3339), retry, windowDetail(d, now, retry), id, s.upgradeURL(d.Tier)}
+			d.Binding.Reset.UTC().Format(time.RFC3339), retry, windowDetail(d, now, retry), id, p.upgradeURL(d.Tier)}
 	case engine.ReasonInsufficientBalance:
-		v.Status, v.Code = s.o().InsufficientBalanceStatus, CodeInsufficientBalance
+		v.Status, v.Code = p.InsufficientBalanceStatus, CodeInsufficientBalance
 		h = append(h, Header{HeaderBalance, strconv.FormatInt(d.Balance, 10)})
 		body = balanceBody{CodeInsufficientBalance, d.Message, d.Cost, d.Balance, d.Grant, rfc3339(d.Refill),
-			retry, balanceDetail(d, now, retry), id, s.upgradeURL(d.Tier)}
+			retry, balanceDetail(d, now, retry), id, p.upgradeURL(d.Tier)}
 	case engine.ReasonRequestTooLarge:
 		v.Status, v.Code = 413, CodeRequestTooLarge
-		body = tooLargeDetail(d, id, s.upgradeURL(d.Tier))
+		body = tooLargeDetail(d, id, p.upgradeURL(d.Tier))
 	case engine.ReasonFeatureNotInPlan:
 		v.Status, v.Code = 403, CodeFeatureNotInPlan
 		feature := d.Action
 		if feature == "" {
 			feature = d.Workflow
 		}
-		body = featureBody{CodeFeatureNotInPlan, d.Message, feature, string(d.Tier), string(d.RequiredTier), id, s.upgradeURL(d.Tier)}
+		body = featureBody{CodeFeatureNotInPlan, d.Message, feature, string(d.Tier), string(d.RequiredTier), id, p.upgradeURL(d.Tier)}
 	case engine.ReasonShed:
 		v.Status, v.Code = 503, CodeOverloaded
 		body = overloadBody{CodeOverloaded, d.Message, retry, id}
 	case engine.ReasonNoIdentity:
 		v.Status, v.Code = 401, CodeUnauthenticated
-		body = noIdentityBody{CodeUnauthenticated, d.Message, s.o().Identity.sourceNames(), id}
+		body = noIdentityBody{CodeUnauthenticated, d.Message, p.Identity.sourceNames(), id}
 	case engine.ReasonUnknownAction:
 		// The message is the neutral one the engine wrote; what is wrong
 		// (an action without a price) is told to the operator in the log.
@@ -155,7 +155,7 @@ func (s *Server) failure(now time.Time, d *engine.Decision, err error, v *Verdic
 	id := d.ID.String()
 	mode := d.FailureMode.String()
 	v.FailureModeApplied = mode
-	s.o().Logger.Warn("extauthz: no decision, applying failure mode",
+	s.logger.Warn("extauthz: no decision, applying failure mode",
 		"decision_id", id, "failure_mode", mode, "tier", string(d.Tier), "error", err.Error())
 	v.Metadata = metadataOf(d, id, "allow")
 	v.Metadata.Reason, v.Metadata.FailureMode = "error", mode
@@ -175,12 +175,12 @@ func (s *Server) failure(now time.Time, d *engine.Decision, err error, v *Verdic
 // or as received, is larger than MaxBodyBytes: 413 request_too_large with
 // no Retry-After, since no wait makes it smaller. req holds the caller's
 // identity, for the record; nothing is charged.
-func (s *Server) bodyTooLarge(req *engine.Request, in *Input, v *Verdict) {
+func (p *policy) bodyTooLarge(req *engine.Request, in *Input, v *Verdict) {
 	id := newID()
 	d := &v.Decision
 	d.ID, d.Reason, d.Subject, d.Action, d.Workflow = id, engine.ReasonRequestTooLarge, req.Subject, req.Action, req.Workflow
 	size := max(in.ContentLength, int64(len(in.Body)))
-	limit := s.o().MaxBodyBytes
+	limit := p.MaxBodyBytes
 	d.Message = msgBodyTooLarge
 	v.Status, v.Code = 413, CodeRequestTooLarge
 	v.Headers = []Header{{headerContentType, contentTypeJSON}, {HeaderDecisionID, id.String()}}
@@ -192,7 +192,7 @@ func (s *Server) bodyTooLarge(req *engine.Request, in *Input, v *Verdict) {
 }
 
 // lengthRequired refuses a truncated body whose full size is unknown.
-func (s *Server) lengthRequired(req *engine.Request, v *Verdict) {
+func lengthRequired(req *engine.Request, v *Verdict) {
 	id := newID()
 	d := &v.Decision
 	d.ID, d.Reason, d.Subject, d.Action, d.Workflow = id, engine.ReasonLengthRequired, req.Subject, req.Action, req.Workflow
@@ -205,7 +205,7 @@ func (s *Server) lengthRequired(req *engine.Request, v *Verdict) {
 
 // noRoute refuses a request that matched no route under UnroutedDeny. It
 // charges nothing.
-func (s *Server) noRoute(in *Input, req *engine.Request, v *Verdict) {
+func noRoute(req *engine.Request, v *Verdict) {
 	id := newID()
 	d := &v.Decision
 	d.ID, d.Subject, d.Tier, d.Reason = id, req.Subject, req.Tier, engine.ReasonNoRoute
@@ -216,11 +216,11 @@ func (s *Server) noRoute(in *Input, req *engine.Request, v *Verdict) {
 	v.Metadata = Metadata{DecisionID: id.String(), Decision: "deny", Reason: CodeNoRoute, Tier: string(req.Tier)}
 }
 
-func (s *Server) upgradeURL(t engine.Tier) string {
-	if s.o().UpgradeURL == nil {
+func (p *policy) upgradeURL(t engine.Tier) string {
+	if p.UpgradeURL == nil {
 		return ""
 	}
-	return s.o().UpgradeURL(t)
+	return p.UpgradeURL(t)
 }
 
 func metadataOf(d *engine.Decision, id, decision string) Metadata {

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -14,16 +15,15 @@ import (
 
 var t0 = time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)
 
-// testServer is a Server without an engine, for the parts that only turn
-// decisions into answers.
-func testServer(t *testing.T, opts Options) *Server {
+// testPolicy is p with its defaults applied, for the tests that build
+// verdicts without an engine.
+func testPolicy(t testing.TB, p Policy) *policy {
 	t.Helper()
-	opts.Now = func() time.Time { return t0 }
-	s := &Server{}
-	if err := s.SetOptions(opts); err != nil {
+	pol, err := newPolicy(p)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return pol
 }
 
 var decisionID = uuid.MustParse("01900000-0000-7000-8000-000000000001")
@@ -43,12 +43,12 @@ func header(hs []Header, key string) (string, bool) {
 }
 
 func TestAllowHeaders(t *testing.T) {
-	s := testServer(t, Options{StripHeaders: []string{"X-Tier", "x-quota-tier", "x-user-tier"}})
+	p := testPolicy(t, Policy{StripHeaders: []string{"X-Tier", "x-quota-tier", "x-user-tier"}})
 	v := Verdict{Decision: engine.Decision{ID: decisionID, Allowed: true, Tier: "standard", Action: "translate",
 		Cost: 15, Units: 3000, Balance: 985, HasBalance: true, Binding: hourBinding(100, 91), HasBinding: true,
 		Warning: "Approaching hourly limit."}}
 	in := Input{Headers: map[string]string{"x-tier": "enterprise", "x-quota-tier": "enterprise"}}
-	s.allow(s.o().Now(), &in, &v)
+	p.allow(t0, &in, &v)
 
 	want := map[string]string{
 		HeaderDecisionID:      decisionID.String(),
@@ -82,7 +82,7 @@ func TestDeny(t *testing.T) {
 	upgrade := func(engine.Tier) string { return "https://example.com/upgrade" }
 	tests := []struct {
 		name       string
-		opts       Options
+		policy     Policy
 		d          engine.Decision
 		wantStatus int
 		wantBody   string
@@ -166,7 +166,7 @@ func TestDeny(t *testing.T) {
 		},
 		{
 			name:       "insufficient balance configured status",
-			opts:       Options{InsufficientBalanceStatus: 429},
+			policy:     Policy{InsufficientBalanceStatus: 429},
 			d:          engine.Decision{Reason: engine.ReasonInsufficientBalance, Tier: "freemium", Message: "m", Cost: 15, Balance: 4, HasBalance: true},
 			wantStatus: 429,
 			wantBody: `{"error":"insufficient_balance","message":"m","cost":15,"balance":4,"grant":0,"refill":"","retry_after_seconds":0,` +
@@ -188,7 +188,7 @@ func TestDeny(t *testing.T) {
 		},
 		{
 			name:       "no identity lists the sources",
-			opts:       Options{Identity: IdentityOptions{Sources: []Source{SourceJWT, SourceHeader}}},
+			policy:     Policy{Identity: IdentityOptions{Sources: []Source{SourceJWT, SourceHeader}}},
 			d:          engine.Decision{Reason: engine.ReasonNoIdentity, Message: "Request has no identity."},
 			wantStatus: 401,
 			wantBody:   `{"error":"unauthenticated","message":"Request has no identity.","sources_tried":["jwt","header"],"decision_id":"` + decisionID.String() + `"}`,
@@ -202,11 +202,11 @@ func TestDeny(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.opts.UpgradeURL = upgrade
-			s := testServer(t, tt.opts)
+			tt.policy.UpgradeURL = upgrade
+			p := testPolicy(t, tt.policy)
 			tt.d.ID = decisionID
 			v := Verdict{Decision: tt.d}
-			s.deny(t0, &v)
+			p.deny(t0, &v)
 			if v.Allowed || v.Status != tt.wantStatus {
 				t.Errorf("allowed %v status %d, want denied %d", v.Allowed, v.Status, tt.wantStatus)
 			}
@@ -250,7 +250,7 @@ func TestFailure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := testServer(t, Options{})
+			s := &Server{logger: slog.New(slog.DiscardHandler)}
 			var v Verdict
 			d := engine.Decision{Tier: "standard", FailureMode: tt.mode}
 			s.failure(t0, &d, errStore, &v)
@@ -274,7 +274,7 @@ func TestFailure(t *testing.T) {
 }
 
 func TestRoute(t *testing.T) {
-	s := testServer(t, Options{Routes: []Route{
+	p := testPolicy(t, Policy{Routes: []Route{
 		{PathPrefix: "/v1/translate", Method: "POST", Action: "translate"},
 		{PathPrefix: "/v1/summarize", Action: "summarize", Workflow: "digest"},
 	}})
@@ -298,7 +298,7 @@ func TestRoute(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a, w, routed := s.route(&tt.in)
+			a, w, routed := p.route(&tt.in)
 			if a != tt.action || w != tt.workflow || routed != (a != "" || w != "") {
 				t.Errorf("route = %q, %q, %v; want %q, %q", a, w, routed, tt.action, tt.workflow)
 			}
@@ -307,30 +307,30 @@ func TestRoute(t *testing.T) {
 }
 
 func TestUnits(t *testing.T) {
-	s := testServer(t, Options{})
-	slow := testServer(t, Options{WordsPerByte: 0.1})
-	small := testServer(t, Options{MaxBodyBytes: 100})
+	p := testPolicy(t, Policy{})
+	slow := testPolicy(t, Policy{WordsPerByte: 0.1})
+	small := testPolicy(t, Policy{MaxBodyBytes: 100})
 	tests := []struct {
 		name     string
-		s        *Server
+		p        *policy
 		in       Input
 		want     int64
 		wantSize bodySize
 	}{
-		{name: "whole body", s: s, in: Input{Body: "one two three", ContentLength: 13}, want: 3},
-		{name: "truncated priced at bound", s: s, in: Input{Body: "one two ", BodyTruncated: true, ContentLength: 108}, want: 52},
-		{name: "truncated, low rate raised to observed density", s: slow, in: Input{Body: "a b c d ", BodyTruncated: true, ContentLength: 108}, want: 54},
-		{name: "truncated without length", s: s, in: Input{Body: "one two", BodyTruncated: true, ContentLength: -1}, wantSize: sizeUnknown},
-		{name: "claimed length below what arrived", s: s, in: Input{Body: "one two three", BodyTruncated: true, ContentLength: 3}, want: 3},
-		{name: "claimed length of MaxInt64", s: s, in: Input{Body: "one two", BodyTruncated: true, ContentLength: math.MaxInt64}, wantSize: sizeTooLarge},
-		{name: "claimed length just above the limit", s: small, in: Input{Body: "one two", BodyTruncated: true, ContentLength: 101}, wantSize: sizeTooLarge},
-		{name: "claimed length at the limit", s: small, in: Input{Body: "one two", BodyTruncated: true, ContentLength: 100}, want: 2 + 47},
-		{name: "whole body above the limit", s: small, in: Input{Body: strings.Repeat("a ", 51)}, wantSize: sizeTooLarge},
-		{name: "length ignored when not truncated", s: small, in: Input{Body: "one", ContentLength: math.MaxInt64}, want: 1},
+		{name: "whole body", p: p, in: Input{Body: "one two three", ContentLength: 13}, want: 3},
+		{name: "truncated priced at bound", p: p, in: Input{Body: "one two ", BodyTruncated: true, ContentLength: 108}, want: 52},
+		{name: "truncated, low rate raised to observed density", p: slow, in: Input{Body: "a b c d ", BodyTruncated: true, ContentLength: 108}, want: 54},
+		{name: "truncated without length", p: p, in: Input{Body: "one two", BodyTruncated: true, ContentLength: -1}, wantSize: sizeUnknown},
+		{name: "claimed length below what arrived", p: p, in: Input{Body: "one two three", BodyTruncated: true, ContentLength: 3}, want: 3},
+		{name: "claimed length of MaxInt64", p: p, in: Input{Body: "one two", BodyTruncated: true, ContentLength: math.MaxInt64}, wantSize: sizeTooLarge},
+		{name: "claimed length just above the limit", p: small, in: Input{Body: "one two", BodyTruncated: true, ContentLength: 101}, wantSize: sizeTooLarge},
+		{name: "claimed length at the limit", p: small, in: Input{Body: "one two", BodyTruncated: true, ContentLength: 100}, want: 2 + 47},
+		{name: "whole body above the limit", p: small, in: Input{Body: strings.Repeat("a ", 51)}, wantSize: sizeTooLarge},
+		{name: "length ignored when not truncated", p: small, in: Input{Body: "one", ContentLength: math.MaxInt64}, want: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, size := tt.s.units(&tt.in)
+			got, size := tt.p.units(&tt.in)
 			if got != tt.want || size != tt.wantSize {
 				t.Errorf("units = %d, %v; want %d, %v", got, size, tt.want, tt.wantSize)
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz/pathnorm"
@@ -34,7 +33,7 @@ func TestUnrouted(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &clock{now: t0}
-			s := newTestServer(t, c, Options{Routes: testRoutes, Unrouted: tt.unrouted})
+			s := newTestServer(t, c, Policy{Routes: testRoutes, Unrouted: tt.unrouted})
 			in := userInput(tt.user, "x", "one two three")
 			in.Path, in.ContextExtensions = tt.path, nil
 			v := s.Decide(context.Background(), in)
@@ -120,11 +119,11 @@ func FuzzRouteSpellings(f *testing.F) {
 	f.Add(uint8(2), "..", []byte{2}, "")
 	f.Add(uint8(0), "\x00ü%zz", []byte{1}, "x")
 	c := &clock{now: t0}
-	eng, err := engine.New(fuzzEngineConfig(c.Now))
+	eng, err := engine.New(fuzzEngineRules(), engine.Options{Now: c.Now})
 	if err != nil {
 		f.Fatal(err)
 	}
-	s, err := NewServer(eng, Options{Now: c.Now, Routes: testRoutes,
+	s, err := NewServer(eng, Options{Now: c.Now}, Policy{Routes: testRoutes,
 		Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
 	if err != nil {
 		f.Fatal(err)
@@ -155,10 +154,10 @@ func FuzzRouteSpellings(f *testing.F) {
 	})
 }
 
-// fuzzEngineConfig has one unlimited caller, so that no window or balance
+// fuzzEngineRules has one unlimited caller, so that no window or balance
 // refuses however long the fuzzer runs.
-func fuzzEngineConfig(now func() time.Time) engine.Config {
-	cfg := testEngineConfig(now)
+func fuzzEngineRules() engine.Rules {
+	cfg := testEngineRules()
 	cfg.Tiers["unlimited"] = engine.TierConfig{Limits: hourly(engine.MaxQuantity), Tokens: engine.TokenGrant{Unlimited: true}}
 	cfg.Users["fuzz"] = engine.UserConfig{Tier: "unlimited"}
 	return cfg

@@ -28,9 +28,25 @@ type Route struct {
 	Action, Workflow string
 }
 
-// Options configures a Server. The zero value of each field means its
-// documented default.
+// Options is a Server's wiring, fixed for its lifetime. The zero value of
+// each field means its documented default.
 type Options struct {
+	// Logger receives operator-facing logs. Nil discards them.
+	Logger *slog.Logger
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+	// Observe, if set, is called once at the end of every decision, with
+	// the handler's context (which carries the incoming gRPC metadata), the
+	// time the request arrived, and the input and verdict. It must not
+	// retain in or v. It is given once, at construction: a reload
+	// (SetPolicy) cannot drop it.
+	Observe func(ctx context.Context, start time.Time, in *Input, v *Verdict)
+}
+
+// Policy is how a Server identifies, routes, prices and answers requests:
+// everything a configuration reload may change. The zero value of each
+// field means its documented default.
+type Policy struct {
 	// Identity says how callers are identified.
 	Identity IdentityOptions
 	// Routes are tried in order when context_extensions give no action or
@@ -60,15 +76,6 @@ type Options struct {
 	// UpgradeURL returns the upgrade link offered to a refused client of
 	// the tier. Nil means none.
 	UpgradeURL func(engine.Tier) string
-	// Logger receives operator-facing logs. Nil discards them.
-	Logger *slog.Logger
-	// Now is the clock. Nil means time.Now.
-	Now func() time.Time
-	// Observe, if set, is called once at the end of every decision, with
-	// the handler's context (which carries the incoming gRPC metadata), the
-	// time the request arrived, and the input and verdict. It must not
-	// retain in or v.
-	Observe func(ctx context.Context, start time.Time, in *Input, v *Verdict)
 }
 
 // Server decides requests with an engine. It implements Envoy's
@@ -77,83 +84,96 @@ type Options struct {
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 
-	eng *engine.Engine
-	cur atomic.Pointer[settings]
+	eng     *engine.Engine
+	logger  *slog.Logger
+	now     func() time.Time
+	observe func(ctx context.Context, start time.Time, in *Input, v *Verdict)
+	// pol is the policy in force. A request loads it once and uses that
+	// one throughout, so a reload never mixes two policies in a decision.
+	pol atomic.Pointer[policy]
 }
 
-// settings are Options with defaults applied, and what is derived from
-// them. They are immutable; SetOptions swaps them whole.
-type settings struct {
-	Options
+// policy is a Policy with defaults applied, and what is derived from it.
+// It is immutable but for the unknown action log; SetPolicy swaps it whole.
+type policy struct {
+	Policy
 	strip []string // lower-cased StripHeaders
 	// unknown remembers the unknown action names already logged, so that
-	// each is logged once per configuration.
+	// each is logged once per policy.
 	unknown unknownActionLog
 }
 
-func newSettings(opts Options) (*settings, error) {
-	if err := opts.withDefaults(); err != nil {
+func newPolicy(p Policy) (*policy, error) {
+	if err := p.withDefaults(); err != nil {
 		return nil, err
 	}
-	st := &settings{Options: opts}
-	for _, h := range opts.StripHeaders {
-		st.strip = append(st.strip, strings.ToLower(h))
+	pol := &policy{Policy: p}
+	for _, h := range p.StripHeaders {
+		pol.strip = append(pol.strip, strings.ToLower(h))
 	}
-	return st, nil
+	return pol, nil
 }
 
-// o returns the current settings.
-func (s *Server) o() *settings { return s.cur.Load() }
-
-// NewServer returns a Server that charges requests to eng.
-func NewServer(eng *engine.Engine, opts Options) (*Server, error) {
+// NewServer returns a Server that charges requests to eng under p, wired
+// by opts.
+func NewServer(eng *engine.Engine, opts Options, p Policy) (*Server, error) {
 	if eng == nil {
 		return nil, errors.New("extauthz: nil engine")
 	}
-	s := &Server{eng: eng}
-	if err := s.SetOptions(opts); err != nil {
+	pol, err := newPolicy(p)
+	if err != nil {
 		return nil, err
 	}
+	s := &Server{eng: eng, logger: opts.Logger, now: opts.Now, observe: opts.Observe}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.pol.Store(pol)
 	return s, nil
 }
 
-// SetOptions replaces the server's options, for a configuration reload. It
-// is safe to call while requests are being decided; a request that is
-// under way may see parts of both the old and the new options.
-func (s *Server) SetOptions(opts Options) error {
-	st, err := newSettings(opts)
+// SetPolicy replaces the server's policy, for a configuration reload. A
+// policy that is refused changes nothing. It is safe to call while requests
+// are being decided: each request is decided wholly under the policy it
+// started with, or wholly under p.
+func (s *Server) SetPolicy(p Policy) error {
+	pol, err := newPolicy(p)
 	if err != nil {
 		return err
 	}
-	s.cur.Store(st)
+	s.pol.Store(pol)
 	return nil
 }
 
-func (o *Options) withDefaults() error {
-	o.Identity.withDefaults()
-	if o.InsufficientBalanceStatus == 0 {
-		o.InsufficientBalanceStatus = 402
+// Validate reports what is wrong with p, as NewServer and SetPolicy would
+// refuse it, so that a reload can check the policy before it changes
+// anything else.
+func (p Policy) Validate() error {
+	return p.withDefaults()
+}
+
+func (p *Policy) withDefaults() error {
+	p.Identity.withDefaults()
+	if p.InsufficientBalanceStatus == 0 {
+		p.InsufficientBalanceStatus = 402
 	}
-	if s := o.InsufficientBalanceStatus; s < 400 || s > 599 {
+	if s := p.InsufficientBalanceStatus; s < 400 || s > 599 {
 		return fmt.Errorf("extauthz: insufficient balance status %d is not an HTTP error status (400-599)", s)
 	}
-	if !(o.WordsPerByte >= 0 && o.WordsPerByte <= 1) {
-		return fmt.Errorf("extauthz: words per byte %g must be from 0 to 1 (CountWords never finds more than %g per byte)", o.WordsPerByte, MaxWordsPerByte)
+	if !(p.WordsPerByte >= 0 && p.WordsPerByte <= 1) {
+		return fmt.Errorf("extauthz: words per byte %g must be from 0 to 1 (CountWords never finds more than %g per byte)", p.WordsPerByte, MaxWordsPerByte)
 	}
-	if o.MaxBodyBytes == 0 {
-		o.MaxBodyBytes = DefaultMaxBodyBytes
+	if p.MaxBodyBytes == 0 {
+		p.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if o.MaxBodyBytes < 0 || o.MaxBodyBytes > MaxBodyBytesLimit {
-		return fmt.Errorf("extauthz: max body bytes %d must be from 1 to %d", o.MaxBodyBytes, int64(MaxBodyBytesLimit))
+	if p.MaxBodyBytes < 0 || p.MaxBodyBytes > MaxBodyBytesLimit {
+		return fmt.Errorf("extauthz: max body bytes %d must be from 1 to %d", p.MaxBodyBytes, int64(MaxBodyBytesLimit))
 	}
-	if o.WordsPerByte == 0 {
-		o.WordsPerByte = MaxWordsPerByte
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if p.WordsPerByte == 0 {
+		p.WordsPerByte = MaxWordsPerByte
 	}
 	return nil
 }
@@ -165,19 +185,18 @@ func (s *Server) Decide(ctx context.Context, in Input) Verdict {
 	c := getCall()
 	defer putCall(c)
 	c.in = in
-	s.decideInto(ctx, &c.in, &c.v)
+	s.decideInto(ctx, s.pol.Load(), &c.in, &c.v)
 	return c.v
 }
 
-// decideInto is Decide writing into a Verdict that the caller owns (a
-// pooled one: a Verdict embeds a Decision, over a kilobyte, which would
+// decideInto is Decide under p, writing into a Verdict that the caller owns
+// (a pooled one: a Verdict embeds a Decision, over a kilobyte, which would
 // otherwise be allocated per request because Observe sees it).
-func (s *Server) decideInto(ctx context.Context, in *Input, v *Verdict) {
-	o := s.o()
-	start := o.Now()
-	s.decide(ctx, start, in, v)
-	if o.Observe != nil {
-		o.Observe(ctx, start, in, v)
+func (s *Server) decideInto(ctx context.Context, p *policy, in *Input, v *Verdict) {
+	start := s.now()
+	s.decide(ctx, p, in, v)
+	if s.observe != nil {
+		s.observe(ctx, start, in, v)
 	}
 }
 
@@ -196,16 +215,17 @@ func putCall(c *call) {
 	callPool.Put(c)
 }
 
-func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verdict) {
+// decide identifies, routes and prices in under p, charges it, and fills v.
+func (s *Server) decide(ctx context.Context, p *policy, in *Input, v *Verdict) {
 	var req engine.Request
-	v.Identity = s.o().Identity.identify(in, &req)
+	v.Identity = p.Identity.identify(in, &req)
 	var routed bool
-	req.Action, req.Workflow, routed = s.route(in)
-	if !routed && s.o().Unrouted == UnroutedDeny && req.Subject != "" {
-		s.noRoute(in, &req, v)
+	req.Action, req.Workflow, routed = p.route(in)
+	if !routed && p.Unrouted == UnroutedDeny && req.Subject != "" {
+		noRoute(&req, v)
 		return
 	}
-	units, size := s.units(in)
+	units, size := p.units(in)
 	if req.Subject == "" {
 		// Who asked comes first: the engine refuses it with 401, whatever
 		// the body.
@@ -213,10 +233,10 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 	}
 	switch size {
 	case sizeUnknown:
-		s.lengthRequired(&req, v)
+		lengthRequired(&req, v)
 		return
 	case sizeTooLarge:
-		s.bodyTooLarge(&req, in, v)
+		p.bodyTooLarge(&req, in, v)
 		return
 	}
 	req.Units = units
@@ -225,34 +245,34 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 	}
 	d, err := s.eng.Charge(ctx, req)
 	if d.UnknownAction != "" {
-		s.o().unknown.warn(s.o().Logger, &d)
+		p.unknown.warn(s.logger, &d)
 	}
-	now := s.o().Now()
+	now := s.now()
 	if err != nil {
 		s.failure(now, &d, err, v)
 		return
 	}
 	v.Decision = d
 	if d.Allowed {
-		s.allow(now, in, v)
+		p.allow(now, in, v)
 		return
 	}
-	s.deny(now, v)
+	p.deny(now, v)
 }
 
 // route returns the action and workflow from context_extensions, falling
 // back to the first configured route that matches the normalized path.
 // routed is false when neither named an action or workflow.
-func (s *Server) route(in *Input) (action, workflow string, routed bool) {
+func (p *policy) route(in *Input) (action, workflow string, routed bool) {
 	action, workflow = in.ContextExtensions["action"], in.ContextExtensions["workflow"]
 	if action != "" || workflow != "" {
 		return action, workflow, true
 	}
-	if len(s.o().Routes) == 0 {
+	if len(p.Routes) == 0 {
 		return "", "", false
 	}
 	path := pathnorm.Path(in.Path)
-	for _, r := range s.o().Routes {
+	for _, r := range p.Routes {
 		if strings.HasPrefix(path, r.PathPrefix) && (r.Method == "" || strings.EqualFold(r.Method, in.Method)) {
 			return r.Action, r.Workflow, r.Action != "" || r.Workflow != ""
 		}
@@ -272,8 +292,8 @@ const (
 // units counts the words of the body, pricing a truncated body by the
 // documented conservative rule. The count is never below the words of the
 // part received, and never above MaxBodyBytes words.
-func (s *Server) units(in *Input) (int64, bodySize) {
-	limit := s.o().MaxBodyBytes
+func (p *policy) units(in *Input) (int64, bodySize) {
+	limit := p.MaxBodyBytes
 	if int64(len(in.Body)) > limit || (in.BodyTruncated && in.ContentLength > limit) {
 		return 0, sizeTooLarge
 	}
@@ -285,7 +305,7 @@ func (s *Server) units(in *Input) (int64, bodySize) {
 	}
 	seen := trimPartialRune(in.Body)
 	counted := CountWords(seen)
-	rate := s.o().WordsPerByte
+	rate := p.WordsPerByte
 	if len(seen) > 0 {
 		if density := float64(counted) / float64(len(seen)); density > rate {
 			rate = density

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,10 +28,10 @@ func hourly(n int64) []engine.LimitConfig {
 
 func month() engine.Period { return engine.Period{Calendar: "month", Every: 30 * 24 * time.Hour} }
 
-// testEngineConfig is the seed's tiers with token grants and the seed's
-// prices.
-func testEngineConfig(now func() time.Time) engine.Config {
-	return engine.Config{
+// testEngineRules are the example configuration's tiers with token grants
+// and its prices.
+func testEngineRules() engine.Rules {
+	return engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"freemium":   {Priority: engine.PriorityLow, Limits: hourly(10), Tokens: engine.TokenGrant{Amount: 20, Period: month()}, Features: []string{"translate"}, UpgradeURL: "https://example.com/upgrade"},
 			"standard":   {Priority: engine.PriorityMedium, Limits: hourly(100), Tokens: engine.TokenGrant{Amount: 1000, Period: month()}},
@@ -43,21 +44,29 @@ func testEngineConfig(now func() time.Time) engine.Config {
 		},
 		Users:  map[string]engine.UserConfig{"sam": {Tier: "standard"}, "erin": {Tier: "enterprise"}},
 		Alerts: engine.AlertConfig{ThresholdPercent: 90},
-		Now:    now,
 	}
 }
 
-func newTestServer(t testing.TB, c *clock, opts Options) *Server {
+// newTestServer is a Server with the test engine and clock c, deciding
+// under p; p without identity sources trusts the JWT and the x-user-id
+// header.
+func newTestServer(t testing.TB, c *clock, p Policy) *Server {
 	t.Helper()
-	eng, err := engine.New(testEngineConfig(c.Now))
+	return newTestServerWith(t, c, Options{}, p)
+}
+
+// newTestServerWith is newTestServer wired by opts, whose clock is c.
+func newTestServerWith(t testing.TB, c *clock, opts Options, p Policy) *Server {
+	t.Helper()
+	eng, err := engine.New(testEngineRules(), engine.Options{Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts.Now = c.Now
-	if opts.Identity.Sources == nil {
-		opts.Identity = IdentityOptions{Sources: []Source{SourceJWT, SourceHeader}, HeaderTrusted: true}
+	if p.Identity.Sources == nil {
+		p.Identity = IdentityOptions{Sources: []Source{SourceJWT, SourceHeader}, HeaderTrusted: true}
 	}
-	s, err := NewServer(eng, opts)
+	s, err := NewServer(eng, opts, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +84,7 @@ func userInput(user, action, body string) Input {
 
 func TestDecideWindow(t *testing.T) {
 	c := &clock{now: t0} // 10:30, so the hour resets in 30 minutes
-	s := newTestServer(t, c, Options{UpgradeURL: func(engine.Tier) string { return "https://example.com/upgrade" }})
+	s := newTestServer(t, c, Policy{UpgradeURL: func(engine.Tier) string { return "https://example.com/upgrade" }})
 	ctx := context.Background()
 	for i := 1; i <= 10; i++ {
 		v := s.Decide(ctx, userInput("fred", "", ""))
@@ -120,7 +129,7 @@ func TestDecideCosts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newTestServer(t, &clock{now: t0}, Options{})
+			s := newTestServer(t, &clock{now: t0}, Policy{})
 			v := s.Decide(context.Background(), userInput(tt.user, tt.action, words3000))
 			if !v.Allowed || v.Decision.Cost != tt.wantCost || v.Decision.Units != 3000 {
 				t.Fatalf("allowed %v cost %d units %d, want cost %d", v.Allowed, v.Decision.Cost, v.Decision.Units, tt.wantCost)
@@ -133,7 +142,7 @@ func TestDecideCosts(t *testing.T) {
 }
 
 func TestDecideInsufficientBalance(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{})
+	s := newTestServer(t, &clock{now: t0}, Policy{})
 	ctx := context.Background()
 	// freemium has 20 tokens: 3000 words cost 15, leaving 5; 2000 more cost 10.
 	if v := s.Decide(ctx, userInput("fay", "translate", strings.Repeat("w ", 3000))); !v.Allowed {
@@ -158,7 +167,7 @@ func TestDecideInsufficientBalance(t *testing.T) {
 // retry_after_seconds exactly when waiting helps, and a detail; and that
 // a 401 names no tier anywhere.
 func TestRefusalsShareOneShape(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{})
+	s := newTestServer(t, &clock{now: t0}, Policy{})
 	ctx := context.Background()
 	// fay (freemium: 10 calls an hour, 20 tokens a month) spends 15 of her
 	// 20 tokens, then asks for 10 more (refilled on the 1st: wait), then
@@ -219,7 +228,7 @@ func TestRefusalsShareOneShape(t *testing.T) {
 }
 
 func TestDecideIdentity(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{StripHeaders: []string{"x-tier", "x-quota-tier"}})
+	s := newTestServer(t, &clock{now: t0}, Policy{StripHeaders: []string{"x-tier", "x-quota-tier"}})
 	ctx := context.Background()
 
 	v := s.Decide(ctx, userInput("", "translate", "hello"))
@@ -253,10 +262,10 @@ func TestDecideObserve(t *testing.T) {
 	var calls int
 	var gotStart time.Time
 	var gotCode string
-	s := newTestServer(t, &clock{now: t0}, Options{Observe: func(ctx context.Context, start time.Time, in *Input, v *Verdict) {
+	s := newTestServerWith(t, &clock{now: t0}, Options{Observe: func(ctx context.Context, start time.Time, in *Input, v *Verdict) {
 		calls++
 		gotStart, gotCode = start, v.Code
-	}})
+	}}, Policy{})
 	s.Decide(context.Background(), userInput("fred", "summarize", "hello"))
 	if calls != 1 || !gotStart.Equal(t0) || gotCode != CodeFeatureNotInPlan {
 		t.Errorf("Observe called %d times, start %v, code %s", calls, gotStart, gotCode)
@@ -264,7 +273,7 @@ func TestDecideObserve(t *testing.T) {
 }
 
 func TestDecideTruncatedWithoutLength(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{})
+	s := newTestServer(t, &clock{now: t0}, Policy{})
 	in := userInput("sam", "translate", "some words")
 	in.BodyTruncated, in.ContentLength = true, -1
 	v := s.Decide(context.Background(), in)
@@ -273,22 +282,70 @@ func TestDecideTruncatedWithoutLength(t *testing.T) {
 	}
 }
 
-func TestSetOptions(t *testing.T) {
-	s := newTestServer(t, &clock{now: t0}, Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}}})
+// TestSetPolicy: a refused policy changes nothing, an accepted one decides
+// the next request, and the Observe hook given at construction sees every
+// decision, before and after the reload.
+func TestSetPolicy(t *testing.T) {
+	var observed []string
+	s := newTestServerWith(t, &clock{now: t0}, Options{Observe: func(_ context.Context, _ time.Time, _ *Input, v *Verdict) {
+		observed = append(observed, v.Code)
+	}}, Policy{Identity: IdentityOptions{Sources: []Source{SourceHeader}}})
 	ctx := context.Background()
 	if v := s.Decide(ctx, userInput("sam", "", "")); v.Status != 401 {
 		t.Fatalf("untrusted header: status %d, want 401", v.Status)
 	}
-	if err := s.SetOptions(Options{InsufficientBalanceStatus: 200}); err == nil {
-		t.Fatal("SetOptions accepted status 200 for a denial")
+	if err := s.SetPolicy(Policy{InsufficientBalanceStatus: 200}); err == nil {
+		t.Fatal("SetPolicy accepted status 200 for a denial")
 	}
 	if v := s.Decide(ctx, userInput("sam", "", "")); v.Status != 401 {
-		t.Fatalf("a rejected SetOptions changed the options: status %d", v.Status)
+		t.Fatalf("a rejected SetPolicy changed the policy: status %d", v.Status)
 	}
-	if err := s.SetOptions(Options{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}}); err != nil {
+	if err := s.SetPolicy(Policy{Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}}); err != nil {
 		t.Fatal(err)
 	}
 	if v := s.Decide(ctx, userInput("sam", "", "")); !v.Allowed {
 		t.Errorf("after reload: status %d, want allowed", v.Status)
+	}
+	want := []string{CodeUnauthenticated, CodeUnauthenticated, CodeOK}
+	if !slices.Equal(observed, want) {
+		t.Errorf("observed %q, want %q: the hook must survive a reload", observed, want)
+	}
+}
+
+// TestPolicyValidate: Validate refuses what NewServer and SetPolicy refuse,
+// and names the setting.
+func TestPolicyValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		p       Policy
+		wantErr string // empty: valid
+	}{
+		{name: "zero value", p: Policy{}},
+		{name: "status 429", p: Policy{InsufficientBalanceStatus: 429}},
+		{name: "status 200", p: Policy{InsufficientBalanceStatus: 200}, wantErr: "insufficient balance status 200"},
+		{name: "words per byte above 1", p: Policy{WordsPerByte: 2}, wantErr: "words per byte 2"},
+		{name: "negative max body bytes", p: Policy{MaxBodyBytes: -1}, wantErr: "max body bytes -1"},
+	}
+	eng, err := engine.New(testEngineRules(), engine.Options{Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.p.Validate()
+			_, newErr := NewServer(eng, Options{}, tt.p)
+			if (err == nil) != (newErr == nil) {
+				t.Errorf("Validate = %v but NewServer = %v", err, newErr)
+			}
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Errorf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Validate = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
 	}
 }

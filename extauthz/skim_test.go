@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -133,11 +132,11 @@ func TestCodecDecodesChecksAsTheServerReadsThem(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			eng, err := engine.New(testEngineConfig(time.Now))
+			eng, err := engine.New(testEngineRules(), engine.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := NewServer(eng, Options{Identity: IdentityOptions{Sources: tt.sources, HeaderTrusted: true}})
+			s, err := NewServer(eng, Options{}, Policy{Identity: IdentityOptions{Sources: tt.sources, HeaderTrusted: true}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +145,8 @@ func TestCodecDecodesChecksAsTheServerReadsThem(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := &checkDecode{req: new(authv3.CheckRequest), metadata: s.o().Identity.usesJWT()}
+			id := &s.pol.Load().Identity
+			d := &checkDecode{req: new(authv3.CheckRequest), metadata: id.usesJWT()}
 			if err := newLenientCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(wire)}, d); err != nil {
 				t.Fatal(err)
 			}
@@ -156,8 +156,8 @@ func TestCodecDecodesChecksAsTheServerReadsThem(t *testing.T) {
 			if d.req.GetAttributes().GetDestination() != nil {
 				t.Error("destination decoded; the server never reads it")
 			}
-			got := s.inputFromCheck(d.req)
-			want := s.inputFromCheck(full)
+			got := inputFromCheck(id, d.req)
+			want := inputFromCheck(id, full)
 			if got.Principal != want.Principal || got.SourceAddress != want.SourceAddress || got.Body != want.Body ||
 				got.Path != want.Path || len(got.Headers) != len(want.Headers) || got.JWT.Subject != want.JWT.Subject {
 				t.Errorf("input from the skimmed request %+v differs from the whole one's %+v", got, want)
@@ -166,7 +166,7 @@ func TestCodecDecodesChecksAsTheServerReadsThem(t *testing.T) {
 			if err != nil || resp.GetOkResponse() == nil {
 				t.Fatalf("Check = %v, %v; want allowed", resp, err)
 			}
-			if got := s.inputFromCheck(d.req); got.JWT.Subject != "" && got.JWT.Subject != tt.subject {
+			if got := inputFromCheck(id, d.req); got.JWT.Subject != "" && got.JWT.Subject != tt.subject {
 				t.Errorf("jwt subject %q, want %q", got.JWT.Subject, tt.subject)
 			}
 		})

@@ -51,26 +51,26 @@ func (u *undecided) serviceDesc() *grpc.ServiceDesc {
 	return &desc
 }
 
-// check is the generated Check handler with one addition: a request that
-// cannot be decoded is recorded before the error goes back to the client.
+// check is the generated Check handler with two changes: a request that
+// cannot be decoded is recorded before the error goes back to the client,
+// and the policy is loaded once, before decoding, so that the request is
+// decoded for the policy that decides it (lenientCodec decodes only what
+// the policy reads; see checkDecode). srv is the *Server that NewGRPCServer
+// registered.
 func (u *undecided) check(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	s := srv.(*Server)
+	p := s.pol.Load()
 	in := new(authv3.CheckRequest)
-	var target any = in
-	if s, ok := srv.(*Server); ok {
-		// lenientCodec decodes only what s reads (see checkDecode).
-		target = &checkDecode{req: in, metadata: s.o().Identity.usesJWT()}
-	}
-	if err := dec(target); err != nil {
+	if err := dec(&checkDecode{req: in, metadata: p.Identity.usesJWT()}); err != nil {
 		u.record(ctx, err)
 		return nil, err
 	}
-	as := srv.(authv3.AuthorizationServer)
 	if interceptor == nil {
-		return as.Check(ctx, in)
+		return s.check(ctx, p, in), nil
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
 	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-		return as.Check(ctx, req.(*authv3.CheckRequest))
+		return s.check(ctx, p, req.(*authv3.CheckRequest)), nil
 	})
 }
 

@@ -191,8 +191,8 @@ func partialWords(counted int64, received, total int64, wordsPerByte float64) in
 	return counted + int64(est)
 }
 
-// DefaultMaxBodyBytes is the default of Options.MaxBodyBytes: 64 MiB.
+// DefaultMaxBodyBytes is the default of Policy.MaxBodyBytes: 64 MiB.
 const DefaultMaxBodyBytes = 64 << 20
 
-// MaxBodyBytesLimit is the largest Options.MaxBodyBytes: 1 TiB.
+// MaxBodyBytesLimit is the largest Policy.MaxBodyBytes: 1 TiB.
 const MaxBodyBytesLimit = 1 << 40

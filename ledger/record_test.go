@@ -13,7 +13,7 @@ func TestFromDecision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := engine.New(engine.Config{
+	eng, err := engine.New(engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"freemium": {
 				Limits: []engine.LimitConfig{{Name: "hour", Period: hour, Max: 1}},
@@ -21,7 +21,7 @@ func TestFromDecision(t *testing.T) {
 			},
 		},
 		Actions: map[string]engine.ActionConfig{"translate": {PerCall: 2, PerThousand: 1000}},
-	})
+	}, engine.Options{})
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}

@@ -43,7 +43,7 @@ type Alert struct {
 	// and Baseline its moving average count per window, for anomaly alerts.
 	Count    float64 `json:"count,omitzero"`
 	Baseline float64 `json:"baseline,omitzero"`
-	// Message is the human text: the seed's "Approaching daily limit." or
+	// Message is the human text: by default "Approaching daily limit." or
 	// "Quota exceeded. Upgrade your plan or wait for the reset.", and so on.
 	Message string `json:"message"`
 	// Acked and AckedAt record an acknowledgement on the dashboard.

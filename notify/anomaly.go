@@ -59,7 +59,7 @@ func newDetector(c AnomalyConfig) *detector {
 	d := &detector{
 		window:    int64(c.Window),
 		factor:    c.Factor,
-		minCount:  c.MinRate * c.Window.D().Seconds(),
+		minCount:  c.MinRate * c.Window.Seconds(),
 		warmUp:    max(c.WarmUp, 1),
 		smoothing: c.Smoothing,
 		seed:      maphash.MakeSeed(),

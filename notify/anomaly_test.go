@@ -12,7 +12,7 @@ func TestDetector(t *testing.T) {
 	// 30 (0.5/s); three windows of history are needed; the newest window
 	// weighs half in the baseline.
 	cfg := AnomalyConfig{
-		Enabled: true, Window: Duration(time.Minute), Factor: 5, MinRate: 0.5,
+		Enabled: true, Window: time.Minute, Factor: 5, MinRate: 0.5,
 		WarmUp: 3, Smoothing: 0.5, MaxSubjects: 1000,
 	}
 	type step struct {
@@ -106,7 +106,7 @@ func TestDetector(t *testing.T) {
 
 func TestDetectorEvictsLeastRecentSubjects(t *testing.T) {
 	d := newDetector(AnomalyConfig{
-		Window: Duration(time.Minute), Factor: 5, MinRate: 0.01, WarmUp: 1, Smoothing: 0.5, MaxSubjects: 1,
+		Window: time.Minute, Factor: 5, MinRate: 0.01, WarmUp: 1, Smoothing: 0.5, MaxSubjects: 1,
 	})
 	var entries int
 	for i := range 1000 {
@@ -125,7 +125,7 @@ func TestObserveRaisesOneAnomalyAlertPerWindow(t *testing.T) {
 		Enabled:  true,
 		Channels: []Channel{ChannelDashboard},
 		Anomaly: AnomalyConfig{
-			Enabled: true, Window: Duration(time.Minute), Factor: 3, MinRate: 0.1, WarmUp: 2,
+			Enabled: true, Window: time.Minute, Factor: 3, MinRate: 0.1, WarmUp: 2,
 		},
 	}, Options{})
 	for m := range 3 {

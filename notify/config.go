@@ -3,105 +3,106 @@ package notify
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/mail"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/quotagate/quotagate/engine"
 )
 
-// Config configures a Notifier. It is the seed's "alerts" block
-// (quota_manager.alerts) with the settings of each channel added. The zero
-// value of every optional field means its documented default. A Config must
-// not be changed after it is passed to New.
+// Config configures a Notifier; the wiring builds it from the
+// configuration file's quota_manager.alerts block. The zero value of every
+// optional field means its documented default. A Config must not be changed
+// after it is passed to New.
 type Config struct {
 	// Enabled turns alerting on. When false, Emit and Observe do nothing.
-	Enabled bool `json:"enabled"`
+	Enabled bool
 	// ThresholdPercentage is the usage percentage of a limit at which the
-	// engine emits a threshold event. The engine reads it
-	// (engine.AlertConfig); it is here so the seed's block decodes as one
-	// struct. Zero means 90.
-	ThresholdPercentage int `json:"threshold_percentage,omitempty"`
-	// Channels lists where alerts go: "webhook", "email", "dashboard".
+	// engine emits a threshold event (engine.AlertConfig); the Notifier
+	// only validates it. Zero means 90.
+	ThresholdPercentage int
+	// Channels lists where alerts go: webhook, email, dashboard.
 	// A listed channel whose settings are missing (an email channel with no
 	// smtp_addr) is inactive, and New logs a warning saying so.
-	Channels []Channel `json:"channels"`
+	Channels []Channel
 	// QueueSize bounds the alerts waiting for delivery, both in front of the
 	// dispatcher and in front of each channel. Zero means 1024.
-	QueueSize int `json:"queue_size,omitempty"`
+	QueueSize int
 	// DedupSize bounds how many recent alert keys (kind, subject, limit and
 	// window) are remembered for deduplication. Zero means 100 000.
-	DedupSize int `json:"dedup_size,omitempty"`
+	DedupSize int
 
-	Webhook   WebhookConfig   `json:"webhook,omitzero"`
-	Email     EmailConfig     `json:"email,omitzero"`
-	Dashboard DashboardConfig `json:"dashboard,omitzero"`
-	Anomaly   AnomalyConfig   `json:"anomaly,omitzero"`
-	// Messages overrides the texts of alerts. Empty fields take the seed's
-	// texts.
-	Messages Messages `json:"messages,omitzero"`
+	Webhook   WebhookConfig
+	Email     EmailConfig
+	Dashboard DashboardConfig
+	Anomaly   AnomalyConfig
+	// Messages overrides the texts of alerts. Empty fields take the
+	// defaults documented on Messages.
+	Messages Messages
 }
 
 // WebhookConfig configures the webhook channel: each alert is POSTed as JSON,
 // signed with HMAC-SHA256.
 type WebhookConfig struct {
 	// URL is the http or https endpoint. Empty makes the channel inactive.
-	URL string `json:"url,omitempty"`
-	// Secret is the HMAC key. Prefer SecretEnv, or an encrypted config file.
-	Secret Secret `json:"secret,omitempty"`
+	URL string
+	// Secret is the HMAC key. The wiring passes the file's secret as is;
+	// prefer SecretEnv, or an encrypted config file.
+	Secret string
 	// SecretEnv names an environment variable holding the HMAC key. It is
 	// resolved once, in New, through Options.Getenv.
-	SecretEnv string `json:"secret_env,omitempty"`
+	SecretEnv string
 	// MaxRetries is how many times a failed delivery is retried before the
 	// alert is dead-lettered. Zero means 3; -1 means never retry.
-	MaxRetries int `json:"max_retries,omitempty"`
+	MaxRetries int
 	// Timeout bounds one delivery attempt. Zero means 5s.
-	Timeout Duration `json:"timeout,omitzero"`
+	Timeout time.Duration
 	// Backoff is the wait before the first retry; it doubles on each retry,
 	// with jitter, up to MaxBackoff. Zero means 500ms.
-	Backoff Duration `json:"backoff,omitzero"`
+	Backoff time.Duration
 	// MaxBackoff caps the wait between retries. Zero means 30s.
-	MaxBackoff Duration `json:"max_backoff,omitzero"`
+	MaxBackoff time.Duration
 }
 
 // EmailConfig configures the email channel: SMTP with STARTTLS and AUTH
 // PLAIN. Users get the user template, operators the operator template.
 type EmailConfig struct {
 	// SMTPAddr is the server's host:port. Empty makes the channel inactive.
-	SMTPAddr string `json:"smtp_addr,omitempty"`
+	SMTPAddr string
 	// StartTLS is "required" (the default) or "disabled". Disabled sends in
 	// clear text and is only for a relay on loopback.
-	StartTLS TLSMode `json:"starttls,omitzero"`
+	StartTLS TLSMode
 	// Username and Password authenticate with AUTH PLAIN; an empty Username
 	// means no authentication. PasswordEnv names an environment variable
 	// holding the password, resolved once in New.
-	Username    string `json:"username,omitempty"`
-	Password    Secret `json:"password,omitempty"`
-	PasswordEnv string `json:"password_env,omitempty"`
+	Username    string
+	Password    string
+	PasswordEnv string
 	// From is the sender address. Required when SMTPAddr is set.
-	From string `json:"from,omitempty"`
+	From string
 	// ToOperators receive every alert through the operator template.
-	ToOperators []string `json:"to_operators,omitempty"`
+	ToOperators []string
 	// UserAddresses maps a subject id to the user's address.
-	UserAddresses map[string]string `json:"user_addresses,omitempty"`
+	UserAddresses map[string]string
 	// UserAddressTemplate builds a user's address for subjects not in
 	// UserAddresses: "{subject}" is replaced by the subject id, as in
 	// "{subject}@users.example.com". Empty means only UserAddresses.
-	UserAddressTemplate string `json:"user_address_template,omitempty"`
+	UserAddressTemplate string
 	// UpgradeURL is the upgrade link offered in user emails; empty means none.
-	UpgradeURL string `json:"upgrade_url,omitempty"`
+	UpgradeURL string
 	// MaxRetries, Timeout, Backoff and MaxBackoff are as for the webhook.
-	MaxRetries int      `json:"max_retries,omitempty"`
-	Timeout    Duration `json:"timeout,omitzero"`
-	Backoff    Duration `json:"backoff,omitzero"`
-	MaxBackoff Duration `json:"max_backoff,omitzero"`
+	MaxRetries int
+	Timeout    time.Duration
+	Backoff    time.Duration
+	MaxBackoff time.Duration
 }
 
 // DashboardConfig configures the in-memory dashboard feed.
 type DashboardConfig struct {
 	// Size is how many recent alerts the feed keeps. Zero means 1000.
-	Size int `json:"size,omitempty"`
+	Size int
 }
 
 // AnomalyConfig configures the anomaly detector: a subject whose request
@@ -110,42 +111,42 @@ type DashboardConfig struct {
 // reported, once per subject and window.
 type AnomalyConfig struct {
 	// Enabled turns the detector on; Observe does nothing otherwise.
-	Enabled bool `json:"enabled"`
+	Enabled bool
 	// Window is the length of the counting window, aligned to the Unix
 	// epoch. Zero means 1m.
-	Window Duration `json:"window,omitzero"`
+	Window time.Duration
 	// Factor is how many times the baseline a window's count must exceed.
 	// Zero means 5.
-	Factor float64 `json:"factor,omitempty"`
+	Factor float64
 	// MinRate is the rate, in requests per second, below which nothing is
 	// reported however far above its baseline. Zero means 1.
-	MinRate float64 `json:"min_rate,omitempty"`
+	MinRate float64
 	// WarmUp is how many windows of history a subject needs before it can
 	// be reported. Zero means 5.
-	WarmUp int `json:"warm_up,omitempty"`
+	WarmUp int
 	// Smoothing is the weight of the newest window in the baseline, in
 	// (0, 1]. Zero means 0.2.
-	Smoothing float64 `json:"smoothing,omitempty"`
+	Smoothing float64
 	// MaxSubjects bounds how many subjects' baselines are kept (an LRU).
 	// Zero means 100 000.
-	MaxSubjects int `json:"max_subjects,omitempty"`
+	MaxSubjects int
 }
 
 // Messages are the texts of alerts. Empty fields take the defaults.
 type Messages struct {
 	// Warning is a format with one %s for the period adjective; it defaults
-	// to the seed's "Approaching %s limit." ("Approaching daily limit.").
-	Warning string `json:"warning,omitempty"`
-	// Exceeded defaults to the seed's "Quota exceeded. Upgrade your plan or
-	// wait for the reset."
-	Exceeded string `json:"exceeded,omitempty"`
+	// to "Approaching %s limit." ("Approaching daily limit.").
+	Warning string
+	// Exceeded defaults to "Quota exceeded. Upgrade your plan or wait for
+	// the reset."
+	Exceeded string
 	// BalanceLow defaults to "Your token balance is running low."
-	BalanceLow string `json:"balance_low,omitempty"`
+	BalanceLow string
 	// InsufficientBalance defaults to "Insufficient token balance. Upgrade
 	// your plan or add credits."
-	InsufficientBalance string `json:"insufficient_balance,omitempty"`
+	InsufficientBalance string
 	// Anomaly defaults to "Unusually high request rate."
-	Anomaly string `json:"anomaly,omitempty"`
+	Anomaly string
 }
 
 // Defaults applied by withDefaults.
@@ -205,12 +206,14 @@ func (m Messages) withDefaults() Messages {
 	return m
 }
 
-// Validate reports every invalid field of c, each with its path relative to
-// the alerts block and the offending value. Secrets are never included.
+// Validate reports every invalid field of c, joined with errors.Join: each
+// is a *engine.FieldError, with its path relative to c (webhook.url) and the
+// offending value, wrapped as "notify: path: problem". Secrets are never
+// included.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(path, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("notify: %s: "+format, append([]any{path}, args...)...))
+		errs = append(errs, fmt.Errorf("notify: %w", &engine.FieldError{Path: path, Problem: fmt.Sprintf(format, args...)}))
 	}
 	if p := c.ThresholdPercentage; p < 0 || p > 100 {
 		bad("threshold_percentage", "must be between 1 and 100, got %d", p)
@@ -290,7 +293,7 @@ func (e EmailConfig) validate(bad badFunc) {
 }
 
 func (a AnomalyConfig) validate(bad badFunc) {
-	if a.Window < 0 || (a.Window > 0 && a.Window.D() < time.Second) {
+	if a.Window < 0 || (a.Window > 0 && a.Window < time.Second) {
 		bad("anomaly.window", "must be at least 1s, got %s", a.Window)
 	}
 	if a.Factor < 0 || (a.Factor > 0 && a.Factor <= 1) {
@@ -306,13 +309,13 @@ func (a AnomalyConfig) validate(bad badFunc) {
 	nonNegative(bad, "anomaly.max_subjects", a.MaxSubjects)
 }
 
-func retries(bad badFunc, prefix string, n int, timeout, backoff, maxBackoff Duration) {
+func retries(bad badFunc, prefix string, n int, timeout, backoff, maxBackoff time.Duration) {
 	if n < -1 {
 		bad(prefix+".max_retries", "must be >= -1 (-1 disables retries), got %d", n)
 	}
 	for _, d := range []struct {
 		name string
-		v    Duration
+		v    time.Duration
 	}{{"timeout", timeout}, {"backoff", backoff}, {"max_backoff", maxBackoff}} {
 		if d.v < 0 {
 			bad(prefix+"."+d.name, "must be positive, got %s", d.v)
@@ -367,9 +370,9 @@ func orInt(v, def int) int {
 	return v
 }
 
-func orDur(v Duration, def time.Duration) Duration {
+func orDur(v, def time.Duration) time.Duration {
 	if v == 0 {
-		return Duration(def)
+		return def
 	}
 	return v
 }
@@ -380,51 +383,3 @@ func orStr(v, def string) string {
 	}
 	return v
 }
-
-// Duration is a time.Duration that reads and writes as a Go duration
-// string ("5s", "1m30s") in JSON and YAML. config.Duration is this type,
-// so that durations read alike everywhere in a configuration file.
-type Duration time.Duration
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// String returns d as time.Duration formats it.
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalText writes d as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// UnmarshalText parses a Go duration string such as "5s".
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q: want a Go duration such as 2s or 1m30s", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// Secret is a string that is never printed: fmt, slog and JSON encoding
-// show it as "REDACTED". It decodes from a plain JSON string. Code that
-// must write a config file back works on the file's bytes, not on a
-// decoded Config.
-type Secret string
-
-// String returns "REDACTED", or "" for an empty secret.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return "REDACTED"
-}
-
-// GoString is String, so that %#v does not print the secret either.
-func (s Secret) GoString() string { return s.String() }
-
-// LogValue keeps the secret out of structured logs.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// MarshalText writes "REDACTED", so that a Config encoded as JSON (by a
-// log handler, or an admin endpoint) does not carry the secret.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }

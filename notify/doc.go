@@ -18,12 +18,18 @@
 //
 //   - webhook: a JSON POST signed with HMAC-SHA256 (SignatureHeader), retried
 //     with exponential backoff and jitter, then dead-lettered and counted;
-//   - email: SMTP with STARTTLS and AUTH PLAIN; users get a short message in
-//     the seed's words with the configured upgrade link, operators get every
+//   - email: SMTP with STARTTLS and AUTH PLAIN; users get the alert's short
+//     message (Messages) with the configured upgrade link, operators get every
 //     detail;
 //   - dashboard: an in-memory ring of recent alerts (Recent, Ack) and a live
 //     feed (Subscribe) for the admin server's dashboard.
 //
 // Counters are available through Stats. Secrets (the webhook key, the SMTP
-// password) are never logged or put in errors.
+// password) are never logged or put in errors, and WebhookConfig and
+// EmailConfig print, log and encode them as REDACTED.
+//
+// Config is plain options (time.Duration, string secrets): the command's
+// wiring builds it from the configuration file's quota_manager.alerts
+// block. Config.Validate reports engine.FieldErrors with paths relative to
+// Config (webhook.url), which the wiring places in the file.
 package notify

@@ -187,8 +187,8 @@ func emailConfig(addr string) Config {
 			UserAddressTemplate: "{subject}@users.example.com",
 			UpgradeURL:          "https://example.com/upgrade",
 			MaxRetries:          1,
-			Backoff:             Duration(time.Millisecond),
-			MaxBackoff:          Duration(2 * time.Millisecond),
+			Backoff:             time.Millisecond,
+			MaxBackoff:          2 * time.Millisecond,
 		},
 	}
 }
@@ -230,7 +230,7 @@ func TestEmailDelivery(t *testing.T) {
 			},
 		},
 		{
-			name:  "breach: the user (templated address) gets the seed's text and the upgrade link",
+			name:  "breach: the user (templated address) gets the default text and the upgrade link",
 			raise: func(n *Notifier) { n.Emit(event(engine.EventBreach, "bob", t0)) },
 			want: []want{
 				{[]string{"bob@users.example.com"}, "Quota exceeded. Upgrade your plan or wait for the reset.", []string{
@@ -266,7 +266,7 @@ func TestEmailDelivery(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newSMTPServer(t, &cert)
 			cfg := emailConfig(srv.addr)
-			cfg.Anomaly = AnomalyConfig{Enabled: true, Window: Duration(time.Minute), Factor: 2, MinRate: 0.01, WarmUp: 1}
+			cfg.Anomaly = AnomalyConfig{Enabled: true, Window: time.Minute, Factor: 2, MinRate: 0.01, WarmUp: 1}
 			var logs bytes.Buffer
 			n := newNotifier(t, cfg, Options{
 				Getenv: smtpEnv, SMTPTLS: &tls.Config{RootCAs: pool},

@@ -160,21 +160,21 @@ func (n *Notifier) setUp(ch Channel, opts Options) error {
 	return nil
 }
 
-func (n *Notifier) newWorker(ch Channel, retries int, timeout, backoff, maxBackoff Duration) *worker {
+func (n *Notifier) newWorker(ch Channel, retries int, timeout, backoff, maxBackoff time.Duration) *worker {
 	return &worker{
 		channel: ch,
 		queue:   make(chan delivery, n.cfg.QueueSize),
-		policy:  retryPolicy{maxRetries: retries, backoff: backoff.D(), maxBackoff: maxBackoff.D()},
-		timeout: timeout.D(),
+		policy:  retryPolicy{maxRetries: retries, backoff: backoff, maxBackoff: maxBackoff},
+		timeout: timeout,
 		log:     n.log,
 	}
 }
 
 // resolveSecret returns the literal secret, or the value of the named
 // environment variable. The error names the variable, never its value.
-func resolveSecret(path string, literal Secret, env string, getenv func(string) string) (string, error) {
+func resolveSecret(path, literal, env string, getenv func(string) string) (string, error) {
 	if env == "" {
-		return string(literal), nil
+		return literal, nil
 	}
 	if getenv == nil {
 		return "", fmt.Errorf("notify: %s: no environment was passed to notify.New (Options.Getenv)", path)

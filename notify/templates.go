@@ -12,7 +12,7 @@ type templateData struct {
 }
 
 // emailTemplates holds four templates: user_subject and user_body, which
-// speak to the user in the seed's words and offer the upgrade link, and
+// speak to the user in the alert's short message and offer the upgrade link, and
 // operator_subject and operator_body, which carry every detail.
 var emailTemplates = template.Must(template.New("email").Parse(userTemplate + operatorTemplate))
 

@@ -64,7 +64,7 @@ func webhookConfig(url string, maxRetries int) Config {
 		Channels: []Channel{ChannelWebhook},
 		Webhook: WebhookConfig{
 			URL: url, SecretEnv: "QG_WEBHOOK_SECRET", MaxRetries: maxRetries,
-			Backoff: Duration(time.Millisecond), MaxBackoff: Duration(2 * time.Millisecond),
+			Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
 		},
 	}
 }
@@ -234,7 +234,7 @@ func TestCancelAbandonsRetries(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := webhookConfig(srv.URL, 5)
-	cfg.Webhook.Backoff, cfg.Webhook.MaxBackoff = Duration(time.Hour), Duration(time.Hour)
+	cfg.Webhook.Backoff, cfg.Webhook.MaxBackoff = time.Hour, time.Hour
 	n := newNotifier(t, cfg, Options{Getenv: getenv})
 	n.Emit(event(engine.EventBreach, "alice", t0))
 	ctx, cancel := context.WithCancel(context.Background())

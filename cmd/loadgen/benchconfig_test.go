@@ -25,7 +25,7 @@ func TestBenchConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench.yaml does not convert: %v", err)
 	}
-	if _, err := engine.New(cfg); err != nil {
+	if _, err := engine.New(cfg, engine.Options{}); err != nil {
 		t.Fatalf("engine.New refuses bench.yaml: %v", err)
 	}
 	const users, freeUsers = 10000, 20 // loadgen's defaults

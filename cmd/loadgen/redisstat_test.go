@@ -2,43 +2,23 @@ package main
 
 import (
 	"context"
-	"net"
-	"os/exec"
-	"strconv"
 	"testing"
-	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/quotagate/quotagate/store/redis/redistest"
 )
 
 // TestRedisCounter runs a real redis-server on loopback and checks that a
 // script call counts as one script and as every command it runs.
 func TestRedisCounter(t *testing.T) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("redis-server not found; install it with .ci/deps/redis.sh")
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := lis.Addr().(*net.TCPAddr).Port
-	lis.Close()
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", t.TempDir(),
-		"--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	srv := redistest.StartServer(t)
+	addr := srv.Addr
+	rdb := srv.Client()
 	t.Cleanup(func() { rdb.Close() })
 	ctx := context.Background()
-	for deadline := time.Now().Add(5 * time.Second); rdb.Ping(ctx).Err() != nil; {
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s not answering", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// Connect first, so that the connection's handshake is not counted
+	// with the script.
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
 	}
 
 	rc := newRedisCounter(addr)

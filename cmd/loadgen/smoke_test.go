@@ -24,7 +24,10 @@ func TestSmokeAgainstNoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := noop.NewGRPCServer(noop.Options{})
+	srv, err := noop.NewGRPCServer(noop.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 

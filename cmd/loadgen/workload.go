@@ -235,7 +235,7 @@ type builder struct {
 }
 
 // newBuilder returns the builder of caller, whose random sequence is its
-// own but fixed by the seed.
+// own but fixed by the random seed (workloadConfig.Seed).
 func (w *workload) newBuilder(caller int) *builder {
 	b := &builder{w: w, rng: rand.New(rand.NewPCG(w.cfg.Seed, uint64(caller)+1))}
 	b.headers = map[string]string{

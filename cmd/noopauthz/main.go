@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quotagate/quotagate/cmd/noopauthz/noop"
+	"github.com/quotagate/quotagate/extauthz"
 )
 
 // gracePeriod bounds how long in-flight Checks may take to finish on stop.
@@ -39,10 +40,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	addr := fs.String("addr", envOr(getenv, "NOOPAUTHZ_ADDR", "127.0.0.1:9192"), "gRPC listen `address` (env NOOPAUTHZ_ADDR)")
 	var opts noop.Options
-	streams := fs.Uint("max-concurrent-streams", 1024, "maximum concurrent streams per connection")
-	fs.DurationVar(&opts.KeepaliveTime, "keepalive-time", 30*time.Second, "ping a connection idle for this long")
-	fs.DurationVar(&opts.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose ping is not answered within this")
-	fs.DurationVar(&opts.KeepaliveMinTime, "keepalive-min-time", 5*time.Second, "shortest client keepalive interval tolerated")
+	streams := fs.Uint("max-concurrent-streams", extauthz.DefaultMaxConcurrentStreams, "maximum concurrent streams per connection")
+	fs.DurationVar(&opts.KeepaliveTime, "keepalive-time", extauthz.DefaultKeepaliveTime, "ping a connection idle for this long")
+	fs.DurationVar(&opts.KeepaliveTimeout, "keepalive-timeout", extauthz.DefaultKeepaliveTimeout, "close a connection whose ping is not answered within this")
+	fs.DurationVar(&opts.KeepaliveMinTime, "keepalive-min-time", extauthz.DefaultKeepaliveMinTime, "shortest client keepalive interval tolerated")
 	fs.BoolVar(&opts.Plain, "plain", false, "serve with grpc-go's default options, ignoring the flags above: no stream workers, no tuning (the plain baseline of issue 17)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -52,11 +53,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	opts.MaxConcurrentStreams = uint32(*streams)
 
+	srv, err := noop.NewGRPCServer(opts)
+	if err != nil {
+		return fmt.Errorf("noopauthz: %w", err)
+	}
 	lis, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("noopauthz: listen on %s: %w (is another server using it? pick another with --addr)", *addr, err)
 	}
-	srv := noop.NewGRPCServer(opts)
 	fmt.Fprintf(stdout, "noopauthz: listening on %s\n", lis.Addr())
 
 	done := make(chan error, 1)

@@ -16,6 +16,7 @@ import (
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/notify"
+	"github.com/quotagate/quotagate/store/durable"
 	"github.com/quotagate/quotagate/telemetry"
 )
 
@@ -33,7 +34,8 @@ type app struct {
 	// rec records each decision's span, metrics and rejection log.
 	rec *telemetry.Recorder
 	obs *observer
-	b   *backends
+	// backends are the durable parts behind the engine: store and ledger.
+	backends *durable.Backends
 	// notifier raises and delivers alerts; admin is nil when the admin API
 	// is off, adminAddr its resolved address.
 	notifier  *notify.Notifier
@@ -69,7 +71,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if o.Getenv == nil {
 		o.Getenv = func(string) string { return "" }
 	}
-	ecfg, err := file.Engine()
+	rules, err := engineRules(file)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +79,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	a := &app{b: b, logger: o.Logger, configPath: o.ConfigPath, configSource: o.ConfigSource}
+	a := &app{backends: b, logger: o.Logger, configPath: o.ConfigPath, configSource: o.ConfigSource}
 	a.file.Store(file)
 	defer func() {
 		if err != nil {
@@ -87,13 +89,7 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if a.notifier, err = newNotifier(file, o); err != nil {
 		return nil, err
 	}
-	if ecfg.FlushInterval == 0 {
-		ecfg.FlushInterval = file.Store.FlushInterval.D()
-	}
-	ecfg.SyncWrites = ecfg.SyncWrites || b.sync
-	ecfg.Events = a.notifier
-	ecfg.Logger = o.Logger
-	ecfg.Authority = b.authority
+	eopts := engineOptions(file, b, a.notifier, o.Logger)
 	// The recorder comes first so that the store can be timed; its
 	// callbacks only run at scrape time, after a.eng is set.
 	a.rec, err = telemetry.NewRecorder(o.Providers, telemetry.RecorderOptions{
@@ -104,17 +100,16 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	if err != nil {
 		return nil, err
 	}
-	ecfg.Store = b.store
-	if ecfg.Store == nil {
-		ecfg.Store = engine.NewMemoryStore()
+	if eopts.Store == nil {
+		eopts.Store = engine.NewMemoryStore()
 	}
-	ts := timedStore{Store: ecfg.Store, rec: a.rec}
-	ecfg.Store = ts
+	ts := timedStore{Store: eopts.Store, rec: a.rec}
+	eopts.Store = ts
 	if f, ok := ts.Store.(engine.Forgetter); ok {
 		// The in-memory store drops idle state; the wrapper must say so.
-		ecfg.Store = timedForgetter{timedStore: ts, f: f}
+		eopts.Store = timedForgetter{timedStore: ts, f: f}
 	}
-	if a.eng, err = engine.New(ecfg); err != nil {
+	if a.eng, err = engine.New(rules, eopts); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
 	}
 	if err := a.assembleServers(file, o); err != nil {
@@ -122,8 +117,8 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	}
 	if o.ConfigPath != "" {
 		// require_encryption stays in force across reloads until a restart.
-		lo := config.LoadOptions{IdentityFile: o.Getenv(config.EnvIdentityFile), PassphraseFile: o.Getenv(config.EnvPassphraseFile),
-			RequireEncryption: file.RequireEncryption}
+		lo := loadOptions(o.Getenv)
+		lo.RequireEncryption = file.RequireEncryption
 		a.watcher = config.NewWatcher(o.ConfigPath, lo, a.apply, o.Logger)
 	}
 	if err := a.registerMetrics(o.Providers); err != nil {
@@ -136,11 +131,11 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 // assembleServers builds the ext_authz server, its gRPC server and the
 // admin server around the engine.
 func (a *app) assembleServers(file *config.File, o assembleOptions) error {
-	opts, err := authzOptions(file, a.eng, o.Logger)
+	pol, err := authzPolicy(file)
 	if err != nil {
 		return err
 	}
-	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.b.writer, commit: a.b.commit, sync: a.b.sync, now: time.Now}
+	a.obs = &observer{rec: a.rec, notifier: a.notifier, writer: a.backends.Writer, commit: a.backends.Committer, sync: a.backends.Sync, now: time.Now}
 	if a.admin, err = newAdmin(file, o, a); err != nil {
 		return err
 	}
@@ -151,8 +146,7 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 			a.adminAddr = o.AdminAddr
 		}
 	}
-	opts.Observe = a.obs.observe
-	if a.authz, err = extauthz.NewServer(a.eng, opts); err != nil {
+	if a.authz, err = extauthz.NewServer(a.eng, authzOptions(o.Logger, a.obs), pol); err != nil {
 		return err
 	}
 	srv := file.Server
@@ -163,9 +157,6 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 			return fmt.Errorf("serve: gRPC metrics: %w", err)
 		}
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryInterceptor), grpc.ChainStreamInterceptor(gm.StreamInterceptor))
-	}
-	if a.b.commit != nil {
-		sopts = append(sopts, grpc.ChainUnaryInterceptor(a.b.commit.unaryInterceptor))
 	}
 	a.gs, a.hs, err = a.authz.NewGRPCServer(extauthz.GRPCOptions{
 		ServerOptions: sopts,
@@ -194,5 +185,5 @@ func (a *app) close() {
 	if a.notifier != nil {
 		a.notifier.Close()
 	}
-	a.b.close(a.logger)
+	a.backends.Close(context.Background(), a.logger)
 }

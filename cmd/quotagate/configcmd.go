@@ -43,7 +43,7 @@ func runConfig(ctx context.Context, args []string, env func(string) string, stdi
 		fmt.Fprint(stderr, configHelp)
 		return usageError("config: no subcommand given; want validate, encrypt, decrypt or default")
 	}
-	opts := config.LoadOptions{IdentityFile: env(config.EnvIdentityFile), PassphraseFile: env(config.EnvPassphraseFile)}
+	opts := loadOptions(env)
 	sub, rest := args[0], args[1:]
 	switch sub {
 	case "validate":
@@ -225,7 +225,7 @@ func configSummary(stdout, stderr io.Writer, name string, f *config.File) error 
 	fmt.Fprintf(stdout, "users %d, roles %d, workflows %d, teams %d, routes %d, api keys %d\n",
 		len(qm.Users), len(qm.Roles), len(qm.Workflows), len(qm.Teams), len(f.Routes.Rules), len(f.APIKeys()))
 	fmt.Fprintf(stdout, "identity: %s\n", strings.Join(f.Identity.Sources, ", "))
-	if w := f.ExposureWarning(f.Server.GRPCAddr); w != "" {
+	if w := exposureWarning(f, f.Server.GRPCAddr); w != "" {
 		fmt.Fprintf(stderr, "WARNING: %s\n", w)
 	} else if f.Identity.Header.Trusted {
 		fmt.Fprintf(stderr, "warning: identity.header %q is trusted: only safe if Envoy sets it after authenticating the caller\n", f.Identity.Header.Name)
@@ -326,7 +326,7 @@ func configEncrypt(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 		return fmt.Errorf("config encrypt: %s is already age-encrypted", name)
 	}
 	if !*noValidate {
-		if _, err := config.Parse(data); err != nil {
+		if _, err := config.ParseWith(data, checkComponents); err != nil {
 			return configProblems(fs.Name(), name, err, stderr)
 		}
 	}

@@ -50,10 +50,10 @@ func benchDurable(b *testing.B, o assembleOptions) {
 	ctx, cancel := context.WithCancel(context.Background())
 	engDone := goDone(func() error { return a.eng.Run(ctx) })
 	writerDone := goDone(func() error {
-		if a.b.writer == nil {
+		if a.backends.Writer == nil {
 			return nil
 		}
-		return a.b.writer.Run(ctx)
+		return a.backends.Writer.Run(ctx)
 	})
 	var n atomic.Int64
 	b.ReportAllocs()

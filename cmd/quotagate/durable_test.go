@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -25,19 +26,24 @@ func TestOpenBackends(t *testing.T) {
 		extra      string
 		durability string
 		dataDir    bool
-		ledger     string // relative to the temp dir; "" means none
-		want       string // storeDesc, with DIR for the data directory
+		ledgerFlag bool   // --ledger TMP/flag.db
+		want       string // Desc, with DIR for the data directory and TMP for the temp dir
+		wantLedger string // the ledger file, likewise; "" means none
 		wantSync   bool
 		committer  bool
+		wantErr    string
 	}{
 		{name: "memory without a data dir", want: "memory"},
-		{name: "data dir shares one file", dataDir: true, ledger: "data/ledger.db", want: "sqlite:DIR/ledger.db"},
-		{name: "sync commits state with records", dataDir: true, durability: "sync", ledger: "data/ledger.db",
-			want: "sqlite:DIR/ledger.db", wantSync: true, committer: true},
-		{name: "store.durability sync", extra: "store: {durability: sync}\n", dataDir: true, ledger: "data/ledger.db",
-			want: "sqlite:DIR/ledger.db", wantSync: true, committer: true},
-		{name: "explicit memory keeps the ledger", extra: "store: {kind: memory}\n", dataDir: true, ledger: "data/ledger.db", want: "memory"},
-		{name: "ledger elsewhere", dataDir: true, durability: "sync", ledger: "other.db", want: "sqlite:DIR/state.db", wantSync: true},
+		{name: "data dir shares one file", dataDir: true, want: "sqlite:DIR/ledger.db", wantLedger: "DIR/ledger.db"},
+		{name: "--durability sync commits state with records", dataDir: true, durability: "sync",
+			want: "sqlite:DIR/ledger.db", wantLedger: "DIR/ledger.db", wantSync: true, committer: true},
+		{name: "store.durability sync", extra: "store: {durability: sync}\n", dataDir: true,
+			want: "sqlite:DIR/ledger.db", wantLedger: "DIR/ledger.db", wantSync: true, committer: true},
+		{name: "--durability batch overrides the file", extra: "store: {durability: sync}\n", dataDir: true, durability: "batch",
+			want: "sqlite:DIR/ledger.db", wantLedger: "DIR/ledger.db"},
+		{name: "--ledger wins over ledger.dsn", extra: "ledger: {dsn: /nonexistent/file.db}\n", dataDir: true, durability: "sync", ledgerFlag: true,
+			want: "sqlite:DIR/state.db", wantLedger: "TMP/flag.db", wantSync: true},
+		{name: "sqlite without a path", extra: "store: {kind: sqlite}\n", wantErr: "neither store.path nor --data-dir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,20 +52,31 @@ func TestOpenBackends(t *testing.T) {
 			if tt.dataDir {
 				o.DataDir = filepath.Join(tmp, "data")
 			}
-			if tt.ledger == "other.db" {
-				o.LedgerDSN = filepath.Join(tmp, "other.db")
+			if tt.ledgerFlag {
+				o.LedgerDSN = filepath.Join(tmp, "flag.db")
 			}
 			b, err := openBackends(context.Background(), mustParse(t, tt.extra), o)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("openBackends = %v, want an error saying %q", err, tt.wantErr)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer b.close(discardLogger())
-			want := strings.ReplaceAll(tt.want, "DIR", o.DataDir)
-			if b.storeDesc != want || b.sync != tt.wantSync || (b.commit != nil) != tt.committer {
-				t.Errorf("store %q sync %v committer %v; want %q %v %v", b.storeDesc, b.sync, b.commit != nil, want, tt.wantSync, tt.committer)
+			defer b.Close(context.Background(), discardLogger())
+			path := strings.NewReplacer("DIR", o.DataDir, "TMP", tmp)
+			if want := path.Replace(tt.want); b.Desc != want || b.Sync != tt.wantSync || (b.Committer != nil) != tt.committer {
+				t.Errorf("store %q sync %v committer %v; want %q %v %v", b.Desc, b.Sync, b.Committer != nil, want, tt.wantSync, tt.committer)
 			}
-			if (b.led != nil) != (tt.ledger != "") {
-				t.Errorf("ledger open = %v, want %v", b.led != nil, tt.ledger != "")
+			if (b.Ledger != nil) != (tt.wantLedger != "") {
+				t.Fatalf("ledger open = %v, want %v", b.Ledger != nil, tt.wantLedger != "")
+			}
+			if tt.wantLedger != "" {
+				if _, err := os.Stat(path.Replace(tt.wantLedger)); err != nil {
+					t.Errorf("the ledger is not where the flags and the file say: %v", err)
+				}
 			}
 		})
 	}

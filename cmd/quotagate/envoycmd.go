@@ -74,7 +74,7 @@ func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printEnvoyConfigHelp(fs, stdout)
+			printHelp(fs, envoyConfigHelp, stdout, nil) // envoy-config reads no environment variables
 			return nil
 		}
 		return exitError{code: 2, err: fmt.Errorf("envoy-config: %w (see quotagate envoy-config --help)", err)}
@@ -130,24 +130,4 @@ func splitHostPort(flagName, v string) (string, int, error) {
 		return "", 0, fmt.Errorf("envoy-config: %s %q: %w; want host:port, e.g. quotagate:9191", flagName, v, err)
 	}
 	return host, port, nil
-}
-
-// printEnvoyConfigHelp prints the help text and the flags with their
-// defaults. envoy-config reads no environment variables.
-func printEnvoyConfigHelp(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprint(w, envoyConfigHelp)
-	fmt.Fprintln(w, "\nFlags:")
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintln(w, line)
-		fmt.Fprintf(w, "        %s", usage)
-		if f.DefValue != "" && f.DefValue != "false" {
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintln(w)
-	})
 }

@@ -23,7 +23,7 @@ func newFlagSet(name string) *flag.FlagSet {
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string, help string, stdout io.Writer) (map[string]bool, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printHelp(fs, help, stdout)
+			printHelp(fs, help, stdout, envName)
 			return nil, errHelp
 		}
 		return nil, exitError{code: 2, err: fmt.Errorf("%s: %w (see quotagate %s --help)", fs.Name(), err, fs.Name())}
@@ -63,8 +63,9 @@ func envName(flagName string) string {
 }
 
 // printHelp prints a command's help text and its flags with their
-// variables and defaults.
-func printHelp(fs *flag.FlagSet, help string, w io.Writer) {
+// defaults and, when env is not nil, their variables (env returns a
+// flag's variable, or "" for none).
+func printHelp(fs *flag.FlagSet, help string, w io.Writer, env func(flagName string) string) {
 	fmt.Fprint(w, help)
 	n := 0
 	fs.VisitAll(func(*flag.Flag) { n++ })
@@ -83,8 +84,10 @@ func printHelp(fs *flag.FlagSet, help string, w io.Writer) {
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
-		if env := envName(f.Name); env != "" {
-			fmt.Fprintf(w, " [$%s]", env)
+		if env != nil {
+			if v := env(f.Name); v != "" {
+				fmt.Fprintf(w, " [$%s]", v)
+			}
 		}
 		fmt.Fprintln(w)
 	})

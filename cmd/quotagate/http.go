@@ -70,14 +70,14 @@ type serveStatus struct {
 // configuration's reload history (with the exact field errors of a refused
 // reload), and the counters of the ledger writer and the notifier.
 func (a *app) status(w http.ResponseWriter, r *http.Request) {
-	st := serveStatus{Ready: a.ready.Load(), Config: a.configStatus(), Store: a.b.storeDesc, Durability: "batch",
+	st := serveStatus{Ready: a.ready.Load(), Config: a.configStatus(), Store: a.backends.Desc, Durability: "batch",
 		StoreHealth: a.storeHealth(r.Context())}
 	st.Degraded = st.StoreHealth != nil && !st.StoreHealth.Healthy
-	if a.b.sync {
+	if a.backends.Sync {
 		st.Durability = "sync"
 	}
-	if a.b.writer != nil {
-		st.Ledger = a.b.writer.Stats()
+	if a.backends.Writer != nil {
+		st.Ledger = a.backends.Writer.Stats()
 	}
 	if a.notifier != nil {
 		st.Alerts = a.notifier.Stats()
@@ -101,10 +101,10 @@ type storeHealth struct {
 // health probe tells the truth even when no Check went out lately. It
 // returns nil when there is no shared store (state in memory or SQLite).
 func (a *app) storeHealth(ctx context.Context) *storeHealth {
-	if a.b.redis == nil {
+	if a.backends.Redis == nil {
 		return nil
 	}
-	if err := a.b.redis.Ping(ctx); err != nil {
+	if err := a.backends.Redis.Ping(ctx); err != nil {
 		return &storeHealth{Error: err.Error(),
 			Effect: "each tier's failure_mode applies: open tiers are allowed (counted in this replica's cache), closed tiers get 503"}
 	}
@@ -115,7 +115,7 @@ func (a *app) storeHealth(ctx context.Context) *storeHealth {
 // outcome of the last call to the shared store (no call of its own: the
 // dashboard asks every second); "" when it is not.
 func (a *app) degraded() string {
-	r := a.b.redis
+	r := a.backends.Redis
 	if r == nil || r.Healthy() {
 		return ""
 	}

@@ -14,26 +14,28 @@ import (
 
 // apply swaps a new, valid configuration in: the engine's rules (usage,
 // balances and alert state are kept by the engine) and the ext_authz
-// options. Everything that can fail is built before anything changes, so a
+// policy (its wiring, such as the decision observer, stays). Everything that can fail is built before anything changes, so a
 // refused configuration changes nothing. Settings that only take effect at
 // start-up (listeners, store, ledger, admin, alert channels, tracing) are
 // logged as needing a restart.
 func (a *app) apply(f *config.File) error {
-	ecfg, err := f.Engine()
+	rules, err := engineRules(f)
 	if err != nil {
 		return err
 	}
-	opts, err := authzOptions(f, a.eng, a.logger)
+	pol, err := authzPolicy(f)
 	if err != nil {
 		return err
 	}
-	opts.Observe = a.obs.observe
-	if err := a.eng.Reload(ecfg); err != nil {
+	if err := pol.Validate(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	if err := a.authz.SetOptions(opts); err != nil {
-		// The options were built like the ones in use; this is a bug.
-		return fmt.Errorf("serve: the engine runs the new rules but the ext_authz options were refused: %w", err)
+	if err := a.eng.Reload(rules); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err := a.authz.SetPolicy(pol); err != nil {
+		// The policy was built like the one in use; this is a bug.
+		return fmt.Errorf("serve: the engine runs the new rules but the ext_authz policy was refused: %w", err)
 	}
 	if old := a.file.Swap(f); old != nil {
 		if changed := restartOnly(old, f); len(changed) > 0 {

@@ -20,7 +20,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/quotagate/quotagate/config"
-	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/telemetry"
 )
@@ -30,10 +29,11 @@ const serveHelp = `Usage: quotagate serve [flags]
 Runs the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization,
 with grpc.health.v1) and an HTTP listener serving /healthz, /readyz, /status
 and /metrics. Without --config it serves the embedded default configuration:
-the seed's tiers, translate and summarize prices, demo users, and a TRUSTED
-x-user-id header (a demo setting; a warning is logged), listening on
-127.0.0.1:9191 and 127.0.0.1:8080 only. A configuration that trusts an
-identity header and listens beyond loopback gets a WARNING at startup.
+three tiers (freemium 10 calls an hour, standard 100, enterprise 500),
+translate and summarize prices, demo users, and a TRUSTED x-user-id
+header (a demo setting; a warning is logged), listening on 127.0.0.1:9191
+and 127.0.0.1:8080 only. A configuration that trusts an identity header
+and listens beyond loopback gets a WARNING at startup.
 
 Flags win over QUOTAGATE_* variables, which win over the configuration file.
 An age-encrypted config is decrypted with the identity in
@@ -111,10 +111,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	prov, err := telemetry.Setup(ctx, telemetry.Options{
-		ServiceName: "quotagate", Version: versionString(), TraceStdout: f.traceStdout, Stdout: stdout, Getenv: getenv,
-		SampleAllowed: file.Tracing.SampleAllowed, SampleRejected: file.Tracing.SampleRejected,
-	})
+	topts := telemetryOptions(file)
+	topts.ServiceName, topts.Version, topts.TraceStdout, topts.Stdout, topts.Getenv = "quotagate", versionString(), f.traceStdout, stdout, getenv
+	prov, err := telemetry.Setup(ctx, topts)
 	if err != nil {
 		return err
 	}
@@ -148,7 +147,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	if w := file.ExposureWarning(f.grpcAddr, f.authzHTTPAddr); w != "" {
+	if w := exposureWarning(file, f.grpcAddr, f.authzHTTPAddr); w != "" {
 		// Loud on purpose: anyone who reaches these listeners can claim any identity.
 		logger.Warn("EXPOSED: "+w, "config", source)
 		fmt.Fprintf(stdout, "WARNING: %s\n", w)
@@ -173,7 +172,7 @@ func logExporters(logger *slog.Logger, prov *telemetry.Providers) {
 // configuration or a key file named by the environment, is bad usage
 // (exit 2); a file that does not validate is a failure (exit 1).
 func loadConfig(path string, getenv func(string) string) (*config.File, string, error) {
-	opts := config.LoadOptions{IdentityFile: getenv(config.EnvIdentityFile), PassphraseFile: getenv(config.EnvPassphraseFile)}
+	opts := loadOptions(getenv)
 	if path == "" {
 		f, err := config.LoadData("embedded default config", config.Default(), opts)
 		return f, "embedded default", unreadableIsUsage(err)
@@ -191,48 +190,6 @@ func unreadableIsUsage(err error) error {
 		return exitError{code: 2, err: err}
 	}
 	return err
-}
-
-// authzOptions maps the configuration onto extauthz.Options.
-func authzOptions(file *config.File, eng *engine.Engine, logger *slog.Logger) (extauthz.Options, error) {
-	id := file.Identity
-	sources := make([]extauthz.Source, 0, len(id.Sources))
-	for _, s := range id.Sources {
-		src, err := extauthz.ParseSource(s)
-		if err != nil {
-			return extauthz.Options{}, err
-		}
-		sources = append(sources, src)
-	}
-	routes := make([]extauthz.Route, len(file.Routes.Rules))
-	for i, r := range file.Routes.Rules {
-		routes[i] = extauthz.Route{PathPrefix: r.PathPrefix, Method: r.Method, Action: r.Action, Workflow: r.Workflow}
-	}
-	unrouted, err := extauthz.ParseUnrouted(file.Routes.Default)
-	if err != nil {
-		return extauthz.Options{}, err
-	}
-	upgrade := make(map[engine.Tier]string, len(file.QuotaManager.Tiers))
-	for name, t := range file.QuotaManager.Tiers {
-		upgrade[engine.Tier(name)] = t.UpgradeURL
-	}
-	return extauthz.Options{
-		Identity: extauthz.IdentityOptions{
-			Sources:   sources,
-			JWTFilter: id.JWT.Filter, JWTPayloadKey: id.JWT.PayloadKey,
-			SubjectClaim: id.JWT.SubjectClaim, TierClaim: id.JWT.TierClaim, RolesClaim: id.JWT.RolesClaim, TeamClaim: id.JWT.TeamClaim,
-			Header: id.Header.Name, HeaderTrusted: id.Header.Trusted,
-			APIKeyHeader: id.APIKey.Header, APIKeys: file.APIKeys(),
-		},
-		Routes:                    routes,
-		Unrouted:                  unrouted,
-		StripHeaders:              id.StripHeaders,
-		InsufficientBalanceStatus: file.Server.InsufficientBalanceStatus,
-		WordsPerByte:              file.Pricing.PartialBodyWordsPerByte,
-		MaxBodyBytes:              file.Pricing.MaxBodyBytes,
-		UpgradeURL:                func(t engine.Tier) string { return upgrade[t] },
-		Logger:                    logger,
-	}, nil
 }
 
 // listeners are the bound sockets; binding happens before anything starts
@@ -295,9 +252,9 @@ func announce(logger *slog.Logger, stdout io.Writer, file *config.File, source s
 	if l.admin != nil {
 		attrs = append(attrs, "admin", l.admin.Addr().String())
 	}
-	attrs = append(attrs, "store", a.b.storeDesc, "durability", map[bool]string{false: "batch", true: "sync"}[a.b.sync])
-	if a.b.led != nil {
-		attrs = append(attrs, "ledger", a.b.led.Backend())
+	attrs = append(attrs, "store", a.backends.Desc, "durability", map[bool]string{false: "batch", true: "sync"}[a.backends.Sync])
+	if a.backends.Ledger != nil {
+		attrs = append(attrs, "ledger", a.backends.Ledger.Backend())
 	}
 	logger.Info("quotagate listening", attrs...)
 	fmt.Fprintf(stdout, "quotagate %s: ext_authz gRPC on %s, health and metrics on http://%s\n",
@@ -350,9 +307,6 @@ func (a *app) serve(ctx context.Context, l listeners, grace time.Duration, logge
 	var asrv *http.Server
 	if l.authzHTTP != nil {
 		h := a.authz.HTTPHandler()
-		if a.b.commit != nil {
-			h = a.b.commit.httpHandler(h)
-		}
 		asrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	}
 	a.ready.Store(true)
@@ -408,7 +362,7 @@ func (a *app) startBackground(ctx context.Context) *background {
 	writerCtx, bg.stopWriter = context.WithCancel(base)
 	notifyCtx, bg.stopNotify = context.WithCancel(base)
 	bg.engineDone = goDone(func() error {
-		if a.b.store == nil {
+		if a.backends.Store == nil {
 			// State lives in memory only: a flush would copy every dirty
 			// subject into the memory store for nothing (evictions hand
 			// theirs over), costing CPU and a second copy of the state.
@@ -418,10 +372,10 @@ func (a *app) startBackground(ctx context.Context) *background {
 		return a.eng.Run(engCtx)
 	})
 	bg.writerDone = goDone(func() error {
-		if a.b.writer == nil {
+		if a.backends.Writer == nil {
 			return nil
 		}
-		return a.b.writer.Run(writerCtx)
+		return a.backends.Writer.Run(writerCtx)
 	})
 	bg.notifyDone = goDone(func() error { return a.notifier.Run(notifyCtx) })
 	return bg

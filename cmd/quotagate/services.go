@@ -16,6 +16,7 @@ import (
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/ledger"
 	"github.com/quotagate/quotagate/notify"
+	"github.com/quotagate/quotagate/store/durable"
 	"github.com/quotagate/quotagate/telemetry"
 )
 
@@ -30,7 +31,7 @@ type observer struct {
 	writer   *ledger.Writer
 	// commit commits the state and the record of a Check in one
 	// transaction (durability sync, one SQLite file); nil otherwise.
-	commit *syncCommitter
+	commit *durable.Committer
 	// sync waits for each ledger record to be committed (durability sync).
 	sync bool
 	now  func() time.Time
@@ -52,8 +53,8 @@ func (o *observer) observe(ctx context.Context, start time.Time, in *extauthz.In
 	}
 	if v.Err != nil || d.ID == uuid.Nil {
 		// No decision was made: nothing was charged or refused by a quota.
-		// State the engine saved for the Check is committed by the
-		// committer's safety net.
+		// A charge whose wait was cut short still has state to commit.
+		o.commitState(ctx, d)
 		return
 	}
 	// The trace the decision is in: its own span's when one was kept (a
@@ -71,12 +72,13 @@ func (o *observer) observe(ctx context.Context, start time.Time, in *extauthz.In
 		o.admin.Observe(admin.EventOf(d, traceID, now))
 	}
 	if o.writer == nil {
+		o.commitState(ctx, d)
 		return
 	}
 	r := ledger.FromDecision(d, traceID, now)
-	switch slot := slotFrom(ctx); {
-	case o.commit != nil && slot != nil:
-		if err := o.commit.commit(ctx, slot, &r); err != nil {
+	switch {
+	case o.commit != nil:
+		if err := o.commit.Commit(ctx, d.Unsaved, &r); err != nil {
 			o.syncError(ctx)
 			o.writer.Append(r)
 		}
@@ -89,6 +91,15 @@ func (o *observer) observe(ctx context.Context, start time.Time, in *extauthz.In
 	}
 }
 
+// commitState commits the state a decision without a ledger record
+// changed. A failure needs no action here: the committer keeps the state
+// for its next save.
+func (o *observer) commitState(ctx context.Context, d *engine.Decision) {
+	if o.commit != nil && len(d.Unsaved) > 0 {
+		_ = o.commit.Commit(ctx, d.Unsaved, nil)
+	}
+}
+
 func (o *observer) syncError(ctx context.Context) {
 	if o.ledgerErrors != nil {
 		o.ledgerErrors.Add(context.WithoutCancel(ctx), 1)
@@ -97,7 +108,11 @@ func (o *observer) syncError(ctx context.Context) {
 
 // newNotifier builds the alert notifier from the alerts block.
 func newNotifier(file *config.File, o assembleOptions) (*notify.Notifier, error) {
-	n, err := notify.New(file.QuotaManager.Alerts.Notify(), notify.Options{Logger: o.Logger, Getenv: o.Getenv})
+	cfg, err := notifyConfig(file)
+	if err != nil {
+		return nil, fmt.Errorf("serve: alerts: %w", err)
+	}
+	n, err := notify.New(cfg, notify.Options{Logger: o.Logger, Getenv: o.Getenv})
 	if err != nil {
 		return nil, fmt.Errorf("serve: alerts: %w", err)
 	}
@@ -107,7 +122,10 @@ func newNotifier(file *config.File, o assembleOptions) (*notify.Notifier, error)
 // newAdmin builds the admin server when an address is configured; it
 // returns nil otherwise.
 func newAdmin(file *config.File, o assembleOptions, a *app) (*admin.Server, error) {
-	cfg := file.Admin
+	cfg, err := adminConfig(file)
+	if err != nil {
+		return nil, fmt.Errorf("serve: admin API: %w", err)
+	}
 	if o.AdminAddr != "" {
 		cfg.Addr = o.AdminAddr
 	}
@@ -116,8 +134,8 @@ func newAdmin(file *config.File, o assembleOptions, a *app) (*admin.Server, erro
 	}
 	opts := admin.Options{Config: cfg, Engine: a.eng, Alerts: a.notifier, Logger: o.Logger,
 		ConfigStatus: a.configStatus, Degraded: a.degraded}
-	if a.b.led != nil {
-		opts.Ledger = a.b.led // an interface holding a nil pointer would not read as "no ledger"
+	if a.backends.Ledger != nil {
+		opts.Ledger = a.backends.Ledger // an interface holding a nil pointer would not read as "no ledger"
 	}
 	s, err := admin.New(opts)
 	if err != nil {
@@ -166,14 +184,14 @@ func (a *app) registerMetrics(prov *telemetry.Providers) error {
 			ob.ObserveInt64(reloads, int64(st.Generation), metric.WithAttributes(attrOutcome("applied")))
 			ob.ObserveInt64(reloads, int64(st.Failures), metric.WithAttributes(attrOutcome("refused")))
 		}
-		if w := a.b.writer; w != nil {
+		if w := a.backends.Writer; w != nil {
 			st := w.Stats()
 			ob.ObserveInt64(ledgerRecs, st.Appended, metric.WithAttributes(attrState("appended")))
 			ob.ObserveInt64(ledgerRecs, st.Overflowed, metric.WithAttributes(attrState("overflowed")))
 			ob.ObserveInt64(ledgerRecs, st.Written, metric.WithAttributes(attrState("written")))
 			ob.ObserveInt64(ledgerQueued, int64(st.Queued))
 		}
-		if r := a.b.redis; r != nil {
+		if r := a.backends.Redis; r != nil {
 			up := int64(0)
 			if r.Healthy() {
 				up = 1

@@ -9,18 +9,6 @@ import (
 	"github.com/quotagate/quotagate/telemetry"
 )
 
-// observeWith returns the extauthz.Options.Observe hook that records every
-// decision: it joins Envoy's trace (from the gRPC metadata, else from the
-// checked request's own traceparent/B3 headers, which is also how the HTTP
-// authorization mode gets it), then records the span, metrics and
-// rejection log line.
-func observeWith(rec *telemetry.Recorder) func(ctx context.Context, start time.Time, in *extauthz.Input, v *extauthz.Verdict) {
-	return func(ctx context.Context, start time.Time, in *extauthz.Input, v *extauthz.Verdict) {
-		ctx = rec.ExtractIncoming(ctx, in.Headers)
-		rec.Record(ctx, start, telemetryDecision(in, v))
-	}
-}
-
 // telemetryDecision translates an extauthz verdict (and the engine decision
 // in it) into the engine-free telemetry.Decision.
 func telemetryDecision(in *extauthz.Input, v *extauthz.Verdict) telemetry.Decision {
@@ -90,7 +78,7 @@ func engineStats(eng *engine.Engine) telemetry.EngineStats {
 // decision feeds, so HasUtilization stays false here.
 func tierStats(eng *engine.Engine) []telemetry.TierStat {
 	var out []telemetry.TierStat
-	for tier, tc := range eng.Config().Tiers {
+	for tier, tc := range eng.Rules().Tiers {
 		for _, l := range tc.Limits {
 			name := l.Name
 			if name == "" {

@@ -36,7 +36,7 @@ func BenchmarkCharge(b *testing.B) {
 				if st != nil {
 					cfg.Authority = st
 				}
-				e, err := engine.New(cfg)
+				e, err := engine.New(cfg.Rules, cfg.Options)
 				if err != nil {
 					b.Fatal(err)
 				}

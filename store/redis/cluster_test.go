@@ -150,14 +150,15 @@ func TestClusterProfilesAndLeases(t *testing.T) {
 	c := sharedCluster(t)
 	start := time.Now().Truncate(time.Hour).Add(time.Minute)
 	now := start
-	cfg := engine.Config{
+	cfg := engineConfig{Rules: engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"free": {Limits: []engine.LimitConfig{{Name: "hour", Period: hour, Max: 1}}},
 			"pro":  {Limits: []engine.LimitConfig{{Name: "hour", Period: hour, Max: 100}}},
 		},
 		DefaultTier: "free",
-		Now:         func() time.Time { return now },
-	}
+	}, Options: engine.Options{
+		Now: func() time.Time { return now },
+	}}
 	const ttl = 5 * time.Second
 	engines, _ := replicas(t, c, Options{Prefix: fresh("cprof"), ProfileTTL: ttl, Timeout: time.Second, Lease: 4}, cfg, 2)
 	a, b := engines[0], engines[1]

@@ -47,13 +47,13 @@ type failoverReport struct {
 // (which brings the stopped server back as a replica), then compares each subject's admissions with what Redis counted, and reports.
 func failoverUnderLoad(t *testing.T, tg target, prefix string, wait int, kill, heal func()) failoverReport {
 	t.Helper()
-	cfg := engine.Config{
+	cfg := engineConfig{Rules: engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{"closed": {
 			Limits:      []engine.LimitConfig{{Name: "hour", Period: hour, Max: failoverLimit}},
 			FailureMode: engine.FailClosed,
 		}},
 		DefaultTier: "closed",
-	}
+	}}
 	engines, stores := replicas(t, tg, Options{Prefix: prefix, Timeout: failoverTimeout, WaitReplicas: wait}, cfg, 3)
 	var rep failoverReport
 	var admitted [failoverSubjects]atomic.Int64

@@ -12,7 +12,7 @@ import (
 
 // replicas returns n engines, each with its own Store (its own blocks) on
 // srv, as n quotagate processes would have.
-func replicas(t *testing.T, srv target, opts Options, cfg engine.Config, n int) ([]*engine.Engine, []*Store) {
+func replicas(t *testing.T, srv target, opts Options, cfg engineConfig, n int) ([]*engine.Engine, []*Store) {
 	t.Helper()
 	engines := make([]*engine.Engine, n)
 	stores := make([]*Store, n)
@@ -27,7 +27,7 @@ func TestLeasedNeverOverLimit(t *testing.T) {
 	srv := startServer(t)
 	tests := []struct {
 		name  string
-		cfg   engine.Config
+		cfg   engineConfig
 		req   func(round int) engine.Request
 		limit int64
 	}{
@@ -98,7 +98,7 @@ func TestLeaseEndsWithWindow(t *testing.T) {
 	now := time.Now()
 	cfg := testConfig(5, 0, 0, 0)
 	cfg.Authority, cfg.Now = st, func() time.Time { return now }
-	e, err := engine.New(cfg)
+	e, err := engine.New(cfg.Rules, cfg.Options)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,14 +16,15 @@ func TestProfileSharedAcrossReplicas(t *testing.T) {
 	srv := startServer(t)
 	start := time.Now().Truncate(time.Hour).Add(time.Minute)
 	now := start
-	cfg := engine.Config{
+	cfg := engineConfig{Rules: engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"free": {Limits: []engine.LimitConfig{{Name: "hour", Period: hour, Max: 1}}},
 			"pro":  {Limits: []engine.LimitConfig{{Name: "hour", Period: hour, Max: 100}}},
 		},
 		DefaultTier: "free",
-		Now:         func() time.Time { return now },
-	}
+	}, Options: engine.Options{
+		Now: func() time.Time { return now },
+	}}
 	engines, stores := replicas(t, srv, Options{Prefix: "prof", ProfileTTL: ttl, Timeout: time.Second}, cfg, 2)
 	a, b := engines[0], engines[1]
 	ctx := context.Background()
@@ -108,13 +109,14 @@ func TestLoadCarriesSharedProfile(t *testing.T) {
 // that one refused it before.
 func TestDenyUnknownSharedProfile(t *testing.T) {
 	srv := startServer(t)
-	cfg := engine.Config{
+	cfg := engineConfig{Rules: engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"free": {Limits: []engine.LimitConfig{{Name: "hour", Period: hour, Max: 10}}},
 		},
 		DenyUnknown: true,
-		Now:         fixedNow(),
-	}
+	}, Options: engine.Options{
+		Now: fixedNow(),
+	}}
 	engines, _ := replicas(t, srv, Options{Prefix: "deny", Timeout: time.Second}, cfg, 2)
 	a, b := engines[0], engines[1]
 	ctx := context.Background()

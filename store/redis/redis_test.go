@@ -27,18 +27,25 @@ func fixedNow() func() time.Time {
 	return func() time.Time { return now }
 }
 
+// engineConfig is what a test builds an engine from: its Rules and its
+// Options, kept together so that a test can set either by field name.
+type engineConfig struct {
+	engine.Rules
+	engine.Options
+}
+
 // testConfig is one tier "free" with an hourly limit of max calls, a grant
 // of tokens per month (0: none), the action "translate" costing cost, and
 // team "ops" (members ann and bob) sharing teamTokens (0: no team).
-func testConfig(max, tokens, cost, teamTokens int64) engine.Config {
-	cfg := engine.Config{
+func testConfig(max, tokens, cost, teamTokens int64) engineConfig {
+	cfg := engineConfig{Rules: engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{"free": {
 			Limits:      []engine.LimitConfig{{Name: "hour", Period: hour, Max: max}},
 			Tokens:      engine.TokenGrant{Amount: tokens, Period: month},
 			FailureMode: engine.FailOpen,
 		}},
 		Actions: map[string]engine.ActionConfig{"translate": {PerCall: cost}},
-	}
+	}}
 	if teamTokens > 0 {
 		cfg.Teams = map[string]engine.TeamConfig{"ops": {Members: []string{"ann", "bob"},
 			Tokens: engine.TokenGrant{Amount: teamTokens, Period: month}}}
@@ -48,7 +55,7 @@ func testConfig(max, tokens, cost, teamTokens int64) engine.Config {
 
 // newEngines returns n engines sharing st as their authority and store,
 // as quotagate runs them, all at one fixed time unless cfg has a clock.
-func newEngines(t *testing.T, st *Store, cfg engine.Config, n int) []*engine.Engine {
+func newEngines(t *testing.T, st *Store, cfg engineConfig, n int) []*engine.Engine {
 	t.Helper()
 	cfg.Authority, cfg.Store = st, st
 	if cfg.Now == nil {
@@ -56,7 +63,7 @@ func newEngines(t *testing.T, st *Store, cfg engine.Config, n int) []*engine.Eng
 	}
 	out := make([]*engine.Engine, n)
 	for i := range out {
-		e, err := engine.New(cfg)
+		e, err := engine.New(cfg.Rules, cfg.Options)
 		if err != nil {
 			t.Fatalf("engine.New: %v", err)
 		}
@@ -101,7 +108,7 @@ func TestConformance(t *testing.T) {
 // want of the requests req makes in a round are admitted.
 type exactCase struct {
 	name string
-	cfg  engine.Config
+	cfg  engineConfig
 	req  func(round, i int) engine.Request
 	want int64
 }
@@ -188,7 +195,7 @@ func TestStateHashes(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(start.UnixNano())
 	cfg.Authority, cfg.Now = st, func() time.Time { return time.Unix(0, clock.Load()) }
-	e, err := engine.New(cfg)
+	e, err := engine.New(cfg.Rules, cfg.Options)
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}
@@ -380,12 +387,14 @@ func checkFails(t *testing.T, e *engine.Engine, st *Store, timeout time.Duration
 func TestStatusChargesNothing(t *testing.T) {
 	srv := startServer(t)
 	st := srv.open(t, Options{})
-	e := newEngines(t, st, testConfig(10, 50, 7, 0), 1)[0]
+	cfg := testConfig(10, 50, 7, 0)
+	cfg.Now = fixedNow()
+	e := newEngines(t, st, cfg, 1)[0]
 	ctx := context.Background()
 	if _, err := e.Charge(ctx, engine.Request{Subject: "hal", Action: "translate"}); err != nil {
 		t.Fatalf("Charge: %v", err)
 	}
-	now := e.Config().Now()
+	now := cfg.Now()
 	start := now.Truncate(time.Hour)
 	p := &engine.Plan{Tag: "hal", Now: now,
 		Counters: []engine.PlanCounter{{Owner: "hal", Limit: "hour", Start: start, End: start.Add(time.Hour),
@@ -412,7 +421,7 @@ func TestStatusChargesNothing(t *testing.T) {
 func TestMatchesInMemoryEngine(t *testing.T) {
 	srv := startServer(t)
 	sliding := engine.WindowSliding
-	cfg := engine.Config{
+	cfg := engineConfig{Rules: engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{"free": {
 			Limits: []engine.LimitConfig{
 				{Name: "minute", Period: engine.Period{Calendar: "minute", Every: time.Minute}, Max: 4},
@@ -428,12 +437,12 @@ func TestMatchesInMemoryEngine(t *testing.T) {
 		Teams: map[string]engine.TeamConfig{"ops": {Members: []string{"ann", "bob"},
 			Limits: []engine.LimitConfig{{Name: "team-minute", Period: engine.Period{Calendar: "minute", Every: time.Minute}, Max: 6}},
 			Tokens: engine.TokenGrant{Amount: 80, Period: hour}}},
-	}
+	}}
 	start := time.Now().Truncate(time.Minute)
 	var clock atomic.Int64
 	clock.Store(start.UnixNano())
 	cfg.Now = func() time.Time { return time.Unix(0, clock.Load()) }
-	mem, err := engine.New(cfg)
+	mem, err := engine.New(cfg.Rules, cfg.Options)
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}
@@ -530,13 +539,13 @@ func TestQuantitiesStayCountable(t *testing.T) {
 func TestTierChangeGrantThroughRedis(t *testing.T) {
 	srv := startServer(t)
 	st := srv.open(t, Options{})
-	cfg := engine.Config{
+	cfg := engineConfig{Rules: engine.Rules{
 		Tiers: map[engine.Tier]engine.TierConfig{
 			"freemium": {Priority: engine.PriorityLow, Tokens: engine.TokenGrant{Amount: 100, Period: month}},
 			"standard": {Priority: engine.PriorityMedium, Tokens: engine.TokenGrant{Amount: 1000, Period: month}},
 		},
 		Actions: map[string]engine.ActionConfig{"translate": {PerCall: 1, PerThousand: 1000}},
-	}
+	}}
 	engines := newEngines(t, st, cfg, 2)
 	a, b := engines[0], engines[1]
 	ctx := context.Background()
@@ -560,7 +569,8 @@ func TestTierChangeGrantThroughRedis(t *testing.T) {
 	if err := b.SetProfile(ctx, "uma", engine.Profile{Tier: "standard"}); err != nil {
 		t.Fatal(err)
 	}
-	// The seed's case: 25 tokens right after the upgrade, on either replica.
+	// A user upgraded mid-month spends 25 tokens right after the upgrade,
+	// on either replica.
 	if d := translate(b, 24); !d.Allowed || d.Balance != 1000-81-25+7 {
 		t.Fatalf("25-token translate after the upgrade: allowed %v balance %d; want %d", d.Allowed, d.Balance, 1000-81-25+7)
 	}

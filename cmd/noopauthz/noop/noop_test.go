@@ -30,12 +30,16 @@ func TestPlainServesWithGRPCDefaults(t *testing.T) {
 		want int // server options passed to grpc.NewServer
 	}{
 		{name: "plain ignores the tuning", opts: Options{Plain: true, StreamWorkers: 8, MaxConcurrentStreams: 7}, want: 0},
-		{name: "tuned with stream workers", opts: Options{}, want: 4},
-		{name: "tuned, a goroutine per stream", opts: Options{StreamWorkers: -1}, want: 3},
+		{name: "tuned with stream workers", opts: Options{}, want: 5},
+		{name: "tuned, a goroutine per stream", opts: Options{StreamWorkers: -1}, want: 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := len(tt.opts.serverOptions()); got != tt.want {
+			sopts, err := tt.opts.serverOptions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(sopts); got != tt.want {
 				t.Errorf("%d server options, want %d", got, tt.want)
 			}
 		})
@@ -47,7 +51,10 @@ func testServerAnswersOK(t *testing.T, opts Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewGRPCServer(opts)
+	srv, err := NewGRPCServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -1,8 +1,10 @@
-package config
+package main
 
 import (
 	"strings"
 	"testing"
+
+	"github.com/quotagate/quotagate/config"
 )
 
 func TestExposureWarning(t *testing.T) {
@@ -28,33 +30,33 @@ func TestExposureWarning(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := Parse([]byte(tt.yaml))
+			f, err := config.Parse([]byte(tt.yaml))
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := f.ExposureWarning(tt.addrs...)
+			got := exposureWarning(f, tt.addrs...)
 			if tt.want == "" {
 				if got != "" {
-					t.Errorf("ExposureWarning(%q) = %q, want none", tt.addrs, got)
+					t.Errorf("exposureWarning(%q) = %q, want none", tt.addrs, got)
 				}
 				return
 			}
 			if !strings.Contains(got, tt.want) || !strings.Contains(got, "x-user-id") || !strings.Contains(got, "127.0.0.1") {
-				t.Errorf("ExposureWarning(%q) = %q, want it to name %s, the header and the loopback fix", tt.addrs, got, tt.want)
+				t.Errorf("exposureWarning(%q) = %q, want it to name %s, the header and the loopback fix", tt.addrs, got, tt.want)
 			}
 		})
 	}
 }
 
 func TestDefaultConfigListensOnLoopback(t *testing.T) {
-	f, err := Parse(Default())
+	f, err := config.Parse(config.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f.Server.GRPCAddr != "127.0.0.1:9191" || f.Server.HTTPAddr != "127.0.0.1:8080" {
 		t.Errorf("default config listens on %s and %s, want 127.0.0.1:9191 and 127.0.0.1:8080", f.Server.GRPCAddr, f.Server.HTTPAddr)
 	}
-	if w := f.ExposureWarning(f.Server.GRPCAddr); w != "" {
+	if w := exposureWarning(f, f.Server.GRPCAddr); w != "" {
 		t.Errorf("the default config warns about itself: %s", w)
 	}
 }

@@ -1,27 +1,29 @@
-package config
+package main
 
 import (
 	"fmt"
-	"net"
 	"slices"
 	"strings"
+
+	"github.com/quotagate/quotagate/admin"
+	"github.com/quotagate/quotagate/config"
 )
 
-// ExposureWarning returns a warning when f trusts an identity header
+// exposureWarning returns a warning when f trusts an identity header
 // (identity.header.trusted with header among identity.sources) and one of
 // the listeners that decide requests, addrs (the gRPC ext_authz address and
 // the HTTP authorization address, as serve resolved them; empty ones are
 // skipped), accepts connections from beyond the loopback interface. Anyone
 // who reaches such a listener can then claim any identity. It returns ""
 // when there is nothing to warn about.
-func (f *File) ExposureWarning(addrs ...string) string {
+func exposureWarning(f *config.File, addrs ...string) string {
 	h := f.Identity.Header
-	if !h.Trusted || !slices.Contains(f.Identity.Sources, SourceHeader) {
+	if !h.Trusted || !slices.Contains(f.Identity.Sources, config.SourceHeader) {
 		return ""
 	}
 	var exposed []string
 	for _, a := range addrs {
-		if a != "" && !isLoopbackAddr(a) {
+		if a != "" && !admin.IsLoopback(a) {
 			exposed = append(exposed, a)
 		}
 	}
@@ -33,20 +35,4 @@ func (f *File) ExposureWarning(addrs ...string) string {
 		"Listen on 127.0.0.1 only (server.grpc_addr, --grpc-addr), or identify callers with jwt, mtls or api_key "+
 		"and set identity.header.trusted to false unless only a proxy that authenticates callers can reach this address",
 		strings.Join(exposed, ", "), h.Name)
-}
-
-// isLoopbackAddr reports whether the host:port addr binds only a loopback
-// interface. An empty host, a wildcard address or a host name that is not
-// "localhost" counts as beyond loopback, since it may resolve or bind to any
-// interface.
-func isLoopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
