@@ -2,7 +2,6 @@ package envoy
 
 import (
 	"net"
-	"strconv"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -45,7 +44,17 @@ func build(o GenerateOptions) *bootstrapv3.Bootstrap {
 		},
 	}
 	hcm.AccessLog = []*accesslogv3.AccessLog{accessLog()}
-	clusters := []*clusterv3.Cluster{quotagateCluster(o), cluster(o.Upstream, o.UpstreamAddress, o.UpstreamPort)}
+	clusters := []*clusterv3.Cluster{quotagateCluster(o)}
+	if !o.Settlement.Off {
+		settleTo := o.Cluster
+		if host, port, err := hostPort(o.Settlement.Address); err == nil {
+			settleTo = SettlementCluster
+			clusters = append(clusters, http2(cluster(SettlementCluster, host, port)))
+		}
+		hcm.AccessLog = append(hcm.AccessLog, settlementLog(o.Settlement, settleTo))
+		hcm.EarlyHeaderMutationExtensions = []*corev3.TypedExtensionConfig{stripDecisionHeader()}
+	}
+	clusters = append(clusters, cluster(o.Upstream, o.UpstreamAddress, o.UpstreamPort))
 	if host, port, ok := collector(o); ok {
 		hcm.Tracing = &hcmv3.HttpConnectionManager_Tracing{Provider: &tracev3.Tracing_Http{
 			Name: "envoy.tracers.opentelemetry",
@@ -149,12 +158,8 @@ func collector(o GenerateOptions) (string, int, bool) {
 	if o.Collector == "" || o.Collector == NoCollector {
 		return "", 0, false
 	}
-	host, p, err := net.SplitHostPort(o.Collector)
-	port, perr := strconv.Atoi(p)
-	if err != nil || perr != nil {
-		return "", 0, false
-	}
-	return host, port, true
+	host, port, err := hostPort(o.Collector)
+	return host, port, err == nil
 }
 
 // AccessLogFields are the fields of the bootstrap's JSON access log line:

@@ -3,8 +3,9 @@
 // Istio snippets under istio/), Validate, which checks a bootstrap against
 // Envoy's own schema (go-control-plane's protos and their validation
 // rules, typed extensions included), and Generate, which prints the
-// ext_authz filter, the quotagate cluster and the per-route settings for a
-// quota configuration.
+// ext_authz filter, the quotagate cluster, the per-route settings for a
+// quota configuration, and the access logger through which Envoy reports
+// each response to quotagate so that it settles the charge (Settlement).
 //
 // See README.md in this directory for how to wire quotagate into Envoy,
 // Istio, Caddy, Traefik and nginx.

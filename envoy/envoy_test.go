@@ -3,6 +3,7 @@ package envoy
 import (
 	"errors"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -92,6 +93,10 @@ func TestValidateRejectsBrokenConfigs(t *testing.T) {
 		{name: "unregistered extension", old: "envoy.extensions.filters.http.router.v3.Router", new: "envoy.extensions.filters.http.nosuch.v3.Nope", want: "nosuch"},
 		{name: "per-route config that neither disables nor sets check settings", old: "                    disabled: true\n", new: "", want: "Override"},
 		{name: "cluster without a name", old: "  - name: backend\n", new: "  - name: \"\"\n", want: "Name"},
+		{name: "settlement logger without a log name", old: "log_name: quotagate_settlement", new: "log_name: \"\"", want: "LogName"},
+		{name: "settlement logger without a cluster", old: "envoy_grpc: {cluster_name: quotagate}\n                # A refund", new: "envoy_grpc: {cluster_name: \"\"}\n                # A refund", want: "ClusterName"},
+		{name: "settlement logger with a zero flush interval", old: "buffer_flush_interval: 0.25s", new: "buffer_flush_interval: 0s", want: "BufferFlushInterval"},
+		{name: "misspelled settlement logger field", old: "additional_response_headers_to_log:", new: "additional_response_header_to_log:", want: "additional_response_header_to_log"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,17 +115,17 @@ func TestValidateRejectsBrokenConfigs(t *testing.T) {
 	}
 }
 
-// TestExampleQuotagateClustersHealthChecked checks that every shipped
-// bootstrap health-checks its quotagate cluster over grpc.health.v1, so
-// that Envoy stops sending Checks to a draining replica.
-func TestExampleQuotagateClustersHealthChecked(t *testing.T) {
+// forEachExample runs f, as a subtest, on each shipped bootstrap (the
+// *.yaml files here), decoded and validated.
+func forEachExample(t *testing.T, f func(t *testing.T, name string, b *bootstrapv3.Bootstrap)) {
+	t.Helper()
 	files, err := filepath.Glob("*.yaml")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no example bootstraps: %v", err)
 	}
-	for _, f := range files {
-		t.Run(f, func(t *testing.T) {
-			data, err := os.ReadFile(f)
+	for _, name := range files {
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,20 +133,65 @@ func TestExampleQuotagateClustersHealthChecked(t *testing.T) {
 			if err := ValidateMessage(data, &b); err != nil {
 				t.Fatal(err)
 			}
-			found := false
-			for _, c := range b.GetStaticResources().GetClusters() {
-				if c.GetName() != "quotagate" {
-					continue
-				}
-				found = true
-				hc := c.GetHealthChecks()
-				if len(hc) == 0 || hc[0].GetGrpcHealthCheck() == nil {
-					t.Errorf("cluster quotagate has no gRPC health check")
-				}
-			}
-			if !found {
-				t.Errorf("no cluster named quotagate")
-			}
+			f(t, name, &b)
 		})
 	}
+}
+
+// listenerHCMs returns the HttpConnectionManagers of b's listeners, each
+// named by its listener, and fails the test if there is none.
+func listenerHCMs(t *testing.T, b *bootstrapv3.Bootstrap) map[string]*hcmv3.HttpConnectionManager {
+	t.Helper()
+	out := map[string]*hcmv3.HttpConnectionManager{}
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				var hcm hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&hcm) == nil {
+					out[l.GetName()] = &hcm
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Errorf("no HttpConnectionManager")
+	}
+	return out
+}
+
+// TestExampleQuotagateClustersHealthChecked checks that every shipped
+// bootstrap health-checks its quotagate cluster over grpc.health.v1, so
+// that Envoy stops sending Checks to a draining replica.
+func TestExampleQuotagateClustersHealthChecked(t *testing.T) {
+	forEachExample(t, func(t *testing.T, _ string, b *bootstrapv3.Bootstrap) {
+		found := false
+		for _, c := range b.GetStaticResources().GetClusters() {
+			if c.GetName() != "quotagate" {
+				continue
+			}
+			found = true
+			hc := c.GetHealthChecks()
+			if len(hc) == 0 || hc[0].GetGrpcHealthCheck() == nil {
+				t.Errorf("cluster quotagate has no gRPC health check")
+			}
+		}
+		if !found {
+			t.Errorf("no cluster named quotagate")
+		}
+	})
+}
+
+// TestExampleBootstrapsSettle checks that every shipped bootstrap streams
+// its access log to quotagate for settlement, with the decision id and
+// the default usage header, and drops a client's own decision id header.
+func TestExampleBootstrapsSettle(t *testing.T) {
+	forEachExample(t, func(t *testing.T, name string, b *bootstrapv3.Bootstrap) {
+		for listener, hcm := range listenerHCMs(t, b) {
+			als, stripped := settlementOf(t, hcm)
+			checkSettlement(t, name+": listener "+listener, als, "quotagate", []string{DefaultUsageHeader})
+			if !stripped {
+				t.Errorf("listener %s: a client's own %s reaches the log", listener, DecisionIDHeader)
+			}
+		}
+	})
 }

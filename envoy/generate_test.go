@@ -181,8 +181,10 @@ func TestGenerateBootstrapAccessLogAndTracer(t *testing.T) {
 				t.Fatalf("generated bootstrap: %v\n%s", err, buf.String())
 			}
 			hcm := hcmOf(&b)
-			if len(hcm.GetAccessLog()) != 1 {
-				t.Fatalf("access logs = %d, want 1", len(hcm.GetAccessLog()))
+			// The JSON line on stdout, then the settlement logger
+			// (TestGenerateSettlement).
+			if len(hcm.GetAccessLog()) != 2 {
+				t.Fatalf("access logs = %d, want 2", len(hcm.GetAccessLog()))
 			}
 			var stdout streamv3.StdoutAccessLog
 			if err := hcm.GetAccessLog()[0].GetTypedConfig().UnmarshalTo(&stdout); err != nil {
@@ -240,6 +242,16 @@ func TestGenerateOptionsErrors(t *testing.T) {
 		{name: "relative health path", opts: GenerateOptions{HealthPath: "healthz"}, want: "health path: must start with /"},
 		{name: "collector without port", opts: GenerateOptions{Collector: "otel-collector"}, want: `collector: want host:port of an OTLP/gRPC collector (e.g. otel-collector:4317) or "none", got "otel-collector"`},
 		{name: "collector port out of range", opts: GenerateOptions{Collector: "c:0"}, want: `collector: want host:port`},
+		{name: "usage header with a space", opts: GenerateOptions{Settlement: Settlement{UsageHeaders: []string{"x usage"}}}, want: `usage headers[0]: want an HTTP header name`},
+		{name: "usage header twice", opts: GenerateOptions{Settlement: Settlement{UsageHeaders: []string{"x-usage-tokens", "X-Usage-Tokens"}}}, want: `usage headers[1]: "X-Usage-Tokens" is listed twice`},
+		{name: "decision id as usage header", opts: GenerateOptions{Settlement: Settlement{UsageHeaders: []string{"X-Quota-Decision-Id"}}}, want: "usage headers[0]: X-Quota-Decision-Id is quotagate's own request header"},
+		{name: "none with another usage header", opts: GenerateOptions{Settlement: Settlement{UsageHeaders: []string{"x-usage-tokens", "none"}}}, want: `usage headers[1]: "none" means no usage header`},
+		{name: "pseudo-header as usage header", opts: GenerateOptions{Settlement: Settlement{UsageHeaders: []string{":status"}}}, want: `usage headers[0]: want an HTTP header name`},
+		{name: "too many usage headers", opts: GenerateOptions{Settlement: Settlement{UsageHeaders: strings.Split("a b c d e f g h i j k l m n o p q", " ")}}, want: "usage headers: at most 16, got 17"},
+		{name: "settlement address without port", opts: GenerateOptions{Settlement: Settlement{Address: "quotagate"}}, want: `settlement address: want host:port`},
+		{name: "negative flush interval", opts: GenerateOptions{Settlement: Settlement{FlushInterval: -time.Second}}, want: "settlement flush interval: must be between 1ms and 1m, got -1s"},
+		{name: "flush interval too long", opts: GenerateOptions{Settlement: Settlement{FlushInterval: time.Hour}}, want: "settlement flush interval: must be between 1ms and 1m, got 1h0m0s"},
+		{name: "cluster named like the settlement cluster", opts: GenerateOptions{Cluster: SettlementCluster, Settlement: Settlement{Address: "q:9192"}}, want: `cluster names: "quotagate_settlement"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,8 +3,6 @@ package envoy
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -42,57 +40,33 @@ func checkPathSettings(t *testing.T, where string, hcm *hcmv3.HttpConnectionMana
 // settings and every ext_authz filter in it for raw_body (pack_as_bytes).
 func checkBootstrap(t *testing.T, where string, b *bootstrapv3.Bootstrap) {
 	t.Helper()
-	n := 0
-	for _, l := range b.GetStaticResources().GetListeners() {
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				var hcm hcmv3.HttpConnectionManager
-				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
-					continue
-				}
-				n++
-				checkPathSettings(t, where+": listener "+l.GetName(), &hcm)
-				for _, hf := range hcm.GetHttpFilters() {
-					var ea extauthzv3.ExtAuthz
-					if hf.GetTypedConfig().UnmarshalTo(&ea) != nil {
-						continue
-					}
-					if body := ea.GetWithRequestBody(); body == nil || !body.GetPackAsBytes() || !body.GetAllowPartialMessage() {
-						t.Errorf("%s: ext_authz with_request_body %v: want allow_partial_message and pack_as_bytes", where, body)
-					}
-					// A Check carries the body and the headers: it must fit
-					// quotagate's default receive limit, or it is never decided.
-					headers := uint32(60 << 10) // Envoy's default max_request_headers_kb
-					if kb := hcm.GetMaxRequestHeadersKb().GetValue(); kb > 0 {
-						headers = kb << 10
-					}
-					if n := ea.GetWithRequestBody().GetMaxRequestBytes() + headers; n >= extauthz.DefaultMaxReceiveBytes/2 {
-						t.Errorf("%s: max_request_bytes plus headers is %d bytes, too close to quotagate's receive limit %d", where, n, extauthz.DefaultMaxReceiveBytes)
-					}
-				}
+	for listener, hcm := range listenerHCMs(t, b) {
+		checkPathSettings(t, where+": listener "+listener, hcm)
+		for _, hf := range hcm.GetHttpFilters() {
+			var ea extauthzv3.ExtAuthz
+			if hf.GetTypedConfig().UnmarshalTo(&ea) != nil {
+				continue
+			}
+			if body := ea.GetWithRequestBody(); body == nil || !body.GetPackAsBytes() || !body.GetAllowPartialMessage() {
+				t.Errorf("%s: ext_authz with_request_body %v: want allow_partial_message and pack_as_bytes", where, body)
+			}
+			// A Check carries the body and the headers: it must fit
+			// quotagate's default receive limit, or it is never decided.
+			headers := uint32(60 << 10) // Envoy's default max_request_headers_kb
+			if kb := hcm.GetMaxRequestHeadersKb().GetValue(); kb > 0 {
+				headers = kb << 10
+			}
+			if n := ea.GetWithRequestBody().GetMaxRequestBytes() + headers; n >= extauthz.DefaultMaxReceiveBytes/2 {
+				t.Errorf("%s: max_request_bytes plus headers is %d bytes, too close to quotagate's receive limit %d", where, n, extauthz.DefaultMaxReceiveBytes)
 			}
 		}
-	}
-	if n == 0 {
-		t.Errorf("%s: no HttpConnectionManager", where)
 	}
 }
 
 func TestShippedConfigsNormalizePaths(t *testing.T) {
-	files, _ := filepath.Glob("*.yaml")
-	for _, f := range files {
-		t.Run(f, func(t *testing.T) {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var b bootstrapv3.Bootstrap
-			if err := ValidateMessage(data, &b); err != nil {
-				t.Fatal(err)
-			}
-			checkBootstrap(t, f, &b)
-		})
-	}
+	forEachExample(t, func(t *testing.T, name string, b *bootstrapv3.Bootstrap) {
+		checkBootstrap(t, name, b)
+	})
 }
 
 func TestGeneratedBootstrapNormalizesPaths(t *testing.T) {

@@ -63,7 +63,15 @@ func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		listenPort   = fs.Int("listen-port", 10000, "listener `port` (with --bootstrap)")
 		upstreamAddr = fs.String("upstream-address", "127.0.0.1:8000", "the API backend's `host:port` (with --bootstrap)")
 		collector    = fs.String("otel-collector", "127.0.0.1:4317", "OTLP/gRPC collector `host:port` for Envoy's OpenTelemetry tracer, or none to leave the tracer out (with --bootstrap)")
+		noSettle     = fs.Bool("no-settlement", false, "leave out the access logger that reports each response to quotagate: no refunds, no actual-usage adjustments, every charge stands")
+		settleAddr   = fs.String("settlement-address", "", "quotagate's access log service `host:port` when it has a listener of its own (default: the ext_authz cluster)")
+		settleFlush  = fs.Duration("settlement-flush-interval", 250*time.Millisecond, "longest an access-log entry waits in Envoy's buffer, and so how late a refund can be")
+		usageHeaders []string
 	)
+	fs.Func("usage-header", "response `header` in which the upstream reports actual usage, logged for settlement; repeatable; none logs no usage header (default "+envoy.DefaultUsageHeader+")", func(v string) error {
+		usageHeaders = append(usageHeaders, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printHelp(fs, envoyConfigHelp, stdout, nil) // envoy-config reads no environment variables
@@ -98,6 +106,9 @@ func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		FailureModeAllow: *failOpen, Routes: routes, HealthPath: *healthPath, Upstream: *upstream,
 		Bootstrap: *bootstrap, ListenPort: *listenPort, UpstreamAddress: upHost, UpstreamPort: upPort,
 		Collector: *collector,
+		Settlement: envoy.Settlement{
+			Off: *noSettle, Address: *settleAddr, FlushInterval: *settleFlush, UsageHeaders: usageHeaders,
+		},
 	}
 	if err := envoy.Generate(stdout, opts); err != nil {
 		return exitError{code: 2, err: fmt.Errorf("envoy-config: %w", err)}

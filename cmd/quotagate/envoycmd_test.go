@@ -80,6 +80,7 @@ func TestRunEnvoyConfig(t *testing.T) {
 		wantCode  int // exit code for errors; 0 = not an exitError
 		check     func(t *testing.T, out []byte)
 		wantInOut []string
+		notInOut  []string
 	}{
 		{name: "snippets from the config's routes", args: []string{"--config", "quota.yaml", "--address", "quotagate.prod:9000"}, loader: fakeRoutes,
 			check: validSnippets, wantInOut: []string{"action: translate", "action: summarize", "workflow: nightly-report", "address: quotagate.prod", "port_value: 9000", "exact: POST"}},
@@ -89,7 +90,19 @@ func TestRunEnvoyConfig(t *testing.T) {
 					t.Errorf("bootstrap: %v", err)
 				}
 			}, wantInOut: []string{"port_value: 8081", "address: app", "timeout: 0.100s"}},
-		{name: "no loader", args: nil, check: validSnippets},
+		{name: "no loader", args: nil, check: validSnippets,
+			wantInOut: []string{"name: envoy.access_loggers.http_grpc", "- x-quota-decision-id", "- x-usage-tokens", "buffer_flush_interval: 0.250s", "remove: x-quota-decision-id"}},
+		{name: "usage headers and flush interval", args: []string{"--usage-header", "X-Usage-Tokens-Out", "--usage-header", "x-words-out", "--settlement-flush-interval", "100ms"},
+			check: validSnippets, wantInOut: []string{"- x-usage-tokens-out\n", "- x-words-out\n", "buffer_flush_interval: 0.100s"}, notInOut: []string{"- x-usage-tokens\n"}},
+		{name: "settlement on its own listener", args: []string{"--bootstrap", "--settlement-address", "quotagate-als:9192"},
+			check: func(t *testing.T, out []byte) {
+				if err := envoy.Validate(out); err != nil {
+					t.Errorf("bootstrap: %v", err)
+				}
+			}, wantInOut: []string{"cluster_name: quotagate_settlement", "address: quotagate-als", "port_value: 9192"}},
+		{name: "no settlement", args: []string{"--no-settlement"}, check: validSnippets,
+			notInOut: []string{"http_grpc", "x-usage-tokens", "early_header_mutation"}},
+		{name: "bad usage header", args: []string{"--usage-header", "x usage"}, wantErr: `usage headers[0]: want an HTTP header name`, wantCode: 2},
 		{name: "help", args: []string{"--help"}, wantInOut: []string{"Usage: quotagate envoy-config", "--address host:port", "--bootstrap"}},
 		{name: "loader error names the file", args: []string{"--config", "missing.yaml"}, loader: fakeRoutes, wantErr: "envoy-config: config: open missing.yaml"},
 		{name: "bad address", args: []string{"--address", "quotagate"}, wantErr: `--address "quotagate"`, wantCode: 2},
@@ -129,6 +142,11 @@ func TestRunEnvoyConfig(t *testing.T) {
 			for _, s := range tt.wantInOut {
 				if !strings.Contains(stdout.String(), s) {
 					t.Errorf("output lacks %q:\n%s", s, stdout.String())
+				}
+			}
+			for _, s := range tt.notInOut {
+				if strings.Contains(stdout.String(), s) {
+					t.Errorf("output has %q:\n%s", s, stdout.String())
 				}
 			}
 		})
