@@ -54,6 +54,10 @@ type charge struct {
 	// probing is set when a window full only through fail-open counting
 	// let the request go to the Authority (decideRemote).
 	probing bool
+	// fromAllowance and fromCredits split the cost an admission deducted;
+	// pend is its pending record, for a PendingStore under SyncWrites.
+	fromAllowance, fromCredits int64
+	pend                       *PendingRecord
 	// badProfile is the problem of the subject's stored profile, to be
 	// logged once the locks are released; the profile was ignored.
 	badProfile error
@@ -427,7 +431,8 @@ func (c *charge) commitLocked(d *Decision, owner *subjectState, grant TokenGrant
 	}
 	d.Charged = d.Cost
 	if d.Cost > 0 && !grant.Unlimited {
-		spendLocked(owner, d.Cost)
+		c.fromAllowance = spendLocked(owner, d.Cost)
+		c.fromCredits = d.Cost - c.fromAllowance
 		c.markMutated(owner)
 		if balanceLowLocked(owner, grant, c.rs.threshold) {
 			owner.alerted, owner.alertedSet = owner.grantStart, true

@@ -94,6 +94,14 @@ type Config struct {
 	// FlushInterval is how often Run saves dirty state to the Store. Zero
 	// means 100ms.
 	FlushInterval time.Duration
+	// PendingSize bounds how many decisions wait for their settlement
+	// (Settle), settled ids remembered included; the oldest is dropped
+	// (counted as evicted) to make room. Zero means 100 000. Fixed at New.
+	PendingSize int
+	// PendingMaxAge is how long a decision waits for its settlement, and
+	// how long a settled id is remembered. Zero means 15 minutes. Fixed at
+	// New.
+	PendingMaxAge time.Duration
 }
 
 // TierConfig is one plan.
@@ -151,6 +159,9 @@ type ActionConfig struct {
 	PerThousand int64
 	// Unit names what Units counts ("words"); informational.
 	Unit string
+	// Settle is how a charge is settled from the response (Settle). Nil
+	// means DefaultSettleRule().
+	Settle *SettleRule
 }
 
 // UserConfig is a configured subject.
@@ -279,6 +290,12 @@ func (c Config) withDefaults() Config {
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = defaultFlushInterval
 	}
+	if c.PendingSize <= 0 {
+		c.PendingSize = defaultPendingSize
+	}
+	if c.PendingMaxAge <= 0 {
+		c.PendingMaxAge = defaultPendingMaxAge
+	}
 	return c
 }
 
@@ -353,6 +370,7 @@ func (c Config) Validate() error {
 		}
 		checkQuantity(v, p+".per_call", a.PerCall)
 		checkQuantity(v, p+".per_thousand", a.PerThousand)
+		validateSettle(v, p+".settle", a.Settle)
 	}
 	validateUnknownActions(v, &c)
 	for _, name := range sortedKeys(c.Users) {
@@ -453,6 +471,12 @@ func validateGlobals(v *validator, c Config) {
 	}
 	if c.FlushInterval < 0 {
 		v.add("flush_interval", "must be >= 0, got %s", c.FlushInterval)
+	}
+	if c.PendingSize < 0 {
+		v.add("pending_size", "must be >= 0, got %d", c.PendingSize)
+	}
+	if c.PendingMaxAge < 0 {
+		v.add("pending_max_age", "must be >= 0, got %s", c.PendingMaxAge)
 	}
 }
 

@@ -45,6 +45,7 @@ type Engine struct {
 	base       Config
 
 	cap                               capacity
+	pending                           *pendingTable
 	loads, storeErrors, eventsEmitted atomic.Uint64
 }
 
@@ -81,6 +82,8 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.shards[i].idle, e.shards[i].forgets = e.idleAt, forgets
 	}
+	_, tracked := cfg.Store.(PendingStore)
+	e.pending = newPendingTable(cfg.PendingSize, cfg.PendingMaxAge, tracked)
 	e.cap.refresh = utilRefresh
 	e.cap.rps.Store(math.Float64bits(cfg.Capacity.RequestsPerSecond))
 	e.cap.factor.Store(math.Float64bits(cfg.Capacity.Factor))
@@ -221,6 +224,7 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 	err := c.decideLocked(d)
 	var snaps []Snapshot
 	if err == nil {
+		c.recordPendingLocked(d)
 		snaps = c.finishLocked(nil)
 	}
 	e.release(ctx, c.h.si, c.h.ti)

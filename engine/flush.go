@@ -48,12 +48,14 @@ func (e *Engine) Flush(ctx context.Context) error {
 		e.saveQueued(ctx, sh, q)
 	}
 	e.sweepStore()
-	if len(snaps) == 0 {
+	recs := e.pending.takeChanges()
+	if len(snaps) == 0 && len(recs) == 0 {
 		return nil
 	}
-	err := e.store.Save(ctx, snaps)
+	err := e.saveState(ctx, snaps, recs, e.now().UnixNano())
 	if err != nil {
 		e.storeErrors.Add(1)
+		e.pending.requeue(recs)
 	}
 	e.completeFlush(items, snaps, err == nil)
 	if err != nil {
@@ -147,7 +149,11 @@ func (c *charge) syncSave(ctx context.Context, snaps []Snapshot) error {
 	if len(snaps) == 0 {
 		return nil
 	}
-	err := c.e.store.Save(ctx, snaps)
+	var recs []PendingRecord
+	if c.pend != nil {
+		recs = []PendingRecord{*c.pend}
+	}
+	err := c.e.saveState(ctx, snaps, recs, c.now)
 	if err != nil {
 		c.e.storeErrors.Add(1)
 	}

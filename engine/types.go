@@ -38,6 +38,10 @@ type Request struct {
 	// Deadline is when the caller stops waiting. A request is never delayed
 	// past it. The zero value means no deadline.
 	Deadline time.Time
+	// Trace is the incoming trace context, kept with the pending decision
+	// so that its settlement is recorded on the same trace. The zero value
+	// means none.
+	Trace TraceRef
 }
 
 // LimitStatus describes one limit after a charge, or the one that refused a
