@@ -56,6 +56,9 @@ const minShardCapacity = 2
 // New returns an Engine for cfg. It starts no goroutines; call Run for
 // periodic flushing.
 func New(cfg Config) (*Engine, error) {
+	// The default in-memory store dies with the engine: keeping pending
+	// records in it would cost every flush for nothing.
+	_, tracked := cfg.Store.(PendingStore)
 	cfg = cfg.withDefaults()
 	rs, err := compile(cfg)
 	if err != nil {
@@ -82,7 +85,6 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.shards[i].idle, e.shards[i].forgets = e.idleAt, forgets
 	}
-	_, tracked := cfg.Store.(PendingStore)
 	e.pending = newPendingTable(cfg.PendingSize, cfg.PendingMaxAge, tracked)
 	e.cap.refresh = utilRefresh
 	e.cap.rps.Store(math.Float64bits(cfg.Capacity.RequestsPerSecond))

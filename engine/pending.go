@@ -290,7 +290,7 @@ func (t *pendingTable) claim(id uuid.UUID, now int64) (r pendingRec, out SettleO
 		rec.state = pendingClaimed
 		p.held--
 		return *rec, 0, true
-	case idTime(id) <= p.dropped:
+	case p.dropped > 0 && id.Version() == 7 && idTime(id) <= p.dropped:
 		return pendingRec{}, SettleAgedOut, false
 	}
 	return pendingRec{}, SettleUnmatched, false
@@ -456,4 +456,42 @@ func (e *Engine) RestorePending(ctx context.Context) (int, error) {
 		p.mu.Unlock()
 	}
 	return n, nil
+}
+
+var _ PendingStore = (*MemoryStore)(nil)
+
+// SavePending saves snaps as Save does and applies recs (see
+// PendingStore), under one lock.
+func (m *MemoryStore) SavePending(ctx context.Context, snaps []Snapshot, recs []PendingRecord, now time.Time) error {
+	if err := m.Save(ctx, snaps); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pend == nil {
+		m.pend = make(map[uuid.UUID]PendingRecord)
+	}
+	for _, r := range recs {
+		if r.State == PendingDropped || !r.Expires.After(now) {
+			delete(m.pend, r.ID)
+			continue
+		}
+		r.Windows = slices.Clone(r.Windows)
+		m.pend[r.ID] = r
+	}
+	return nil
+}
+
+// LoadPending returns copies of the records that expire after now.
+func (m *MemoryStore) LoadPending(_ context.Context, now time.Time) ([]PendingRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]PendingRecord, 0, len(m.pend))
+	for _, r := range m.pend {
+		if r.Expires.After(now) {
+			r.Windows = slices.Clone(r.Windows)
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
