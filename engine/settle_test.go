@@ -152,8 +152,8 @@ func TestSettleAllowanceOfAnEndedPeriod(t *testing.T) {
 	if _, err := e.AddCredits(context.Background(), "bob", 0); err != nil && !errors.Is(err, ErrNegativeBalance) {
 		t.Fatal(err)
 	}
-	admitN(t, e, end, Request{Subject: "bob", Action: "translate", Units: 990}, 1) // 1000: the whole allowance
-	d := chargeAt(t, e, end, Request{Subject: "bob", Action: "translate", Units: 40})  // 50 of credits
+	admitN(t, e, end, Request{Subject: "bob", Action: "translate", Units: 990}, 1)    // 1000: the whole allowance
+	d := chargeAt(t, e, end, Request{Subject: "bob", Action: "translate", Units: 40}) // 50 of credits
 	if !d.Allowed || d.Balance != 50 {
 		t.Fatalf("second charge: allowed %v, balance %d; want allowed with 50 left", d.Allowed, d.Balance)
 	}
