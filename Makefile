@@ -35,6 +35,7 @@ FUZZ_TARGETS := \
 	./config:FuzzParse \
 	./config:FuzzRedisTarget \
 	./engine:FuzzMemoryStore \
+	./engine:FuzzSettle \
 	./extauthz:FuzzCountWords \
 	./extauthz:FuzzCheck \
 	./extauthz:FuzzRouteSpellings \
