@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -109,8 +110,9 @@ type pendingTable struct {
 // free list, found by id, dropped in the order of the queue.
 type pendingPart struct {
 	mu    sync.Mutex
-	byID  map[uuid.UUID]int32
-	recs  []pendingRec
+	byID  pendingIndex
+	count int // records in the slab (open, claimed or settled)
+	recs  pendingSlab
 	free  []int32
 	queue pendingQueue
 	held  int
@@ -137,6 +139,28 @@ type pendingRec struct {
 	grantStart                 int64
 	windows                    []PendingWindow
 	trace                      TraceRef
+}
+
+// pendingSlab holds records in chunks, so that growing it never copies
+// the records it holds.
+type pendingSlab struct {
+	chunks [][]pendingRec
+	n      int32
+}
+
+const pendingChunk = 256
+
+func (s *pendingSlab) at(i int32) *pendingRec { return &s.chunks[i/pendingChunk][i%pendingChunk] }
+
+// add appends r and returns its index.
+func (s *pendingSlab) add(r *pendingRec) int32 {
+	if int(s.n/pendingChunk) == len(s.chunks) {
+		s.chunks = append(s.chunks, make([]pendingRec, pendingChunk))
+	}
+	i := s.n
+	*s.at(i) = *r
+	s.n++
+	return i
 }
 
 // queued is a queue slot: the record at idx, valid while that record
@@ -176,7 +200,7 @@ func (q *pendingQueue) pop() {
 func newPendingTable(size int, maxAge time.Duration, tracked bool) *pendingTable {
 	t := &pendingTable{size: max(1, (size+pendingShards-1)/pendingShards), maxAge: int64(maxAge), tracked: tracked}
 	for i := range t.parts {
-		t.parts[i].byID = make(map[uuid.UUID]int32)
+		t.parts[i].byID.init(t.size)
 	}
 	return t
 }
@@ -192,23 +216,19 @@ func (t *pendingTable) put(r *pendingRec, now int64) {
 	p := t.part(r.id)
 	p.mu.Lock()
 	t.expireLocked(p, now)
-	if len(p.byID) >= t.size {
+	if p.count >= t.size {
 		t.dropOldestLocked(p)
-	}
-	if _, dup := p.byID[r.id]; dup { // a restored record met again
-		p.mu.Unlock()
-		return
 	}
 	var idx int32
 	if n := len(p.free); n > 0 {
 		idx = p.free[n-1]
 		p.free = p.free[:n-1]
-		p.recs[idx] = *r
+		*p.recs.at(idx) = *r
 	} else {
-		idx = int32(len(p.recs))
-		p.recs = append(p.recs, *r)
+		idx = p.recs.add(r)
 	}
-	p.byID[r.id] = idx
+	p.byID.insert(r.id, idx)
+	p.count++
 	if r.state == PendingOpen {
 		p.held++
 	}
@@ -217,6 +237,15 @@ func (t *pendingTable) put(r *pendingRec, now int64) {
 		p.changed = append(p.changed, r.id)
 	}
 	p.mu.Unlock()
+}
+
+// has reports whether the table holds id.
+func (t *pendingTable) has(id uuid.UUID) bool {
+	p := t.part(id)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.byID.find(id, &p.recs)
+	return ok
 }
 
 // expireLocked drops the records whose time is over, from the front of
@@ -234,7 +263,7 @@ func (t *pendingTable) expireLocked(p *pendingPart, now int64) {
 // dropOldestLocked drops the record at the front of the queue, for the
 // part's size. The caller holds p.mu.
 func (t *pendingTable) dropOldestLocked(p *pendingPart) {
-	for p.queue.size > 0 && len(p.byID) >= t.size {
+	for p.queue.size > 0 && p.count >= t.size {
 		t.dropSlotLocked(p, *p.queue.peek(), &t.evicted)
 	}
 }
@@ -243,11 +272,11 @@ func (t *pendingTable) dropOldestLocked(p *pendingPart) {
 // is still its, counting an open record in counter. The caller holds p.mu.
 func (t *pendingTable) dropSlotLocked(p *pendingPart, q queued, counter *atomic.Uint64) {
 	p.queue.pop()
-	idx, ok := p.byID[q.id]
-	if !ok || idx != q.idx || p.recs[idx].expires != q.expires {
+	idx, ok := p.byID.find(q.id, &p.recs)
+	if !ok || idx != q.idx || p.recs.at(idx).expires != q.expires {
 		return // stale: the record was settled and queued again, or dropped
 	}
-	r := &p.recs[idx]
+	r := p.recs.at(idx)
 	if r.state == PendingOpen {
 		counter.Add(1)
 		p.held--
@@ -258,9 +287,10 @@ func (t *pendingTable) dropSlotLocked(p *pendingPart, q queued, counter *atomic.
 
 // removeLocked frees the slot idx. The caller holds p.mu.
 func (t *pendingTable) removeLocked(p *pendingPart, idx int32) {
-	id := p.recs[idx].id
-	delete(p.byID, id)
-	p.recs[idx] = pendingRec{}
+	id := p.recs.at(idx).id
+	p.byID.remove(id, &p.recs)
+	p.count--
+	*p.recs.at(idx) = pendingRec{}
 	p.free = append(p.free, idx)
 	if t.tracked {
 		p.changed = append(p.changed, id)
@@ -275,18 +305,18 @@ func (t *pendingTable) claim(id uuid.UUID, now int64) (r pendingRec, out SettleO
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t.expireLocked(p, now)
-	idx, found := p.byID[id]
+	idx, found := p.byID.find(id, &p.recs)
 	switch {
-	case found && p.recs[idx].state != PendingOpen:
+	case found && p.recs.at(idx).state != PendingOpen:
 		return pendingRec{}, SettleDuplicate, false
-	case found && p.recs[idx].expires <= now: // out of the queue's order
+	case found && p.recs.at(idx).expires <= now: // out of the queue's order
 		t.agedOut.Add(1)
 		p.held--
-		p.dropped = max(p.dropped, p.recs[idx].at)
+		p.dropped = max(p.dropped, p.recs.at(idx).at)
 		t.removeLocked(p, idx)
 		return pendingRec{}, SettleAgedOut, false
 	case found:
-		rec := &p.recs[idx]
+		rec := p.recs.at(idx)
 		rec.state = pendingClaimed
 		p.held--
 		return *rec, 0, true
@@ -306,11 +336,11 @@ func (t *pendingTable) settled(id uuid.UUID, now int64) {
 	p := t.part(id)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	idx, found := p.byID[id]
+	idx, found := p.byID.find(id, &p.recs)
 	if !found {
 		return
 	}
-	r := &p.recs[idx]
+	r := p.recs.at(idx)
 	r.state, r.expires = PendingSettled, now+t.maxAge
 	// What a duplicate needs is the id: the rest goes.
 	r.subject, r.team, r.owner, r.tier, r.action, r.workflow, r.windows = "", "", "", "", "", "", nil
@@ -324,22 +354,24 @@ func (t *pendingTable) settled(id uuid.UUID, now int64) {
 func (t *pendingTable) unclaim(id uuid.UUID) {
 	p := t.part(id)
 	p.mu.Lock()
-	if idx, found := p.byID[id]; found && p.recs[idx].state == pendingClaimed {
-		p.recs[idx].state = PendingOpen
+	if idx, found := p.byID.find(id, &p.recs); found && p.recs.at(idx).state == pendingClaimed {
+		p.recs.at(idx).state = PendingOpen
 		p.held++
 	}
 	p.mu.Unlock()
 }
 
-// stats returns the table's counters.
-func (t *pendingTable) stats() PendingStats {
-	s := PendingStats{AgedOut: t.agedOut.Load(), Evicted: t.evicted.Load()}
+// stats drops what aged out by now and returns the table's counters.
+func (t *pendingTable) stats(now int64) PendingStats {
+	var s PendingStats
 	for i := range t.parts {
 		p := &t.parts[i]
 		p.mu.Lock()
+		t.expireLocked(p, now)
 		s.Held += p.held
 		p.mu.Unlock()
 	}
+	s.AgedOut, s.Evicted = t.agedOut.Load(), t.evicted.Load()
 	return s
 }
 
@@ -365,12 +397,12 @@ func (t *pendingTable) takeChanges() []PendingRecord {
 				continue
 			}
 			seen[id] = true
-			idx, ok := p.byID[id]
+			idx, ok := p.byID.find(id, &p.recs)
 			if !ok {
 				out = append(out, PendingRecord{ID: id, State: PendingDropped})
 				continue
 			}
-			out = append(out, p.recs[idx].record())
+			out = append(out, p.recs.at(idx).record())
 		}
 		p.changed = p.changed[:0]
 		p.mu.Unlock()
@@ -415,9 +447,10 @@ func recFromRecord(pr *PendingRecord) pendingRec {
 	return r
 }
 
-// PendingStats returns the pending-decision table's counters. It briefly
+// PendingStats returns the pending-decision table's counters, after
+// dropping the decisions that aged out by the engine's clock. It briefly
 // locks each part of the table.
-func (e *Engine) PendingStats() PendingStats { return e.pending.stats() }
+func (e *Engine) PendingStats() PendingStats { return e.pending.stats(e.now().UnixNano()) }
 
 // RestorePending loads the pending decisions and settled ids that the
 // Store (a PendingStore) kept, so that decisions made before a restart
@@ -442,7 +475,7 @@ func (e *Engine) RestorePending(ctx context.Context) (int, error) {
 			continue
 		}
 		r := recFromRecord(&recs[i])
-		if r.expires <= now {
+		if r.expires <= now || e.pending.has(r.id) {
 			continue
 		}
 		e.pending.put(&r, now)
@@ -494,4 +527,94 @@ func (m *MemoryStore) LoadPending(_ context.Context, now time.Time) ([]PendingRe
 		}
 	}
 	return out, nil
+}
+
+// pendingIndex finds a record's slab index by its id: open addressing
+// with linear probing over the id's random bits, at most half full, and
+// deletion by backward shift, so that churn leaves no tombstones to probe
+// through (a Go map under constant insert and delete at a steady size
+// spends most of a lookup on them). A slot holds the upper half of the
+// id's hash beside the index, so that a probe reads a record only when
+// the hashes match: 16 bytes of index per record.
+type pendingIndex struct {
+	slots []uint64 // hash>>32 << 32 | slab index + 1; 0 is empty
+	shift uint     // 64 - log2(len(slots))
+}
+
+func (x *pendingIndex) init(n int) {
+	c := ceilPow2(min(max(2*n, 16), 1<<31))
+	x.slots = make([]uint64, c)
+	x.shift = uint(64 - bits.TrailingZeros(uint(c)))
+}
+
+// hashID mixes the random half of a UUIDv7 (any other id is hashed the
+// same way).
+func hashID(id uuid.UUID) uint64 {
+	return binary.LittleEndian.Uint64(id[8:16]) * 0x9E3779B97F4A7C15
+}
+
+// homeOf is the slot where the probe of the entry v starts.
+func (x *pendingIndex) homeOf(v uint64) int { return int((v >> 32 << 32) >> x.shift) }
+
+func (x *pendingIndex) find(id uuid.UUID, recs *pendingSlab) (int32, bool) {
+	i, ok := x.slot(id, recs)
+	if !ok {
+		return 0, false
+	}
+	return int32(uint32(x.slots[i])) - 1, true
+}
+
+// slot returns the slot that holds id.
+func (x *pendingIndex) slot(id uuid.UUID, recs *pendingSlab) (int, bool) {
+	h := hashID(id)
+	tag, mask := h>>32, len(x.slots)-1
+	for i := int(h >> x.shift); ; i = (i + 1) & mask {
+		v := x.slots[i]
+		if v == 0 {
+			return 0, false
+		}
+		if v>>32 == tag && recs.at(int32(uint32(v))-1).id == id {
+			return i, true
+		}
+	}
+}
+
+// insert adds id at slab index idx; id must be absent, and the index
+// less than half full.
+func (x *pendingIndex) insert(id uuid.UUID, idx int32) {
+	h := hashID(id)
+	mask := len(x.slots) - 1
+	i := int(h >> x.shift)
+	for x.slots[i] != 0 {
+		i = (i + 1) & mask
+	}
+	x.slots[i] = h>>32<<32 | uint64(uint32(idx+1))
+}
+
+// remove deletes id, shifting back the entries after it that probed past
+// its slot.
+func (x *pendingIndex) remove(id uuid.UUID, recs *pendingSlab) {
+	i, ok := x.slot(id, recs)
+	if !ok {
+		return
+	}
+	mask := len(x.slots) - 1
+	for j := i; ; {
+		x.slots[i] = 0
+		for {
+			j = (j + 1) & mask
+			v := x.slots[j]
+			if v == 0 {
+				return
+			}
+			k := x.homeOf(v)
+			// The entry at j stays when its home lies cyclically in (i, j].
+			if (i <= j && i < k && k <= j) || (i > j && (i < k || k <= j)) {
+				continue
+			}
+			x.slots[i] = v
+			i = j
+			break
+		}
+	}
 }
