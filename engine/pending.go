@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"slices"
 	"sync"
@@ -496,6 +497,11 @@ var _ PendingStore = (*MemoryStore)(nil)
 // SavePending saves snaps as Save does and applies recs (see
 // PendingStore), under one lock.
 func (m *MemoryStore) SavePending(ctx context.Context, snaps []Snapshot, recs []PendingRecord, now time.Time) error {
+	for i := range recs {
+		if recs[i].ID == uuid.Nil {
+			return fmt.Errorf("engine: save pending record %d of %d: the id is empty", i+1, len(recs))
+		}
+	}
 	if err := m.Save(ctx, snaps); err != nil {
 		return err
 	}
@@ -503,6 +509,14 @@ func (m *MemoryStore) SavePending(ctx context.Context, snaps []Snapshot, recs []
 	defer m.mu.Unlock()
 	if m.pend == nil {
 		m.pend = make(map[uuid.UUID]PendingRecord)
+	}
+	if now.Sub(m.pruned) >= time.Second { // at most once a second: it walks them all
+		m.pruned = now
+		for id, r := range m.pend {
+			if !r.Expires.After(now) {
+				delete(m.pend, id)
+			}
+		}
 	}
 	for _, r := range recs {
 		if r.State == PendingDropped || !r.Expires.After(now) {

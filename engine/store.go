@@ -20,7 +20,8 @@ type MemoryStore struct {
 	keys  []string // every key, in no order; Sweep's cursor walks it
 	next  int      // Sweep's cursor into keys
 	// pend holds the pending records (PendingStore); nil until one is saved.
-	pend map[uuid.UUID]PendingRecord
+	pend   map[uuid.UUID]PendingRecord
+	pruned time.Time // when expired records were last deleted
 }
 
 // memEntry is one stored snapshot and its place in MemoryStore.keys.

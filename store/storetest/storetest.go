@@ -29,6 +29,11 @@ func Run(t *testing.T, newStore func(t *testing.T) engine.Store) {
 		{name: "odd keys", run: testOddKeys},
 		{name: "concurrent", run: testConcurrent},
 	}
+	// A store that keeps pending decisions (engine.PendingStore) is held
+	// to that contract too.
+	if _, ok := newStore(t).(engine.PendingStore); ok {
+		cases = append(cases, pendingCases...)
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.run(t, newStore(t))
