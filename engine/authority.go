@@ -90,6 +90,12 @@ type Plan struct {
 	// Balance is the token balance to check and charge; a zero Owner
 	// means no balance is involved.
 	Balance PlanBalance
+	// Pending, when set, is the pending decision to record with the
+	// charge if it is admitted, for a Settler (settle.go). The Authority
+	// may rewrite Pending.Record.ID (its random bits) so that its own
+	// Settle can find the record from the id alone; the decision takes
+	// the id it leaves there.
+	Pending *PlanPending
 }
 
 // PlanCounter is one window counter of a Plan.
@@ -180,8 +186,12 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) error {
 		}
 		return c.syncSave(ctx, snaps)
 	}
+	c.planPendingLocked(d, plan)
 	e.release(ctx, c.h.si, c.h.ti)
 	res, err := e.auth.Charge(ctx, plan)
+	if plan.Pending != nil {
+		d.ID = plan.Pending.Record.ID
+	}
 	if err != nil && c.probing {
 		// The outage goes on: the cached windows decide, as before the ask.
 		if refused, rerr := c.refuseCached(ctx, d); refused || rerr != nil {

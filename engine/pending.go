@@ -47,6 +47,9 @@ const (
 type PendingRecord struct {
 	ID    uuid.UUID
 	State PendingState
+	// Tag is the hash tag of the owner's keys in a shared Authority
+	// (Plan.Tag); empty in a local engine.
+	Tag string
 	// DecidedAt is the decision's time; Expires when the record is
 	// dropped (DecidedAt + PendingMaxAge while open, the settlement's
 	// time + PendingMaxAge once settled).

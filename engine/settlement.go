@@ -65,6 +65,9 @@ func (e *Engine) Settle(ctx context.Context, s Settlement) (Settled, error) {
 // and retried at the next Flush. It is safe for concurrent use.
 func (e *Engine) SettleAt(ctx context.Context, s Settlement, now time.Time) (Settled, error) {
 	n := now.UnixNano()
+	if sr, ok := e.auth.(Settler); ok && e.auth != nil {
+		return e.settleRemote(ctx, sr, s, n)
+	}
 	r, out, ok := e.pending.claim(s.DecisionID, n)
 	if !ok {
 		return Settled{Outcome: out, DecisionID: s.DecisionID}, nil
