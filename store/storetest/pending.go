@@ -12,10 +12,7 @@ import (
 )
 
 // pendingCases hold an engine.PendingStore to its contract.
-var pendingCases = []struct {
-	name string
-	run  func(t *testing.T, s engine.Store)
-}{
+var pendingCases = []suiteCase{
 	{name: "pending round trip", run: testPendingRoundTrip},
 	{name: "pending settled replaces open", run: testPendingSettled},
 	{name: "pending dropped and expired", run: testPendingExpiry},
