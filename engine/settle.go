@@ -38,6 +38,15 @@ func DefaultSettleRule() SettleRule {
 	return SettleRule{RefundStatuses: []StatusRange{{0, 0}, {500, 599}}}
 }
 
+// holds reports whether a decision that charged cost tokens and counted
+// in windows limits is worth holding for settlement under r: one that
+// neither cost anything nor is refunded in its windows nor repriced
+// could only ever be kept, and holding it would crowd out those that
+// matter (an entry for it is SettleUnmatched).
+func (r *SettleRule) holds(cost int64, windows int) bool {
+	return !r.Off && (cost > 0 || r.UsageHeader != "" || (r.RefundWindows && windows > 0))
+}
+
 // refunds reports whether status is one of r's refund statuses.
 func (r *SettleRule) refunds(status int) bool {
 	for _, s := range r.RefundStatuses {

@@ -7,17 +7,17 @@ import (
 	"time"
 )
 
-// recordPendingLocked holds an allowed decision that charged something
-// as pending, unless its action's settlement is off. It runs where a
+// recordPendingLocked holds an allowed decision as pending when its
+// settlement could change something (SettleRule.holds). It runs where a
 // local charge completes, under the locks of c.h; the table's lock is a
 // leaf. A decision with nothing to refund windows for costs a copy into
 // the table's slab and no allocation once the table has grown.
 func (c *charge) recordPendingLocked(d *Decision) {
-	if !d.Allowed || (d.Charged == 0 && c.n == 0) {
+	if !d.Allowed {
 		return
 	}
 	rule := c.rs.settleRule(c.req.Action)
-	if rule.Off {
+	if !rule.holds(d.Charged, c.n) {
 		return
 	}
 	t := c.e.pending

@@ -69,7 +69,7 @@ func (c *charge) planPendingLocked(d *Decision, plan *Plan) {
 	if _, ok := c.e.auth.(Settler); !ok {
 		return
 	}
-	if rule := c.rs.settleRule(c.req.Action); rule.Off || (plan.Balance.Cost == 0 && len(plan.Counters) == 0) {
+	if !c.rs.settleRule(c.req.Action).holds(c.cost, len(plan.Counters)) {
 		return
 	}
 	r := PendingRecord{ID: d.ID, State: PendingOpen, Tag: plan.Tag, DecidedAt: plan.Now.UTC(),

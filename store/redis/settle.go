@@ -108,30 +108,35 @@ func encodePending(r *engine.PendingRecord) (string, error) {
 	return string(b), nil
 }
 
-// recordScript records a pending decision served from leased blocks
-// (no charge script ran): KEYS[1] the record's hash, ARGV the record,
-// its TTL (ms) and its cost, all of it from the allowance.
-var recordScript = goredis.NewScript(`
-redis.call('HSET', KEYS[1], 'r', ARGV[1], 'fa', ARGV[3], 'fc', '0')
+// recordSource records a pending decision served from leased blocks (no
+// charge script ran): KEYS[1] the record's hash, ARGV the record, its TTL
+// (ms) and its cost, all of it from the allowance. It is sent with EVAL
+// in the batcher's pipeline, shared with the Checks in flight.
+const recordSource = `redis.call('HSET', KEYS[1], 'r', ARGV[1], 'fa', ARGV[3], 'fc', '0')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-`)
+return 1`
 
-// recordPending records p.Pending on its own, within Options.Timeout.
+// recordPending records p.Pending on its own, within Options.Timeout,
+// through the batcher. An error means the Check's outcome is unknown: its
+// block was used, but its record may be missing.
 func (s *Store) recordPending(ctx context.Context, p *engine.Plan) error {
 	rec, err := encodePending(&p.Pending.Record)
 	if err != nil {
 		return fmt.Errorf("store/redis: charge %q: %w", p.Tag, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
 	cost := p.Balance.Cost
 	if p.Balance.Unlimited || p.Balance.Owner == "" {
 		cost = 0
 	}
-	err = recordScript.Run(ctx, s.client, []string{s.pendingKey(p.Pending.Record.ID)}, rec,
-		max(p.Pending.TTL.Milliseconds(), 1), cost).Err()
-	return s.record(err, "record the pending decision "+p.Pending.Record.ID.String())
+	c := &call{cmd: []any{"EVAL", recordSource, 1, s.pendingKey(p.Pending.Record.ID), rec,
+		max(p.Pending.TTL.Milliseconds(), 1), cost}}
+	if err := s.batch.do(ctx, c, s.opts.Timeout); err != nil {
+		return fmt.Errorf("store/redis: record the pending decision %s: %w", p.Pending.Record.ID, err)
+	}
+	if c.err != nil {
+		return fmt.Errorf("store/redis: record the pending decision %s: %w", p.Pending.Record.ID, c.err)
+	}
+	return nil
 }
 
 // readPendingScript returns the record hash's fields r, fa and fc, and
