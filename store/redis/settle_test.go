@@ -197,3 +197,51 @@ func oldID(at time.Time) uuid.UUID {
 	}
 	return id
 }
+
+// BenchmarkSettle measures one settlement through Redis on a replica that
+// did not decide (a read of the record, then the settle script), one at
+// a time, per outcome: a refund, and a duplicate (one read). The
+// decisions are made before the timer starts.
+func BenchmarkSettle(b *testing.B) {
+	srv := startServer(b)
+	for _, name := range []string{"refund", "duplicate"} {
+		b.Run(name, func(b *testing.B) {
+			cfg := settleRedisConfig()
+			cfg.Tiers["free"] = engine.TierConfig{Limits: []engine.LimitConfig{{Name: "hour", Period: hour, Max: 1 << 40}},
+				Tokens: engine.TokenGrant{Amount: engine.MaxQuantity, Period: month}}
+			cfg.Now = fixedNow()
+			prefix := fresh("bsettle")
+			var engines []*engine.Engine
+			for range 2 {
+				st := srv.open(b, Options{Prefix: prefix, Timeout: 5 * time.Second})
+				cfg.Authority, cfg.Store = st, st
+				e, err := engine.New(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				engines = append(engines, e)
+			}
+			ctx := context.Background()
+			ids := make([]uuid.UUID, b.N)
+			for i := range ids {
+				d, err := engines[0].Charge(ctx, engine.Request{Subject: "s" + fmt.Sprint(i%100), Action: "translate", Units: 10})
+				if err != nil || !d.Allowed {
+					b.Fatal(d.Reason, err)
+				}
+				ids[i] = d.ID
+				if name == "duplicate" {
+					if _, err := engines[0].Settle(ctx, engine.Settlement{DecisionID: d.ID, Status: 503}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := engines[1].Settle(ctx, engine.Settlement{DecisionID: ids[i], Status: 503}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
