@@ -395,6 +395,10 @@ func (t *pendingTable) takeChanges() []PendingRecord {
 	for i := range t.parts {
 		p := &t.parts[i]
 		p.mu.Lock()
+		if len(p.changed) == 0 {
+			p.mu.Unlock()
+			continue
+		}
 		seen := make(map[uuid.UUID]bool, len(p.changed))
 		for _, id := range p.changed {
 			if seen[id] {

@@ -84,7 +84,7 @@ func validateSettle(v *validator, p string, r *SettleRule) {
 		}
 	}
 	if h := r.UsageHeader; h != "" && !validHeaderName(h) {
-		v.add(p+".usage_header", "must be a lower-case HTTP header name (letters, digits, '-', '_'), got %q", h)
+		v.add(p+".usage_header", "must be a lower-case HTTP header name of at most 128 bytes (a-z, 0-9, '-', '_', '.'), got %q", h)
 	}
 }
 

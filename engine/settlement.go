@@ -76,13 +76,7 @@ func (e *Engine) SettleAt(ctx context.Context, s Settlement, now time.Time) (Set
 	res := r.settled(rs)
 	plan := planSettle(rs, &r, s, &res)
 	if plan.refund != 0 || plan.extra != 0 || plan.windows {
-		var err error
-		if e.auth != nil {
-			err = fmt.Errorf("engine: settle %s: %w", s.DecisionID, ErrSettleRemote)
-		} else {
-			err = e.applySettle(ctx, rs, &r, plan, &res, n)
-		}
-		if err != nil {
+		if err := e.applySettle(ctx, rs, &r, plan, &res, n); err != nil {
 			e.pending.unclaim(s.DecisionID)
 			return Settled{Outcome: res.Outcome, DecisionID: s.DecisionID}, err
 		}
@@ -90,10 +84,6 @@ func (e *Engine) SettleAt(ctx context.Context, s Settlement, now time.Time) (Set
 	e.pending.settled(s.DecisionID, n)
 	return res, nil
 }
-
-// ErrSettleRemote is returned by Settle on an engine whose Authority
-// cannot settle.
-var ErrSettleRemote = fmt.Errorf("engine: the authority cannot settle decisions")
 
 // settled returns the Settled of r, with no outcome yet.
 func (r *pendingRec) settled(rs *ruleset) Settled {

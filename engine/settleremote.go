@@ -130,15 +130,15 @@ func (e *Engine) settleRemote(ctx context.Context, sr Settler, s Settlement, now
 	}
 	res.WindowsRefunded = out.Windows > 0
 	res.Balance, res.HasBalance = addSat(out.Allowance, out.Credits), hasBalance
-	e.settleCachedLocally(ctx, rs, &r, sp, now)
+	e.settleCachedLocally(sp.Windows, now)
 	return res, nil
 }
 
 // settleCachedLocally gives the window counts of a remote settlement back
 // in this engine's cache too, where it holds the states, so that a cached
 // window that the settlement made room in does not refuse from the cache.
-func (e *Engine) settleCachedLocally(ctx context.Context, rs *ruleset, r *pendingRec, sp *SettlePlan, now int64) {
-	for _, w := range sp.Windows {
+func (e *Engine) settleCachedLocally(windows []PendingWindow, now int64) {
+	for _, w := range windows {
 		i := e.shardIndex(w.Owner)
 		sh := &e.shards[i]
 		sh.mu.Lock()
