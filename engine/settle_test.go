@@ -307,3 +307,28 @@ func TestSettleSyncWrites(t *testing.T) {
 		t.Errorf("stored allowance after the refund: %d, want 1000", snap.Allowance)
 	}
 }
+
+// TestSettleTeamWindows refunds a team member's request in its own window
+// and in the team's, and checks that an unpriced call, which no
+// settlement could change, is not held.
+func TestSettleTeamWindows(t *testing.T) {
+	e := newEngine(t, settleConfig())
+	d := chargeAt(t, e, t0, Request{Subject: "mate", Action: "llm", Units: 10})
+	if used := limitUsed(t, status(t, e, t0, "team:crew"), "team:team-hour"); used != 1 {
+		t.Fatalf("the team's hour after the decision: %d, want 1", used)
+	}
+	got := settleAt(t, e, t0.Add(time.Minute), Settlement{DecisionID: d.ID, Status: 504})
+	if got.Outcome != SettleRefund || !got.WindowsRefunded || got.Owner != "team:crew" || got.Balance != 5000 {
+		t.Fatalf("settled %+v; want a refund of the team's balance and windows", got)
+	}
+	if used := limitUsed(t, status(t, e, t0.Add(time.Minute), "mate"), "hour"); used != 0 {
+		t.Errorf("mate's hour after the refund: %d, want 0", used)
+	}
+	if used := limitUsed(t, status(t, e, t0.Add(time.Minute), "team:crew"), "team:team-hour"); used != 0 {
+		t.Errorf("the team's hour after the refund: %d, want 0", used)
+	}
+	plain := chargeAt(t, e, t0, Request{Subject: "alice"})
+	if got := settleAt(t, e, t0, Settlement{DecisionID: plain.ID, Status: 503}); got.Outcome != SettleUnmatched {
+		t.Errorf("an unpriced call: %v, want unmatched (never held)", got.Outcome)
+	}
+}
