@@ -22,9 +22,13 @@ type flushItem struct {
 func (e *Engine) Flush(ctx context.Context) error {
 	var items []flushItem
 	var snaps []Snapshot
+	var recs []PendingRecord
 	for i := range e.shards {
 		sh := &e.shards[i]
 		sh.mu.Lock()
+		// The records that go with this shard's states, as they are now.
+		recs = e.pending.recordsOf(recs, sh.pend)
+		sh.pend = sh.pend[:0]
 		q := sh.takeQueuedLocked()
 		for _, key := range sh.dirty {
 			st, ok := sh.lru.Peek(key)
@@ -48,7 +52,7 @@ func (e *Engine) Flush(ctx context.Context) error {
 		e.saveQueued(ctx, sh, q)
 	}
 	e.sweepStore()
-	recs := e.pending.takeChanges()
+	recs = e.pending.takeChanges(recs)
 	if len(snaps) == 0 && len(recs) == 0 {
 		return nil
 	}

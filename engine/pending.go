@@ -237,9 +237,6 @@ func (t *pendingTable) put(r *pendingRec, now int64) {
 		p.held++
 	}
 	p.queue.push(queued{id: r.id, expires: r.expires, idx: idx})
-	if t.tracked {
-		p.changed = append(p.changed, r.id)
-	}
 	p.mu.Unlock()
 }
 
@@ -335,8 +332,11 @@ func (t *pendingTable) claim(id uuid.UUID, now int64) (r pendingRec, out SettleO
 const pendingClaimed PendingState = 255
 
 // settled marks the claimed record id as settled at now, remembered for
-// the table's maximum age.
-func (t *pendingTable) settled(id uuid.UUID, now int64) {
+// the table's maximum age. With coupled set the caller holds the lock of
+// the shard whose state the settlement changed, and records the change
+// there (shard.pend), so that a flush saves the mark with that state;
+// else the change is the table's own.
+func (t *pendingTable) settled(id uuid.UUID, now int64, coupled bool) {
 	p := t.part(id)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -349,7 +349,7 @@ func (t *pendingTable) settled(id uuid.UUID, now int64) {
 	// What a duplicate needs is the id: the rest goes.
 	r.subject, r.team, r.owner, r.tier, r.action, r.workflow, r.windows = "", "", "", "", "", "", nil
 	p.queue.push(queued{id: id, expires: r.expires, idx: idx})
-	if t.tracked {
+	if t.tracked && !coupled {
 		p.changed = append(p.changed, id)
 	}
 }
@@ -388,10 +388,26 @@ func idTime(id uuid.UUID) int64 {
 	return int64(ms) * int64(time.Millisecond)
 }
 
-// takeChanges returns the records that changed since the last call, for a
-// PendingStore.
-func (t *pendingTable) takeChanges() []PendingRecord {
-	var out []PendingRecord
+// recordsOf appends to out the current records of ids (a dropped one as
+// PendingDropped), for a PendingStore.
+func (t *pendingTable) recordsOf(out []PendingRecord, ids []uuid.UUID) []PendingRecord {
+	for _, id := range ids {
+		p := t.part(id)
+		p.mu.Lock()
+		if idx, ok := p.byID.find(id, &p.recs); ok {
+			out = append(out, p.recs.at(idx).record())
+		} else {
+			out = append(out, PendingRecord{ID: id, State: PendingDropped})
+		}
+		p.mu.Unlock()
+	}
+	return out
+}
+
+// takeChanges appends to out the records whose change is the table's own
+// (drops, and settlements that changed no state) since the last call, for
+// a PendingStore.
+func (t *pendingTable) takeChanges(out []PendingRecord) []PendingRecord {
 	for i := range t.parts {
 		p := &t.parts[i]
 		p.mu.Lock()
@@ -488,13 +504,6 @@ func (e *Engine) RestorePending(ctx context.Context) (int, error) {
 		}
 		e.pending.put(&r, now)
 		n++
-	}
-	// What was loaded is what the store holds.
-	for i := range e.pending.parts {
-		p := &e.pending.parts[i]
-		p.mu.Lock()
-		p.changed = p.changed[:0]
-		p.mu.Unlock()
 	}
 	return n, nil
 }

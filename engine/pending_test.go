@@ -75,7 +75,7 @@ func TestPendingQueueOrder(t *testing.T) {
 	if _, out, ok := tab.claim(ids[0], at+int64(30*time.Second)); !ok {
 		t.Fatalf("claim of a live record: %v", out)
 	}
-	tab.settled(ids[0], at+int64(30*time.Second))
+	tab.settled(ids[0], at+int64(30*time.Second), false)
 	late := at + int64(75*time.Second) // ids[0..15] expired, but ids[0] was settled at 30s
 	if _, out, _ := tab.claim(ids[0], late); out != SettleDuplicate {
 		t.Errorf("settled id within the age after its settlement: %v, want duplicate", out)

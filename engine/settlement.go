@@ -40,9 +40,18 @@ func (c *charge) recordPendingLocked(d *Decision) {
 		}
 	}
 	t.put(&r, c.now)
-	if c.e.syncWrites && t.tracked {
-		rec := r.record()
-		c.pend = &rec
+	if t.tracked {
+		// Saved with the snapshot of the state that paid (Flush).
+		si := c.h.si
+		if r.owner != r.subject && c.h.ti >= 0 {
+			si = c.h.ti
+		}
+		sh := &c.e.shards[si]
+		sh.pend = append(sh.pend, r.id)
+		if c.e.syncWrites {
+			rec := r.record()
+			c.pend = &rec
+		}
 	}
 }
 
@@ -80,8 +89,9 @@ func (e *Engine) SettleAt(ctx context.Context, s Settlement, now time.Time) (Set
 			e.pending.unclaim(s.DecisionID)
 			return Settled{Outcome: res.Outcome, DecisionID: s.DecisionID}, err
 		}
+		return res, nil
 	}
-	e.pending.settled(s.DecisionID, n)
+	e.pending.settled(s.DecisionID, n, false)
 	return res, nil
 }
 
@@ -203,6 +213,16 @@ func (e *Engine) applySettle(ctx context.Context, rs *ruleset, r *pendingRec, pl
 				e.shards[si].mutatedLocked(w.Owner, st)
 			}
 		}
+	}
+	// The mark goes with the owner's state (or the subject's), under its
+	// lock, so that a flush saves both or neither.
+	e.pending.settled(r.id, now, e.pending.tracked)
+	if e.pending.tracked {
+		markShard := ia
+		if r.owner == other && ib >= 0 {
+			markShard = ib
+		}
+		e.shards[markShard].pend = append(e.shards[markShard].pend, r.id)
 	}
 	var snaps []Snapshot
 	if e.syncWrites {
