@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,8 +45,11 @@ type Engine struct {
 	flushEvery time.Duration
 	base       Config
 
-	cap                               capacity
-	pending                           *pendingTable
+	cap     capacity
+	pending *pendingTable
+	// flushMu makes flushes one at a time: pending records, unlike
+	// snapshots, carry no version, so an older flush must not land last.
+	flushMu                           sync.Mutex
 	loads, storeErrors, eventsEmitted atomic.Uint64
 }
 

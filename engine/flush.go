@@ -20,6 +20,8 @@ type flushItem struct {
 // Forgetter, drops up to sweepBatch stored states that have become idle. Snapshots are taken under
 // each shard's lock; the Store is called without any lock.
 func (e *Engine) Flush(ctx context.Context) error {
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
 	var items []flushItem
 	var snaps []Snapshot
 	var recs []PendingRecord

@@ -86,8 +86,10 @@ type PendingWindow struct {
 // committed together with the state its charge changed.
 type PendingStore interface {
 	// SavePending saves snaps as Save does, and recs, atomically: an open
-	// or settled record replaces the one of its id, a dropped one deletes
-	// it; records that expire at or before now are deleted.
+	// or settled record replaces the one of its id, except that an open
+	// one never replaces a settled one (saves may land out of order), and
+	// a dropped one deletes it; records that expire at or before now are
+	// deleted.
 	SavePending(ctx context.Context, snaps []Snapshot, recs []PendingRecord, now time.Time) error
 	// LoadPending returns the records that expire after now.
 	LoadPending(ctx context.Context, now time.Time) ([]PendingRecord, error)
@@ -539,6 +541,9 @@ func (m *MemoryStore) SavePending(ctx context.Context, snaps []Snapshot, recs []
 			delete(m.pend, r.ID)
 			continue
 		}
+		if old, ok := m.pend[r.ID]; ok && old.State == PendingSettled && r.State == PendingOpen {
+			continue // a settled mark is never undone by an older save
+		}
 		r.Windows = slices.Clone(r.Windows)
 		m.pend[r.ID] = r
 	}
@@ -569,12 +574,33 @@ func (m *MemoryStore) LoadPending(_ context.Context, now time.Time) ([]PendingRe
 type pendingIndex struct {
 	slots []uint64 // hash>>32 << 32 | slab index + 1; 0 is empty
 	shift uint     // 64 - log2(len(slots))
+	n     int      // entries
+	max   int      // the most slots: twice the most entries
 }
 
+// init sizes x for at most n entries; it starts small and doubles as it
+// fills, so that an engine that settles little holds little.
 func (x *pendingIndex) init(n int) {
-	c := ceilPow2(min(max(2*n, 16), 1<<31))
+	x.max = ceilPow2(min(max(2*n, 16), 1<<31))
+	x.resize(min(x.max, 64))
+}
+
+// resize rebuilds x with c slots, from the hashes the slots hold.
+func (x *pendingIndex) resize(c int) {
+	old := x.slots
 	x.slots = make([]uint64, c)
 	x.shift = uint(64 - bits.TrailingZeros(uint(c)))
+	mask := c - 1
+	for _, v := range old {
+		if v == 0 {
+			continue
+		}
+		i := x.homeOf(v)
+		for x.slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		x.slots[i] = v
+	}
 }
 
 // hashID mixes the random half of a UUIDv7 (any other id is hashed the
@@ -610,8 +636,12 @@ func (x *pendingIndex) slot(id uuid.UUID, recs *pendingSlab) (int, bool) {
 }
 
 // insert adds id at slab index idx; id must be absent, and the index
-// less than half full.
+// hold fewer than max/2 entries.
 func (x *pendingIndex) insert(id uuid.UUID, idx int32) {
+	if 2*(x.n+1) > len(x.slots) && len(x.slots) < x.max {
+		x.resize(2 * len(x.slots))
+	}
+	x.n++
 	h := hashID(id)
 	mask := len(x.slots) - 1
 	i := int(h >> x.shift)
@@ -628,6 +658,7 @@ func (x *pendingIndex) remove(id uuid.UUID, recs *pendingSlab) {
 	if !ok {
 		return
 	}
+	x.n--
 	mask := len(x.slots) - 1
 	for j := i; ; {
 		x.slots[i] = 0

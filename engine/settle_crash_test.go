@@ -92,6 +92,11 @@ func TestSettleCrashConsistency(t *testing.T) {
 		work.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
 			for i := range 300 {
+				if i%25 == 0 { // flushes amid the others' work, however they are scheduled
+					if err := e.Flush(ctx); err != nil {
+						t.Error(err)
+					}
+				}
 				if g%2 == 0 || i%3 == 0 {
 					d := chargeAt(t, e, t0, Request{Subject: fmt.Sprint("c", rng.IntN(4)), Action: "translate"})
 					if d.Allowed {

@@ -17,6 +17,7 @@ var _ engine.PendingStore = (*Store)(nil)
 // pendingRow is one encoded pending record.
 type pendingRow struct {
 	id      []byte
+	settled int // 1: a settled mark
 	expires int64
 	data    []byte // nil: delete the row
 }
@@ -28,7 +29,7 @@ const pruneEvery = time.Second
 // SavePending saves snaps and applies recs in one transaction (see
 // engine.PendingStore): an open or settled record is written over the
 // row of its id, a dropped one deletes it, and rows that expired by now
-// are deleted. Records are JSON in the row's data; they are encoded, and
+// are deleted; an open record never replaces a settled one. Records are JSON in the row's data; they are encoded, and
 // checked, before anything is written.
 func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs []engine.PendingRecord, now time.Time) error {
 	rows := make([]pendingRow, len(recs))
@@ -38,6 +39,9 @@ func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs [
 			return fmt.Errorf("store/sqlite: save pending record %d of %d: the id is empty", i+1, len(recs))
 		}
 		rows[i] = pendingRow{id: r.ID[:], expires: r.Expires.UnixNano()}
+		if r.State == engine.PendingSettled {
+			rows[i].settled = 1
+		}
 		if r.State == engine.PendingDropped {
 			continue
 		}
@@ -58,8 +62,10 @@ func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs [
 			if rw.data == nil {
 				_, err = tx.ExecContext(ctx, `DELETE FROM pending WHERE id = ?1`, rw.id)
 			} else {
-				_, err = tx.ExecContext(ctx, `INSERT INTO pending (id, expires, data) VALUES (?1, ?2, ?3)
-ON CONFLICT (id) DO UPDATE SET expires = excluded.expires, data = excluded.data`, rw.id, rw.expires, rw.data)
+				// A settled mark is never undone by an older save.
+				_, err = tx.ExecContext(ctx, `INSERT INTO pending (id, settled, expires, data) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (id) DO UPDATE SET settled = excluded.settled, expires = excluded.expires, data = excluded.data
+WHERE excluded.settled >= pending.settled`, rw.id, rw.settled, rw.expires, rw.data)
 			}
 			if err != nil {
 				return fmt.Errorf("pending record %x: %w", rw.id, err)

@@ -228,6 +228,7 @@ var migrations = []string{
 	// when they expire.
 	`CREATE TABLE pending (
 		id      BLOB PRIMARY KEY,
+		settled INTEGER NOT NULL,
 		expires INTEGER NOT NULL,
 		data    BLOB NOT NULL
 	) WITHOUT ROWID;
