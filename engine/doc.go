@@ -81,7 +81,8 @@
 // dropped too (PendingStats.AgedOut). The table is split in 16 locked
 // parts by the id's random bits (its locks are leaves, taken after a
 // shard's), holds records in a chunked slab found through an open-address
-// index (about 330 bytes a record with its index and queue slots), and
+// index (about 320 bytes a record with its index and queue slots, as
+// BenchmarkPendingMemory measures), and
 // costs a decision no allocation once grown, unless its rule refunds
 // windows (one: their list). Settlement is idempotent per id: the record
 // is claimed, applied under the shard locks with checked arithmetic, and
