@@ -47,6 +47,11 @@ type Engine struct {
 
 	cap     capacity
 	pending *pendingTable
+	// pendOf[i] lists the pending decisions recorded or settled with a
+	// change to a state of shard i since the last flush (only for a
+	// PendingStore), so that Flush saves each with that state's snapshot.
+	// It is guarded by shard i's lock.
+	pendOf []shardPend
 	// flushMu makes flushes one at a time: pending records, unlike
 	// snapshots, carry no version, so an older flush must not land last.
 	flushMu                           sync.Mutex
@@ -90,6 +95,9 @@ func New(cfg Config) (*Engine, error) {
 		e.shards[i].idle, e.shards[i].forgets = e.idleAt, forgets
 	}
 	e.pending = newPendingTable(cfg.PendingSize, cfg.PendingMaxAge, tracked)
+	if tracked {
+		e.pendOf = make([]shardPend, len(e.shards))
+	}
 	e.cap.refresh = utilRefresh
 	e.cap.rps.Store(math.Float64bits(cfg.Capacity.RequestsPerSecond))
 	e.cap.factor.Store(math.Float64bits(cfg.Capacity.Factor))

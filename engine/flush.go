@@ -29,8 +29,10 @@ func (e *Engine) Flush(ctx context.Context) error {
 		sh := &e.shards[i]
 		sh.mu.Lock()
 		// The records that go with this shard's states, as they are now.
-		recs = e.pending.recordsOf(recs, sh.pend)
-		sh.pend = sh.pend[:0]
+		if e.pendOf != nil {
+			recs = e.pending.recordsOf(recs, e.pendOf[i].ids)
+			e.pendOf[i].ids = e.pendOf[i].ids[:0]
+		}
 		q := sh.takeQueuedLocked()
 		for _, key := range sh.dirty {
 			st, ok := sh.lru.Peek(key)

@@ -24,6 +24,13 @@ type PendingStats struct {
 	AgedOut, Evicted uint64
 }
 
+// shardPend is Engine.pendOf's entry for one shard, padded so that two
+// shards' lists never share a cache line.
+type shardPend struct {
+	ids []uuid.UUID
+	_   [40]byte
+}
+
 // pendingShards is how many independently locked parts the table has;
 // a decision's part is picked by random bits of its id.
 const pendingShards = 16

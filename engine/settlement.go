@@ -46,8 +46,8 @@ func (c *charge) recordPendingLocked(d *Decision) {
 		if r.owner != r.subject && c.h.ti >= 0 {
 			si = c.h.ti
 		}
-		sh := &c.e.shards[si]
-		sh.pend = append(sh.pend, r.id)
+		sp := &c.e.pendOf[si]
+		sp.ids = append(sp.ids, r.id)
 		if c.e.syncWrites {
 			rec := r.record()
 			c.pend = &rec
@@ -222,7 +222,7 @@ func (e *Engine) applySettle(ctx context.Context, rs *ruleset, r *pendingRec, pl
 		if r.owner == other && ib >= 0 {
 			markShard = ib
 		}
-		e.shards[markShard].pend = append(e.shards[markShard].pend, r.id)
+		e.pendOf[markShard].ids = append(e.pendOf[markShard].ids, r.id)
 	}
 	var snaps []Snapshot
 	if e.syncWrites {

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/google/uuid"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
@@ -119,10 +118,6 @@ type shard struct {
 	// a key. Both are set by New.
 	idle    func(key string, st *subjectState) bool
 	forgets bool
-	// pend lists the pending decisions recorded or settled with a change
-	// to a state of this shard since the last flush (only for a
-	// PendingStore), so that Flush saves each with that state's snapshot.
-	pend []uuid.UUID
 	// scratch holds the applied limits of the decision that holds mu.
 	scratch [MaxLimitsPerRequest]applied
 	_       [64]byte // keep neighbouring shards' locks off this cache line
