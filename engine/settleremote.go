@@ -131,7 +131,35 @@ func (e *Engine) settleRemote(ctx context.Context, sr Settler, s Settlement, now
 	res.WindowsRefunded = out.Windows > 0
 	res.Balance, res.HasBalance = addSat(out.Allowance, out.Credits), hasBalance
 	e.settleCachedLocally(sp.Windows, now)
+	e.mirrorSettledBalance(rs, &r, g, out, res.Extra > 0, now)
 	return res, nil
+}
+
+// mirrorSettledBalance copies the owner's balance after a remote
+// settlement into this engine's cache, where it holds the owner, and
+// emits EventBalanceLow when an upward adjustment took it below the alert
+// threshold, as a charge would.
+func (e *Engine) mirrorSettledBalance(rs *ruleset, r *pendingRec, g TokenGrant, out SettleResult, upward bool, now int64) {
+	i := e.shardIndex(r.owner)
+	sh := &e.shards[i]
+	sh.mu.Lock()
+	st, ok := sh.lru.Peek(r.owner)
+	emit := false
+	var bal int64
+	if ok && st.grantSet && st.grantStart == r.grantStart {
+		st.allowance, st.credits = out.Allowance, out.Credits
+		if upward && balanceLowLocked(st, g, rs.threshold) {
+			st.alerted, st.alertedSet = st.grantStart, true
+			sh.mutatedLocked(r.owner, st)
+			emit, bal = e.events != nil, balanceLocked(st)
+		}
+	}
+	sh.mu.Unlock()
+	if emit {
+		e.events.Emit(Event{Kind: EventBalanceLow, Time: time.Unix(0, now).In(rs.loc), Subject: r.subject, Team: r.team,
+			Tier: r.tier, DecisionID: r.id, Balance: bal})
+		e.eventsEmitted.Add(1)
+	}
 }
 
 // settleCachedLocally gives the window counts of a remote settlement back

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,4 +245,51 @@ func BenchmarkSettle(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestSettleRemoteBalanceLow checks that an upward adjustment settled
+// through Redis that takes the balance below the alert threshold emits
+// EventBalanceLow on the replica that settles, as a charge would.
+func TestSettleRemoteBalanceLow(t *testing.T) {
+	srv := startServer(t)
+	cfg := settleRedisConfig()
+	rec := &eventLog{}
+	cfg.Events = rec
+	e := newEngines(t, srv.open(t, Options{Prefix: fresh("low"), Timeout: 5 * time.Second}), cfg, 1)[0]
+	ctx := context.Background()
+	d, err := e.Charge(ctx, engine.Request{Subject: "alice", Action: "llm", Units: 10}) // 20 of 1000
+	if err != nil || !d.Allowed {
+		t.Fatalf("decision: %v %v", d.Reason, err)
+	}
+	got, err := e.Settle(ctx, engine.Settlement{DecisionID: d.ID, Status: 200, Headers: map[string]string{"x-usage-tokens": "950"}})
+	if err != nil || got.Outcome != engine.SettleAdjust || got.Balance != 40 {
+		t.Fatalf("settled %+v, %v; want an adjustment to 40", got, err)
+	}
+	if n := rec.count(engine.EventBalanceLow); n != 1 {
+		t.Errorf("EventBalanceLow after the adjustment: %d, want 1", n)
+	}
+}
+
+// eventLog keeps the events it is given.
+type eventLog struct {
+	mu     sync.Mutex
+	events []engine.Event
+}
+
+func (l *eventLog) Emit(ev engine.Event) {
+	l.mu.Lock()
+	l.events = append(l.events, ev)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) count(kind engine.EventKind) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, ev := range l.events {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
 }
