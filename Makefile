@@ -36,6 +36,7 @@ FUZZ_TARGETS := \
 	./config:FuzzParse \
 	./config:FuzzRedisTarget \
 	./engine:FuzzMemoryStore \
+	./engine:FuzzSettle \
 	./extauthz:FuzzCountWords \
 	./extauthz:FuzzCheck \
 	./extauthz:FuzzRouteSpellings \
