@@ -32,11 +32,24 @@ const pruneEvery = time.Second
 // are deleted; an open record never replaces a settled one. Records are JSON in the row's data; they are encoded, and
 // checked, before anything is written.
 func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs []engine.PendingRecord, now time.Time) error {
+	also, err := s.PendingTx(recs, now)
+	if err != nil {
+		return err
+	}
+	return s.SaveWith(ctx, snaps, also)
+}
+
+// PendingTx returns the work of SavePending's transaction but the
+// snapshots: it writes recs, and deletes the rows that expired by now. It
+// encodes and checks recs first, so that an error leaves nothing to
+// write. It lets a caller commit the records with other work in one
+// SaveWith (store/durable: with a decision's ledger record).
+func (s *Store) PendingTx(recs []engine.PendingRecord, now time.Time) (TxFunc, error) {
 	rows := make([]pendingRow, len(recs))
 	for i := range recs {
 		r := &recs[i]
 		if r.ID == uuid.Nil {
-			return fmt.Errorf("store/sqlite: save pending record %d of %d: the id is empty", i+1, len(recs))
+			return nil, fmt.Errorf("store/sqlite: save pending record %d of %d: the id is empty", i+1, len(recs))
 		}
 		rows[i] = pendingRow{id: r.ID[:], expires: r.Expires.UnixNano()}
 		if r.State == engine.PendingSettled {
@@ -47,7 +60,7 @@ func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs [
 		}
 		data, err := json.Marshal(r)
 		if err != nil {
-			return fmt.Errorf("store/sqlite: save pending record %s: encode: %w", r.ID, err)
+			return nil, fmt.Errorf("store/sqlite: save pending record %s: encode: %w", r.ID, err)
 		}
 		rows[i].data = data
 	}
@@ -56,7 +69,7 @@ func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs [
 	if last := s.pruned.Load(); nowNS-last >= int64(pruneEvery) && s.pruned.CompareAndSwap(last, nowNS) {
 		prune = true
 	}
-	return s.SaveWith(ctx, snaps, func(ctx context.Context, tx *sql.Tx) error {
+	return func(ctx context.Context, tx *sql.Tx) error {
 		for _, rw := range rows {
 			var err error
 			if rw.data == nil {
@@ -77,7 +90,7 @@ WHERE excluded.settled >= pending.settled`, rw.id, rw.settled, rw.expires, rw.da
 			}
 		}
 		return nil
-	})
+	}, nil
 }
 
 // LoadPending returns the records that expire after now. A row that does
