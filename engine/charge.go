@@ -57,6 +57,9 @@ type charge struct {
 	// badProfile is the problem of the subject's stored profile, to be
 	// logged once the locks are released; the profile was ignored.
 	badProfile error
+	// fromGrant is the part of the charged cost taken from the allowance
+	// (the rest came from credits), for the decision's settlement.
+	fromGrant int64
 }
 
 // prepare looks up what the request needs from the ruleset, before any
@@ -427,6 +430,7 @@ func (c *charge) commitLocked(d *Decision, owner *subjectState, grant TokenGrant
 	}
 	d.Charged = d.Cost
 	if d.Cost > 0 && !grant.Unlimited {
+		c.fromGrant = min(max(owner.allowance, 0), d.Cost)
 		spendLocked(owner, d.Cost)
 		c.markMutated(owner)
 		if balanceLowLocked(owner, grant, c.rs.threshold) {

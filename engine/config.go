@@ -69,6 +69,11 @@ type Config struct {
 	// CacheSize bounds how many subjects (and teams) are held in memory,
 	// across all shards. Zero means 100 000.
 	CacheSize int
+	// PendingSize bounds how many allowed decisions are held for their
+	// settlement, and PendingMaxAge how long; older or excess ones are
+	// dropped (counted in PendingStats). Zero means 100 000 and 15m.
+	PendingSize   int
+	PendingMaxAge time.Duration
 	// Store holds state that is evicted or flushed. Nil means an in-memory
 	// store (NewMemoryStore).
 	Store Store
@@ -151,6 +156,9 @@ type ActionConfig struct {
 	PerThousand int64
 	// Unit names what Units counts ("words"); informational.
 	Unit string
+	// Settle is how the action's charge is settled from the response;
+	// nil means DefaultSettleRule() for a priced action, none otherwise.
+	Settle *SettleRule
 }
 
 // UserConfig is a configured subject.
@@ -266,6 +274,12 @@ func (c Config) withDefaults() Config {
 	c.Shards = ceilPow2(c.Shards)
 	if c.CacheSize <= 0 {
 		c.CacheSize = defaultCacheSize
+	}
+	if c.PendingSize <= 0 {
+		c.PendingSize = defaultPendingSize
+	}
+	if c.PendingMaxAge <= 0 {
+		c.PendingMaxAge = defaultPendingMaxAge
 	}
 	if c.Store == nil {
 		c.Store = NewMemoryStore()

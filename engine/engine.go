@@ -44,6 +44,7 @@ type Engine struct {
 	flushEvery time.Duration
 	base       Config
 
+	pend                              pendingTable
 	cap                               capacity
 	loads, storeErrors, eventsEmitted atomic.Uint64
 }
@@ -81,6 +82,7 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.shards[i].idle, e.shards[i].forgets = e.idleAt, forgets
 	}
+	e.pend.init(cfg.PendingSize, cfg.PendingMaxAge)
 	e.cap.refresh = utilRefresh
 	e.cap.rps.Store(math.Float64bits(cfg.Capacity.RequestsPerSecond))
 	e.cap.factor.Store(math.Float64bits(cfg.Capacity.Factor))
@@ -104,6 +106,7 @@ func (e *Engine) Reload(cfg Config) error {
 	cfg.Authority = e.base.Authority
 	cfg.Shards, cfg.CacheSize = e.base.Shards, e.base.CacheSize
 	cfg.SyncWrites, cfg.FlushInterval = e.base.SyncWrites, e.base.FlushInterval
+	cfg.PendingSize, cfg.PendingMaxAge = e.base.PendingSize, e.base.PendingMaxAge
 	cfg = cfg.withDefaults()
 	rs, err := compile(cfg)
 	if err != nil {
@@ -220,10 +223,15 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 	c.lims = &e.shards[c.h.si].scratch
 	err := c.decideLocked(d)
 	var snaps []Snapshot
+	var pend *pendingDecision
 	if err == nil {
 		snaps = c.finishLocked(nil)
+		pend = c.pendingLocked(d)
 	}
 	e.release(ctx, c.h.si, c.h.ti)
+	if pend != nil {
+		e.pend.add(pend)
+	}
 	c.emit()
 	if c.badProfile != nil {
 		e.logBadProfile(req.Subject, c.badProfile)

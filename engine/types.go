@@ -38,6 +38,9 @@ type Request struct {
 	// Deadline is when the caller stops waiting. A request is never delayed
 	// past it. The zero value means no deadline.
 	Deadline time.Time
+	// Trace is the trace context the request came in, kept with the
+	// pending decision so that its settlement is traced there too.
+	Trace TraceRef
 }
 
 // LimitStatus describes one limit after a charge, or the one that refused a
