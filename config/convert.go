@@ -49,6 +49,9 @@ func (f *File) engineConfig(p *problems) engine.Config {
 		Location:  parseLocation(qm.Timezone, base+".timezone", p),
 		Shards:    qm.Cache.Shards,
 		CacheSize: qm.Cache.Subjects,
+		// Fixed at New, like the cache: settlement's pending decisions.
+		PendingSize:   f.Server.AccessLog.PendingSize,
+		PendingMaxAge: f.Server.AccessLog.PendingMaxAge.D(),
 	}
 	if mode, err := engine.ParseWindowMode(qm.Window); err != nil {
 		p.addf(base+".window", "%v", err)
@@ -58,8 +61,10 @@ func (f *File) engineConfig(p *problems) engine.Config {
 	for _, name := range sortedKeys(qm.Tiers) {
 		cfg.Tiers[engine.Tier(name)] = convertTier(qm.Tiers[name], field(base+".tiers", name), p)
 	}
-	for name, a := range qm.Actions {
-		cfg.Actions[name] = engine.ActionConfig{PerCall: a.TokensPerCall, PerThousand: a.TokensPer1000Units, Unit: a.Unit}
+	for _, name := range sortedKeys(qm.Actions) {
+		a := qm.Actions[name]
+		cfg.Actions[name] = engine.ActionConfig{PerCall: a.TokensPerCall, PerThousand: a.TokensPer1000Units, Unit: a.Unit,
+			Settle: convertSettle(a.Settle, a, field(base+".actions", name)+".settle", p)}
 	}
 	cfg.UnknownActions = convertUnknownActions(qm, p)
 	convertEntities(qm, &cfg, p)

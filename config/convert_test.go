@@ -125,7 +125,7 @@ func TestEngineConversion(t *testing.T) {
 		Location:  paris,
 		Window:    engine.WindowSliding,
 		Shards:    8,
-		CacheSize: 5000,
+		CacheSize: 5000, PendingSize: 100_000, PendingMaxAge: 15 * time.Minute,
 	}
 	if got.Location.String() != want.Location.String() {
 		t.Errorf("Location = %v, want %v", got.Location, want.Location)
