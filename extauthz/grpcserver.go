@@ -83,6 +83,25 @@ const streamWorkersPerProc = 64
 // the server ("") and for envoy.service.auth.v3.Authorization, and
 // reflection when enabled. Call Drain to stop it.
 func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, error) {
+	opts, err := o.serverOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	gs := grpc.NewServer(opts...)
+	gs.RegisterService(newUndecided(o.OnUndecided, o.Logger).serviceDesc(), s)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	if o.Reflection {
+		reflection.Register(gs)
+	}
+	return gs, hs, nil
+}
+
+// serverOptions returns the gRPC server options for o, with its defaults
+// applied.
+func (o GRPCOptions) serverOptions() ([]grpc.ServerOption, error) {
 	if o.MaxConcurrentStreams == 0 {
 		o.MaxConcurrentStreams = 1024
 	}
@@ -102,7 +121,7 @@ func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, err
 		o.MaxReceiveBytes = DefaultMaxReceiveBytes
 	}
 	if o.MaxReceiveBytes < 0 {
-		return nil, nil, fmt.Errorf("extauthz: max receive bytes %d must be positive (server.max_receive_bytes)", o.MaxReceiveBytes)
+		return nil, fmt.Errorf("extauthz: max receive bytes %d must be positive (server.max_receive_bytes)", o.MaxReceiveBytes)
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
@@ -117,21 +136,11 @@ func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, err
 	if o.CertFile != "" || o.KeyFile != "" || o.ClientCAFile != "" {
 		cfg, err := serverTLS(o.CertFile, o.KeyFile, o.ClientCAFile)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
 	}
-	opts = append(opts, o.ServerOptions...)
-	gs := grpc.NewServer(opts...)
-	gs.RegisterService(newUndecided(o.OnUndecided, o.Logger).serviceDesc(), s)
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	if o.Reflection {
-		reflection.Register(gs)
-	}
-	return gs, hs, nil
+	return append(opts, o.ServerOptions...), nil
 }
 
 // serverTLS loads the server certificate and, for mTLS, the client CAs.

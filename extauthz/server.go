@@ -220,6 +220,7 @@ func (s *Server) decide(ctx context.Context, start time.Time, in *Input, v *Verd
 		return
 	}
 	req.Units = units
+	req.Trace = traceRefOf(in.Headers)
 	if dl, ok := ctx.Deadline(); ok {
 		req.Deadline = dl
 	}

@@ -1,0 +1,295 @@
+package extauthz
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/quotagate/quotagate/engine"
+)
+
+// ExtAuthzFilter is the name under which Envoy keeps the dynamic metadata
+// a Check returned; its "decision_id" joins a log entry to its decision.
+const ExtAuthzFilter = "envoy.filters.http.ext_authz"
+
+// Reasons a log entry is skipped without a settlement, as passed to
+// AccessLogOptions.OnSkipped.
+const (
+	SkipNoDecision = "no_decision" // no decision id in the metadata or headers
+	SkipMalformed  = "malformed"   // a decision id that is not a UUID, or a bad status
+	SkipOversized  = "oversized"   // a batch over MaxEntries, or headers over the bounds
+	SkipTCP        = "tcp"         // a TCP log entry: nothing to settle
+	SkipError      = "error"       // the engine could not apply the settlement
+)
+
+// Bounds on what a log entry may carry into a settlement. Envoy logs only
+// the headers its configuration names, so real entries are far below them.
+const (
+	// DefaultMaxLogEntries is AccessLogOptions.MaxEntries when zero.
+	DefaultMaxLogEntries = 1000
+	// maxSettleHeaders is how many response headers are read from one entry.
+	maxSettleHeaders = 64
+	// maxSettleHeaderBytes bounds one header's name plus value.
+	maxSettleHeaderBytes = 8 << 10
+)
+
+// Settler settles a decision from its response; *engine.Engine is one.
+type Settler interface {
+	Settle(ctx context.Context, s engine.Settlement) (engine.Settled, error)
+}
+
+// AccessLogOptions configures an AccessLogService. The zero value of each
+// field means its documented default.
+type AccessLogOptions struct {
+	// MaxEntries bounds the log entries of one message; a larger message is
+	// skipped whole (counted as oversized) and the stream goes on. Zero
+	// means DefaultMaxLogEntries.
+	MaxEntries int
+	// OnSettled, if set, is called for every settlement the engine made
+	// or refused (duplicate, unmatched, aged out, invalid). It must be
+	// safe for concurrent use; it runs on the stream's goroutine.
+	OnSettled func(ctx context.Context, s *engine.Settled)
+	// OnSkipped, if set, is called for every entry that reached no
+	// settlement, with one of the Skip* reasons (n entries at once).
+	OnSkipped func(ctx context.Context, reason string, n int)
+	// Logger receives a warning per settlement the engine could not apply
+	// (at most one per second). Nil discards them.
+	Logger *slog.Logger
+}
+
+// AccessLogService is the envoy.service.accesslog.v3.AccessLogService that
+// settles charges from Envoy's HTTP access log. It is safe for concurrent
+// use; each stream is read on its own goroutine.
+type AccessLogService struct {
+	alsv3.UnimplementedAccessLogServiceServer
+	settler Settler
+	o       AccessLogOptions
+	lastLog atomic.Int64 // unix ns of the last warning
+}
+
+// NewAccessLogService returns the service that settles through settler.
+func NewAccessLogService(settler Settler, o AccessLogOptions) (*AccessLogService, error) {
+	if settler == nil {
+		return nil, errors.New("extauthz: access log service needs a settler (the engine)")
+	}
+	if o.MaxEntries < 0 {
+		return nil, errors.New("extauthz: access log max entries must be positive (server.access_log.max_entries)")
+	}
+	if o.MaxEntries == 0 {
+		o.MaxEntries = DefaultMaxLogEntries
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &AccessLogService{settler: settler, o: o}, nil
+}
+
+// Register registers the service on gs.
+func (a *AccessLogService) Register(gs *grpc.Server) {
+	alsv3.RegisterAccessLogServiceServer(gs, a)
+}
+
+// StreamAccessLogs reads log batches until the client closes the stream.
+// Nothing a batch holds ends the stream: an entry that cannot be settled
+// is counted and skipped.
+func (a *AccessLogService) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
+	ctx := stream.Context()
+	var st settleScratch
+	for {
+		msg, err := stream.Recv()
+		switch {
+		case errors.Is(err, io.EOF):
+			return stream.SendAndClose(&alsv3.StreamAccessLogsResponse{})
+		case err != nil:
+			if status.Code(err) == codes.Canceled || ctx.Err() != nil {
+				return nil // the client went away; what was read is settled
+			}
+			return err
+		}
+		a.settleBatch(ctx, msg, &st)
+	}
+}
+
+// settleScratch is reused across one stream's entries.
+type settleScratch struct {
+	headers map[string]string
+}
+
+// settleBatch settles every HTTP entry of msg.
+func (a *AccessLogService) settleBatch(ctx context.Context, msg *alsv3.StreamAccessLogsMessage, st *settleScratch) {
+	if tcp := msg.GetTcpLogs(); tcp != nil {
+		a.skip(ctx, SkipTCP, len(tcp.GetLogEntry()))
+		return
+	}
+	entries := msg.GetHttpLogs().GetLogEntry()
+	if len(entries) > a.o.MaxEntries {
+		a.skip(ctx, SkipOversized, len(entries))
+		return
+	}
+	for _, e := range entries {
+		a.settleEntry(ctx, e, st)
+	}
+}
+
+// settleEntry settles one entry.
+func (a *AccessLogService) settleEntry(ctx context.Context, e *accesslogv3.HTTPAccessLogEntry, st *settleScratch) {
+	s, reason := settlementOf(e, st)
+	if reason != "" {
+		a.skip(ctx, reason, 1)
+		return
+	}
+	out, err := a.settler.Settle(ctx, s)
+	if err != nil {
+		a.skip(ctx, SkipError, 1)
+		a.warn("settle: the engine could not apply a settlement; Envoy does not resend it, so its charge stays as decided",
+			"decision_id", s.DecisionID.String(), "error", err.Error())
+		return
+	}
+	if a.o.OnSettled != nil {
+		a.o.OnSettled(ctx, &out)
+	}
+}
+
+func (a *AccessLogService) skip(ctx context.Context, reason string, n int) {
+	if n > 0 && a.o.OnSkipped != nil {
+		a.o.OnSkipped(ctx, reason, n)
+	}
+}
+
+// warn logs at most once per second.
+func (a *AccessLogService) warn(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := a.lastLog.Load()
+	if now-last < int64(time.Second) || !a.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	a.o.Logger.Warn(msg, args...)
+}
+
+// settlementOf reads the settlement of one entry, or the reason it has
+// none. The headers map in st is reused: the returned Settlement is valid
+// until the next call.
+func settlementOf(e *accesslogv3.HTTPAccessLogEntry, st *settleScratch) (engine.Settlement, string) {
+	var s engine.Settlement
+	raw := decisionIDOf(e)
+	if raw == "" {
+		return s, SkipNoDecision
+	}
+	id, ok := parseDecisionID(raw)
+	if !ok {
+		return s, SkipMalformed
+	}
+	s.DecisionID = id
+	code := e.GetResponse().GetResponseCode().GetValue()
+	if code > 999 {
+		return s, SkipMalformed
+	}
+	s.Status = int(code)
+	if s.Status != 0 && noUpstreamResponse(e) {
+		// Envoy answered for an upstream that never did (a reset, a
+		// timeout): that is "no response" to a settle rule.
+		s.Status = 0
+	}
+	hs := e.GetResponse().GetResponseHeaders()
+	if len(hs) == 0 {
+		return s, ""
+	}
+	if len(hs) > maxSettleHeaders {
+		return s, SkipOversized
+	}
+	if st.headers == nil {
+		st.headers = make(map[string]string, len(hs))
+	}
+	clear(st.headers)
+	for k, v := range hs {
+		if len(k)+len(v) > maxSettleHeaderBytes {
+			return s, SkipOversized
+		}
+		st.headers[lowerASCII(k)] = v
+	}
+	s.Headers = st.headers
+	return s, ""
+}
+
+// decisionIDOf returns the decision id of e: from the ext_authz filter's
+// dynamic metadata, else from the request header when it was logged.
+func decisionIDOf(e *accesslogv3.HTTPAccessLogEntry) string {
+	md := e.GetCommonProperties().GetMetadata().GetFilterMetadata()[ExtAuthzFilter]
+	if v := md.GetFields()["decision_id"].GetStringValue(); v != "" {
+		return v
+	}
+	return e.GetRequest().GetRequestHeaders()[HeaderDecisionID]
+}
+
+// parseDecisionID parses the canonical 36-byte form only: an id is never
+// longer, whatever a client sent.
+func parseDecisionID(s string) (uuid.UUID, bool) {
+	if len(s) != 36 {
+		return uuid.UUID{}, false
+	}
+	id, err := uuid.Parse(s)
+	return id, err == nil
+}
+
+// noUpstreamResponse reports whether e's response was made by Envoy
+// because the upstream reset, timed out or could not be reached.
+func noUpstreamResponse(e *accesslogv3.HTTPAccessLogEntry) bool {
+	if e.GetResponse().GetResponseCodeDetails() == "via_upstream" {
+		return false
+	}
+	f := e.GetCommonProperties().GetResponseFlags()
+	if f == nil {
+		return false
+	}
+	return f.GetUpstreamRequestTimeout() || f.GetUpstreamRemoteReset() || f.GetUpstreamConnectionFailure() ||
+		f.GetUpstreamConnectionTermination() || f.GetLocalReset() || f.GetNoHealthyUpstream() ||
+		f.GetUpstreamOverflow() || f.GetStreamIdleTimeout() || f.GetUpstreamMaxStreamDurationReached() ||
+		f.GetUpstreamProtocolError() || f.GetUpstreamRetryLimitExceeded()
+}
+
+// lowerASCII returns s in lower case, without allocating when it already is.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c >= 'A' && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// NewGRPCServer returns a gRPC server of its own for the service (the
+// server.access_log.addr listener), with the transport options of o
+// (TLS, message size, keepalive) and the grpc.health.v1 service reporting
+// SERVING for the server ("") and for the AccessLogService. OnUndecided
+// and Reflection do not apply. Call Drain to stop it.
+func (a *AccessLogService) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, error) {
+	opts, err := o.serverOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	gs := grpc.NewServer(opts...)
+	a.Register(gs)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(alsv3.AccessLogService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	return gs, hs, nil
+}
