@@ -64,7 +64,7 @@ func TestRunUsage(t *testing.T) {
 			check: func(t *testing.T, out string) {
 				lines := strings.Split(strings.TrimSpace(out), "\n")
 				if len(lines) != 4 || !strings.Contains(lines[0], "REJECTIONS") ||
-					strings.Join(strings.Fields(lines[1]), " ") != "2026-05-04T10:00Z 2 200 20 1" {
+					strings.Join(strings.Fields(lines[1]), " ") != "2026-05-04T10:00Z 2 200 20 1 0 0 0" {
 					t.Fatalf("table:\n%s", out)
 				}
 			},
