@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,7 @@ const (
 )
 
 // Settler settles a decision from its response; *engine.Engine is one.
+// It must not keep the Settlement's Headers, which are reused.
 type Settler interface {
 	Settle(ctx context.Context, s engine.Settlement) (engine.Settled, error)
 }
@@ -58,9 +60,11 @@ type AccessLogOptions struct {
 	// means DefaultMaxLogEntries.
 	MaxEntries int
 	// OnSettled, if set, is called for every settlement the engine made
-	// or refused (duplicate, unmatched, aged out, invalid). It must be
-	// safe for concurrent use; it runs on the stream's goroutine.
-	OnSettled func(ctx context.Context, s *engine.Settled)
+	// or refused (duplicate, unmatched, aged out, invalid), with what the
+	// entry said (in, whose Headers are valid only during the call) and
+	// the outcome (out). It must be safe for concurrent use; it runs on
+	// the stream's goroutine.
+	OnSettled func(ctx context.Context, in *engine.Settlement, out *engine.Settled)
 	// OnSkipped, if set, is called for every entry that reached no
 	// settlement, with one of the Skip* reasons (n entries at once).
 	OnSkipped func(ctx context.Context, reason string, n int)
@@ -77,6 +81,9 @@ type AccessLogService struct {
 	settler Settler
 	o       AccessLogOptions
 	lastLog atomic.Int64 // unix ns of the last warning
+	// quit is closed by Shutdown.
+	quit     chan struct{}
+	quitOnce sync.Once
 }
 
 // NewAccessLogService returns the service that settles through settler.
@@ -93,7 +100,19 @@ func NewAccessLogService(settler Settler, o AccessLogOptions) (*AccessLogService
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &AccessLogService{settler: settler, o: o}, nil
+	return &AccessLogService{settler: settler, o: o, quit: make(chan struct{})}, nil
+}
+
+// shutdownLinger is how long a stream goes on reading after Shutdown, for
+// the batches Envoy had already sent.
+const shutdownLinger = 200 * time.Millisecond
+
+// Shutdown ends every stream, now and to come, once it has been quiet
+// for a moment: Envoy's access logger keeps its stream open for as long
+// as it runs, which a graceful stop would otherwise wait for. Envoy then
+// connects to another replica. It is idempotent.
+func (a *AccessLogService) Shutdown() {
+	a.quitOnce.Do(func() { close(a.quit) })
 }
 
 // Register registers the service on gs.
@@ -106,19 +125,52 @@ func (a *AccessLogService) Register(gs *grpc.Server) {
 // is counted and skipped.
 func (a *AccessLogService) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
 	ctx := stream.Context()
+	// The reader hands over one message at a time, so that Shutdown can
+	// end the stream while Recv waits; it ends with the stream's context.
+	type received struct {
+		msg *alsv3.StreamAccessLogsMessage
+		err error
+	}
+	msgs := make(chan received)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			select {
+			case msgs <- received{msg, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	var st settleScratch
+	quit := a.quit
+	var linger <-chan time.Time
 	for {
-		msg, err := stream.Recv()
+		var r received
+		select {
+		case r = <-msgs:
+		case <-quit:
+			quit, linger = nil, time.After(shutdownLinger)
+			continue
+		case <-linger:
+			return status.Error(codes.Unavailable, "quotagate is shutting down: send the access log to another replica")
+		}
 		switch {
-		case errors.Is(err, io.EOF):
+		case errors.Is(r.err, io.EOF):
 			return stream.SendAndClose(&alsv3.StreamAccessLogsResponse{})
-		case err != nil:
-			if status.Code(err) == codes.Canceled || ctx.Err() != nil {
+		case r.err != nil:
+			if status.Code(r.err) == codes.Canceled || ctx.Err() != nil {
 				return nil // the client went away; what was read is settled
 			}
-			return err
+			return r.err
 		}
-		a.settleBatch(ctx, msg, &st)
+		a.settleBatch(ctx, r.msg, &st)
+		if quit == nil {
+			linger = time.After(shutdownLinger)
+		}
 	}
 }
 
@@ -158,7 +210,7 @@ func (a *AccessLogService) settleEntry(ctx context.Context, e *accesslogv3.HTTPA
 		return
 	}
 	if a.o.OnSettled != nil {
-		a.o.OnSettled(ctx, &out)
+		a.o.OnSettled(ctx, &s, &out)
 	}
 }
 

@@ -5,11 +5,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -56,7 +59,7 @@ type settleRecorder struct {
 
 func (r *settleRecorder) options() AccessLogOptions {
 	return AccessLogOptions{
-		OnSettled: func(_ context.Context, s *engine.Settled) {
+		OnSettled: func(_ context.Context, _ *engine.Settlement, s *engine.Settled) {
 			r.mu.Lock()
 			r.settled = append(r.settled, *s)
 			r.mu.Unlock()
@@ -88,6 +91,7 @@ type alsFixture struct {
 	eng   *engine.Engine
 	check authv3.AuthorizationClient
 	als   alsv3.AccessLogServiceClient
+	svc   *AccessLogService
 	rec   *settleRecorder
 }
 
@@ -115,7 +119,7 @@ func newALSFixture(t testing.TB, o AccessLogOptions) *alsFixture {
 		t.Fatal(err)
 	}
 	conn, _, _ := startGRPCRegistered(t, s, GRPCOptions{}, als.Register)
-	return &alsFixture{eng: eng, check: authv3.NewAuthorizationClient(conn), als: alsv3.NewAccessLogServiceClient(conn), rec: rec}
+	return &alsFixture{eng: eng, check: authv3.NewAuthorizationClient(conn), als: alsv3.NewAccessLogServiceClient(conn), svc: als, rec: rec}
 }
 
 // decide checks a translate request of words words for sam (standard:
@@ -287,5 +291,33 @@ func TestTraceRefOf(t *testing.T) {
 				t.Errorf("span id %x", got.SpanID)
 			}
 		})
+	}
+}
+
+func TestAccessLogShutdownEndsStreams(t *testing.T) {
+	f := newALSFixture(t, AccessLogOptions{})
+	id := f.decide(t, 1000)
+	st, err := f.als.StreamAccessLogs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(logBatch(true, logEntry(id, 503, nil))); err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Shutdown()
+	f.svc.Shutdown() // idempotent
+	done := make(chan error, 1)
+	// Envoy never closes its side: wait for the server's end.
+	go func() { done <- st.RecvMsg(new(alsv3.StreamAccessLogsResponse)) }()
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("stream ended with %v, want Unavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream outlived Shutdown")
+	}
+	if b, _ := f.balanceAndCalls(t); b != 1000 {
+		t.Errorf("balance %d, want 1000: the batch sent before Shutdown is settled", b)
 	}
 }

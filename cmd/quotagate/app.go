@@ -27,7 +27,9 @@ type app struct {
 	authz *extauthz.Server
 	gs    *grpc.Server
 	hs    *health.Server
-	ready atomic.Bool
+	// accessLog settles charges from Envoy's access log; nil when off.
+	accessLog *accessLog
+	ready     atomic.Bool
 	// metricsHandler serves /metrics; nil serves an empty exposition.
 	metricsHandler http.Handler
 	// rec records each decision's span, metrics and rejection log.
@@ -98,8 +100,9 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	// callbacks only run at scrape time, after a.eng is set.
 	a.rec, err = telemetry.NewRecorder(o.Providers, telemetry.RecorderOptions{
 		RawSubject: file.Tracing.RawSubject, Logger: o.Logger,
-		EngineStats: func() telemetry.EngineStats { return engineStats(a.eng) },
-		TierStats:   func() []telemetry.TierStat { return tierStats(a.eng) },
+		EngineStats:  func() telemetry.EngineStats { return engineStats(a.eng) },
+		TierStats:    func() []telemetry.TierStat { return tierStats(a.eng) },
+		PendingStats: func() telemetry.PendingStats { return pendingStats(a.eng) },
 	})
 	if err != nil {
 		return nil, err
@@ -167,7 +170,7 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 	if a.b.commit != nil {
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(a.b.commit.unaryInterceptor))
 	}
-	a.gs, a.hs, err = a.authz.NewGRPCServer(extauthz.GRPCOptions{
+	gopts := extauthz.GRPCOptions{
 		ServerOptions: sopts,
 		CertFile:      srv.TLS.CertFile, KeyFile: srv.TLS.KeyFile, ClientCAFile: srv.TLS.ClientCAFile,
 		MaxConcurrentStreams: srv.MaxConcurrentStreams,
@@ -177,7 +180,11 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 		MaxReceiveBytes:  int(srv.MaxReceiveBytes),
 		OnUndecided:      func(ctx context.Context, reason string, _ error) { a.rec.RecordUndecided(ctx, reason) },
 		Logger:           o.Logger,
-	})
+	}
+	if a.gs, a.hs, err = a.authz.NewGRPCServer(gopts); err != nil {
+		return err
+	}
+	a.accessLog, err = a.assembleAccessLog(srv.AccessLog, gopts)
 	return err
 }
 
