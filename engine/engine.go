@@ -44,7 +44,7 @@ type Engine struct {
 	flushEvery time.Duration
 	base       Config
 
-	pend                              pendingTable
+	pend                              pendingSet
 	cap                               capacity
 	loads, storeErrors, eventsEmitted atomic.Uint64
 }

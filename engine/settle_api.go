@@ -173,18 +173,23 @@ type pendingWindow struct {
 
 // pendingDecision is an allowed, charged decision awaiting its settlement.
 type pendingDecision struct {
-	id        uuid.UUID
-	at        int64 // unix ns
-	req       Request
-	tier      Tier
-	team      string
-	owner     string
-	charged   int64
-	fromGrant int64 // part of charged taken from the allowance
-	grantAt   int64 // the owner's grant period start at the decision
-	unlimited bool
-	windows   []pendingWindow
-	settled   bool
+	id                        uuid.UUID
+	at                        int64 // unix ns
+	subject, action, workflow string
+	units                     int64
+	trace                     TraceRef
+	tier                      Tier
+	team                      string
+	owner                     string
+	charged                   int64
+	fromGrant                 int64 // part of charged taken from the allowance
+	grantAt                   int64 // the owner's grant period start at the decision
+	unlimited                 bool
+	settled                   bool
+	windows                   []pendingWindow
+	// inline backs windows for the common request that counts in one
+	// window, so that holding a decision is one allocation.
+	inline [1]pendingWindow
 }
 
 // pendingTable holds pending decisions in arrival order, bounded by size
@@ -203,6 +208,34 @@ type pendingTable struct {
 	cutoff           int64
 	agedOut, evicted uint64
 }
+
+// pendingStripes is how many pendingTables the pending decisions are
+// spread over, by a random byte of their id, so that concurrent Checks
+// rarely wait on one lock.
+const pendingStripes = 16
+
+// pendingSet is the engine's pending decisions.
+type pendingSet struct{ stripes [pendingStripes]pendingTable }
+
+func (ps *pendingSet) init(size int, maxAge time.Duration) {
+	per := max((size+pendingStripes-1)/pendingStripes, 1)
+	for i := range ps.stripes {
+		ps.stripes[i].init(per, maxAge)
+	}
+}
+
+// of returns the stripe of id: its last byte is random (newDecisionID).
+func (ps *pendingSet) of(id uuid.UUID) *pendingTable {
+	return &ps.stripes[id[15]%pendingStripes]
+}
+
+func (ps *pendingSet) add(d *pendingDecision) { ps.of(d.id).add(d) }
+
+func (ps *pendingSet) take(id uuid.UUID, now int64) (*pendingDecision, SettleOutcome) {
+	return ps.of(id).take(id, now)
+}
+
+func (ps *pendingSet) untake(d *pendingDecision) { ps.of(d.id).untake(d) }
 
 func (p *pendingTable) init(size int, maxAge time.Duration) {
 	p.size, p.maxAge = size, maxAge
@@ -285,10 +318,16 @@ func idMillis(id uuid.UUID) int64 {
 
 // PendingStats returns the pending decisions' counters.
 func (e *Engine) PendingStats() PendingStats {
-	p := &e.pend
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return PendingStats{Held: p.held, AgedOut: p.agedOut, Evicted: p.evicted}
+	var s PendingStats
+	for i := range e.pend.stripes {
+		p := &e.pend.stripes[i]
+		p.mu.Lock()
+		s.Held += p.held
+		s.AgedOut += p.agedOut
+		s.Evicted += p.evicted
+		p.mu.Unlock()
+	}
+	return s
 }
 
 // settleRule returns the rule of action under rs.
@@ -311,11 +350,14 @@ func (c *charge) pendingLocked(d *Decision) *pendingDecision {
 		return nil
 	}
 	owner, grant, _ := c.balanceOwnerLocked()
-	p := &pendingDecision{id: d.ID, at: c.now, req: c.req, tier: d.Tier, team: d.Team, owner: d.BalanceOwner,
+	p := &pendingDecision{id: d.ID, at: c.now, subject: c.req.Subject, action: c.req.Action, workflow: c.req.Workflow,
+		units: c.req.Units, trace: c.req.Trace, tier: d.Tier, team: d.Team, owner: d.BalanceOwner,
 		charged: d.Charged, grantAt: owner.grantStart, unlimited: grant.Unlimited || d.Charged == 0,
 		fromGrant: c.fromGrant}
-	p.req.Roles = nil
-	p.windows = make([]pendingWindow, 0, c.n)
+	p.windows = p.inline[:0]
+	if c.n > len(p.inline) {
+		p.windows = make([]pendingWindow, 0, c.n)
+	}
 	for i := range c.n {
 		a := &c.lims[i]
 		key := c.req.Subject
@@ -371,9 +413,9 @@ func (e *Engine) SettleAt(ctx context.Context, s Settlement, now time.Time) (Set
 
 func (out *Settled) fill(p *pendingDecision, rs *ruleset) {
 	out.DecidedAt = time.Unix(0, p.at).In(rs.loc)
-	out.Subject, out.Team, out.Owner, out.Tier = p.req.Subject, p.team, p.owner, p.tier
-	out.Action, out.Workflow, out.Units, out.Charged = p.req.Action, p.req.Workflow, p.req.Units, p.charged
-	out.Trace = p.req.Trace
+	out.Subject, out.Team, out.Owner, out.Tier = p.subject, p.team, p.owner, p.tier
+	out.Action, out.Workflow, out.Units, out.Charged = p.action, p.workflow, p.units, p.charged
+	out.Trace = p.trace
 }
 
 // settlePlan is what a settlement is to change, worked out before
@@ -388,7 +430,7 @@ type settlePlan struct {
 // planSettlement decides what s does to p under rs; an error means the
 // usage header is not a valid count.
 func planSettlement(rs *ruleset, p *pendingDecision, s Settlement) (settlePlan, error) {
-	rule := rs.settleRule(p.req.Action)
+	rule := rs.settleRule(p.action)
 	switch {
 	case rule.Off:
 		return settlePlan{outcome: SettleKept}, nil
@@ -405,7 +447,7 @@ func planSettlement(rs *ruleset, p *pendingDecision, s Settlement) (settlePlan, 
 	if err != nil || actual < 0 || actual > MaxQuantity {
 		return settlePlan{}, fmt.Errorf("engine: usage header %s: %q is not a count in [0, %d]", rule.UsageHeader, v, MaxQuantity)
 	}
-	a := rs.actions[p.req.Action]
+	a := rs.actions[p.action]
 	cost, ok := priceOf(a.PerCall, a.PerThousand, actual)
 	if !ok {
 		return settlePlan{}, fmt.Errorf("engine: usage header %s: %d units cost more than %d tokens", rule.UsageHeader, actual, MaxQuantity)
@@ -520,7 +562,7 @@ func settleEventLocked(st *subjectState, rs *ruleset, p *pendingDecision, out *S
 		return Event{}, false
 	}
 	st.alerted, st.alertedSet = st.grantStart, true
-	return Event{Kind: EventBalanceLow, Time: now.In(rs.loc), Subject: p.req.Subject, Team: p.team,
+	return Event{Kind: EventBalanceLow, Time: now.In(rs.loc), Subject: p.subject, Team: p.team,
 		Tier: p.tier, DecisionID: p.id, Balance: out.Balance}, true
 }
 
