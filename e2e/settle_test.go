@@ -168,25 +168,7 @@ type subjectState struct{ balance, calls int64 }
 
 func stateOf(t *testing.T, adminAddr, subject string) subjectState {
 	t.Helper()
-	var v struct {
-		Limits []struct {
-			Name string `json:"name"`
-			Used int64  `json:"used"`
-		} `json:"limits"`
-		Balance struct {
-			Balance int64 `json:"balance"`
-		} `json:"balance"`
-	}
-	if err := json.Unmarshal([]byte(httpGet(t, "http://"+adminAddr+"/v1/subjects/"+subject)), &v); err != nil {
-		t.Fatal(err)
-	}
-	st := subjectState{balance: v.Balance.Balance, calls: -1}
-	for _, l := range v.Limits {
-		if l.Name == "hour" {
-			st.calls = l.Used
-		}
-	}
-	return st
+	return subjectState{balance: getSubject(t, adminAddr, subject).Balance.Balance, calls: hourUsed(t, adminAddr, subject)}
 }
 
 func wantState(t *testing.T, adminAddr, subject string, want subjectState, step string) {
@@ -202,9 +184,11 @@ type settledUsage struct {
 	Refunded, Extra, Owed            int64
 }
 
-func usageOf(t *testing.T, args []string, subject string) settledUsage {
+// wantUsage checks quotagate usage of subject, this month, in the ledger
+// of the data directory dir.
+func wantUsage(t *testing.T, dir, subject string, want settledUsage) {
 	t.Helper()
-	out, errOut, code := runBinary(t, nil, append([]string{"usage", "--subject", subject, "--by", "month", "--format", "json"}, args...)...)
+	out, errOut, code := runBinary(t, nil, "usage", "--data-dir", dir, "--subject", subject, "--by", "month", "--format", "json")
 	if code != 0 {
 		t.Fatalf("quotagate usage: exit %d\n%s", code, errOut)
 	}
@@ -212,10 +196,9 @@ func usageOf(t *testing.T, args []string, subject string) settledUsage {
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("quotagate usage output %q: %v", out, err)
 	}
-	if len(rows) != 1 {
-		t.Fatalf("quotagate usage = %s, want one month", out)
+	if len(rows) != 1 || rows[0] != want {
+		t.Errorf("quotagate usage = %s, want one month with %+v", out, want)
 	}
-	return rows[0]
 }
 
 // metricValue returns the value of the Prometheus series whose line
@@ -302,11 +285,7 @@ func TestSettlement(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "8 records") || !strings.Contains(out, "intact") {
 		t.Errorf("ledger verify: exit %d, %q %q; want 8 records, chain intact", code, out, errOut)
 	}
-	got := usageOf(t, []string{"--data-dir", dir}, "ann")
-	want := settledUsage{Calls: 4, Units: 100 + 250 + 40 + 5, Tokens: 290, Refunded: 100 + 60 + 10, Extra: 150}
-	if got != want {
-		t.Errorf("quotagate usage = %+v, want %+v", got, want)
-	}
+	wantUsage(t, dir, "ann", settledUsage{Calls: 4, Units: 100 + 250 + 40 + 5, Tokens: 290, Refunded: 100 + 60 + 10, Extra: 150})
 }
 
 // TestSettlementOwed adjusts a charge up by more than the balance holds:
@@ -322,11 +301,7 @@ func TestSettlementOwed(t *testing.T) {
 	if err := s.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
-	got := usageOf(t, []string{"--data-dir", dir}, "owen")
-	want := settledUsage{Calls: 1, Units: 1500, Tokens: 1000, Extra: 600, Owed: 500}
-	if got != want {
-		t.Errorf("quotagate usage = %+v, want %+v", got, want)
-	}
+	wantUsage(t, dir, "owen", settledUsage{Calls: 1, Units: 1500, Tokens: 1000, Extra: 600, Owed: 500})
 }
 
 // TestSettlementAfterRestart settles a decision made before a restart on
@@ -349,9 +324,7 @@ func TestSettlementAfterRestart(t *testing.T) {
 	if err := s.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
-	if got, want := usageOf(t, []string{"--data-dir", dir}, "rita"), (settledUsage{Calls: 1, Units: 100, Refunded: 100}); got != want {
-		t.Errorf("quotagate usage = %+v, want %+v", got, want)
-	}
+	wantUsage(t, dir, "rita", settledUsage{Calls: 1, Units: 100, Refunded: 100})
 }
 
 // TestSettlementOnAnotherReplica settles on one replica a decision another

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"testing"
-	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
@@ -28,25 +27,11 @@ func BenchmarkAccessLog(b *testing.B) {
 }
 
 func benchAccessLog(b *testing.B, batch int, adjust bool) {
-	c := &clock{now: time.Now()}
-	cfg := testEngineConfig(time.Now)
-	cfg.Tiers["freemium"] = engine.TierConfig{Limits: hourly(1 << 40), Tokens: engine.TokenGrant{Amount: 1 << 40, Period: month()}}
-	cfg.Actions["translate"] = engine.ActionConfig{PerThousand: 5, Settle: &engine.SettleRule{
-		RefundStatuses: []engine.StatusRange{{From: 500, To: 599}}, RefundWindows: true, UsageHeader: "x-usage-words"}}
-	cfg.PendingSize = 1 << 22
-	eng, err := engine.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := NewServer(eng, Options{Now: c.Now, Identity: IdentityOptions{Sources: []Source{SourceHeader}, HeaderTrusted: true}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	als, err := NewAccessLogService(eng, AccessLogOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	conn, _, _ := startGRPCRegistered(b, s, GRPCOptions{}, als.Register)
+	f := newALSFixture(b, AccessLogOptions{}, func(cfg *engine.Config) {
+		cfg.Tiers["freemium"] = engine.TierConfig{Limits: hourly(1 << 40), Tokens: engine.TokenGrant{Amount: 1 << 40, Period: month()}}
+		cfg.PendingSize = 1 << 22
+	})
+	eng := f.eng
 	// Decide b.N requests first, outside the timer, over 64 subjects.
 	ctx := context.Background()
 	ids := make([]string, b.N)
@@ -69,7 +54,7 @@ func benchAccessLog(b *testing.B, batch int, adjust bool) {
 		}
 		msgs = append(msgs, logBatch(i == 0, entries...))
 	}
-	st, err := alsv3.NewAccessLogServiceClient(conn).StreamAccessLogs(ctx)
+	st, err := f.als.StreamAccessLogs(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -95,12 +95,18 @@ type alsFixture struct {
 	rec   *settleRecorder
 }
 
-func newALSFixture(t testing.TB, o AccessLogOptions) *alsFixture {
+// newALSFixture builds the fixture at t0, with translate settled from
+// x-usage-words and refunded (calls too) on 503 and no response; tune, if
+// set, changes the engine's configuration first.
+func newALSFixture(t testing.TB, o AccessLogOptions, tune func(*engine.Config)) *alsFixture {
 	t.Helper()
 	c := &clock{now: t0}
 	cfg := testEngineConfig(c.Now)
 	cfg.Actions["translate"] = engine.ActionConfig{PerThousand: 5, Unit: "words", Settle: &engine.SettleRule{
 		RefundStatuses: []engine.StatusRange{{From: 503, To: 503}, {}}, RefundWindows: true, UsageHeader: "x-usage-words"}}
+	if tune != nil {
+		tune(&cfg)
+	}
 	eng, err := engine.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +196,7 @@ func TestAccessLogSettles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newALSFixture(t, AccessLogOptions{})
+			f := newALSFixture(t, AccessLogOptions{}, nil)
 			id := f.decide(t, 1000) // 5 tokens, 1 call
 			if b, c := f.balanceAndCalls(t); b != 995 || c != 1 {
 				t.Fatalf("after the check: balance %d calls %d, want 995 and 1", b, c)
@@ -208,7 +214,7 @@ func TestAccessLogSettles(t *testing.T) {
 }
 
 func TestAccessLogSkipsWhatItCannotSettle(t *testing.T) {
-	f := newALSFixture(t, AccessLogOptions{MaxEntries: 3})
+	f := newALSFixture(t, AccessLogOptions{MaxEntries: 3}, nil)
 	id := f.decide(t, 1000)
 	fromHeader := logEntry("", 503, nil)
 	fromHeader.Request.RequestHeaders = map[string]string{HeaderDecisionID: id}
@@ -295,7 +301,7 @@ func TestTraceRefOf(t *testing.T) {
 }
 
 func TestAccessLogShutdownEndsStreams(t *testing.T) {
-	f := newALSFixture(t, AccessLogOptions{})
+	f := newALSFixture(t, AccessLogOptions{}, nil)
 	id := f.decide(t, 1000)
 	st, err := f.als.StreamAccessLogs(context.Background())
 	if err != nil {
