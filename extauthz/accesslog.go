@@ -5,18 +5,18 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
-	"github.com/google/uuid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/quotagate/quotagate/engine"
 )
@@ -115,28 +115,74 @@ func (a *AccessLogService) Shutdown() {
 	a.quitOnce.Do(func() { close(a.quit) })
 }
 
-// Register registers the service on gs.
+// Register registers the service on gs, which must be a server from
+// NewGRPCServer (its codec decodes only what settlement reads).
 func (a *AccessLogService) Register(gs *grpc.Server) {
-	alsv3.RegisterAccessLogServiceServer(gs, a)
+	desc := alsv3.AccessLogService_ServiceDesc
+	desc.Streams = slices.Clone(desc.Streams)
+	for i := range desc.Streams {
+		if desc.Streams[i].StreamName == "StreamAccessLogs" {
+			desc.Streams[i].Handler = func(srv any, stream grpc.ServerStream) error {
+				return srv.(*AccessLogService).stream(stream)
+			}
+		}
+	}
+	gs.RegisterService(&desc, a)
 }
 
-// StreamAccessLogs reads log batches until the client closes the stream.
-// Nothing a batch holds ends the stream: an entry that cannot be settled
-// is counted and skipped.
+// StreamAccessLogs implements alsv3.AccessLogServiceServer, for a server
+// with the standard codec; Register serves the same stream without
+// building each message's tree.
 func (a *AccessLogService) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
-	ctx := stream.Context()
-	// The reader hands over one message at a time, so that Shutdown can
-	// end the stream while Recv waits; it ends with the stream's context.
-	type received struct {
-		msg *alsv3.StreamAccessLogsMessage
-		err error
+	return a.stream(protoStream{stream})
+}
+
+// protoStream decodes alsDecode through the message tree, for a server
+// whose codec does not know alsDecode.
+type protoStream struct {
+	alsv3.AccessLogService_StreamAccessLogsServer
+}
+
+func (p protoStream) RecvMsg(m any) error {
+	msg, err := p.Recv()
+	if err != nil {
+		return err
 	}
-	msgs := make(chan received)
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	return decodeALS(b, m.(*alsDecode))
+}
+
+// received is one message read from a stream, or the error that ended it.
+type received struct {
+	d   *alsDecode
+	err error
+}
+
+// stream reads log batches until the client closes the stream. Nothing a
+// batch holds ends the stream: an entry that cannot be settled is counted
+// and skipped.
+func (a *AccessLogService) stream(stream grpc.ServerStream) error {
+	ctx := stream.Context()
+	// A reader hands over one decoded message at a time, so that Shutdown
+	// can end the stream while it waits; two buffers alternate between
+	// them. It ends with the stream's context.
+	msgs, free := make(chan received), make(chan *alsDecode, 2)
+	free <- &alsDecode{max: a.o.MaxEntries}
+	free <- &alsDecode{max: a.o.MaxEntries}
 	go func() {
 		for {
-			msg, err := stream.Recv()
+			var d *alsDecode
 			select {
-			case msgs <- received{msg, err}:
+			case d = <-free:
+			case <-ctx.Done():
+				return
+			}
+			err := stream.RecvMsg(d)
+			select {
+			case msgs <- received{d, err}:
 			case <-ctx.Done():
 				return
 			}
@@ -160,14 +206,15 @@ func (a *AccessLogService) StreamAccessLogs(stream alsv3.AccessLogService_Stream
 		}
 		switch {
 		case errors.Is(r.err, io.EOF):
-			return stream.SendAndClose(&alsv3.StreamAccessLogsResponse{})
+			return stream.SendMsg(&alsv3.StreamAccessLogsResponse{})
 		case r.err != nil:
 			if status.Code(r.err) == codes.Canceled || ctx.Err() != nil {
 				return nil // the client went away; what was read is settled
 			}
 			return r.err
 		}
-		a.settleBatch(ctx, r.msg, &st)
+		a.settleBatch(ctx, r.d, &st)
+		free <- r.d
 		if quit == nil {
 			linger = time.After(shutdownLinger)
 		}
@@ -179,24 +226,20 @@ type settleScratch struct {
 	headers map[string]string
 }
 
-// settleBatch settles every HTTP entry of msg.
-func (a *AccessLogService) settleBatch(ctx context.Context, msg *alsv3.StreamAccessLogsMessage, st *settleScratch) {
-	if tcp := msg.GetTcpLogs(); tcp != nil {
-		a.skip(ctx, SkipTCP, len(tcp.GetLogEntry()))
+// settleBatch settles every HTTP entry of d.
+func (a *AccessLogService) settleBatch(ctx context.Context, d *alsDecode, st *settleScratch) {
+	a.skip(ctx, SkipTCP, d.tcp)
+	if d.http > a.o.MaxEntries {
+		a.skip(ctx, SkipOversized, d.http)
 		return
 	}
-	entries := msg.GetHttpLogs().GetLogEntry()
-	if len(entries) > a.o.MaxEntries {
-		a.skip(ctx, SkipOversized, len(entries))
-		return
-	}
-	for _, e := range entries {
-		a.settleEntry(ctx, e, st)
+	for i := range d.entries {
+		a.settleEntry(ctx, &d.entries[i], st)
 	}
 }
 
 // settleEntry settles one entry.
-func (a *AccessLogService) settleEntry(ctx context.Context, e *accesslogv3.HTTPAccessLogEntry, st *settleScratch) {
+func (a *AccessLogService) settleEntry(ctx context.Context, e *logView, st *settleScratch) {
 	s, reason := settlementOf(e, st)
 	if reason != "" {
 		a.skip(ctx, reason, 1)
@@ -233,82 +276,42 @@ func (a *AccessLogService) warn(msg string, args ...any) {
 // settlementOf reads the settlement of one entry, or the reason it has
 // none. The headers map in st is reused: the returned Settlement is valid
 // until the next call.
-func settlementOf(e *accesslogv3.HTTPAccessLogEntry, st *settleScratch) (engine.Settlement, string) {
+func settlementOf(e *logView, st *settleScratch) (engine.Settlement, string) {
 	var s engine.Settlement
-	raw := decisionIDOf(e)
-	if raw == "" {
+	switch {
+	case e.idSet && e.idBad, !e.idSet && e.headerSet && e.headBad:
+		return s, SkipMalformed
+	case e.idSet:
+		s.DecisionID = e.id
+	case e.headerSet:
+		s.DecisionID = e.headerID
+	default:
 		return s, SkipNoDecision
 	}
-	id, ok := parseDecisionID(raw)
-	if !ok {
+	if e.code > 999 {
 		return s, SkipMalformed
 	}
-	s.DecisionID = id
-	code := e.GetResponse().GetResponseCode().GetValue()
-	if code > 999 {
-		return s, SkipMalformed
-	}
-	s.Status = int(code)
-	if s.Status != 0 && noUpstreamResponse(e) {
+	s.Status = int(e.code)
+	if s.Status != 0 && e.upstreamFailure && !e.viaUpstream {
 		// Envoy answered for an upstream that never did (a reset, a
 		// timeout): that is "no response" to a settle rule.
 		s.Status = 0
 	}
-	hs := e.GetResponse().GetResponseHeaders()
-	if len(hs) == 0 {
-		return s, ""
-	}
-	if len(hs) > maxSettleHeaders {
+	if e.oversized {
 		return s, SkipOversized
 	}
+	if len(e.headers) == 0 {
+		return s, ""
+	}
 	if st.headers == nil {
-		st.headers = make(map[string]string, len(hs))
+		st.headers = make(map[string]string, len(e.headers))
 	}
 	clear(st.headers)
-	for k, v := range hs {
-		if len(k)+len(v) > maxSettleHeaderBytes {
-			return s, SkipOversized
-		}
-		st.headers[lowerASCII(k)] = v
+	for _, h := range e.headers {
+		st.headers[h.name] = h.value
 	}
 	s.Headers = st.headers
 	return s, ""
-}
-
-// decisionIDOf returns the decision id of e: from the ext_authz filter's
-// dynamic metadata, else from the request header when it was logged.
-func decisionIDOf(e *accesslogv3.HTTPAccessLogEntry) string {
-	md := e.GetCommonProperties().GetMetadata().GetFilterMetadata()[ExtAuthzFilter]
-	if v := md.GetFields()["decision_id"].GetStringValue(); v != "" {
-		return v
-	}
-	return e.GetRequest().GetRequestHeaders()[HeaderDecisionID]
-}
-
-// parseDecisionID parses the canonical 36-byte form only: an id is never
-// longer, whatever a client sent.
-func parseDecisionID(s string) (uuid.UUID, bool) {
-	if len(s) != 36 {
-		return uuid.UUID{}, false
-	}
-	id, err := uuid.Parse(s)
-	return id, err == nil
-}
-
-// noUpstreamResponse reports whether e's response was made by Envoy
-// because the upstream reset, timed out or could not be reached.
-func noUpstreamResponse(e *accesslogv3.HTTPAccessLogEntry) bool {
-	if e.GetResponse().GetResponseCodeDetails() == "via_upstream" {
-		return false
-	}
-	f := e.GetCommonProperties().GetResponseFlags()
-	if f == nil {
-		return false
-	}
-	return f.GetUpstreamRequestTimeout() || f.GetUpstreamRemoteReset() || f.GetUpstreamConnectionFailure() ||
-		f.GetUpstreamConnectionTermination() || f.GetLocalReset() || f.GetNoHealthyUpstream() ||
-		f.GetUpstreamOverflow() || f.GetStreamIdleTimeout() || f.GetUpstreamMaxStreamDurationReached() ||
-		f.GetUpstreamProtocolError() || f.GetUpstreamRetryLimitExceeded()
 }
 
 // lowerASCII returns s in lower case, without allocating when it already is.

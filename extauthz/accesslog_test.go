@@ -13,6 +13,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -266,7 +267,7 @@ func TestSettlementOfNoUpstreamResponse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, reason := settlementOf(tt.e, &settleScratch{})
+			s, reason := settlementOf(viewOf(t, tt.e), &settleScratch{})
 			if reason != "" || s.Status != tt.want {
 				t.Errorf("status %d (%q), want %d", s.Status, reason, tt.want)
 			}
@@ -326,4 +327,18 @@ func TestAccessLogShutdownEndsStreams(t *testing.T) {
 	if b, _ := f.balanceAndCalls(t); b != 1000 {
 		t.Errorf("balance %d, want 1000: the batch sent before Shutdown is settled", b)
 	}
+}
+
+// viewOf decodes e as the service does, from the wire form of a batch.
+func viewOf(t testing.TB, e *accesslogv3.HTTPAccessLogEntry) *logView {
+	t.Helper()
+	b, err := proto.Marshal(logBatch(true, e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &alsDecode{max: 10}
+	if err := decodeALS(b, d); err != nil || len(d.entries) != 1 {
+		t.Fatalf("decodeALS: %d entries, %v", len(d.entries), err)
+	}
+	return &d.entries[0]
 }
