@@ -372,3 +372,50 @@ func TestSettlementOwnListener(t *testing.T) {
 		t.Fatalf("SIGTERM: %v", err)
 	}
 }
+
+// TestSIGTERMWithAnOpenAccessLogStream shuts down while Envoy's access log
+// stream is open, as it always is: the drain must not wait the grace
+// period out for it, and what was sent before is settled.
+func TestSIGTERMWithAnOpenAccessLogStream(t *testing.T) {
+	waitOutsideHourEdge()
+	dir := filepath.Join(t.TempDir(), "data")
+	adminAddr := freeAddr(t)
+	s := startServer(t, settleConfig(t, ""), "--data-dir", dir, "--admin-addr", adminAddr)
+	id := s.decide(t, "sid", "translate", 100)
+	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := alsv3.NewAccessLogServiceClient(conn).StreamAccessLogs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &alsv3.StreamAccessLogsMessage{LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{
+		HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{LogEntry: []*accesslogv3.HTTPAccessLogEntry{accessLogEntry(outcome{id: id, code: 503})}}}}
+	if err := st.Send(msg); err != nil {
+		t.Fatal(err)
+	}
+	wantStateSoon(t, adminAddr, "sid", subjectState{1000, 0})
+	start := time.Now()
+	if err := s.stop(t, syscall.SIGTERM, 8*time.Second); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second || strings.Contains(s.stderr.String(), "grace period ran out") {
+		t.Errorf("shutdown took %v with an open access log stream (grace 10s):\n%s", took, s.stderr)
+	}
+	wantUsage(t, dir, "sid", settledUsage{Calls: 1, Units: 100, Refunded: 100})
+}
+
+// wantStateSoon waits up to 5s for subject's state to become want: a
+// stream that stays open is settled as its batches arrive.
+func wantStateSoon(t *testing.T, adminAddr, subject string, want subjectState) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for stateOf(t, adminAddr, subject) != want {
+		if time.Now().After(deadline) {
+			wantState(t, adminAddr, subject, want, "on an open stream")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
