@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -11,8 +12,11 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -341,4 +345,28 @@ func viewOf(t testing.TB, e *accesslogv3.HTTPAccessLogEntry) *logView {
 		t.Fatalf("decodeALS: %d entries, %v", len(d.entries), err)
 	}
 	return &d.entries[0]
+}
+
+// TestAccessLogOnAPlainServer registers the service the generated way, on
+// a gRPC server with the standard codec: it settles all the same.
+func TestAccessLogOnAPlainServer(t *testing.T) {
+	f := newALSFixture(t, AccessLogOptions{}, nil)
+	id := f.decide(t, 1000)
+	gs := grpc.NewServer()
+	alsv3.RegisterAccessLogServiceServer(gs, f.svc)
+	lis := bufconn.Listen(1 << 20)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient("passthrough:///plain",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	plain := &alsFixture{eng: f.eng, als: alsv3.NewAccessLogServiceClient(conn), rec: f.rec}
+	plain.stream(t, logBatch(true, logEntry(id, 503, nil)))
+	if b, c := f.balanceAndCalls(t); b != 1000 || c != 0 {
+		t.Errorf("balance %d calls %d, want 1000 and 0", b, c)
+	}
 }
