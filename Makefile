@@ -38,6 +38,7 @@ FUZZ_TARGETS := \
 	./engine:FuzzMemoryStore \
 	./engine:FuzzSettle \
 	./extauthz:FuzzCountWords \
+	./extauthz:FuzzDecodeALS \
 	./extauthz:FuzzCheck \
 	./extauthz:FuzzRouteSpellings \
 	./extauthz:FuzzSkimCheck \
