@@ -327,6 +327,30 @@ func TestSettlementAfterRestart(t *testing.T) {
 	wantUsage(t, dir, "rita", settledUsage{Calls: 1, Units: 100, Refunded: 100})
 }
 
+// TestSettlementAfterCrashInSyncDurability kills the server (SIGKILL, no
+// final flush) right after a decision in durability sync: the decision's
+// pending record was committed with its charge and its ledger record, so
+// the restarted server refunds it, once.
+func TestSettlementAfterCrashInSyncDurability(t *testing.T) {
+	waitOutsideHourEdge()
+	dir := filepath.Join(t.TempDir(), "data")
+	adminAddr := freeAddr(t)
+	args := []string{"--data-dir", dir, "--durability", "sync", "--admin-addr", adminAddr}
+	s := startServer(t, settleConfig(t, ""), args...)
+	id := s.decide(t, "sara", "translate", 100)
+	_ = s.stop(t, syscall.SIGKILL, 15*time.Second) // killed: its exit status is an error
+	s = startServer(t, settleConfig(t, ""), args...)
+	wantState(t, adminAddr, "sara", subjectState{900, 1}, "after the crash")
+	streamAccessLog(t, s.grpcAddr, []outcome{{id: id, code: 503}})
+	wantState(t, adminAddr, "sara", subjectState{1000, 0}, "after a 503 logged after the crash")
+	streamAccessLog(t, s.grpcAddr, []outcome{{id: id, code: 503}})
+	wantState(t, adminAddr, "sara", subjectState{1000, 0}, "after the same entry again")
+	if err := s.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	wantUsage(t, dir, "sara", settledUsage{Calls: 1, Units: 100, Refunded: 100})
+}
+
 // TestSettlementOnAnotherReplica settles on one replica a decision another
 // made, both sharing one Redis. It needs the engine's shared pending
 // decisions in Redis (issue #20, engine side).

@@ -201,6 +201,12 @@ type Settled struct {
 	Balance    int64
 	HasBalance bool
 	Trace      TraceRef
+	// Unsaved holds, when Options.Deferrer is set, the snapshots of the
+	// state this settlement changed, handed to the Deferrer (with the
+	// settled mark, for a PendingDeferrer) as Charge hands a decision's:
+	// the caller must commit them (store/durable: with the settlement's
+	// ledger record), as it does Decision.Unsaved. Nil otherwise.
+	Unsaved []Snapshot
 }
 
 // parseUsage reads a usage header's value: decimal digits only (no sign,

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -117,7 +118,7 @@ func TestSettle(t *testing.T) {
 				want.Owner = req.Subject
 			}
 			got.Balance, got.HasBalance = 0, false
-			if got != want {
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("settled\n got %+v\nwant %+v", got, want)
 			}
 			st := status(t, e, t0.Add(tc.after), req.Subject)

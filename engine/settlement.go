@@ -239,10 +239,17 @@ func (e *Engine) applySettle(ctx context.Context, rs *ruleset, r *pendingRec, pl
 		e.pendOf[markShard].ids = append(e.pendOf[markShard].ids, r.id)
 	}
 	var snaps []Snapshot
+	var mark PendingRecord
 	if e.syncWrites {
 		snaps = append(snaps, sa.snapshotLocked(r.subject))
 		if sb != nil {
 			snaps = append(snaps, sb.snapshotLocked(other))
+		}
+		mark = PendingRecord{ID: r.id, State: PendingSettled, DecidedAt: time.Unix(0, r.at).UTC(),
+			Expires: time.Unix(0, now+e.pending.maxAge).UTC()}
+		if e.deferrer != nil {
+			e.deferSettleLocked(snaps, mark, sa, sb)
+			res.Unsaved = snaps
 		}
 	}
 	e.release(ctx, ia, ib)
@@ -250,14 +257,30 @@ func (e *Engine) applySettle(ctx context.Context, rs *ruleset, r *pendingRec, pl
 		e.events.Emit(ev)
 		e.eventsEmitted.Add(1)
 	}
-	if e.syncWrites {
-		mark := PendingRecord{ID: r.id, State: PendingSettled, DecidedAt: time.Unix(0, r.at).UTC(),
-			Expires: time.Unix(0, now+e.pending.maxAge).UTC()}
+	if e.syncWrites && e.deferrer == nil {
 		// A failed save is counted in Stats.StoreErrors; the states stay
 		// dirty, so the next Flush saves them.
 		_ = e.saveStates(ctx, snaps, []PendingRecord{mark}, now)
 	}
 	return nil
+}
+
+// deferSettleLocked hands a settlement's snapshots, and its settled mark
+// to a PendingDeferrer, to the Deferrer, as deferLocked does a charge's:
+// the caller commits them from Settled.Unsaved. The states stay dirty, so
+// a Flush saves them too, after the commit (the Deferrer's Store orders
+// saves of a key by version). The caller holds the locks of sa and sb.
+func (e *Engine) deferSettleLocked(snaps []Snapshot, mark PendingRecord, sa, sb *subjectState) {
+	if e.pendDeferrer != nil {
+		e.pendDeferrer.DeferPending(snaps, mark)
+	} else {
+		e.deferrer.Defer(snaps)
+	}
+	for i, st := range []*subjectState{sa, sb} {
+		if st != nil && i < len(snaps) {
+			st.savedVersion = max(st.savedVersion, snaps[i].Version)
+		}
+	}
 }
 
 // settleGrant returns the grant of r's balance owner under rs, and

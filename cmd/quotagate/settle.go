@@ -12,6 +12,7 @@ import (
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/ledger"
+	"github.com/quotagate/quotagate/store/durable"
 	"github.com/quotagate/quotagate/telemetry"
 )
 
@@ -30,7 +31,7 @@ func (a *app) assembleAccessLog(cfg config.AccessLog, gopts extauthz.GRPCOptions
 	if !cfg.Enabled {
 		return nil, nil
 	}
-	s := &settler{rec: a.rec, writer: a.backends.Writer, sync: a.backends.Sync, now: time.Now}
+	s := &settler{rec: a.rec, writer: a.backends.Writer, commit: a.backends.Committer, sync: a.backends.Sync, now: time.Now}
 	als, err := extauthz.NewAccessLogService(a.eng, extauthz.AccessLogOptions{
 		MaxEntries: cfg.MaxEntries,
 		OnSettled:  s.settled,
@@ -55,6 +56,10 @@ func (a *app) assembleAccessLog(cfg config.AccessLog, gopts extauthz.GRPCOptions
 type settler struct {
 	rec    *telemetry.Recorder
 	writer *ledger.Writer
+	// commit, in durability sync with the state and the ledger in one
+	// file, commits a settlement's state with its ledger record, as the
+	// observer does a Check's; nil otherwise.
+	commit *durable.Committer
 	sync   bool
 	now    func() time.Time
 }
@@ -66,22 +71,32 @@ func (s *settler) settled(ctx context.Context, in *engine.Settlement, out *engin
 		DecisionID: out.DecisionID.String(), Status: in.Status, Refunded: out.Refunded, Extra: out.Extra, Owed: out.Owed,
 		TraceID: out.Trace.TraceID, SpanID: out.Trace.SpanID, Sampled: out.Trace.Sampled, Start: now, End: now}
 	s.rec.RecordSettlement(ctx, &ts)
-	if s.writer == nil {
-		return
+	var rec *ledger.Record
+	if s.writer != nil {
+		var traceID string
+		if out.Trace.TraceID != ([16]byte{}) {
+			traceID = hex.EncodeToString(out.Trace.TraceID[:])
+		}
+		if r, ok, err := ledger.FromSettled(out, in.Status, traceID, now); err == nil && ok {
+			rec = &r
+		}
 	}
-	var traceID string
-	if out.Trace.TraceID != ([16]byte{}) {
-		traceID = hex.EncodeToString(out.Trace.TraceID[:])
+	switch {
+	case s.commit != nil:
+		// Every deferred settlement is committed, record or not: later
+		// saves of its keys wait for it.
+		if len(out.Unsaved) == 0 && rec == nil {
+			return
+		}
+		if err := s.commit.Commit(ctx, out.Unsaved, rec); err != nil && rec != nil {
+			s.writer.Append(*rec) // the committer keeps the state for its next save
+		}
+	case rec == nil:
+	case s.sync:
+		_ = s.writer.AppendWait(ctx, *rec) // on failure the writer keeps retrying it
+	default:
+		s.writer.Append(*rec)
 	}
-	r, ok, err := ledger.FromSettled(out, in.Status, traceID, now)
-	if err != nil || !ok {
-		return
-	}
-	if s.sync {
-		_ = s.writer.AppendWait(ctx, r) // on failure the writer keeps retrying it
-		return
-	}
-	s.writer.Append(r)
 }
 
 // pendingStats feeds the settlement gauges.

@@ -57,7 +57,9 @@ func pendingIDs(t *testing.T, c *Committer) map[uuid.UUID]engine.PendingState {
 // a charge's pending record is written by the Commit of its snapshots and
 // ledger record, in their transaction, and not before: a crash before
 // the commit loses the charge and its record together, one after it
-// keeps both, so a settlement after a restart refunds exactly once.
+// keeps both, so a settlement after a restart refunds exactly once. The
+// settlement's state and settled mark are committed the same way
+// (Settled.Unsaved).
 func TestPendingRecordCommittedWithTheCharge(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "ledger.db")
@@ -81,17 +83,28 @@ func TestPendingRecordCommittedWithTheCharge(t *testing.T) {
 	// A restart: a new Committer and engine on the same file.
 	c2 := NewCommitter(st, led)
 	eng2 := syncEngine(t, c2)
-	for i, want := range []engine.SettleOutcome{engine.SettleRefund, engine.SettleDuplicate} {
-		res, err := eng2.Settle(ctx, engine.Settlement{DecisionID: d.ID, Status: 503})
-		if err != nil || res.Outcome != want {
-			t.Fatalf("settlement %d = %v, %v; want %v", i+1, res.Outcome, err, want)
-		}
+	res, err := eng2.Settle(ctx, engine.Settlement{DecisionID: d.ID, Status: 503})
+	if err != nil || res.Outcome != engine.SettleRefund || len(res.Unsaved) == 0 {
+		t.Fatalf("Settle = %+v, %v; want a refund with unsaved snapshots", res, err)
+	}
+	if ids := pendingIDs(t, c2); ids[d.ID] != engine.PendingOpen {
+		t.Fatalf("pending records %v before the settlement's commit; want %s still open", ids, d.ID)
+	}
+	if err := c2.Commit(ctx, res.Unsaved, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ids := pendingIDs(t, c2); ids[d.ID] != engine.PendingSettled {
+		t.Fatalf("pending records %v after the settlement's commit; want %s settled", ids, d.ID)
+	}
+	if snap, ok, err := st.Load(ctx, "ann"); err != nil || !ok || snap.Credits != 100 {
+		t.Fatalf("stored state after the settlement's commit = %+v, %v, %v; want 100 credits", snap, ok, err)
+	}
+	if res, err := eng2.Settle(ctx, engine.Settlement{DecisionID: d.ID, Status: 503}); err != nil ||
+		res.Outcome != engine.SettleDuplicate || res.Unsaved != nil {
+		t.Fatalf("second Settle = %+v, %v; want a duplicate with nothing to commit", res, err)
 	}
 	if s, err := eng2.Status(ctx, "ann"); err != nil || s.Balance != 100 {
 		t.Fatalf("balance after the refund = %d, %v; want 100", s.Balance, err)
-	}
-	if ids := pendingIDs(t, c2); ids[d.ID] != engine.PendingSettled {
-		t.Fatalf("pending records %v after the settlement; want %s settled", ids, d.ID)
 	}
 }
 
