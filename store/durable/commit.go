@@ -3,6 +3,7 @@ package durable
 import (
 	"context"
 	"database/sql"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -122,7 +123,7 @@ func (c *Committer) Save(ctx context.Context, snaps []engine.Snapshot) error {
 func (c *Committer) SavePending(ctx context.Context, snaps []engine.Snapshot, recs []engine.PendingRecord, now time.Time) error {
 	c.mu.Lock()
 	c.awaitLocked(snaps, nil)
-	retry, retryPend := c.retriesLocked(), c.pendRetriesLocked()
+	retry, retryPend := c.retriesLocked()
 	c.mu.Unlock()
 	var err error
 	if len(recs)+len(retryPend) == 0 {
@@ -169,7 +170,7 @@ func (c *Committer) Commit(ctx context.Context, snaps []engine.Snapshot, rec *le
 	c.mu.Lock()
 	dec := c.ownerLocked(snaps)
 	c.awaitLocked(snaps, dec)
-	retry, pend := c.retriesLocked(), c.pendRetriesLocked()
+	retry, pend := c.retriesLocked()
 	retried := slices.Clone(pend)
 	c.mu.Unlock()
 	if dec != nil && dec.pend != nil {
@@ -293,31 +294,11 @@ func (c *Committer) dropLocked(snaps []engine.Snapshot, dec *decision) {
 	}
 }
 
-// retriesLocked returns the snapshots of failed commits, for the next
-// save to carry. They stay in retry until a save of them succeeds. The
-// caller holds c.mu.
-func (c *Committer) retriesLocked() []engine.Snapshot {
-	if len(c.retry) == 0 {
-		return nil
-	}
-	out := make([]engine.Snapshot, 0, len(c.retry))
-	for _, sn := range c.retry {
-		out = append(out, sn)
-	}
-	return out
-}
-
-// pendRetriesLocked returns the pending records of failed commits, for
-// the next save to carry. The caller holds c.mu.
-func (c *Committer) pendRetriesLocked() []engine.PendingRecord {
-	if len(c.retryPend) == 0 {
-		return nil
-	}
-	out := make([]engine.PendingRecord, 0, len(c.retryPend))
-	for _, r := range c.retryPend {
-		out = append(out, r)
-	}
-	return out
+// retriesLocked returns the snapshots and the pending records of failed
+// commits, for the next save to carry. They stay in retry and retryPend
+// until a save of them succeeds. The caller holds c.mu.
+func (c *Committer) retriesLocked() ([]engine.Snapshot, []engine.PendingRecord) {
+	return slices.Collect(maps.Values(c.retry)), slices.Collect(maps.Values(c.retryPend))
 }
 
 // retriedLocked drops from retry the snapshots that a successful save
@@ -341,9 +322,9 @@ func (c *Committer) retriedLocked(saved []engine.Snapshot, pend []engine.Pending
 // decision is in flight, before the store is closed.
 func (c *Committer) Close(ctx context.Context) error {
 	c.mu.Lock()
-	retry, pend := c.retriesLocked(), len(c.retryPend)
+	retry, pend := c.retriesLocked()
 	c.mu.Unlock()
-	if len(retry) == 0 && pend == 0 {
+	if len(retry) == 0 && len(pend) == 0 {
 		return nil
 	}
 	return c.Save(ctx, nil)
