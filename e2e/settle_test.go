@@ -306,49 +306,43 @@ func TestSettlementOwed(t *testing.T) {
 
 // TestSettlementAfterRestart settles a decision made before a restart on
 // the same --data-dir (SQLite): the pending decision outlives the process.
-// It needs the engine's durable pending decisions (issue #20, engine side).
+// After a graceful stop in batch durability the final flush saved it; after
+// SIGKILL (no final flush) in durability sync it was committed with its
+// charge and ledger record. Either way the restarted server refunds it
+// once, and a second entry is a duplicate.
 func TestSettlementAfterRestart(t *testing.T) {
-	waitOutsideHourEdge()
-	dir := filepath.Join(t.TempDir(), "data")
-	adminAddr := freeAddr(t)
-	args := []string{"--data-dir", dir, "--admin-addr", adminAddr}
-	s := startServer(t, settleConfig(t, ""), args...)
-	id := s.decide(t, "rita", "translate", 100)
-	wantState(t, adminAddr, "rita", subjectState{900, 1}, "before the restart")
-	if err := s.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
+	tests := []struct {
+		name string
+		args []string
+		stop syscall.Signal
+	}{
+		{name: "graceful, batch", stop: syscall.SIGTERM},
+		{name: "crash, sync", args: []string{"--durability", "sync"}, stop: syscall.SIGKILL},
 	}
-	s = startServer(t, settleConfig(t, ""), args...)
-	streamAccessLog(t, s.grpcAddr, []outcome{{id: id, code: 503}})
-	wantState(t, adminAddr, "rita", subjectState{1000, 0}, "after a 503 logged after the restart")
-	if err := s.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			waitOutsideHourEdge()
+			dir := filepath.Join(t.TempDir(), "data")
+			adminAddr := freeAddr(t)
+			args := append([]string{"--data-dir", dir, "--admin-addr", adminAddr}, tt.args...)
+			s := startServer(t, settleConfig(t, ""), args...)
+			id := s.decide(t, "rita", "translate", 100)
+			wantState(t, adminAddr, "rita", subjectState{900, 1}, "before the restart")
+			if err := s.stop(t, tt.stop, 15*time.Second); err != nil && tt.stop != syscall.SIGKILL {
+				t.Fatalf("%v: %v", tt.stop, err)
+			}
+			s = startServer(t, settleConfig(t, ""), args...)
+			wantState(t, adminAddr, "rita", subjectState{900, 1}, "after the restart")
+			for _, when := range []string{"after a 503 logged after the restart", "after the same entry again"} {
+				streamAccessLog(t, s.grpcAddr, []outcome{{id: id, code: 503}})
+				wantState(t, adminAddr, "rita", subjectState{1000, 0}, when)
+			}
+			if err := s.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+				t.Fatalf("SIGTERM: %v", err)
+			}
+			wantUsage(t, dir, "rita", settledUsage{Calls: 1, Units: 100, Refunded: 100})
+		})
 	}
-	wantUsage(t, dir, "rita", settledUsage{Calls: 1, Units: 100, Refunded: 100})
-}
-
-// TestSettlementAfterCrashInSyncDurability kills the server (SIGKILL, no
-// final flush) right after a decision in durability sync: the decision's
-// pending record was committed with its charge and its ledger record, so
-// the restarted server refunds it, once.
-func TestSettlementAfterCrashInSyncDurability(t *testing.T) {
-	waitOutsideHourEdge()
-	dir := filepath.Join(t.TempDir(), "data")
-	adminAddr := freeAddr(t)
-	args := []string{"--data-dir", dir, "--durability", "sync", "--admin-addr", adminAddr}
-	s := startServer(t, settleConfig(t, ""), args...)
-	id := s.decide(t, "sara", "translate", 100)
-	_ = s.stop(t, syscall.SIGKILL, 15*time.Second) // killed: its exit status is an error
-	s = startServer(t, settleConfig(t, ""), args...)
-	wantState(t, adminAddr, "sara", subjectState{900, 1}, "after the crash")
-	streamAccessLog(t, s.grpcAddr, []outcome{{id: id, code: 503}})
-	wantState(t, adminAddr, "sara", subjectState{1000, 0}, "after a 503 logged after the crash")
-	streamAccessLog(t, s.grpcAddr, []outcome{{id: id, code: 503}})
-	wantState(t, adminAddr, "sara", subjectState{1000, 0}, "after the same entry again")
-	if err := s.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
-	wantUsage(t, dir, "sara", settledUsage{Calls: 1, Units: 100, Refunded: 100})
 }
 
 // TestSettlementOnAnotherReplica settles on one replica a decision another
