@@ -62,8 +62,9 @@ func (c *charge) deferLocked(d *Decision, snaps []Snapshot) {
 // (SyncWrites): it saves the snapshots that recordLocked took, with the
 // decision's pending record (recordPendingLocked) when the Store keeps
 // them, and records them as saved; on failure the states are marked dirty
-// again, and the record listed, so that the next Flush retries them. Without SyncWrites there is nothing to save: the
-// next Flush saves the changed states. No lock is held on entry.
+// again, and the record listed, so that the next Flush retries them.
+// Without SyncWrites there is nothing to save: the next Flush saves the
+// changed states. No lock is held on entry.
 func (c *charge) commit(ctx context.Context, snaps []Snapshot) error {
 	var recs []PendingRecord
 	if c.pend != nil {
