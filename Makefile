@@ -36,7 +36,9 @@ FUZZ_TARGETS := \
 	./config:FuzzParse \
 	./config:FuzzRedisTarget \
 	./engine:FuzzMemoryStore \
+	./engine:FuzzSettle \
 	./extauthz:FuzzCountWords \
+	./extauthz:FuzzDecodeALS \
 	./extauthz:FuzzCheck \
 	./extauthz:FuzzRouteSpellings \
 	./extauthz:FuzzSkimCheck \

@@ -56,8 +56,10 @@ func (f *File) engineConfig(p *problems) engine.Rules {
 	for _, name := range sortedKeys(qm.Tiers) {
 		cfg.Tiers[engine.Tier(name)] = convertTier(qm.Tiers[name], field(base+".tiers", name), p)
 	}
-	for name, a := range qm.Actions {
-		cfg.Actions[name] = engine.ActionConfig{PerCall: a.TokensPerCall, PerThousand: a.TokensPer1000Units, Unit: a.Unit}
+	for _, name := range sortedKeys(qm.Actions) {
+		a := qm.Actions[name]
+		cfg.Actions[name] = engine.ActionConfig{PerCall: a.TokensPerCall, PerThousand: a.TokensPer1000Units, Unit: a.Unit,
+			Settle: convertSettle(a.Settle, a, field(base+".actions", name)+".settle", p)}
 	}
 	cfg.UnknownActions = convertUnknownActions(qm, p)
 	convertEntities(qm, &cfg, p)

@@ -257,8 +257,18 @@ func walk(n *node, t reflect.Type, path string, p *problems) {
 	if n.kind == 'n' {
 		return
 	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	if reflect.PointerTo(t).Implements(textUnmarshaler) {
 		walkText(n, t, path, p)
+		return
+	}
+	if t == reflect.TypeFor[Settle]() && walkSettle(n, path, p) {
+		return
+	}
+	if t == reflect.TypeFor[StatusMatch]() {
+		walkStatusMatch(n, path, p)
 		return
 	}
 	if t == reflect.TypeFor[Routes]() && n.kind == '[' {

@@ -80,6 +80,8 @@ func defaults() *File {
 			GracePeriod:               Duration(10 * time.Second),
 			InsufficientBalanceStatus: 402,
 			MaxReceiveBytes:           8 << 20,
+			AccessLog: AccessLog{Enabled: true, MaxEntries: 1000, PendingSize: 100_000,
+				PendingMaxAge: Duration(15 * time.Minute)},
 		},
 		Tracing: Tracing{SampleAllowed: 0.01, SampleRejected: 1},
 		Store: StoreConfig{

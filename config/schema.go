@@ -113,6 +113,9 @@ type Action struct {
 	// Unit names what the request's units count ("words"); informational.
 	Unit          string `json:"unit"`
 	TokensPerCall int64  `json:"tokens_per_call"`
+	// Settle is how the charge is settled from the response (settle.go);
+	// nil refunds a priced action on 5xx and on no response.
+	Settle *Settle `json:"settle"`
 }
 
 // UnknownActions is the policy for actions without a price: a typo in a
@@ -467,6 +470,25 @@ type Server struct {
 	// Check is refused by the transport, undecided (it is logged and counted
 	// in quota_checks_undecided_total).
 	MaxReceiveBytes int64 `json:"max_receive_bytes"`
+	// AccessLog is the settlement service Envoy's access logger streams to.
+	AccessLog AccessLog `json:"access_log"`
+}
+
+// AccessLog configures the AccessLogService that settles charges from
+// Envoy's access log (README "Settlement").
+type AccessLog struct {
+	// Enabled serves it (true by default).
+	Enabled bool `json:"enabled"`
+	// Addr gives it a listener of its own; empty serves it on grpc_addr.
+	Addr string `json:"addr"`
+	// MaxEntries bounds the log entries of one message (1000 by default);
+	// a larger batch is refused whole.
+	MaxEntries int `json:"max_entries"`
+	// PendingSize bounds how many allowed decisions wait for their log
+	// entry, and PendingMaxAge how long (100000 and 15m by default); what
+	// is dropped is counted (quota_settlements_pending_dropped_total).
+	PendingSize   int      `json:"pending_size"`
+	PendingMaxAge Duration `json:"pending_max_age"`
 }
 
 // TLS configures a listener's certificate: the gRPC listener's

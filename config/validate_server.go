@@ -125,6 +125,7 @@ func (f *File) validateServer(p *problems) {
 	if n := s.MaxReceiveBytes; n < 1<<20 || n > 1<<30 {
 		p.addf("server.max_receive_bytes", "must be from 1048576 (1 MiB) to 1073741824 (1 GiB), and well above Envoy's with_request_body.max_request_bytes plus the request headers (default 8388608), got %d", n)
 	}
+	validateAccessLog(&s.AccessLog, s.GRPCAddr, p)
 	if c := s.InsufficientBalanceStatus; c < 400 || c > 599 {
 		p.addf("server.insufficient_balance_status", "must be an HTTP error status from 400 to 599 (402 by default), got %d", c)
 	}

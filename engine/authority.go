@@ -90,6 +90,12 @@ type Plan struct {
 	// Balance is the token balance to check and charge; a zero Owner
 	// means no balance is involved.
 	Balance PlanBalance
+	// Pending, when set, is the pending decision to record with the
+	// charge if it is admitted, for a Settler (settle.go). The Authority
+	// may rewrite Pending.Record.ID (its random bits) so that its own
+	// Settle can find the record from the id alone; the decision takes
+	// the id it leaves there.
+	Pending *PlanPending
 }
 
 // PlanCounter is one window counter of a Plan.

@@ -115,12 +115,14 @@ func setBalanceLocked(d *Decision, owner *subjectState, g TokenGrant, loc *time.
 	}
 }
 
-// spendLocked deducts cost, from the allowance first and then from credits.
-// The caller has checked that the balance covers cost and holds st's lock.
-func spendLocked(st *subjectState, cost int64) {
-	a := min(st.allowance, cost)
+// spendLocked deducts cost, from the allowance first and then from credits,
+// and returns what it took from the allowance. The caller has checked that
+// the balance covers cost and holds st's lock.
+func spendLocked(st *subjectState, cost int64) (fromAllowance int64) {
+	a := max(min(st.allowance, cost), 0)
 	st.allowance -= a
 	st.credits -= cost - a
+	return a
 }
 
 // balanceLowLocked reports whether the balance of st has fallen below the

@@ -92,10 +92,12 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 	} else {
 		held, err = true, c.decideLocal(d)
 	}
-	// Record, release, emit, commit (commit.go).
+	// Record (with the pending decision to settle, settlement.go),
+	// release, emit, commit (commit.go).
 	if held {
 		var snaps []Snapshot
 		if err == nil {
+			c.recordPendingLocked(d)
 			snaps = c.recordLocked(d)
 		}
 		e.release(ctx, c.h.si, c.h.ti)
@@ -149,6 +151,10 @@ type charge struct {
 	// probing is set when a window full only through fail-open counting
 	// let the request go to the Authority (decideRemote).
 	probing bool
+	// fromAllowance and fromCredits split the cost an admission deducted;
+	// pend is its pending record, for a PendingStore under SyncWrites.
+	fromAllowance, fromCredits int64
+	pend                       *PendingRecord
 	// badProfile is the problem of the subject's stored profile, to be
 	// logged once the locks are released; the profile was ignored.
 	badProfile error

@@ -38,9 +38,16 @@ func (c *charge) recordLocked(d *Decision) []Snapshot {
 // d.Unsaved, instead of saving them, and records them as saved: the
 // Deferrer's Store answers for them from now on. It runs under c.h's
 // locks, so that the Deferrer receives the snapshots of a key in the order
-// of their versions.
+// of their versions. A PendingDeferrer takes the decision's pending record
+// with them.
 func (c *charge) deferLocked(d *Decision, snaps []Snapshot) {
-	c.e.deferrer.Defer(snaps)
+	if pd := c.e.pendDeferrer; pd != nil && c.pend != nil {
+		// The pending record is committed with the snapshots.
+		pd.DeferPending(snaps, *c.pend)
+		c.pend = nil
+	} else {
+		c.e.deferrer.Defer(snaps)
+	}
 	d.Unsaved = append(d.Unsaved, snaps...)
 	for _, s := range snaps {
 		st := c.h.st
@@ -52,16 +59,25 @@ func (c *charge) deferLocked(d *Decision, snaps []Snapshot) {
 }
 
 // commit is the step that makes a charge durable before Charge returns
-// (SyncWrites): it saves the snapshots that recordLocked took and records
-// them as saved; on failure the states are marked dirty again so that the
-// next Flush retries them. Without SyncWrites there is nothing to save: the
-// next Flush saves the changed states. No lock is held on entry.
+// (SyncWrites): it saves the snapshots that recordLocked took, with the
+// decision's pending record (recordPendingLocked) when the Store keeps
+// them, and records them as saved; on failure the states are marked dirty
+// again, and the record listed, so that the next Flush retries them.
+// Without SyncWrites there is nothing to save: the next Flush saves the
+// changed states. No lock is held on entry.
 func (c *charge) commit(ctx context.Context, snaps []Snapshot) error {
-	if len(snaps) == 0 {
+	var recs []PendingRecord
+	if c.pend != nil {
+		recs = []PendingRecord{*c.pend}
+	}
+	if len(snaps) == 0 && len(recs) == 0 {
 		return nil
 	}
-	err := c.e.saveStates(ctx, snaps)
+	err := c.e.saveStates(ctx, snaps, recs, c.now)
 	c.e.lockPair(c.h.si, c.h.ti)
+	if err != nil && c.pend != nil {
+		c.pendForFlushLocked(c.pend.ID, c.pend.Owner)
+	}
 	for _, s := range snaps {
 		st, sh := c.h.st, &c.e.shards[c.h.si]
 		if s.Key != c.req.Subject {

@@ -113,6 +113,14 @@ type Options struct {
 	// FlushInterval is how often Run saves dirty state to the Store. Zero
 	// means 100ms.
 	FlushInterval time.Duration
+	// PendingSize bounds how many decisions wait for their settlement
+	// (Settle), settled ids remembered included; the oldest is dropped
+	// (counted as evicted) to make room. Zero means 100 000. Fixed at New.
+	PendingSize int
+	// PendingMaxAge is how long a decision waits for its settlement, and
+	// how long a settled id is remembered. Zero means 15 minutes. Fixed at
+	// New.
+	PendingMaxAge time.Duration
 }
 
 // TierConfig is one plan.
@@ -170,6 +178,9 @@ type ActionConfig struct {
 	PerThousand int64
 	// Unit names what Units counts ("words"); informational.
 	Unit string
+	// Settle is how a charge is settled from the response (Settle). Nil
+	// means DefaultSettleRule().
+	Settle *SettleRule
 }
 
 // UserConfig is a configured subject.
@@ -305,6 +316,12 @@ func (o Options) withDefaults() Options {
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = defaultFlushInterval
 	}
+	if o.PendingSize <= 0 {
+		o.PendingSize = defaultPendingSize
+	}
+	if o.PendingMaxAge <= 0 {
+		o.PendingMaxAge = defaultPendingMaxAge
+	}
 	return o
 }
 
@@ -379,6 +396,7 @@ func (r Rules) Validate() error {
 		}
 		checkQuantity(v, p+".per_call", a.PerCall)
 		checkQuantity(v, p+".per_thousand", a.PerThousand)
+		validateSettle(v, p+".settle", a.Settle)
 	}
 	validateUnknownActions(v, &r)
 	for _, name := range sortedKeys(r.Users) {
@@ -488,6 +506,12 @@ func (o Options) Validate() error {
 	}
 	if o.Deferrer != nil && !o.SyncWrites {
 		v.add("deferrer", "is set but sync_writes is not: deferred saves exist only with SyncWrites")
+	}
+	if o.PendingSize < 0 {
+		v.add("pending_size", "must be >= 0, got %d", o.PendingSize)
+	}
+	if o.PendingMaxAge < 0 {
+		v.add("pending_max_age", "must be >= 0, got %s", o.PendingMaxAge)
 	}
 	return v.err()
 }

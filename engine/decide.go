@@ -242,7 +242,8 @@ func (c *charge) admitLocked(d *Decision, owner *subjectState, grant TokenGrant,
 	}
 	d.Charged = d.Cost
 	if d.Cost > 0 && !grant.Unlimited {
-		spendLocked(owner, d.Cost)
+		c.fromAllowance = spendLocked(owner, d.Cost)
+		c.fromCredits = d.Cost - c.fromAllowance
 		c.markMutated(owner)
 		if balanceLowLocked(owner, grant, c.rs.threshold) {
 			owner.alerted, owner.alertedSet = owner.grantStart, true

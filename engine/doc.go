@@ -74,6 +74,50 @@
 // (commit.go), release the locks, emit the events, and commit: with
 // SyncWrites, save the changed state before Charge returns.
 //
+// # Settlement
+//
+// A charge is priced before the upstream answers; Settle corrects it from
+// the response, which Envoy's access log reports with the decision id.
+// Each action's SettleRule (DefaultSettleRule for a priced action that
+// sets none: refund on 5xx and on no response) says which response codes
+// refund the charge (and, if asked, the window counts) and which response
+// header holds the actual units, from which the request is repriced and
+// the difference charged or refunded. A settlement never takes a balance
+// below zero (the shortfall is Settled.Owed, recorded and not charged),
+// never gives a balance back more than the charge took (credits first,
+// then the allowance, and that only within the grant period it was taken
+// from), and gives window counts back only while the charged window is
+// the current one. An upward adjustment that crosses the balance's alert
+// threshold emits EventBalanceLow as a charge would.
+//
+// Every allowed decision that charged tokens or window counts, and whose
+// rule is not Off, is held as pending in a table of Options.PendingSize
+// records at most, each for Options.PendingMaxAge at most: the oldest is
+// dropped (counted in PendingStats.Evicted) to make room, and what outlives its age is
+// dropped too (PendingStats.AgedOut). The table is split in 16 locked
+// parts by the id's random bits (its locks are leaves, taken after a
+// shard's), holds records in a chunked slab found through an open-address
+// index (about 320 bytes a record with its index and queue slots, as
+// BenchmarkPendingMemory measures), and
+// costs a decision no allocation once grown, unless its rule refunds
+// windows (one: their list). Settlement is idempotent per id: the record
+// is claimed, applied under the shard locks with checked arithmetic, and
+// replaced by a settled mark kept for PendingMaxAge, so that a resent
+// entry is SettleDuplicate; an id the table never had is SettleUnmatched,
+// and one decided before a record was dropped is SettleAgedOut. An entry
+// that comes before the decision's state was flushed settles the state in
+// memory, which the next Flush saves as usual.
+//
+// A Store that is a PendingStore (store/sqlite; a MemoryStore passed in
+// Options.Store) keeps the records across restarts: each Flush hands it the
+// records that changed with the snapshots, in one call; under SyncWrites
+// the record is saved with its charge's snapshot (or, with a Deferrer that
+// is a PendingDeferrer, handed over with the snapshots to be committed
+// with them: store/durable), and a settlement's mark with its state. RestorePending loads them at start. A crash in batch
+// mode loses a charge and its record together. With an Authority that is
+// a Settler (store/redis), the Authority records the pending decision with
+// the charge and settles it on any replica, and the table is not used.
+//
 // Time is injected: ChargeAt and StatusAt take it as an argument, and
 // Options.Now is the clock of the other methods.
 package engine

@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -36,11 +37,22 @@ type Engine struct {
 	now        func() time.Time
 	syncWrites bool
 	deferrer   Deferrer
-	flushEvery time.Duration
+	// pendDeferrer is deferrer when it takes pending records too.
+	pendDeferrer PendingDeferrer
+	flushEvery   time.Duration
 	// observeStore, if set, is told of every Store call (storecalls.go).
 	observeStore StoreObserver
 
-	cap                               capacity
+	cap     capacity
+	pending *pendingTable
+	// pendOf[i] lists the pending decisions recorded or settled with a
+	// change to a state of shard i since the last flush (only for a
+	// PendingStore), so that Flush saves each with that state's snapshot.
+	// It is guarded by shard i's lock.
+	pendOf []shardPend
+	// flushMu makes flushes one at a time: pending records, unlike
+	// snapshots, carry no version, so an older flush must not land last.
+	flushMu                           sync.Mutex
 	loads, storeErrors, eventsEmitted atomic.Uint64
 }
 
@@ -51,6 +63,9 @@ const minShardCapacity = 2
 // New returns an Engine that decides by r, wired as o says. It starts no
 // goroutines; call Run for periodic flushing.
 func New(r Rules, o Options) (*Engine, error) {
+	// The default in-memory store dies with the engine: keeping pending
+	// records in it would cost every flush for nothing.
+	_, tracked := o.Store.(PendingStore)
 	r, o = r.withDefaults(), o.withDefaults()
 	if err := errors.Join(r.Validate(), o.Validate()); err != nil {
 		return nil, err
@@ -76,6 +91,11 @@ func New(r Rules, o Options) (*Engine, error) {
 			return nil, err
 		}
 		e.shards[i].idle, e.shards[i].forgets = e.idleAt, forgets
+	}
+	e.pendDeferrer, _ = o.Deferrer.(PendingDeferrer)
+	e.pending = newPendingTable(o.PendingSize, o.PendingMaxAge, tracked)
+	if tracked {
+		e.pendOf = make([]shardPend, len(e.shards))
 	}
 	e.cap.refresh = utilRefresh
 	e.cap.rps.Store(math.Float64bits(r.Capacity.RequestsPerSecond))

@@ -20,11 +20,19 @@ type flushItem struct {
 // Forgetter, drops up to sweepBatch stored states that have become idle. Snapshots are taken under
 // each shard's lock; the Store is called without any lock.
 func (e *Engine) Flush(ctx context.Context) error {
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
 	var items []flushItem
 	var snaps []Snapshot
+	var recs []PendingRecord
 	for i := range e.shards {
 		sh := &e.shards[i]
 		sh.mu.Lock()
+		// The records that go with this shard's states, as they are now.
+		if e.pendOf != nil {
+			recs = e.pending.recordsOf(recs, e.pendOf[i].ids)
+			e.pendOf[i].ids = e.pendOf[i].ids[:0]
+		}
 		q := sh.takeQueuedLocked()
 		for _, key := range sh.dirty {
 			st, ok := sh.lru.Peek(key)
@@ -48,10 +56,14 @@ func (e *Engine) Flush(ctx context.Context) error {
 		e.saveQueued(ctx, sh, q)
 	}
 	e.sweepStore()
-	if len(snaps) == 0 {
+	recs = e.pending.takeChanges(recs)
+	if len(snaps) == 0 && len(recs) == 0 {
 		return nil
 	}
-	err := e.saveStates(ctx, snaps)
+	err := e.saveStates(ctx, snaps, recs, e.now().UnixNano())
+	if err != nil {
+		e.pending.requeue(recs)
+	}
 	e.completeFlush(items, snaps, err == nil)
 	if err != nil {
 		return fmt.Errorf("engine: flush %d snapshots: %w", len(snaps), err)

@@ -24,8 +24,13 @@ func (c *charge) decideRemote(ctx context.Context, d *Decision) (held bool, err 
 	if decided || err != nil {
 		return true, err
 	}
+	c.planPendingLocked(d, plan)
 	e.release(ctx, c.h.si, c.h.ti)
 	res, err := e.auth.Charge(ctx, plan)
+	if plan.Pending != nil {
+		// The Authority may have rewritten the id's random bits (Plan.Pending).
+		d.ID = plan.Pending.Record.ID
+	}
 	if err != nil {
 		return c.authorityFailed(ctx, d, err)
 	}

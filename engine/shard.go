@@ -253,7 +253,7 @@ func (e *Engine) saveQueued(ctx context.Context, sh *shard, q []queuedSave) {
 	}
 	var saveErr, forgetErr error
 	if len(snaps) > 0 {
-		saveErr = e.saveStates(context.WithoutCancel(ctx), snaps)
+		saveErr = e.saveStates(context.WithoutCancel(ctx), snaps, nil, 0)
 	}
 	if len(forget) > 0 {
 		forgetErr = e.forgetStates(context.WithoutCancel(ctx), e.forgetter(), forget)

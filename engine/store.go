@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // MemoryStore is an in-memory Store: it keeps, per key, the snapshot with
@@ -17,6 +19,9 @@ type MemoryStore struct {
 	snaps map[string]*memEntry
 	keys  []string // every key, in no order; Sweep's cursor walks it
 	next  int      // Sweep's cursor into keys
+	// pend holds the pending records (PendingStore); nil until one is saved.
+	pend   map[uuid.UUID]PendingRecord
+	pruned time.Time // when expired records were last deleted
 }
 
 // memEntry is one stored snapshot and its place in MemoryStore.keys.

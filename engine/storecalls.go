@@ -26,11 +26,20 @@ func (e *Engine) loadState(ctx context.Context, key string) (Snapshot, bool, err
 	return snap, ok, err
 }
 
-// saveStates saves snaps to the Store, counting and timing the call. No
-// lock is held.
-func (e *Engine) saveStates(ctx context.Context, snaps []Snapshot) error {
+// saveStates saves snaps to the Store and, when the Store keeps them
+// (PendingStore), the pending records recs with them in one call, at now
+// (Unix ns), counting and timing the call. No lock is held.
+func (e *Engine) saveStates(ctx context.Context, snaps []Snapshot, recs []PendingRecord, now int64) error {
+	if len(snaps) == 0 && len(recs) == 0 {
+		return nil
+	}
 	start := time.Now()
-	err := e.store.Save(ctx, snaps)
+	var err error
+	if ps, ok := e.store.(PendingStore); ok && len(recs) > 0 {
+		err = ps.SavePending(ctx, snaps, recs, time.Unix(0, now))
+	} else if len(snaps) > 0 {
+		err = e.store.Save(ctx, snaps)
+	}
 	if err != nil {
 		e.storeErrors.Add(1)
 	}

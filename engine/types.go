@@ -38,6 +38,10 @@ type Request struct {
 	// Deadline is when the caller stops waiting. A request is never delayed
 	// past it. The zero value means no deadline.
 	Deadline time.Time
+	// Trace is the incoming trace context, kept with the pending decision
+	// so that its settlement is recorded on the same trace. The zero value
+	// means none.
+	Trace TraceRef
 }
 
 // LimitStatus describes one limit after a charge, or the one that refused a
@@ -206,6 +210,18 @@ type Deferrer interface {
 	// their versions: it must not block or call the Engine. It must not
 	// modify snaps, which it may keep.
 	Defer(snaps []Snapshot)
+}
+
+// PendingDeferrer is a Deferrer that also takes a decision's pending
+// record (see PendingStore), so that the caller's commit of
+// Decision.Unsaved writes the record with the state its charge changed.
+// With a Deferrer that is not one, the record is saved on its own after
+// the snapshots are deferred.
+type PendingDeferrer interface {
+	Deferrer
+	// DeferPending is Defer for a decision that also holds rec, which
+	// must be committed with snaps. The same rules apply.
+	DeferPending(snaps []Snapshot, rec PendingRecord)
 }
 
 // Snapshot is a copy of one subject's (or team's) state, safe to hand to a

@@ -43,6 +43,9 @@ func (c lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if d, ok := v.(*checkDecode); ok {
 		return c.unmarshalCheck(data, d)
 	}
+	if d, ok := v.(*alsDecode); ok {
+		return unmarshalALS(data, d)
+	}
 	err := c.std.Unmarshal(data, v)
 	if err == nil {
 		return nil

@@ -46,6 +46,20 @@
 // unknown_action with a neutral message); the Server logs each such action
 // name once, for the operator.
 //
+// # Settlement
+//
+// AccessLogService serves Envoy's gRPC access log service
+// (envoy.service.accesslog.v3, HTTP entries) and settles each entry's
+// decision through the engine (engine.Engine.Settle): the decision id comes
+// from the ext_authz dynamic metadata Check set (ExtAuthzFilter), or from a
+// logged x-quota-decision-id request header. Batches are decoded without
+// building the message tree (accesslogskim.go). An entry that names no
+// decision, or one the engine does not hold, changes nothing and is
+// counted; an error from Settle (checked before its outcome) is counted and
+// logged, as Envoy does not resend. Check keeps the request's traceparent
+// in engine.Request.Trace, so that a settlement is traced on the
+// decision's trace.
+//
 // # Transport
 //
 // The gRPC server decodes CheckRequests with a codec that accepts strings

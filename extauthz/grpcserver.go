@@ -133,19 +133,10 @@ func TransportOptions(o GRPCOptions) ([]grpc.ServerOption, error) {
 // the server ("") and for envoy.service.auth.v3.Authorization, and
 // reflection when enabled. Call Drain to stop it.
 func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, error) {
-	opts, err := TransportOptions(o)
+	opts, err := o.serverOptions()
 	if err != nil {
 		return nil, nil, err
 	}
-	opts = append(opts, grpc.ForceServerCodecV2(newLenientCodec()))
-	if o.CertFile != "" || o.KeyFile != "" || o.ClientCAFile != "" {
-		cfg, err := serverTLS(o.CertFile, o.KeyFile, o.ClientCAFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
-	}
-	opts = append(opts, o.ServerOptions...)
 	gs := grpc.NewServer(opts...)
 	gs.RegisterService(newUndecided(o.OnUndecided, o.Logger).serviceDesc(), s)
 	hs := health.NewServer()
@@ -156,6 +147,26 @@ func (s *Server) NewGRPCServer(o GRPCOptions) (*grpc.Server, *health.Server, err
 		reflection.Register(gs)
 	}
 	return gs, hs, nil
+}
+
+// serverOptions returns every gRPC server option of o, with its defaults
+// applied: the transport's (TransportOptions), the codec, TLS and
+// o.ServerOptions. The access log service's own listener serves with them
+// too.
+func (o GRPCOptions) serverOptions() ([]grpc.ServerOption, error) {
+	opts, err := TransportOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, grpc.ForceServerCodecV2(newLenientCodec()))
+	if o.CertFile != "" || o.KeyFile != "" || o.ClientCAFile != "" {
+		cfg, err := serverTLS(o.CertFile, o.KeyFile, o.ClientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	return append(opts, o.ServerOptions...), nil
 }
 
 // serverTLS loads the server certificate and, for mTLS, the client CAs.

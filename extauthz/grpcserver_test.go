@@ -31,9 +31,18 @@ import (
 // startGRPC serves s on a bufconn listener and returns a client connection.
 func startGRPC(t testing.TB, s *Server, o GRPCOptions) (*grpc.ClientConn, *grpc.Server, func() bool) {
 	t.Helper()
+	return startGRPCRegistered(t, s, o)
+}
+
+// startGRPCRegistered is startGRPC with more services registered.
+func startGRPCRegistered(t testing.TB, s *Server, o GRPCOptions, register ...func(*grpc.Server)) (*grpc.ClientConn, *grpc.Server, func() bool) {
+	t.Helper()
 	gs, hs, err := s.NewGRPCServer(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, r := range register {
+		r(gs)
 	}
 	lis := bufconn.Listen(1 << 20)
 	go gs.Serve(lis)

@@ -240,6 +240,7 @@ func (s *Server) decide(ctx context.Context, p *policy, in *Input, v *Verdict) {
 		return
 	}
 	req.Units = units
+	req.Trace = traceRefOf(in.Headers)
 	if dl, ok := ctx.Deadline(); ok {
 		req.Deadline = dl
 	}

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/google/uuid"
 )
 
 // appendRecord appends r as JSON, the same document encoding/json would
@@ -52,6 +54,30 @@ func appendRecord(b []byte, r *Record) []byte {
 	if r.Spill != nil {
 		b = appendSpill(b, r.Spill)
 	}
+	if r.Settlement != nil {
+		b = appendSettlement(b, r.Settlement)
+	}
+	return append(b, '}')
+}
+
+func appendSettlement(b []byte, s *Settlement) []byte {
+	b = append(b, `,"settlement":{"settles":"`...)
+	b = appendID(b, s.Settles)
+	b = append(b, `","decided_at":`...)
+	b = appendTime(b, s.DecidedAt)
+	b = append(b, `,"outcome":`...)
+	b = appendString(b, s.Outcome)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(s.Status), 10)
+	b = append(b, `,"charged":`...)
+	b = strconv.AppendInt(b, s.Charged, 10)
+	b = appendIntField(b, "actual_units", s.ActualUnits)
+	b = appendIntField(b, "refunded", s.Refunded)
+	b = appendIntField(b, "extra", s.Extra)
+	b = appendIntField(b, "owed", s.Owed)
+	if s.WindowsRefunded {
+		b = append(b, `,"windows_refunded":true`...)
+	}
 	return append(b, '}')
 }
 
@@ -78,6 +104,9 @@ func appendSpill(b []byte, s *Spill) []byte {
 	b = strconv.AppendInt(b, s.Tokens, 10)
 	b = append(b, `,"rejections":`...)
 	b = strconv.AppendInt(b, s.Rejections, 10)
+	b = appendIntField(b, "refunded", s.Refunded)
+	b = appendIntField(b, "extra", s.Extra)
+	b = appendIntField(b, "owed", s.Owed)
 	b = append(b, `,"first":`...)
 	b = appendTime(b, s.First)
 	b = append(b, `,"last":`...)
@@ -101,9 +130,11 @@ func appendLimit(b []byte, l *LimitCharge) []byte {
 	return append(b, '}')
 }
 
-func appendUUID(b []byte, r *Record) []byte {
+func appendUUID(b []byte, r *Record) []byte { return appendID(b, r.ID) }
+
+// appendID appends id in its canonical 36-byte form.
+func appendID(b []byte, id uuid.UUID) []byte {
 	var buf [36]byte
-	id := r.ID
 	const hex = "0123456789abcdef"
 	j := 0
 	for i, c := range id {

@@ -149,6 +149,8 @@ type rollupFields struct {
 	Units   int64     `json:"units"`
 	Charged int64     `json:"charged"`
 	Spill   *Spill    `json:"spill"`
+	// Settlement is set on settlement records.
+	Settlement *Settlement `json:"settlement"`
 }
 
 // rollupsFromChain reads the records after..head from the chain and sums
@@ -186,7 +188,7 @@ func foldLines(ru *rollups, lines string) {
 			continue
 		}
 		r := Record{Time: f.Time, Kind: f.Kind, Subject: f.Subject, Team: f.Team, Tier: f.Tier,
-			Action: f.Action, Units: f.Units, Charged: f.Charged, Spill: f.Spill}
+			Action: f.Action, Units: f.Units, Charged: f.Charged, Spill: f.Spill, Settlement: f.Settlement}
 		ru.addRecord(&r)
 	}
 }

@@ -149,10 +149,16 @@ func TestFoldMigratesOldLedger(t *testing.T) {
 		if err := l.FoldRollups(ctx); err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{
+		var drops []string
+		for _, table := range []string{"usage_subject", "usage_total"} {
+			for _, col := range []string{"refunded", "extra", "owed"} { // migration 3
+				drops = append(drops, `ALTER TABLE `+table+` DROP COLUMN `+col)
+			}
+		}
+		for _, q := range append(drops,
 			`ALTER TABLE ledger_chain DROP COLUMN rollup_seq`,
 			`DELETE FROM ledger_migrations WHERE version > 1`,
-		} {
+		) {
 			if _, err := l.db.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}

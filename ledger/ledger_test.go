@@ -36,14 +36,7 @@ func charge(subject, team, tier, action string, at time.Time, allowed bool, unit
 
 // idAt returns a UUIDv7 carrying the time at, as the engine makes
 // decision ids from the decision time.
-func idAt(at time.Time) uuid.UUID {
-	id := uuid.Must(uuid.NewV7())
-	ms := uint64(at.UnixMilli())
-	for i := range 6 {
-		id[i] = byte(ms >> (40 - 8*i))
-	}
-	return id
-}
+func idAt(at time.Time) uuid.UUID { return uuid.Must(newIDAt(at)) }
 
 func someRecords(n int) []Record {
 	recs := make([]Record, n)

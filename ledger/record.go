@@ -64,6 +64,8 @@ type Record struct {
 	Admin *AdminChange `json:"admin,omitempty"`
 	// Spill is set on KindSpill records.
 	Spill *Spill `json:"spill,omitempty"`
+	// Settlement is set on KindSettlement records.
+	Settlement *Settlement `json:"settlement,omitempty"`
 
 	// PrevHash is the hash of the record before this one ("" for the first
 	// record of a ledger); Hash is SHA-256 over PrevHash and this record's
@@ -97,13 +99,18 @@ type AdminChange struct {
 // charged tokens still add up although the individual records are gone.
 type Spill struct {
 	// Records is how many decisions this summarises.
-	Records    int64     `json:"records"`
-	Calls      int64     `json:"calls"`
-	Units      int64     `json:"units"`
-	Tokens     int64     `json:"tokens"`
-	Rejections int64     `json:"rejections"`
-	First      time.Time `json:"first"`
-	Last       time.Time `json:"last"`
+	Records    int64 `json:"records"`
+	Calls      int64 `json:"calls"`
+	Units      int64 `json:"units"`
+	Tokens     int64 `json:"tokens"`
+	Rejections int64 `json:"rejections"`
+	// Refunded, Extra and Owed sum the settlements that overflowed (their
+	// Tokens and Units are in the fields above).
+	Refunded int64     `json:"refunded,omitempty"`
+	Extra    int64     `json:"extra,omitempty"`
+	Owed     int64     `json:"owed,omitempty"`
+	First    time.Time `json:"first"`
+	Last     time.Time `json:"last"`
 }
 
 // FromDecision returns the ledger record of d: a KindCharge record when d
@@ -176,9 +183,24 @@ func (r *Record) rollupDelta() (d counts, ok bool) {
 			return counts{}, false
 		}
 		s := r.Spill
-		return counts{calls: s.Calls, units: s.Units, tokens: s.Tokens, rejections: s.Rejections}, true
+		return counts{calls: s.Calls, units: s.Units, tokens: s.Tokens, rejections: s.Rejections,
+			refunded: s.Refunded, extra: s.Extra, owed: s.Owed}, true
+	case KindSettlement:
+		if r.Settlement == nil {
+			return counts{}, false
+		}
+		return r.Settlement.delta(r.Units), true
 	}
 	return counts{}, false
+}
+
+// rollupTime is the time whose periods r counts in: a settlement's
+// decision time, else the record's.
+func (r *Record) rollupTime() time.Time {
+	if r.Kind == KindSettlement && r.Settlement != nil && !r.Settlement.DecidedAt.IsZero() {
+		return r.Settlement.DecidedAt
+	}
+	return r.Time
 }
 
 // chargedTokens is the tokens deducted from BalanceOwner by this record.
@@ -190,6 +212,10 @@ func (r *Record) chargedTokens() int64 {
 		if r.Spill != nil {
 			return r.Spill.Tokens
 		}
+	case KindSettlement:
+		if s := r.Settlement; s != nil {
+			return s.Extra - s.Owed - s.Refunded
+		}
 	}
 	return 0
 }
@@ -197,6 +223,10 @@ func (r *Record) chargedTokens() int64 {
 // counts are the additive usage figures kept by the rollups.
 type counts struct {
 	calls, units, tokens, rejections int64
+	// refunded, extra and owed are the tokens settlements refunded,
+	// charged on top, and could not charge; tokens and units already
+	// include what they moved (units and tokens are settled figures).
+	refunded, extra, owed int64
 }
 
 // add adds o to c, saturating at math.MaxInt64 rather than wrapping to a
@@ -207,13 +237,20 @@ func (c *counts) add(o counts) {
 	c.units = addCount(c.units, o.units)
 	c.tokens = addCount(c.tokens, o.tokens)
 	c.rejections = addCount(c.rejections, o.rejections)
+	c.refunded = addCount(c.refunded, o.refunded)
+	c.extra = addCount(c.extra, o.extra)
+	c.owed = addCount(c.owed, o.owed)
 }
 
-// addCount returns a + b for non-negative counts, saturated at
-// math.MaxInt64.
+// addCount returns a + b, saturated at math.MaxInt64 and math.MinInt64.
+// b is negative only for a settlement, which takes back at most what its
+// charge added to the same period.
 func addCount(a, b int64) int64 {
-	if b > 0 && a > math.MaxInt64-b {
+	switch {
+	case b > 0 && a > math.MaxInt64-b:
 		return math.MaxInt64
+	case b < 0 && a < math.MinInt64-b:
+		return math.MinInt64
 	}
 	return a + b
 }

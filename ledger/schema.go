@@ -74,6 +74,17 @@ var migrations = [][]string{
 		`ALTER TABLE ledger_chain ADD COLUMN rollup_seq BIGINT NOT NULL DEFAULT 0`,
 		`UPDATE ledger_chain SET rollup_seq = head_seq`,
 	},
+	{
+		// Settlements (KindSettlement records): the tokens refunded,
+		// charged on top, and owed, per row. tokens and units stay the
+		// settled figures; these say how they were reached.
+		`ALTER TABLE usage_subject ADD COLUMN refunded BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE usage_subject ADD COLUMN extra BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE usage_subject ADD COLUMN owed BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE usage_total ADD COLUMN refunded BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE usage_total ADD COLUMN extra BIGINT NOT NULL DEFAULT 0`,
+		`ALTER TABLE usage_total ADD COLUMN owed BIGINT NOT NULL DEFAULT 0`,
+	},
 }
 
 // clusteredPK marks a table to be stored in its primary key's order: on

@@ -31,6 +31,8 @@ func (s *spill) add(r Record) {
 		s.admin = append(s.admin, r)
 		return
 	}
+	// A settlement counts in its decision's hour, as it would unspilled.
+	r.Time = r.rollupTime()
 	k := spillKey{r.Subject, r.Team, r.Tier, r.Action, r.BalanceOwner, GrainHour.Start(r.Time).Unix()}
 	sp := s.m[k]
 	if sp == nil {
@@ -46,6 +48,16 @@ func (s *spill) add(r Record) {
 	case KindRejection:
 		sp.Records++
 		sp.Rejections++
+	case KindSettlement:
+		if st := r.Settlement; st != nil {
+			d := st.delta(r.Units)
+			sp.Records++
+			sp.Units = addCount(sp.Units, d.units)
+			sp.Tokens = addCount(sp.Tokens, d.tokens)
+			sp.Refunded = addCount(sp.Refunded, d.refunded)
+			sp.Extra = addCount(sp.Extra, d.extra)
+			sp.Owed = addCount(sp.Owed, d.owed)
+		}
 	case KindSpill:
 		if o := r.Spill; o != nil {
 			sp.Records = addCount(sp.Records, o.Records)
@@ -53,6 +65,9 @@ func (s *spill) add(r Record) {
 			sp.Units = addCount(sp.Units, o.Units)
 			sp.Tokens = addCount(sp.Tokens, o.Tokens)
 			sp.Rejections = addCount(sp.Rejections, o.Rejections)
+			sp.Refunded = addCount(sp.Refunded, o.Refunded)
+			sp.Extra = addCount(sp.Extra, o.Extra)
+			sp.Owed = addCount(sp.Owed, o.Owed)
 			r.Time = o.First
 			if o.Last.After(sp.Last) {
 				sp.Last = o.Last

@@ -27,10 +27,19 @@ type Row struct {
 	// Period is the start of the period (UTC).
 	Period time.Time `json:"period"`
 	// Calls counts allowed (charged) requests; Rejections denied ones.
+	// Units and Tokens are settled: a refund takes its tokens back and an
+	// adjustment replaces the estimate with the actual usage, in the
+	// period the request was decided in.
 	Calls      int64 `json:"calls"`
 	Units      int64 `json:"units"`
 	Tokens     int64 `json:"tokens"`
 	Rejections int64 `json:"rejections"`
+	// Refunded and Extra are the tokens settlements gave back and charged
+	// on top; Owed is what an adjustment could not charge (the balance
+	// was short): owed by the customer, not in Tokens.
+	Refunded int64 `json:"refunded"`
+	Extra    int64 `json:"extra"`
+	Owed     int64 `json:"owed"`
 }
 
 // BillingRow is the tokens one subject was charged in one period on one
@@ -39,9 +48,16 @@ type BillingRow struct {
 	Period  time.Time `json:"period"`
 	Subject string    `json:"subject"`
 	Tier    string    `json:"tier"`
-	Tokens  int64     `json:"tokens"`
-	Price   float64   `json:"price"`
-	Amount  float64   `json:"amount"`
+	// Tokens are those charged, settled; Refunded and Extra how
+	// settlements moved them, and Owed what could not be charged.
+	Tokens   int64   `json:"tokens"`
+	Refunded int64   `json:"refunded"`
+	Extra    int64   `json:"extra"`
+	Owed     int64   `json:"owed"`
+	Price    float64 `json:"price"`
+	Amount   float64 `json:"amount"`
+	// OwedAmount is Owed × Price: what the customer owes on top of Amount.
+	OwedAmount float64 `json:"owed_amount"`
 }
 
 // Usage returns the usage per period of q.By between q.From and q.To, for
@@ -59,7 +75,8 @@ func (l *Ledger) Usage(ctx context.Context, q Query) ([]Row, error) {
 	}
 	where, args := q.where()
 	rows, err := l.db.QueryContext(ctx, `SELECT period, CAST(SUM(calls) AS BIGINT), CAST(SUM(units) AS BIGINT),
-		CAST(SUM(tokens) AS BIGINT), CAST(SUM(rejections) AS BIGINT)
+		CAST(SUM(tokens) AS BIGINT), CAST(SUM(rejections) AS BIGINT),
+		CAST(SUM(refunded) AS BIGINT), CAST(SUM(extra) AS BIGINT), CAST(SUM(owed) AS BIGINT)
 		FROM `+table+` WHERE `+where+` GROUP BY period ORDER BY period`, args...)
 	if err != nil {
 		return nil, l.wrap("usage", err)
@@ -69,7 +86,7 @@ func (l *Ledger) Usage(ctx context.Context, q Query) ([]Row, error) {
 	for rows.Next() {
 		var r Row
 		var period int64
-		if err := rows.Scan(&period, &r.Calls, &r.Units, &r.Tokens, &r.Rejections); err != nil {
+		if err := rows.Scan(&period, &r.Calls, &r.Units, &r.Tokens, &r.Rejections, &r.Refunded, &r.Extra, &r.Owed); err != nil {
 			return nil, l.wrap("usage", err)
 		}
 		r.Period = time.Unix(period, 0).UTC()
@@ -91,9 +108,10 @@ func (l *Ledger) Billing(ctx context.Context, q Query, prices map[string]float64
 		return nil, err
 	}
 	where, args := q.where()
-	rows, err := l.db.QueryContext(ctx, `SELECT period, subject, tier, CAST(SUM(tokens) AS BIGINT)
+	rows, err := l.db.QueryContext(ctx, `SELECT period, subject, tier, CAST(SUM(tokens) AS BIGINT),
+		CAST(SUM(refunded) AS BIGINT), CAST(SUM(extra) AS BIGINT), CAST(SUM(owed) AS BIGINT)
 		FROM usage_subject WHERE `+where+` GROUP BY period, subject, tier
-		HAVING SUM(tokens) <> 0 ORDER BY period, subject, tier`, args...)
+		HAVING SUM(tokens) <> 0 OR SUM(refunded) <> 0 OR SUM(owed) <> 0 ORDER BY period, subject, tier`, args...)
 	if err != nil {
 		return nil, l.wrap("billing", err)
 	}
@@ -103,7 +121,7 @@ func (l *Ledger) Billing(ctx context.Context, q Query, prices map[string]float64
 	for rows.Next() {
 		var r BillingRow
 		var period int64
-		if err := rows.Scan(&period, &r.Subject, &r.Tier, &r.Tokens); err != nil {
+		if err := rows.Scan(&period, &r.Subject, &r.Tier, &r.Tokens, &r.Refunded, &r.Extra, &r.Owed); err != nil {
 			return nil, l.wrap("billing", err)
 		}
 		r.Period = time.Unix(period, 0).UTC()
@@ -111,7 +129,7 @@ func (l *Ledger) Billing(ctx context.Context, q Query, prices map[string]float64
 		if !ok {
 			missing[r.Tier] = true
 		}
-		r.Price, r.Amount = price, float64(r.Tokens)*price
+		r.Price, r.Amount, r.OwedAmount = price, float64(r.Tokens)*price, float64(r.Owed)*price
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {

@@ -54,6 +54,10 @@ type RecorderOptions struct {
 	// TierStats, if set, is called at each metric collection for the
 	// per-tier limit and utilization gauges.
 	TierStats func() []TierStat
+	// PendingStats, if set, is called at each metric collection for the
+	// gauge of decisions awaiting settlement and the count of those
+	// dropped.
+	PendingStats func() PendingStats
 	// Now is the clock that ends a span and measures latency; nil means
 	// time.Now.
 	Now func() time.Time
@@ -71,6 +75,7 @@ type Recorder struct {
 	meter         metric.Meter
 	in            *instruments
 	checks        checkCounters
+	settle        *settleInstruments
 	opts          RecorderOptions
 	lim           *limiter
 	once          sync.Once
@@ -114,6 +119,14 @@ func NewRecorder(p *Providers, opts RecorderOptions) (*Recorder, error) {
 	r.in = in
 	if r.checks, err = newCheckCounters(r.meter); err != nil {
 		return nil, err
+	}
+	if r.settle, err = newSettleInstruments(r.meter); err != nil {
+		return nil, err
+	}
+	if opts.PendingStats != nil {
+		if err := in.observePending(r.meter, opts.PendingStats); err != nil {
+			return nil, err
+		}
 	}
 	if opts.EngineStats != nil {
 		if err := in.observeEngine(r.meter, opts.EngineStats); err != nil {

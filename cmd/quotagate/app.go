@@ -28,7 +28,9 @@ type app struct {
 	authz *extauthz.Server
 	gs    *grpc.Server
 	hs    *health.Server
-	ready atomic.Bool
+	// accessLog settles charges from Envoy's access log; nil when off.
+	accessLog *accessLog
+	ready     atomic.Bool
 	// metricsHandler serves /metrics; nil serves an empty exposition.
 	metricsHandler http.Handler
 	// rec records each decision's span, metrics and rejection log.
@@ -94,18 +96,24 @@ func assemble(ctx context.Context, file *config.File, o assembleOptions) (_ *app
 	// callbacks only run at scrape time, after a.eng is set.
 	a.rec, err = telemetry.NewRecorder(o.Providers, telemetry.RecorderOptions{
 		RawSubject: file.Tracing.RawSubject, Logger: o.Logger,
-		EngineStats: func() telemetry.EngineStats { return engineStats(a.eng) },
-		TierStats:   func() []telemetry.TierStat { return tierStats(a.eng) },
+		EngineStats:  func() telemetry.EngineStats { return engineStats(a.eng) },
+		TierStats:    func() []telemetry.TierStat { return tierStats(a.eng) },
+		PendingStats: func() telemetry.PendingStats { return pendingStats(a.eng) },
 	})
 	if err != nil {
 		return nil, err
 	}
-	if eopts.Store == nil {
-		eopts.Store = engine.NewMemoryStore()
-	}
 	eopts.StoreObserver = a.rec.RecordStoreOp
 	if a.eng, err = engine.New(rules, eopts); err != nil {
 		return nil, fmt.Errorf("serve: %w", err)
+	}
+	// Decisions made before a restart are settled after it, exactly once.
+	n, err := a.eng.RestorePending(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("serve: restore the decisions pending settlement: %w", err)
+	}
+	if n > 0 {
+		o.Logger.Info("restored decisions pending settlement", "count", n)
 	}
 	if err := a.assembleServers(file, o); err != nil {
 		return nil, err
@@ -153,7 +161,7 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 		}
 		sopts = append(sopts, grpc.ChainUnaryInterceptor(gm.UnaryInterceptor), grpc.ChainStreamInterceptor(gm.StreamInterceptor))
 	}
-	a.gs, a.hs, err = a.authz.NewGRPCServer(extauthz.GRPCOptions{
+	gopts := extauthz.GRPCOptions{
 		ServerOptions: sopts,
 		CertFile:      srv.TLS.CertFile, KeyFile: srv.TLS.KeyFile, ClientCAFile: srv.TLS.ClientCAFile,
 		MaxConcurrentStreams: srv.MaxConcurrentStreams,
@@ -163,7 +171,11 @@ func (a *app) assembleServers(file *config.File, o assembleOptions) error {
 		MaxReceiveBytes:  int(srv.MaxReceiveBytes),
 		OnUndecided:      func(ctx context.Context, reason string, _ error) { a.rec.RecordUndecided(ctx, reason) },
 		Logger:           o.Logger,
-	})
+	}
+	if a.gs, a.hs, err = a.authz.NewGRPCServer(gopts); err != nil {
+		return err
+	}
+	a.accessLog, err = a.assembleAccessLog(srv.AccessLog, gopts)
 	return err
 }
 

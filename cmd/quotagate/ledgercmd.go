@@ -260,10 +260,13 @@ func writeUsage(w io.Writer, format string, by ledger.Grain, rows []ledger.Row) 
 		}
 		return writeJSON(w, rows)
 	}
-	header := []string{"period", "calls", "units", "tokens", "rejections"}
+	// Units and tokens are settled; refunded, extra and owed say how
+	// settlements moved them (new columns go last, for scripts).
+	header := []string{"period", "calls", "units", "tokens", "rejections", "refunded", "extra", "owed"}
 	table := make([][]string, len(rows))
 	for i, r := range rows {
-		table[i] = []string{r.Period.Format(periodLayout(by)), itoa(r.Calls), itoa(r.Units), itoa(r.Tokens), itoa(r.Rejections)}
+		table[i] = []string{r.Period.Format(periodLayout(by)), itoa(r.Calls), itoa(r.Units), itoa(r.Tokens), itoa(r.Rejections),
+			itoa(r.Refunded), itoa(r.Extra), itoa(r.Owed)}
 	}
 	return writeTable(w, format, header, table)
 }
@@ -275,16 +278,19 @@ func writeBilling(w io.Writer, format string, by ledger.Grain, rows []ledger.Bil
 		}
 		return writeJSON(w, rows)
 	}
-	header := []string{"period", "subject", "tier", "tokens", "price", "amount"}
+	header := []string{"period", "subject", "tier", "tokens", "price", "amount", "refunded", "extra", "owed", "owed_amount"}
 	table := make([][]string, len(rows))
-	var total float64
+	var total, owed float64
 	for i, r := range rows {
 		total += r.Amount
+		owed += r.OwedAmount
 		table[i] = []string{r.Period.Format(periodLayout(by)), r.Subject, r.Tier, itoa(r.Tokens),
-			strconv.FormatFloat(r.Price, 'f', -1, 64), strconv.FormatFloat(r.Amount, 'f', 4, 64)}
+			strconv.FormatFloat(r.Price, 'f', -1, 64), strconv.FormatFloat(r.Amount, 'f', 4, 64),
+			itoa(r.Refunded), itoa(r.Extra), itoa(r.Owed), strconv.FormatFloat(r.OwedAmount, 'f', 4, 64)}
 	}
 	if format == "table" {
-		table = append(table, []string{"total", "", "", "", "", strconv.FormatFloat(total, 'f', 4, 64)})
+		table = append(table, []string{"total", "", "", "", "", strconv.FormatFloat(total, 'f', 4, 64),
+			"", "", "", strconv.FormatFloat(owed, 'f', 4, 64)})
 	}
 	return writeTable(w, format, header, table)
 }

@@ -64,7 +64,7 @@ func TestRunUsage(t *testing.T) {
 			check: func(t *testing.T, out string) {
 				lines := strings.Split(strings.TrimSpace(out), "\n")
 				if len(lines) != 4 || !strings.Contains(lines[0], "REJECTIONS") ||
-					strings.Join(strings.Fields(lines[1]), " ") != "2026-05-04T10:00Z 2 200 20 1" {
+					strings.Join(strings.Fields(lines[1]), " ") != "2026-05-04T10:00Z 2 200 20 1 0 0 0" {
 					t.Fatalf("table:\n%s", out)
 				}
 			},
@@ -74,7 +74,7 @@ func TestRunUsage(t *testing.T) {
 			args: []string{"--subject", "alice", "--format", "csv"},
 			check: func(t *testing.T, out string) {
 				recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
-				if err != nil || len(recs) != 2 || strings.Join(recs[1], ",") != "2026-05-04,3,300,30,1" {
+				if err != nil || len(recs) != 2 || strings.Join(recs[1], ",") != "2026-05-04,3,300,30,1,0,0,0" {
 					t.Fatalf("csv = %q, %v", recs, err)
 				}
 			},
@@ -102,7 +102,8 @@ func TestRunUsage(t *testing.T) {
 			name: "billing csv",
 			args: []string{"--by", "month", "--format", "csv", "--prices", "standard=0.5,enterprise=0.25"},
 			check: func(t *testing.T, out string) {
-				want := "period,subject,tier,tokens,price,amount\n2026-05,alice,standard,30,0.5,15.0000\n2026-05,bob,enterprise,30,0.25,7.5000\n"
+				want := "period,subject,tier,tokens,price,amount,refunded,extra,owed,owed_amount\n" +
+					"2026-05,alice,standard,30,0.5,15.0000,0,0,0,0.0000\n2026-05,bob,enterprise,30,0.25,7.5000,0,0,0,0.0000\n"
 				if out != want {
 					t.Fatalf("billing csv =\n%s\nwant\n%s", out, want)
 				}

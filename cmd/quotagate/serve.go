@@ -143,7 +143,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	defer a.close()
-	l, err := listen(f, a.adminAddr)
+	l, err := listen(f, a.adminAddr, file.Server.AccessLog)
 	if err != nil {
 		return err
 	}
@@ -196,17 +196,19 @@ func unreadableIsUsage(err error) error {
 // so that a port in use is one clear error.
 type listeners struct {
 	grpc, http, authzHTTP, admin net.Listener
+	// accessLog is server.access_log.addr's; nil when it shares grpc.
+	accessLog net.Listener
 }
 
 func (l listeners) close() {
-	for _, ln := range []net.Listener{l.grpc, l.http, l.authzHTTP, l.admin} {
+	for _, ln := range []net.Listener{l.grpc, l.http, l.authzHTTP, l.admin, l.accessLog} {
 		if ln != nil {
 			ln.Close()
 		}
 	}
 }
 
-func listen(f serveFlags, adminAddr string) (listeners, error) {
+func listen(f serveFlags, adminAddr string, al config.AccessLog) (listeners, error) {
 	var l listeners
 	var err error
 	if l.grpc, err = net.Listen("tcp", f.grpcAddr); err != nil {
@@ -227,6 +229,12 @@ func listen(f serveFlags, adminAddr string) (listeners, error) {
 		if l.admin, err = net.Listen("tcp", adminAddr); err != nil {
 			l.close()
 			return l, fmt.Errorf("serve: admin listener on %s: %w (free the port or choose another with --admin-addr)", adminAddr, err)
+		}
+	}
+	if al.Enabled && al.Addr != "" {
+		if l.accessLog, err = net.Listen("tcp", al.Addr); err != nil {
+			l.close()
+			return l, fmt.Errorf("serve: access log listener on %s: %w (free the port or choose another with server.access_log.addr)", al.Addr, err)
 		}
 	}
 	return l, nil
@@ -251,6 +259,9 @@ func announce(logger *slog.Logger, stdout io.Writer, file *config.File, source s
 	}
 	if l.admin != nil {
 		attrs = append(attrs, "admin", l.admin.Addr().String())
+	}
+	if l.accessLog != nil {
+		attrs = append(attrs, "access_log", l.accessLog.Addr().String())
 	}
 	attrs = append(attrs, "store", a.backends.Desc, "durability", map[bool]string{false: "batch", true: "sync"}[a.backends.Sync])
 	if a.backends.Ledger != nil {
@@ -318,6 +329,15 @@ func (a *app) serve(ctx context.Context, l listeners, grace time.Duration, logge
 		return nil
 	})
 	g.Go(func() error { return serveHTTP(hsrv, l.http) })
+	als := a.accessLog
+	if als != nil && als.gs != nil && l.accessLog != nil {
+		g.Go(func() error {
+			if err := als.gs.Serve(l.accessLog); err != nil {
+				return fmt.Errorf("serve: access log gRPC: %w", err)
+			}
+			return nil
+		})
+	}
 	if asrv != nil {
 		g.Go(func() error { return serveHTTP(asrv, l.authzHTTP) })
 	}
@@ -333,6 +353,14 @@ func (a *app) serve(ctx context.Context, l listeners, grace time.Duration, logge
 		defer cancel()
 		if asrv != nil {
 			go asrv.Shutdown(shutdownCtx)
+		}
+		if als != nil {
+			// Access log streams last as long as Envoy does: end them, so
+			// that the drain waits for Checks only.
+			als.als.Shutdown()
+			if als.gs != nil {
+				go extauthz.Drain(als.gs, als.hs, grace)
+			}
 		}
 		if extauthz.Drain(a.gs, a.hs, grace) {
 			logger.Warn("grace period ran out; in-flight Checks were cancelled", "grace_period", grace.String())

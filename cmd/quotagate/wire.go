@@ -103,6 +103,8 @@ func engineOptions(f *config.File, b *durable.Backends, events engine.Events, lo
 		Shards: f.QuotaManager.Cache.Shards, CacheSize: f.QuotaManager.Cache.Subjects,
 		FlushInterval: f.Store.FlushInterval.D(), SyncWrites: b.Sync,
 		Events: events, Logger: logger, Authority: b.Authority, Store: b.Store,
+		// The decisions held for settlement (server.access_log).
+		PendingSize: f.Server.AccessLog.PendingSize, PendingMaxAge: f.Server.AccessLog.PendingMaxAge.D(),
 	}
 	if b.Committer != nil {
 		// Charge hands each decision's state to the committer, and the

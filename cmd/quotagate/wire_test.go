@@ -195,6 +195,7 @@ quota_manager:
     anomaly: {enabled: true, window: 30s, factor: 4, min_rate: 0.5, warm_up: 2, smoothing: 0.3, max_subjects: 7}
     messages: {warning: "Nearly %s.", exceeded: E, balance_low: B, insufficient_balance: I, anomaly: A}
 store: {flush_interval: 250ms, redis: {addr: "127.0.0.1:6379", timeout: 20ms, prefix: p, lease: 3, wait_replicas: 1, db: 2, username: ru, password: rp}}
+server: {access_log: {pending_size: 77, pending_max_age: 2m}}
 ledger: {queue_size: 11, retention_days: 2}
 admin:
   addr: 127.0.0.1:8081
@@ -264,8 +265,9 @@ admin:
 	if err != nil || len(e.Tiers) != 1 {
 		t.Errorf("engineRules = %+v, %v; want one tier", e, err)
 	}
-	if eo := engineOptions(f, &durable.Backends{}, nil, nil); eo.FlushInterval != 250*time.Millisecond || eo.Deferrer != nil {
-		t.Errorf("engineOptions = %+v; want the store's flush interval and no Deferrer", eo)
+	if eo := engineOptions(f, &durable.Backends{}, nil, nil); eo.FlushInterval != 250*time.Millisecond || eo.Deferrer != nil ||
+		eo.PendingSize != 77 || eo.PendingMaxAge != 2*time.Minute {
+		t.Errorf("engineOptions = %+v; want the store's flush interval, the access log's pending bounds and no Deferrer", eo)
 	}
 	for name, data := range map[string][]byte{"default": config.Default(), "example": readFile(t, "../../config/testdata/example.json")} {
 		if _, err := config.ParseWith(data, checkComponents); err != nil {

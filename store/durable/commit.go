@@ -3,7 +3,12 @@ package durable
 import (
 	"context"
 	"database/sql"
+	"maps"
+	"slices"
 	"sync"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/ledger"
@@ -32,7 +37,15 @@ type Committer struct {
 	// later save and commit carries it until one succeeds, and Load
 	// returns it meanwhile.
 	retry map[string]engine.Snapshot
+	// retryPend holds the pending records (engine.PendingRecord) whose
+	// commit failed, carried likewise.
+	retryPend map[uuid.UUID]engine.PendingRecord
 }
+
+var (
+	_ engine.PendingStore    = (*Committer)(nil)
+	_ engine.PendingDeferrer = (*Committer)(nil)
+)
 
 // pendingSnap is one deferred snapshot and the decision it belongs to.
 type pendingSnap struct {
@@ -43,19 +56,33 @@ type pendingSnap struct {
 // decision is the deferred snapshots of one Charge.
 type decision struct {
 	done chan struct{} // closed once they are committed (or failed)
+	// pend is the decision's pending record (DeferPending), nil for none.
+	pend *engine.PendingRecord
 }
 
 // NewCommitter returns a Committer that writes the state to st and the
 // records to led, which must be in st's file.
 func NewCommitter(st *sqlite.Store, led *ledger.Ledger) *Committer {
-	return &Committer{st: st, led: led, pending: map[string][]pendingSnap{}, retry: map[string]engine.Snapshot{}}
+	return &Committer{st: st, led: led, pending: map[string][]pendingSnap{}, retry: map[string]engine.Snapshot{},
+		retryPend: map[uuid.UUID]engine.PendingRecord{}}
 }
 
 // Defer records snaps, the snapshots of one decision, as saved but not yet
 // committed. It implements engine.Deferrer: the engine calls it with the
 // keys' locks held, so it only takes c's lock.
 func (c *Committer) Defer(snaps []engine.Snapshot) {
-	dec := &decision{done: make(chan struct{})}
+	c.deferDecision(snaps, &decision{done: make(chan struct{})})
+}
+
+// DeferPending is Defer for a decision held for settlement: Commit writes
+// rec, its pending record, in the same transaction as snaps. It
+// implements engine.PendingDeferrer.
+func (c *Committer) DeferPending(snaps []engine.Snapshot, rec engine.PendingRecord) {
+	c.deferDecision(snaps, &decision{done: make(chan struct{}), pend: &rec})
+}
+
+// deferDecision records snaps as deferred by dec.
+func (c *Committer) deferDecision(snaps []engine.Snapshot, dec *decision) {
 	c.mu.Lock()
 	for _, sn := range snaps {
 		c.pending[sn.Key] = append(c.pending[sn.Key], pendingSnap{snap: sn, dec: dec})
@@ -86,22 +113,56 @@ func (c *Committer) Load(ctx context.Context, key string) (engine.Snapshot, bool
 // decision's record. This is the engine's path for everything it does not
 // defer.
 func (c *Committer) Save(ctx context.Context, snaps []engine.Snapshot) error {
+	return c.SavePending(ctx, snaps, nil, time.Time{})
+}
+
+// SavePending is Save that also writes recs, pending records, in the same
+// transaction (see engine.PendingStore): the engine's path for the records
+// it flushes and for settlements. A zero now means the newest DecidedAt of
+// the records.
+func (c *Committer) SavePending(ctx context.Context, snaps []engine.Snapshot, recs []engine.PendingRecord, now time.Time) error {
 	c.mu.Lock()
 	c.awaitLocked(snaps, nil)
-	retry := c.retriesLocked()
+	retry, retryPend := c.retriesLocked()
 	c.mu.Unlock()
-	err := c.st.Save(ctx, append(retry, snaps...))
+	var err error
+	if len(recs)+len(retryPend) == 0 {
+		err = c.st.Save(ctx, append(retry, snaps...))
+	} else {
+		all := append(retryPend, recs...)
+		if now.IsZero() {
+			now = newestDecided(all)
+		}
+		err = c.st.SavePending(ctx, append(retry, snaps...), all, now)
+	}
 	if err == nil {
 		c.mu.Lock()
-		c.retriedLocked(retry)
+		c.retriedLocked(retry, retryPend)
 		c.mu.Unlock()
 	}
 	return err
 }
 
-// Commit writes snaps, the Decision.Unsaved of one decision, and rec (nil
-// for none) in one transaction, after the earlier decisions on the same
-// keys. On failure the snapshots are kept for the next save, Load keeps
+// newestDecided returns the newest DecidedAt of recs: the engine's clock,
+// which prunes expired records, rather than this machine's.
+func newestDecided(recs []engine.PendingRecord) time.Time {
+	var now time.Time
+	for _, r := range recs {
+		if r.DecidedAt.After(now) {
+			now = r.DecidedAt
+		}
+	}
+	return now
+}
+
+// LoadPending returns the stored pending records that expire after now.
+func (c *Committer) LoadPending(ctx context.Context, now time.Time) ([]engine.PendingRecord, error) {
+	return c.st.LoadPending(ctx, now)
+}
+
+// Commit writes snaps, the Decision.Unsaved of one decision, its pending
+// record if it deferred one (DeferPending), and rec (nil for none) in one
+// transaction, after the earlier decisions on the same keys. On failure the snapshots are kept for the next save, Load keeps
 // returning them, and the error is returned: the caller then queues the
 // record the ordinary way. Every decision whose snapshots were deferred
 // must be committed, or later saves of its keys wait for ever.
@@ -109,14 +170,16 @@ func (c *Committer) Commit(ctx context.Context, snaps []engine.Snapshot, rec *le
 	c.mu.Lock()
 	dec := c.ownerLocked(snaps)
 	c.awaitLocked(snaps, dec)
-	retry := c.retriesLocked()
+	retry, pend := c.retriesLocked()
+	retried := slices.Clone(pend)
 	c.mu.Unlock()
-	var also sqlite.TxFunc
-	if rec != nil {
-		recs := []ledger.Record{*rec}
-		also = func(ctx context.Context, tx *sql.Tx) error { return c.led.AppendTx(ctx, tx, recs) }
+	if dec != nil && dec.pend != nil {
+		pend = append(pend, *dec.pend)
 	}
-	err := c.st.SaveWith(context.WithoutCancel(ctx), append(retry, snaps...), also)
+	also, err := c.commitWork(pend, rec)
+	if err == nil {
+		err = c.st.SaveWith(context.WithoutCancel(ctx), append(retry, snaps...), also)
+	}
 	c.mu.Lock()
 	if dec != nil {
 		c.dropLocked(snaps, dec)
@@ -127,14 +190,44 @@ func (c *Committer) Commit(ctx context.Context, snaps []engine.Snapshot, rec *le
 				c.retry[sn.Key] = sn
 			}
 		}
+		if dec != nil && dec.pend != nil {
+			c.retryPend[dec.pend.ID] = *dec.pend
+		}
 	} else {
-		c.retriedLocked(retry)
+		c.retriedLocked(retry, retried)
 	}
 	c.mu.Unlock()
 	if dec != nil {
 		close(dec.done)
 	}
 	return err
+}
+
+// commitWork returns the work Commit does with the snapshots: write pend,
+// pending records, and rec, a ledger record (nil for none); nil when
+// there is none.
+func (c *Committer) commitWork(pend []engine.PendingRecord, rec *ledger.Record) (sqlite.TxFunc, error) {
+	var pendTx sqlite.TxFunc
+	if len(pend) > 0 {
+		var err error
+		if pendTx, err = c.st.PendingTx(pend, newestDecided(pend)); err != nil {
+			return nil, err
+		}
+	}
+	if pendTx == nil && rec == nil {
+		return nil, nil
+	}
+	return func(ctx context.Context, tx *sql.Tx) error {
+		if pendTx != nil {
+			if err := pendTx(ctx, tx); err != nil {
+				return err
+			}
+		}
+		if rec != nil {
+			return c.led.AppendTx(ctx, tx, []ledger.Record{*rec})
+		}
+		return nil
+	}, nil
 }
 
 // ownerLocked returns the decision that deferred snaps, or nil when they
@@ -201,24 +294,23 @@ func (c *Committer) dropLocked(snaps []engine.Snapshot, dec *decision) {
 	}
 }
 
-// retriesLocked returns the snapshots of failed commits, for the next
-// save to carry. They stay in retry until a save of them succeeds. The
-// caller holds c.mu.
-func (c *Committer) retriesLocked() []engine.Snapshot {
-	if len(c.retry) == 0 {
-		return nil
-	}
-	out := make([]engine.Snapshot, 0, len(c.retry))
-	for _, sn := range c.retry {
-		out = append(out, sn)
-	}
-	return out
+// retriesLocked returns the snapshots and the pending records of failed
+// commits, for the next save to carry. They stay in retry and retryPend
+// until a save of them succeeds. The caller holds c.mu.
+func (c *Committer) retriesLocked() ([]engine.Snapshot, []engine.PendingRecord) {
+	return slices.Collect(maps.Values(c.retry)), slices.Collect(maps.Values(c.retryPend))
 }
 
 // retriedLocked drops from retry the snapshots that a successful save
-// carried, unless a newer one of the key failed meanwhile. The caller
-// holds c.mu.
-func (c *Committer) retriedLocked(saved []engine.Snapshot) {
+// carried, unless a newer one of the key failed meanwhile, and from
+// retryPend the records it carried (pend), unless one of the id failed
+// again in another state. The caller holds c.mu.
+func (c *Committer) retriedLocked(saved []engine.Snapshot, pend []engine.PendingRecord) {
+	for _, r := range pend {
+		if cur, ok := c.retryPend[r.ID]; ok && cur.State == r.State {
+			delete(c.retryPend, r.ID)
+		}
+	}
 	for _, sn := range saved {
 		if r, ok := c.retry[sn.Key]; ok && r.Version <= sn.Version {
 			delete(c.retry, sn.Key)
@@ -230,9 +322,9 @@ func (c *Committer) retriedLocked(saved []engine.Snapshot) {
 // decision is in flight, before the store is closed.
 func (c *Committer) Close(ctx context.Context) error {
 	c.mu.Lock()
-	retry := c.retriesLocked()
+	retry, pend := c.retriesLocked()
 	c.mu.Unlock()
-	if len(retry) == 0 {
+	if len(retry) == 0 && len(pend) == 0 {
 		return nil
 	}
 	return c.Save(ctx, nil)

@@ -18,7 +18,7 @@
 // # The commit protocol
 //
 // In sync mode with one file, the Committer is both the engine's Store and
-// its Deferrer (engine.Config.Deferrer). The data goes down and comes back
+// its Deferrer (engine.Options.Deferrer). The data goes down and comes back
 // up once:
 //
 //  1. engine.Charge decides, snapshots the state it changed and, still
@@ -33,6 +33,19 @@
 // Every decision whose snapshots were deferred must be committed, with or
 // without a record: until then its snapshots block the later saves of
 // their keys.
+//
+// # Settlement
+//
+// The Committer is also an engine.PendingStore and PendingDeferrer. A
+// decision held for settlement hands its pending record over with its
+// snapshots (DeferPending), and Commit writes the record in the same
+// transaction (sqlite.Store.PendingTx), so a crash keeps a charge, its
+// ledger record and its pending record together, or none of them. A
+// settlement does the same: engine.Settle defers the state it changed with
+// the decision's settled mark and returns them in Settled.Unsaved, and the
+// caller (cmd/quotagate's settler) commits them with the settlement's
+// ledger record. Pending records that the engine flushes, and those of a
+// failed commit, go through SavePending, ordered as Save is.
 //
 // # Ordering
 //

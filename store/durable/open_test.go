@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/quotagate/quotagate/engine"
 )
 
 func TestOpen(t *testing.T) {
@@ -62,6 +64,9 @@ func TestOpen(t *testing.T) {
 			}
 			if tt.committer && b.Store != b.Committer {
 				t.Error("the engine's Store is not the Committer, so deferred state would not be loaded back")
+			}
+			if _, ok := b.Store.(engine.PendingStore); strings.HasPrefix(b.Desc, "sqlite:") && !ok {
+				t.Errorf("the engine's Store %T is not an engine.PendingStore: pending settlements would not survive a restart", b.Store)
 			}
 			if (b.Ledger != nil) != (tt.ledger != "") || (b.Writer != nil) != (tt.ledger != "") {
 				t.Fatalf("ledger %v writer %v, want both %v", b.Ledger != nil, b.Writer != nil, tt.ledger != "")

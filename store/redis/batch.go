@@ -269,7 +269,11 @@ func (s *Store) sendGroup(ctx context.Context, client pipeliner, batch []*call) 
 // key returns the first key c touches, which names its slot.
 func (c *call) key() string {
 	if c.cmd != nil {
-		if k, ok := c.cmd[1].(string); ok {
+		i := 1
+		if c.cmd[0] == "EVAL" {
+			i = 3 // EVAL script numkeys key...
+		}
+		if k, ok := c.cmd[i].(string); ok {
 			return k
 		}
 		return ""

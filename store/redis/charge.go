@@ -35,6 +35,10 @@ import (
 // cost. The allowance given back (leased mode: what is left of this
 // replica's previous block) is added back to the allowance when the
 // request is admitted.
+// ARGV[2], when present, is a pending decision (engine.PlanPending) to
+// record in the hash KEYS[#KEYS] if the request is admitted, with the
+// part of its cost (ARGV[4], what blocks covered included) taken from the
+// allowance and from the credits, expiring after ARGV[3] ms.
 // It returns {allowed, refused index (0: none), short, allowance, credits,
 // balance taken, then current, previous and reserved per counter}, or
 // {-1, k} and changes nothing when KEYS[k] holds a forwarding marker "f":
@@ -54,6 +58,7 @@ import (
 var chargeScript = goredis.NewScript(`
 local a = cmsgpack.unpack(ARGV[1])
 local n, nk = a[1], #KEYS
+if ARGV[2] then nk = nk - 1 end
 local bk, mode, cost, grant = a[3], a[4], a[5], a[6]
 local period, start, bblock, give = a[7], a[8], a[9], a[10]
 local C = 11 + nk
@@ -102,6 +107,7 @@ for k = 1, nk do
   end
 end
 local av, cr, short, hp, hc, hg = 0, 0, 0, false, false, false
+local rfa, rfc = 0, 0
 local gs = string.format('%d', grant)
 if bk > 0 then
   local g = got[bk]
@@ -133,6 +139,8 @@ if refused == 0 and short == 0 and a[2] == 0 then
     av = av - fa
     ncr = cr - (took - fa)
     out[6] = took
+    rfa = math.min(fa, cost)
+    rfc = cost - rfa
   end
   for k = 1, nk do
     local g, j, t = got[k], 4, {}
@@ -198,6 +206,12 @@ if refused == 0 and short == 0 and a[2] == 0 then
     end
   end
   cr = ncr
+  if ARGV[2] then
+    if mode == 1 then rfa = rfa + tonumber(ARGV[4]) - cost end
+    local pk = KEYS[nk + 1]
+    redis.call('HSET', pk, 'r', ARGV[2], 'fa', string.format('%d', rfa), 'fc', string.format('%d', rfc))
+    redis.call('PEXPIRE', pk, ARGV[3])
+  end
 end
 out[2], out[3], out[4], out[5] = refused, short, av, cr
 return out
@@ -248,6 +262,9 @@ return {1, a, c}
 func (s *Store) Charge(ctx context.Context, p *engine.Plan) (engine.PlanResult, error) {
 	if s.closed.Load() {
 		return engine.PlanResult{}, ErrClosed
+	}
+	if p.Pending != nil {
+		p.Pending.Record.ID = s.pendingID(p.Tag, p.Pending.Record.ID)
 	}
 	if s.leases != nil {
 		return s.chargeLeased(ctx, p)
@@ -311,6 +328,14 @@ func (s *Store) run(ctx context.Context, p *engine.Plan, a *scriptArgs) (engine.
 		return engine.PlanResult{}, taken{}, fmt.Errorf("store/redis: charge %q: encode: %w", p.Tag, err)
 	}
 	c := &call{keys: keys, args: []any{arg}}
+	if p.Pending != nil && !a.dry {
+		rec, err := encodePending(&p.Pending.Record)
+		if err != nil {
+			return engine.PlanResult{}, taken{}, fmt.Errorf("store/redis: charge %q: %w", p.Tag, err)
+		}
+		c.keys = append(c.keys, s.pendingKey(p.Pending.Record.ID))
+		c.args = append(c.args, rec, max(p.Pending.TTL.Milliseconds(), 1), p.Balance.Cost)
+	}
 	if err := s.batch.do(ctx, c, s.opts.Timeout); err != nil {
 		return engine.PlanResult{}, taken{}, fmt.Errorf("store/redis: charge %q: %w", p.Tag, err)
 	}

@@ -184,6 +184,41 @@
 // failed read or poll, the next good poll counts as a change, so nothing
 // missed during an outage stays stale.
 //
+// # Settlement
+//
+// Store implements engine.Settler, so that a decision made on one replica
+// can be settled on any other (engine.Settle), exactly once. The charge
+// script that admits a decision held for settlement (Plan.Pending) records
+// it in the hash "<prefix>:{<slot tag>}:d:<id hex>": field "r" holds the
+// record as JSON, "fa" and "fc" what its cost took from the allowance and
+// from the credits; the hash expires after PendingMaxAge. The settling
+// replica knows only the decision id, and in a cluster the charge script
+// reaches only the owner's slot, so the store writes that slot into the
+// id (14 of its random bits, after the variant: the id stays a UUIDv7 with
+// 48 random bits) and names the record with a hash tag chosen to hash to
+// that slot (the first of "0", "1", ... in base 36 that does). Settling is
+// a read of the record and the mark "<prefix>:{<slot tag>}:ds:<id hex>",
+// then one script on the owner's slot that checks the record is still
+// there, deletes it, sets the mark (kept for PendingMaxAge), and gives back
+// or charges the balance ("a" within the grant period "p" it was taken
+// from and never above "g"; "c" never above the most credits) and the
+// window counts (while "s:L" is still the charged window). A record gone
+// meanwhile changes nothing and is a duplicate, so a settlement that timed
+// out may be sent again. A frozen (moved) state hash refuses it (ErrMoved).
+//
+// In leased mode a charge served from this replica's blocks runs no
+// script: its record is written on its own (one more call for such a
+// Check), all its cost counted from the allowance, which is where blocks
+// come from. A refund gives it back to "a" in Redis, and the block's
+// unused rest is given back as usual, so nothing is lost or counted twice.
+// An upward adjustment draws on what Redis holds: tokens that replicas
+// hold in blocks count as spent, so more of it may be Owed than in exact
+// mode. The settling replica gives window counts back in its own cache
+// too; another replica's cache learns of them at its next charge of that
+// subject through Redis, and one whose cached window is full refuses from
+// its cache until the window ends (it never admits more than Redis
+// counts, but may refuse a request that a refund made room for).
+//
 // # Leased mode
 //
 // With Options.Lease = N, a replica that needs a fixed-window counter

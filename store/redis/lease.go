@@ -83,6 +83,13 @@ func (s *Store) chargeLeased(ctx context.Context, p *engine.Plan) (engine.PlanRe
 	if lt.takeLocked(lc) {
 		r := lt.cachedLocked(lc)
 		lt.mu.Unlock()
+		if p.Pending != nil {
+			// No script ran: the record goes on its own, all its cost
+			// taken from the allowance the blocks hold.
+			if err := s.recordPending(ctx, p); err != nil {
+				return engine.PlanResult{}, err
+			}
+		}
 		return r, nil
 	}
 	lt.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -232,8 +233,24 @@ func TestStateHashes(t *testing.T) {
 		t.Fatalf("KEYS: %v", err)
 	}
 	slices.Sort(keys)
+	// pam's priced decision is held for settlement: one record, which
+	// expires after PendingMaxAge (see settle.go).
+	var records []string
+	keys = slices.DeleteFunc(keys, func(k string) bool {
+		if strings.Contains(k, ":d:") {
+			records = append(records, k)
+			return true
+		}
+		return false
+	})
 	if want := []string{"qg:{dan}:o:dan", "qg:{pam}:o:pam"}; !slices.Equal(keys, want) {
 		t.Fatalf("keys = %v, want %v", keys, want)
+	}
+	if len(records) != 1 {
+		t.Fatalf("pending records = %v, want pam's one", records)
+	}
+	if ttl, err := c.PTTL(ctx, records[0]).Result(); err != nil || ttl <= 0 || ttl > 15*time.Minute {
+		t.Fatalf("PTTL of the pending record = %v, %v; want within 15m", ttl, err)
 	}
 
 	// Counters only: the hash expires with its last window, the sliding

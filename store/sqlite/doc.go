@@ -9,6 +9,12 @@
 // fsync. No background goroutine is needed for that; the caller that
 // finds no commit in progress does the work.
 //
+// Store is an engine.PendingStore: pending decisions and settled ids are
+// rows of the table "pending" (id, expiry, the record as JSON), written in
+// the transaction that saves the snapshots they go with (SaveWith), so a
+// graceful restart keeps them and a settlement after it is applied once.
+// Expired rows are deleted at most once a second, with a save.
+//
 // Snapshots are stored in a compact binary encoding (see codec.go); rows
 // written as JSON by earlier versions are still read, and rewritten in
 // the binary form at their next save.

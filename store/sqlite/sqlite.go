@@ -54,6 +54,8 @@ type Store struct {
 	closed   bool
 	inflight sync.WaitGroup
 	commits  atomic.Int64 // transactions committed by Save
+	// pruned is when (unix ns) expired pending records were last deleted.
+	pruned atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -222,6 +224,15 @@ var migrations = []string{
 	INSERT INTO snapshots_by_key (key, version, data) SELECT key, version, data FROM snapshots;
 	DROP TABLE snapshots;
 	ALTER TABLE snapshots_by_key RENAME TO snapshots`,
+	// Pending decisions and settled ids (engine.PendingStore), dropped
+	// when they expire.
+	`CREATE TABLE pending (
+		id      BLOB PRIMARY KEY,
+		settled INTEGER NOT NULL,
+		expires INTEGER NOT NULL,
+		data    BLOB NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX pending_expires ON pending (expires)`,
 }
 
 // migrate applies the missing migrations in one write transaction, so two

@@ -17,10 +17,7 @@ import (
 // register its own cleanup (t.Cleanup) to close what it opens.
 func Run(t *testing.T, newStore func(t *testing.T) engine.Store) {
 	t.Helper()
-	cases := []struct {
-		name string
-		run  func(t *testing.T, s engine.Store)
-	}{
+	cases := []suiteCase{
 		{name: "load missing", run: testLoadMissing},
 		{name: "round trip", run: testRoundTrip},
 		{name: "highest version wins", run: testHighestVersion},
@@ -29,11 +26,22 @@ func Run(t *testing.T, newStore func(t *testing.T) engine.Store) {
 		{name: "odd keys", run: testOddKeys},
 		{name: "concurrent", run: testConcurrent},
 	}
+	// A store that keeps pending decisions (engine.PendingStore) is held
+	// to that contract too.
+	if _, ok := newStore(t).(engine.PendingStore); ok {
+		cases = append(cases, pendingCases...)
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.run(t, newStore(t))
 		})
 	}
+}
+
+// suiteCase is one test of the suite, run on a fresh store.
+type suiteCase struct {
+	name string
+	run  func(t *testing.T, s engine.Store)
 }
 
 // t0 is a fixed instant with a non-UTC zone, so a store that loses zones

@@ -1,0 +1,127 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/quotagate/quotagate/engine"
+)
+
+var _ engine.PendingStore = (*Store)(nil)
+
+// pendingRow is one encoded pending record.
+type pendingRow struct {
+	id      []byte
+	settled int // 1: a settled mark
+	expires int64
+	data    []byte // nil: delete the row
+}
+
+// pruneEvery is how often SavePending deletes the records that expired,
+// at most: under sync durability it runs with every charge.
+const pruneEvery = time.Second
+
+// SavePending saves snaps and applies recs in one transaction (see
+// engine.PendingStore): an open or settled record is written over the
+// row of its id, a dropped one deletes it, and rows that expired by now
+// are deleted; an open record never replaces a settled one. Records are JSON in the row's data; they are encoded, and
+// checked, before anything is written.
+func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs []engine.PendingRecord, now time.Time) error {
+	also, err := s.PendingTx(recs, now)
+	if err != nil {
+		return err
+	}
+	return s.SaveWith(ctx, snaps, also)
+}
+
+// PendingTx returns the work of SavePending's transaction but the
+// snapshots: it writes recs, and deletes the rows that expired by now. It
+// encodes and checks recs first, so that an error leaves nothing to
+// write. It lets a caller commit the records with other work in one
+// SaveWith (store/durable: with a decision's ledger record).
+func (s *Store) PendingTx(recs []engine.PendingRecord, now time.Time) (TxFunc, error) {
+	rows := make([]pendingRow, len(recs))
+	for i := range recs {
+		r := &recs[i]
+		if r.ID == uuid.Nil {
+			return nil, fmt.Errorf("store/sqlite: save pending record %d of %d: the id is empty", i+1, len(recs))
+		}
+		rows[i] = pendingRow{id: r.ID[:], expires: r.Expires.UnixNano()}
+		if r.State == engine.PendingSettled {
+			rows[i].settled = 1
+		}
+		if r.State == engine.PendingDropped {
+			continue
+		}
+		data, err := json.Marshal(r)
+		if err != nil {
+			return nil, fmt.Errorf("store/sqlite: save pending record %s: encode: %w", r.ID, err)
+		}
+		rows[i].data = data
+	}
+	nowNS := now.UnixNano()
+	prune := false
+	if last := s.pruned.Load(); nowNS-last >= int64(pruneEvery) && s.pruned.CompareAndSwap(last, nowNS) {
+		prune = true
+	}
+	return func(ctx context.Context, tx *sql.Tx) error {
+		for _, rw := range rows {
+			var err error
+			if rw.data == nil {
+				_, err = tx.ExecContext(ctx, `DELETE FROM pending WHERE id = ?1`, rw.id)
+			} else {
+				// A settled mark is never undone by an older save.
+				_, err = tx.ExecContext(ctx, `INSERT INTO pending (id, settled, expires, data) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (id) DO UPDATE SET settled = excluded.settled, expires = excluded.expires, data = excluded.data
+WHERE excluded.settled >= pending.settled`, rw.id, rw.settled, rw.expires, rw.data)
+			}
+			if err != nil {
+				return fmt.Errorf("pending record %x: %w", rw.id, err)
+			}
+		}
+		if prune {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM pending WHERE expires <= ?1`, nowNS); err != nil {
+				return fmt.Errorf("delete expired pending records: %w", err)
+			}
+		}
+		return nil
+	}, nil
+}
+
+// LoadPending returns the records that expire after now. A row that does
+// not decode is an error naming it: the file was changed by something
+// else than quotagate.
+func (s *Store) LoadPending(ctx context.Context, now time.Time) ([]engine.PendingRecord, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, data FROM pending WHERE expires > ?1 ORDER BY expires`, now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("store/sqlite: load pending records: %w", err)
+	}
+	defer rows.Close()
+	var out []engine.PendingRecord
+	for rows.Next() {
+		var id, data []byte
+		if err := rows.Scan(&id, &data); err != nil {
+			return nil, fmt.Errorf("store/sqlite: load pending records: %w", err)
+		}
+		var r engine.PendingRecord
+		if err := json.Unmarshal(data, &r); err != nil || len(id) != 16 || uuid.UUID(id) != r.ID {
+			return nil, fmt.Errorf("store/sqlite: load pending record %x: the row does not decode (%v): delete it from the pending table", id, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store/sqlite: load pending records: %w", err)
+	}
+	return out, nil
+}
