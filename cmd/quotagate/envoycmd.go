@@ -44,9 +44,9 @@ Examples:
 
 // runEnvoyConfig runs "quotagate envoy-config": args are what follows the
 // command name. loadRoutes turns a quota configuration file into the routes
-// to price ("" means the embedded default configuration); nil means no
-// routes beyond the catch-all.
-func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer, loadRoutes func(path string) ([]envoy.Route, error)) error {
+// to price and the usage headers to log ("" means the embedded default
+// configuration); nil means no routes beyond the catch-all.
+func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer, loadRoutes func(path string) (envoyInputs, error)) error {
 	_ = ctx // generation is instantaneous; ctx is kept for symmetry with the other commands
 	fs := flag.NewFlagSet("envoy-config", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -68,7 +68,7 @@ func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		settleFlush  = fs.Duration("settlement-flush-interval", 250*time.Millisecond, "longest an access-log entry waits in Envoy's buffer, and so how late a refund can be")
 		usageHeaders []string
 	)
-	fs.Func("usage-header", "response `header` in which the upstream reports actual usage, logged for settlement; repeatable; none logs no usage header (default "+envoy.DefaultUsageHeader+")", func(v string) error {
+	fs.Func("usage-header", "response `header` in which the upstream reports actual usage, logged for settlement; repeatable; none logs no usage header (default: the usage_header of every action's settle rule in the quota config, else "+envoy.DefaultUsageHeader+")", func(v string) error {
 		usageHeaders = append(usageHeaders, v)
 		return nil
 	})
@@ -95,8 +95,14 @@ func runEnvoyConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	var routes []envoy.Route
 	if loadRoutes != nil {
-		if routes, err = loadRoutes(*configPath); err != nil {
+		in, err := loadRoutes(*configPath)
+		if err != nil {
 			return fmt.Errorf("envoy-config: %w", err)
+		}
+		routes = in.Routes
+		if usageHeaders == nil {
+			// The flag wins; without it, log what the settle rules read.
+			usageHeaders = in.UsageHeaders
 		}
 	} else if *configPath != "" {
 		return errors.New("envoy-config: --config is not supported by this build (no route loader)")

@@ -21,15 +21,15 @@ import (
 )
 
 // fakeRoutes stands in for the loader main builds from config.File.
-func fakeRoutes(path string) ([]envoy.Route, error) {
+func fakeRoutes(path string) (envoyInputs, error) {
 	if path == "missing.yaml" {
-		return nil, errors.New("config: open missing.yaml: no such file or directory")
+		return envoyInputs{}, errors.New("config: open missing.yaml: no such file or directory")
 	}
-	return []envoy.Route{
+	return envoyInputs{Routes: []envoy.Route{
 		{Prefix: "/v1/translate", Method: "POST", Action: "translate"},
 		{Action: "summarize"},
 		{Workflow: "nightly-report"},
-	}, nil
+	}}, nil
 }
 
 // validSnippets fails the test unless out is the snippet YAML with every
@@ -75,7 +75,7 @@ func TestRunEnvoyConfig(t *testing.T) {
 	tests := []struct {
 		name      string
 		args      []string
-		loader    func(string) ([]envoy.Route, error)
+		loader    func(string) (envoyInputs, error)
 		wantErr   string
 		wantCode  int // exit code for errors; 0 = not an exitError
 		check     func(t *testing.T, out []byte)
@@ -163,8 +163,9 @@ quota_manager:
   tiers:
     freemium: {api_calls_per_hour: 10, priority: low}
   actions:
-    translate: {tokens_per_1000_units: 5, unit: words}
-    summarize: {tokens_per_1000_units: 2, unit: words}
+    translate: {tokens_per_1000_units: 5, unit: words, settle: {usage_header: X-Words-Out}}
+    summarize: {tokens_per_1000_units: 2, unit: words, settle: {usage_header: x-llm-tokens}}
+    classify: {tokens_per_call: 1, settle: off}
   workflows:
     nightly-report: {priority: critical}
 routes:
@@ -177,10 +178,17 @@ routes:
 		name string
 		args []string
 		want []string
+		// lacks are strings the output must not hold.
+		lacks []string
 	}{
-		{name: "embedded default", args: []string{"--bootstrap"}, want: []string{"action: translate"}},
+		{name: "embedded default", args: []string{"--bootstrap"}, want: []string{"action: translate", "- x-usage-tokens"}},
 		{name: "file", args: []string{"--bootstrap", "--config", path},
-			want: []string{"prefix: /v1/translate", "exact: POST", "prefix: /summarize", "action: summarize", "workflow: nightly-report"}},
+			want: []string{"prefix: /v1/translate", "exact: POST", "prefix: /summarize", "action: summarize", "workflow: nightly-report",
+				// The settle rules' usage headers are logged, lower-cased, instead of the default.
+				"- x-llm-tokens", "- x-words-out"},
+			lacks: []string{"x-usage-tokens"}},
+		{name: "the flag wins over the settle rules", args: []string{"--bootstrap", "--config", path, "--usage-header", "x-billed"},
+			want: []string{"- x-billed"}, lacks: []string{"x-words-out", "x-llm-tokens"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,6 +202,11 @@ routes:
 			for _, s := range tt.want {
 				if !strings.Contains(out.String(), s) {
 					t.Errorf("output lacks %q", s)
+				}
+			}
+			for _, s := range tt.lacks {
+				if strings.Contains(out.String(), s) {
+					t.Errorf("output holds %q", s)
 				}
 			}
 		})

@@ -2,19 +2,31 @@ package main
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/quotagate/quotagate/envoy"
 )
 
+// envoyInputs is what envoy-config takes from a quota configuration.
+type envoyInputs struct {
+	// Routes are the routes to price.
+	Routes []envoy.Route
+	// UsageHeaders are the response headers the actions' settle rules
+	// read actual usage from (usage_header), sorted and without repeats;
+	// the access logger must log them or no adjustment can happen.
+	UsageHeaders []string
+}
+
 // envoyRoutes returns the loader envoy-config uses: the configured routes,
 // then one route per action and workflow that no route names, so every
-// priced action gets its context_extensions. An empty path loads the
-// embedded default configuration.
-func envoyRoutes(getenv func(string) string) func(path string) ([]envoy.Route, error) {
-	return func(path string) ([]envoy.Route, error) {
+// priced action gets its context_extensions, and the usage headers of the
+// actions' settle rules. An empty path loads the embedded default
+// configuration.
+func envoyRoutes(getenv func(string) string) func(path string) (envoyInputs, error) {
+	return func(path string) (envoyInputs, error) {
 		file, _, err := loadConfig(path, getenv)
 		if err != nil {
-			return nil, err
+			return envoyInputs{}, err
 		}
 		var routes []envoy.Route
 		actions, workflows := map[string]bool{}, map[string]bool{}
@@ -32,7 +44,14 @@ func envoyRoutes(getenv func(string) string) func(path string) ([]envoy.Route, e
 				routes = append(routes, envoy.Route{Workflow: w})
 			}
 		}
-		return routes, nil
+		var usage []string
+		for _, a := range file.QuotaManager.Actions {
+			if s := a.Settle; s != nil && !s.Off && s.UsageHeader != "" {
+				usage = append(usage, strings.ToLower(s.UsageHeader))
+			}
+		}
+		slices.Sort(usage)
+		return envoyInputs{Routes: routes, UsageHeaders: slices.Compact(usage)}, nil
 	}
 }
 
