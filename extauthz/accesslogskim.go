@@ -69,7 +69,25 @@ type logView struct {
 	oversized bool
 }
 
-type logHeader struct{ name, value string }
+// logHeader is one logged response header: its name as sent, in lower
+// case, and its value.
+type logHeader struct{ raw, name, value string }
+
+// boundHeaders drops the entry's response headers, and marks it
+// oversized, when one is longer than maxSettleHeaderBytes or two names
+// differ only in case (which one a lookup would find is then a guess).
+func (e *logView) boundHeaders() {
+	for i, h := range e.headers {
+		over := len(h.raw)+len(h.value) > maxSettleHeaderBytes
+		for j := 0; j < i && !over; j++ {
+			over = e.headers[j].name == h.name
+		}
+		if over {
+			e.oversized, e.headers = true, e.headers[:0]
+			return
+		}
+	}
+}
 
 var errALSWire = errors.New("extauthz: malformed StreamAccessLogsMessage")
 
@@ -120,6 +138,16 @@ func (d *alsDecode) addEntry(b []byte) error {
 	e := &d.entries[len(d.entries)-1]
 	hs := e.headers[:0]
 	*e = logView{headers: hs}
+	if err := e.readEntry(b); err != nil {
+		return err
+	}
+	e.boundHeaders()
+	return nil
+}
+
+// readEntry reads the fields of one HTTPAccessLogEntry that settlement
+// uses.
+func (e *logView) readEntry(b []byte) error {
 	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if typ != protowire.BytesType {
 			return nil
@@ -230,11 +258,19 @@ func (e *logView) readResponse(b []byte) error {
 			if e.oversized {
 				return nil
 			}
-			if len(e.headers) == maxSettleHeaders || len(k)+len(val) > maxSettleHeaderBytes {
+			// A name sent again replaces its value, as it does in the
+			// protobuf map; the bounds apply to what is left (boundHeaders).
+			for i := range e.headers {
+				if e.headers[i].raw == string(k) {
+					e.headers[i].value = string(val)
+					return nil
+				}
+			}
+			if len(e.headers) == maxSettleHeaders {
 				e.oversized, e.headers = true, e.headers[:0]
 				return nil
 			}
-			e.headers = append(e.headers, logHeader{name: lowerASCII(string(k)), value: string(val)})
+			e.headers = append(e.headers, logHeader{raw: string(k), name: lowerASCII(string(k)), value: string(val)})
 		}
 		return nil
 	})

@@ -82,6 +82,13 @@ func viewFromProto(e *accesslogv3.HTTPAccessLogEntry) settleView {
 	if len(hs) > maxSettleHeaders {
 		v.oversized = true
 	}
+	lower := map[string]bool{}
+	for k := range hs {
+		if lower[strings.ToLower(k)] {
+			v.oversized = true // two names that differ only in case
+		}
+		lower[strings.ToLower(k)] = true
+	}
 	if !v.oversized && len(hs) > 0 {
 		v.headers = map[string]string{}
 		for k, val := range hs {
