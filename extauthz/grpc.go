@@ -20,16 +20,24 @@ const headerPartialBody = "x-envoy-auth-partial-body"
 // Check implements envoy.service.auth.v3.Authorization. It never returns an
 // error: every outcome, including "could not decide", is a CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return s.check(ctx, s.pol.Load(), req), nil
+	return s.respond(ctx, s.pol.Load(), req, checkResponse), nil
 }
 
-// check is Check under p, the policy the request was decoded for.
+// check is Check for the gRPC transport, under p, the policy the request
+// was decoded for. The response is only marshaled, so an allowed one is
+// built in wire form (sendResponse).
 func (s *Server) check(ctx context.Context, p *policy, req *authv3.CheckRequest) *authv3.CheckResponse {
+	return s.respond(ctx, p, req, sendResponse)
+}
+
+// respond decides req under p and answers with the response that build
+// makes of the verdict.
+func (s *Server) respond(ctx context.Context, p *policy, req *authv3.CheckRequest, build func(*Verdict) *authv3.CheckResponse) *authv3.CheckResponse {
 	c := getCall()
 	defer putCall(c)
 	c.in = inputFromCheck(&p.Identity, req)
 	s.decideInto(ctx, p, &c.in, &c.v)
-	return checkResponse(&c.v)
+	return build(&c.v)
 }
 
 // inputFromCheck maps Envoy's AttributeContext onto an Input, reading the

@@ -32,7 +32,13 @@ const metadataCapacity = 256
 // The Struct is therefore only for sending: in this process its Fields are
 // empty (unmarshal its encoding to read it, as TestMetadataStructWire does).
 func metadataStruct(m *Metadata) *structpb.Struct {
-	b := make([]byte, 0, metadataCapacity)
+	st := new(structpb.Struct)
+	st.ProtoReflect().SetUnknown(appendMetadata(make([]byte, 0, metadataCapacity), m))
+	return st
+}
+
+// appendMetadata appends the fields of metadataStruct(m) in wire form.
+func appendMetadata(b []byte, m *Metadata) []byte {
 	b = appendStringEntry(b, "decision_id", m.DecisionID)
 	b = appendStringEntry(b, "decision", m.Decision)
 	b = appendStringEntry(b, "reason", m.Reason)
@@ -40,10 +46,7 @@ func metadataStruct(m *Metadata) *structpb.Struct {
 	b = appendStringEntry(b, "action", m.Action)
 	b = appendStringEntry(b, "workflow", m.Workflow)
 	b = appendStringEntry(b, "failure_mode", m.FailureMode)
-	b = appendNumberEntry(b, "cost", float64(m.Cost))
-	st := new(structpb.Struct)
-	st.ProtoReflect().SetUnknown(b)
-	return st
+	return appendNumberEntry(b, "cost", float64(m.Cost))
 }
 
 // appendStringEntry appends the Struct.fields entry key: {string_value:

@@ -95,7 +95,56 @@ type instruments struct {
 	storeSets    setCache
 	tokenSets    setCache
 	latencySets  setCache
-	regs         []metric.Registration
+	// recordSets memoizes, per decision shape, the four sets that record
+	// looks up in the caches above, so that a decision costs one lookup
+	// rather than four.
+	recordSets recordCache
+	regs       []metric.Registration
+}
+
+// recordKey is the shape of a decision that picks record's attribute
+// sets: its tier, outcome, reason, action, binding limit, and whether it
+// charged tokens.
+type recordKey struct {
+	tier, decision, reason, action, limit string
+	charged                               bool
+}
+
+// recordOpts are the attribute sets of one recordKey, from the
+// per-instrument caches (so each cache's bound and "other" apply exactly
+// as when looked up one at a time, and only the sets of the instruments
+// record feeds are made). util is nil without a limit, tokens without a
+// charge.
+type recordOpts struct{ decision, latency, util, tokens *attrOpts }
+
+// recordCache memoizes recordOpts, for at most maxAttrSets keys; past that
+// record looks the sets up one at a time. It is safe for concurrent use.
+type recordCache struct {
+	m sync.Map // recordKey -> *recordOpts
+	n atomic.Int64
+}
+
+// sets returns the attribute sets of k from in's caches.
+func (in *instruments) sets(k recordKey) *recordOpts {
+	if s, ok := in.recordSets.m.Load(k); ok {
+		return s.(*recordOpts)
+	}
+	o := &recordOpts{
+		decision: in.decisionSets.get(setKey{tier: k.tier, decision: k.decision, reason: k.reason, action: k.action}),
+		latency:  in.latencySets.get(setKey{tier: k.tier, decision: k.decision}),
+	}
+	if k.charged {
+		o.tokens = in.tokenSets.get(setKey{tier: k.tier, action: k.action})
+	}
+	if k.limit != "" {
+		o.util = in.utilSets.get(setKey{tier: k.tier, reason: k.limit})
+	}
+	if in.recordSets.n.Load() < maxAttrSets {
+		if _, loaded := in.recordSets.m.LoadOrStore(k, o); !loaded {
+			in.recordSets.n.Add(1)
+		}
+	}
+	return o
 }
 
 // utilizationBuckets are fractions of a limit.
@@ -209,13 +258,19 @@ func (in *instruments) observeTiers(m metric.Meter, stats func() []TierStat) err
 
 // record adds one decision to the counters and the latency histogram.
 func (in *instruments) record(ctx context.Context, d *Decision, elapsed time.Duration) {
-	in.decisions.Add(ctx, 1, in.decisionSets.get(setKey{tier: d.Tier, decision: string(d.Outcome), reason: d.Reason, action: d.Action}).add...)
-	in.latency.Record(ctx, elapsed.Seconds(), in.latencySets.get(setKey{tier: d.Tier, decision: string(d.Outcome)}).rec...)
-	if d.LimitName != "" && d.Limit > 0 {
-		u := float64(d.Limit-d.Remaining) / float64(d.Limit)
-		in.utilization.Record(ctx, u, in.utilSets.get(setKey{tier: d.Tier, reason: d.LimitName}).rec...)
+	k := recordKey{tier: d.Tier, decision: string(d.Outcome), reason: d.Reason, action: d.Action, charged: d.Charged > 0}
+	utilized := d.LimitName != "" && d.Limit > 0
+	if utilized {
+		k.limit = d.LimitName
 	}
-	if d.Charged > 0 {
-		in.tokens.Add(ctx, d.Charged, in.tokenSets.get(setKey{tier: d.Tier, action: d.Action}).add...)
+	sets := in.sets(k)
+	in.decisions.Add(ctx, 1, sets.decision.add...)
+	in.latency.Record(ctx, elapsed.Seconds(), sets.latency.rec...)
+	if utilized {
+		u := float64(d.Limit-d.Remaining) / float64(d.Limit)
+		in.utilization.Record(ctx, u, sets.util.rec...)
+	}
+	if k.charged {
+		in.tokens.Add(ctx, d.Charged, sets.tokens.add...)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.opentelemetry.io/otel/attribute"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 )
 
 // scrape fetches url and parses it with the Prometheus text parser.
@@ -192,5 +193,42 @@ func TestAttributeSetsAreBounded(t *testing.T) {
 	over := c.get(setKey{action: "fresh"}).set
 	if v, _ := over.Value(mkAction); v.AsString() != "other" {
 		t.Errorf("overflow action = %q, want other", v.AsString())
+	}
+}
+
+// TestRecordSetsMatchCaches checks that the sets record takes from its
+// one lookup per decision are those of the per-instrument caches, before
+// and after they overflow, and that a decision that charged nothing or
+// names no limit makes no token or utilization set.
+func TestRecordSetsMatchCaches(t *testing.T) {
+	in, err := newInstruments(metricnoop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxAttrSets + 500 {
+		action := strconv.Itoa(i)
+		k := recordKey{tier: "t", decision: "allow", reason: "ok", action: action, limit: "hour", charged: i%2 == 0}
+		tokens := in.tokenSets.n.Load()
+		got := in.sets(k)
+		if got.decision != in.decisionSets.get(setKey{tier: "t", decision: "allow", reason: "ok", action: action}) ||
+			got.latency != in.latencySets.get(setKey{tier: "t", decision: "allow"}) ||
+			got.util != in.utilSets.get(setKey{tier: "t", reason: "hour"}) {
+			t.Fatalf("action %s: sets differ from the caches'", action)
+		}
+		if k.charged && got.tokens != in.tokenSets.get(setKey{tier: "t", action: action}) {
+			t.Fatalf("action %s: token set differs from the cache's", action)
+		}
+		if !k.charged && (got.tokens != nil || in.tokenSets.n.Load() != tokens) {
+			t.Fatalf("action %s charged nothing but made a token set", action)
+		}
+		if again := in.sets(k); again.decision != got.decision || again.tokens != got.tokens {
+			t.Fatalf("action %s: a second lookup differs", action)
+		}
+	}
+	if got := in.sets(recordKey{tier: "t", decision: "deny", reason: "r"}); got.util != nil || got.tokens != nil {
+		t.Errorf("no limit and no charge gave util %v tokens %v", got.util, got.tokens)
+	}
+	if n := in.recordSets.n.Load(); n > maxAttrSets {
+		t.Errorf("%d record sets cached, want at most %d", n, maxAttrSets)
 	}
 }
