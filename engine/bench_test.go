@@ -270,7 +270,15 @@ func cachedSubjectBytes(tb testing.TB, n int) float64 {
 	tb.Helper()
 	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
 	subjects := benchSubjects(n) // made first: the keys are not the engine's cost
-	e, err := New(freeTierRules(), Options{CacheSize: n + 1024, Now: func() time.Time { return t0 }})
+	// Settlement off: a held decision's pending record (bounded apart, by
+	// PendingSize, and measured by BenchmarkPendingMemory) is not state
+	// the cache keeps per subject.
+	rules := freeTierRules()
+	for name, a := range rules.Actions {
+		a.Settle = &SettleRule{Off: true}
+		rules.Actions[name] = a
+	}
+	e, err := New(rules, Options{CacheSize: n + 1024, Now: func() time.Time { return t0 }})
 	if err != nil {
 		tb.Fatal(err)
 	}
