@@ -110,7 +110,8 @@ type shard struct {
 	meter                   rateCell
 	// epoch changes whenever the Store's copy of a key of this shard may
 	// have changed behind the cache: when an evicted state is queued for
-	// saving and when such a save completes. A load that read the Store
+	// saving, when such a save completes, and when a state already saved
+	// is dropped. A load that read the Store
 	// before a change must not insert what it read (see load). It is only
 	// written under mu, but read without it.
 	epoch atomic.Uint64
@@ -152,6 +153,11 @@ func (sh *shard) onEvictLocked(key string, st *subjectState) {
 		return
 	}
 	if !st.dirty && st.version == st.savedVersion {
+		// Dropped without a save: but the Store's copy may have changed
+		// since a concurrent load read it (a sync save or a hand-over to
+		// the Deferrer marks a state saved without an eviction), so that
+		// load must not insert what it read.
+		sh.epoch.Add(1)
 		return
 	}
 	sh.queueLocked(key, st, entry, queuedSave{snap: st.snapshotLocked(key)})
