@@ -304,9 +304,6 @@ const maxCachedSubjectBytes = 512
 // TestCachedSubjectMemory keeps the memory per cached subject from
 // growing unnoticed (see BenchmarkCachedSubjects).
 func TestCachedSubjectMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("caches 100 000 subjects")
-	}
 	if got := cachedSubjectBytes(t, 100_000); got > maxCachedSubjectBytes {
 		t.Errorf("heap per cached subject = %.0f bytes, want at most %d: what grew subjectState or its LRU entry?", got, maxCachedSubjectBytes)
 	} else {
