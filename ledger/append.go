@@ -27,7 +27,7 @@ func (l *Ledger) Append(ctx context.Context, recs []Record) (err error) {
 	if len(recs) == 0 {
 		return nil
 	}
-	tx, err := l.db.BeginTx(ctx, nil)
+	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
 		return l.wrap("append: begin", err)
 	}

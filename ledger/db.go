@@ -29,13 +29,22 @@ type Options struct {
 	// BusyTimeout is how long a SQLite statement waits for another
 	// process's lock. Zero means 5 s.
 	BusyTimeout time.Duration
+	// File is the SQLite file at dsn, already open (by the state store
+	// in the same file, see store/sqlite's Store.File): the ledger takes
+	// a share of it, so that both write through its one writer
+	// connection, whose page cache then stays valid. Nil opens the file
+	// anew (Sync and BusyTimeout apply then); PostgreSQL ignores it.
+	File *sqlite.File
 }
 
 // Ledger is the append-only usage and audit log in one database, SQLite or
 // PostgreSQL. It is safe for concurrent use, also by several processes on
 // one database: appends are serialized on the chain head.
 type Ledger struct {
-	db      *sql.DB
+	// db is for reads; w for writes. They are one pool on PostgreSQL; on
+	// SQLite, w is its File's one writer connection.
+	db, w   *sql.DB
+	file    *sqlite.File // SQLite only
 	dialect dialect
 	where   string // the file path or the DSN without its password
 
@@ -94,21 +103,40 @@ func Open(ctx context.Context, dsn string, opts Options) (*Ledger, error) {
 	case IsPostgres(dsn):
 		l.dialect, l.where = postgresDialect, redact(dsn)
 		l.db, err = sql.Open("pgx", dsn)
+		l.w = l.db
+	case opts.File != nil:
+		l.dialect, l.where = sqliteDialect, dsn
+		if opts.File.Path() != dsn {
+			return nil, fmt.Errorf("ledger: open %s: the shared file is %s, not this one", dsn, opts.File.Path())
+		}
+		l.file, err = opts.File.Share()
 	default:
 		l.dialect, l.where = sqliteDialect, dsn
 		if err := sqlite.PrepareDir(filepath.Dir(dsn), "directory", "point --ledger elsewhere"); err != nil {
 			return nil, fmt.Errorf("ledger: %w", err)
 		}
-		l.db, err = sql.Open("sqlite", sqlite.DSN(dsn, opts.Sync, opts.BusyTimeout))
+		l.file, err = sqlite.OpenFile(dsn, opts.Sync, opts.BusyTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open %s: %w", l.where, err)
 	}
+	if l.file != nil {
+		l.db, l.w = l.file.Reader(), l.file.Writer()
+	}
 	if err := l.migrate(ctx); err != nil {
-		l.db.Close()
+		l.closeDB()
 		return nil, fmt.Errorf("ledger: %s: %w", l.where, err)
 	}
 	return l, nil
+}
+
+// closeDB closes the database, or gives back the ledger's share of its
+// SQLite file.
+func (l *Ledger) closeDB() error {
+	if l.file != nil {
+		return l.file.Close()
+	}
+	return l.db.Close()
 }
 
 // redact drops the password from a DSN, for error messages.
@@ -130,7 +158,7 @@ func (l *Ledger) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		foldErr := l.FoldRollups(ctx)
-		l.closeErr = errors.Join(foldErr, l.db.Close())
+		l.closeErr = errors.Join(foldErr, l.closeDB())
 	})
 	return l.closeErr
 }
@@ -138,7 +166,7 @@ func (l *Ledger) Close() error {
 // migrate applies the missing migrations in one transaction, holding a
 // lock so that replicas starting together do not race.
 func (l *Ledger) migrate(ctx context.Context) error {
-	tx, err := l.db.BeginTx(ctx, nil)
+	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

@@ -102,7 +102,7 @@ func (p *pendingRollups) done(watermark int64, err error) {
 func (l *Ledger) FoldRollups(ctx context.Context) (err error) {
 	l.foldMu.Lock()
 	defer l.foldMu.Unlock()
-	tx, err := l.db.BeginTx(ctx, nil)
+	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
 		return l.wrap("fold rollups: begin", err)
 	}

@@ -20,7 +20,7 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (n int64, err erro
 	if err := l.FoldRollups(ctx); err != nil {
 		return 0, err
 	}
-	tx, err := l.db.BeginTx(ctx, nil)
+	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, l.wrap("prune: begin", err)
 	}

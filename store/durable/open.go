@@ -163,7 +163,12 @@ func (b *Backends) openLedger(ctx context.Context, o Options, dsn string) error 
 	if dsn == "" {
 		return nil
 	}
-	led, err := ledger.Open(ctx, dsn, ledger.Options{Sync: o.Sync})
+	lo := ledger.Options{Sync: o.Sync}
+	if st, ok := b.Store.(*sqlite.Store); ok && st.Path() == dsn {
+		// One file: the ledger writes through the store's writer.
+		lo.File = st.File()
+	}
+	led, err := ledger.Open(ctx, dsn, lo)
 	if err != nil {
 		return fmt.Errorf("store/durable: %w", err)
 	}

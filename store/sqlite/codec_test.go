@@ -125,7 +125,7 @@ func TestCodecRoundTrip(t *testing.T) {
 func TestOpenMigratesJSONRows(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "state.db")
-	db, err := sql.Open("sqlite", dsn(path, Options{}.withDefaults()))
+	db, err := sql.Open("sqlite", DSN(path, false, Options{}.withDefaults().BusyTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}

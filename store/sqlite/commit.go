@@ -149,7 +149,7 @@ var errAlsoFailed = errors.New("store/sqlite: save: work failed without a savepo
 // call that has work of its own when isolate is set. Without, the first
 // failing work rolls everything back with errAlsoFailed.
 func (s *Store) commitOnce(ctx context.Context, batch []*saveReq, isolate bool) (err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.file.Writer().BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store/sqlite: save: begin: %w", err)
 	}

@@ -70,28 +70,47 @@ func (s *Store) PendingTx(recs []engine.PendingRecord, now time.Time) (TxFunc, e
 		prune = true
 	}
 	return func(ctx context.Context, tx *sql.Tx) error {
+		var put, del *sql.Stmt
+		defer func() {
+			for _, st := range []*sql.Stmt{put, del} {
+				if st != nil {
+					st.Close()
+				}
+			}
+		}()
 		for _, rw := range rows {
 			var err error
 			if rw.data == nil {
-				_, err = tx.ExecContext(ctx, `DELETE FROM pending WHERE id = ?1`, rw.id)
+				if del == nil {
+					del = tx.StmtContext(ctx, s.deletePending)
+				}
+				_, err = del.ExecContext(ctx, rw.id)
 			} else {
-				// A settled mark is never undone by an older save.
-				_, err = tx.ExecContext(ctx, `INSERT INTO pending (id, settled, expires, data) VALUES (?1, ?2, ?3, ?4)
-ON CONFLICT (id) DO UPDATE SET settled = excluded.settled, expires = excluded.expires, data = excluded.data
-WHERE excluded.settled >= pending.settled`, rw.id, rw.settled, rw.expires, rw.data)
+				if put == nil {
+					put = tx.StmtContext(ctx, s.putPending)
+				}
+				_, err = put.ExecContext(ctx, rw.id, rw.settled, rw.expires, rw.data)
 			}
 			if err != nil {
 				return fmt.Errorf("pending record %x: %w", rw.id, err)
 			}
 		}
 		if prune {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM pending WHERE expires <= ?1`, nowNS); err != nil {
+			prune := tx.StmtContext(ctx, s.prunePending)
+			defer prune.Close()
+			if _, err := prune.ExecContext(ctx, nowNS); err != nil {
 				return fmt.Errorf("delete expired pending records: %w", err)
 			}
 		}
 		return nil
 	}, nil
 }
+
+// putPending writes a pending record over the row of its id; a settled
+// mark is never undone by an older save.
+const putPending = `INSERT INTO pending (id, settled, expires, data) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (id) DO UPDATE SET settled = excluded.settled, expires = excluded.expires, data = excluded.data
+WHERE excluded.settled >= pending.settled`
 
 // LoadPending returns the records that expire after now. A row that does
 // not decode is an error naming it: the file was changed by something
@@ -103,7 +122,7 @@ func (s *Store) LoadPending(ctx context.Context, now time.Time) ([]engine.Pendin
 	if closed {
 		return nil, ErrClosed
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, data FROM pending WHERE expires > ?1 ORDER BY expires`, now.UnixNano())
+	rows, err := s.file.Reader().QueryContext(ctx, `SELECT id, data FROM pending WHERE expires > ?1 ORDER BY expires`, now.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("store/sqlite: load pending records: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,12 +40,14 @@ func (o Options) withDefaults() Options {
 // Store is an engine.Store in one SQLite file. It is safe for concurrent
 // use.
 type Store struct {
-	db   *sql.DB
+	file *File
 	path string
 	opts Options
-	// load and upsert are prepared once (per connection, by database/sql)
-	// instead of parsed on every call.
-	load, upsert *sql.Stmt
+	// The statements, prepared once (on the connection that runs them)
+	// instead of parsed on every call: load on the readers; upsert and
+	// the pending table's on the writer.
+	load, upsert                            *sql.Stmt
+	putPending, deletePending, prunePending *sql.Stmt
 
 	mu       sync.Mutex
 	pending  []*saveReq // waiting for the next commit
@@ -72,31 +73,58 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := checkDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite", dsn(path, opts))
+	f, err := OpenFile(path, opts.Durability == DurabilitySync, opts.BusyTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
+		return nil, fmt.Errorf("store/sqlite: %w", err)
 	}
-	db.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
-	db.SetMaxIdleConns(max(4, runtime.GOMAXPROCS(0)))
-	if err := migrate(ctx, db); err != nil {
-		db.Close()
+	if err := migrate(ctx, f.Writer()); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("store/sqlite: %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, opts: opts}
-	if s.load, err = db.PrepareContext(ctx, `SELECT data FROM snapshots WHERE key = ?1`); err == nil {
-		s.upsert, err = db.PrepareContext(ctx, upsert)
-	}
-	if err != nil {
-		db.Close()
+	s := &Store{file: f, path: path, opts: opts}
+	if err := s.prepare(ctx); err != nil {
+		s.closeStmts()
+		f.Close()
 		return nil, fmt.Errorf("store/sqlite: %s: prepare: %w", path, err)
 	}
 	return s, nil
 }
 
-// dsn is DSN for the store's options.
-func dsn(path string, opts Options) string {
-	return DSN(path, opts.Durability == DurabilitySync, opts.BusyTimeout)
+// prepare prepares the store's statements.
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		db   *sql.DB
+		sql  string
+	}{
+		{&s.load, s.file.Reader(), `SELECT data FROM snapshots WHERE key = ?1`},
+		{&s.upsert, s.file.Writer(), upsert},
+		{&s.putPending, s.file.Writer(), putPending},
+		{&s.deletePending, s.file.Writer(), `DELETE FROM pending WHERE id = ?1`},
+		{&s.prunePending, s.file.Writer(), `DELETE FROM pending WHERE expires <= ?1`},
+	} {
+		stmt, err := p.db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return err
+		}
+		*p.stmt = stmt
+	}
+	return nil
 }
+
+// closeStmts closes the statements prepare prepared.
+func (s *Store) closeStmts() {
+	for _, st := range []*sql.Stmt{s.load, s.upsert, s.putPending, s.deletePending, s.prunePending} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+// File returns the store's database file, for sharing its writer with
+// the ledger when both are in it (Ledger's Options.File). Take a share
+// (File.Share) to keep it beyond the store's Close.
+func (s *Store) File() *File { return s.file }
 
 // DSN is the modernc.org/sqlite connection string quotagate opens every
 // SQLite file with (the state store here, the ledger in package ledger:
@@ -197,9 +225,8 @@ func (s *Store) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		s.inflight.Wait()
-		s.load.Close()
-		s.upsert.Close()
-		s.closeErr = s.db.Close()
+		s.closeStmts()
+		s.closeErr = s.file.Close()
 	})
 	return s.closeErr
 }

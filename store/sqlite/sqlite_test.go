@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -246,14 +247,19 @@ func TestConnectionPragmas(t *testing.T) {
 		{name: "temporary files in memory", pragma: "temp_store", want: 2},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var got int
-			if err := s.db.QueryRowContext(context.Background(), "PRAGMA "+tc.pragma).Scan(&got); err != nil {
-				t.Fatal(err)
-			}
-			if got != tc.want {
-				t.Fatalf("PRAGMA %s = %d, want %d", tc.pragma, got, tc.want)
-			}
-		})
+		for _, pool := range []struct {
+			name string
+			db   *sql.DB
+		}{{"writer", s.File().Writer()}, {"reader", s.File().Reader()}} {
+			t.Run(tc.name+"/"+pool.name, func(t *testing.T) {
+				var got int
+				if err := pool.db.QueryRowContext(context.Background(), "PRAGMA "+tc.pragma).Scan(&got); err != nil {
+					t.Fatal(err)
+				}
+				if got != tc.want {
+					t.Fatalf("PRAGMA %s = %d, want %d", tc.pragma, got, tc.want)
+				}
+			})
+		}
 	}
 }
