@@ -10,7 +10,9 @@
 // finds no commit in progress does the work.
 //
 // Store is an engine.PendingStore: pending decisions and settled ids are
-// rows of the table "pending" (id, expiry, the record as JSON), written in
+// rows of the table "pending" (id, expiry, the record in a compact binary
+// encoding, see pendingcodec.go; JSON rows of earlier versions are still
+// read), written in
 // the transaction that saves the snapshots they go with (SaveWith), so a
 // graceful restart keeps them and a settlement after it is applied once.
 // Expired rows are deleted at most once a second, with a save.

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -29,8 +28,8 @@ const pruneEvery = time.Second
 // SavePending saves snaps and applies recs in one transaction (see
 // engine.PendingStore): an open or settled record is written over the
 // row of its id, a dropped one deletes it, and rows that expired by now
-// are deleted; an open record never replaces a settled one. Records are JSON in the row's data; they are encoded, and
-// checked, before anything is written.
+// are deleted; an open record never replaces a settled one. Records are
+// encoded (see pendingcodec.go), and checked, before anything is written.
 func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs []engine.PendingRecord, now time.Time) error {
 	also, err := s.PendingTx(recs, now)
 	if err != nil {
@@ -46,6 +45,8 @@ func (s *Store) SavePending(ctx context.Context, snaps []engine.Snapshot, recs [
 // SaveWith (store/durable: with a decision's ledger record).
 func (s *Store) PendingTx(recs []engine.PendingRecord, now time.Time) (TxFunc, error) {
 	rows := make([]pendingRow, len(recs))
+	ends := make([]int, len(recs))
+	buf := make([]byte, 0, 112*len(recs))
 	for i := range recs {
 		r := &recs[i]
 		if r.ID == uuid.Nil {
@@ -55,14 +56,17 @@ func (s *Store) PendingTx(recs []engine.PendingRecord, now time.Time) (TxFunc, e
 		if r.State == engine.PendingSettled {
 			rows[i].settled = 1
 		}
-		if r.State == engine.PendingDropped {
-			continue
+		if r.State != engine.PendingDropped {
+			buf = appendPending(buf, r)
 		}
-		data, err := json.Marshal(r)
-		if err != nil {
-			return nil, fmt.Errorf("store/sqlite: save pending record %s: encode: %w", r.ID, err)
+		ends[i] = len(buf)
+	}
+	start := 0
+	for i := range rows {
+		if recs[i].State != engine.PendingDropped {
+			rows[i].data = buf[start:ends[i]:ends[i]]
 		}
-		rows[i].data = data
+		start = ends[i]
 	}
 	nowNS := now.UnixNano()
 	prune := false
@@ -133,8 +137,8 @@ func (s *Store) LoadPending(ctx context.Context, now time.Time) ([]engine.Pendin
 		if err := rows.Scan(&id, &data); err != nil {
 			return nil, fmt.Errorf("store/sqlite: load pending records: %w", err)
 		}
-		var r engine.PendingRecord
-		if err := json.Unmarshal(data, &r); err != nil || len(id) != 16 || uuid.UUID(id) != r.ID {
+		r, err := decodePending(id, data)
+		if err != nil {
 			return nil, fmt.Errorf("store/sqlite: load pending record %x: the row does not decode (%v): delete it from the pending table", id, err)
 		}
 		out = append(out, r)
