@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
+	"time"
 )
 
 // subjectKey is one row of usage_subject.
@@ -25,39 +27,77 @@ type totalKey struct {
 type rollups struct {
 	subject map[subjectKey]*counts
 	total   map[totalKey]*counts
+	// recent finds, in one lookup per record, the rows a subject's last
+	// record added to at every grain: a record is added to six rows
+	// (three grains, subject and total), and most records fall in the
+	// periods of the subject's previous one.
+	recent map[identKey]*recentRows
+	// hour is the start (Unix seconds) of the hour the last record fell
+	// in, and periods that hour's period at every grain: working out a
+	// day's or month's start takes a calendar computation.
+	hour    int64
+	periods [len(grains)]int64
+}
+
+// identKey is what a subject's rows have in common but the period.
+type identKey struct{ subject, team, tier, action string }
+
+// recentRows are the rows of one identKey for one period at every grain.
+type recentRows struct {
+	period         [len(grains)]int64
+	subject, total [len(grains)]*counts
 }
 
 func newRollups() rollups {
-	return rollups{subject: make(map[subjectKey]*counts), total: make(map[totalKey]*counts)}
+	return rollups{subject: make(map[subjectKey]*counts), total: make(map[totalKey]*counts),
+		recent: make(map[identKey]*recentRows), hour: math.MinInt64}
 }
 
 // addRecord adds what r adds to the rollups, at every grain.
-func (ru rollups) addRecord(r *Record) {
+func (ru *rollups) addRecord(r *Record) {
 	d, ok := r.rollupDelta()
 	if !ok {
 		return
 	}
-	t := r.rollupTime()
-	for _, g := range grains {
-		p := g.Start(t).Unix()
-		ru.add(subjectKey{g, p, r.Subject, r.Team, r.Tier, r.Action}, d)
+	t := r.rollupTime().UTC()
+	if h := t.Truncate(time.Hour).Unix(); h != ru.hour {
+		for i, g := range grains {
+			ru.periods[i] = g.Start(t).Unix()
+		}
+		ru.hour = h
+	}
+	id := identKey{r.Subject, r.Team, r.Tier, r.Action}
+	rr := ru.recent[id]
+	if rr == nil {
+		rr = new(recentRows)
+		ru.recent[id] = rr
+	}
+	for i, g := range grains {
+		p := ru.periods[i]
+		if rr.subject[i] == nil || rr.period[i] != p {
+			rr.period[i] = p
+			rr.subject[i], rr.total[i] = ru.rows(subjectKey{g, p, r.Subject, r.Team, r.Tier, r.Action})
+		}
+		rr.subject[i].add(d)
+		rr.total[i].add(d)
 	}
 }
 
-func (ru rollups) add(k subjectKey, d counts) {
+// rows returns the subject row of k and its total row, adding them if
+// missing.
+func (ru *rollups) rows(k subjectKey) (subject, total *counts) {
 	c := ru.subject[k]
 	if c == nil {
 		c = new(counts)
 		ru.subject[k] = c
 	}
-	c.add(d)
 	tk := totalKey{k.grain, k.period, k.team, k.tier, k.action}
 	t := ru.total[tk]
 	if t == nil {
 		t = new(counts)
 		ru.total[tk] = t
 	}
-	t.add(d)
+	return c, t
 }
 
 const (
