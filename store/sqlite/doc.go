@@ -9,12 +9,18 @@
 // fsync. No background goroutine is needed for that; the caller that
 // finds no commit in progress does the work.
 //
+// A File is the file's connections: one that makes every write, and a
+// pool for reads. The ledger, when it is in the same file (the default
+// under --data-dir), writes through the store's File too, so one
+// connection writes the file and its page cache stays valid between
+// transactions (see File).
+//
 // Store is an engine.PendingStore: pending decisions and settled ids are
 // rows of the table "pending" (id, expiry, the record in a compact binary
 // encoding, see pendingcodec.go; JSON rows of earlier versions are still
-// read), written in
-// the transaction that saves the snapshots they go with (SaveWith), so a
-// graceful restart keeps them and a settlement after it is applied once.
+// read), written in the transaction that saves the snapshots they go
+// with (SaveWith), so a graceful restart keeps them and a settlement
+// after it is applied once.
 // Expired rows are deleted at most once a second, with a save.
 //
 // Snapshots are stored in a compact binary encoding (see codec.go); rows
