@@ -143,11 +143,7 @@ func decodeSnapshot(data []byte) (engine.Snapshot, error) {
 			*t = time.Unix(0, d.varint())
 		}
 	}
-	n := d.uvarint()
-	if n > uint64(len(d.b)) { // every window takes at least one byte
-		return s, errShort
-	}
-	if n > 0 {
+	if n := d.count(); n > 0 {
 		s.Windows = make([]engine.WindowSnapshot, n)
 	}
 	for i := range s.Windows {
@@ -203,6 +199,18 @@ func (d *decoder) uvarint() uint64 {
 func (d *decoder) varint() int64 {
 	u := d.uvarint()
 	return int64(u>>1) ^ -int64(u&1)
+}
+
+// count reads the number of items that follow, each at least one byte
+// long: a count larger than the bytes left is an error, not an
+// allocation.
+func (d *decoder) count() int {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail()
+		return 0
+	}
+	return int(n)
 }
 
 func (d *decoder) byte() byte {

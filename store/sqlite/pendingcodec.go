@@ -136,11 +136,7 @@ func decodePending(id, data []byte) (engine.PendingRecord, error) {
 	}
 	r.Tier, r.Action, r.Workflow = engine.Tier(d.string()), d.string(), d.string()
 	r.Units, r.Charged, r.FromAllowance, r.FromCredits = d.varint(), d.varint(), d.varint(), d.varint()
-	n := d.uvarint()
-	if n > uint64(len(d.b)) { // every window takes at least one byte
-		return r, errShort
-	}
-	if n > 0 {
+	if n := d.count(); n > 0 {
 		r.Windows = make([]engine.PendingWindow, n)
 	}
 	for i := range r.Windows {
