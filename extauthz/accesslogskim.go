@@ -30,6 +30,15 @@ const (
 	valueStringValue protowire.Number = 3  // Value.string_value
 )
 
+// valueKinds are the members of google.protobuf.Value's kind oneof, by
+// field number, with their wire types: null_value, number_value,
+// string_value, bool_value, struct_value and list_value. A field of
+// another wire type is not the member (protobuf keeps it as unknown).
+var valueKinds = map[protowire.Number]protowire.Type{
+	1: protowire.VarintType, 2: protowire.Fixed64Type, valueStringValue: protowire.BytesType,
+	4: protowire.VarintType, 5: protowire.BytesType, 6: protowire.BytesType,
+}
+
 // upstreamFailureFlags are the ResponseFlags fields that say the upstream
 // never answered: no healthy upstream (2), request timeout (3), local
 // reset (4), remote reset (5), connection failure (6) and termination (7),
@@ -63,6 +72,9 @@ type logView struct {
 	code               uint32
 	viaUpstream        bool
 	upstreamFailure    bool
+	// failFlags has bit i set when upstreamFailureFlags[i] was last
+	// written true; upstreamFailure is failFlags != 0.
+	failFlags uint16
 	// headers are the logged response headers (names in lower case);
 	// oversized is set when they exceed the bounds, and they are dropped.
 	headers   []logHeader
@@ -186,12 +198,18 @@ func (e *logView) readCommon(b []byte) error {
 				if typ != protowire.VarintType {
 					return nil
 				}
-				for _, f := range upstreamFailureFlags {
+				// A flag written again (the message sent twice is
+				// merged) takes its last value, as in protobuf.
+				for i, f := range upstreamFailureFlags {
 					if num == f {
-						x, _ := protowire.ConsumeVarint(v)
-						e.upstreamFailure = e.upstreamFailure || x != 0
+						if x, _ := protowire.ConsumeVarint(v); x != 0 {
+							e.failFlags |= 1 << i
+						} else {
+							e.failFlags &^= 1 << i
+						}
 					}
 				}
+				e.upstreamFailure = e.failFlags != 0
 				return nil
 			})
 		case commonMetadata:
@@ -203,6 +221,9 @@ func (e *logView) readCommon(b []byte) error {
 				if err != nil || string(k) != ExtAuthzFilter {
 					return err
 				}
+				// A key sent again replaces its Struct, as in the
+				// protobuf map: what an earlier one said is gone.
+				e.id, e.idSet, e.idBad = uuid.UUID{}, false, false
 				return e.readAuthzStruct(st)
 			})
 		}
@@ -220,10 +241,16 @@ func (e *logView) readAuthzStruct(b []byte) error {
 		if err != nil || string(k) != "decision_id" {
 			return err
 		}
+		// The last decision_id wins, and within its Value the last
+		// member of the kind oneof that was sent.
+		e.id, e.idSet, e.idBad = uuid.UUID{}, false, false
 		var s []byte
 		err = eachField(val, func(num protowire.Number, typ protowire.Type, v []byte) error {
-			if num == valueStringValue && typ == protowire.BytesType {
-				s = v
+			if k, ok := valueKinds[num]; ok && k == typ {
+				s = nil
+				if num == valueStringValue {
+					s = v
+				}
 			}
 			return nil
 		})
@@ -240,7 +267,8 @@ func (e *logView) readResponse(b []byte) error {
 	return eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch {
 		case num == responseCode && typ == protowire.BytesType:
-			e.code = 0
+			// Sent twice, the wrappers merge: a value sent last wins,
+			// and one without a value keeps the code.
 			return eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
 				if num == wrapperValue && typ == protowire.VarintType {
 					x, _ := protowire.ConsumeVarint(v)

@@ -7,10 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -210,4 +213,88 @@ func FuzzDecodeALS(f *testing.F) {
 		}
 		checkAgainstProto(t, &msg, d)
 	})
+}
+
+// TestDecodeALSMergesAsProtobuf sends entries whose fields come twice: an
+// entry is the concatenation of two or three encoded entries, which
+// protobuf reads as one, merged (a later scalar or wrapper value wins, a
+// later map key replaces its value, a oneof takes its last member). The
+// skim must read the same as the message tree.
+func TestDecodeALSMergesAsProtobuf(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	id := uuid.NewString()
+	special := func() *accesslogv3.HTTPAccessLogEntry {
+		e := logEntry("", 0, nil)
+		switch r.IntN(5) {
+		case 0: // a response code wrapper without a value
+			e.Response.ResponseCode = &wrapperspb.UInt32Value{}
+		case 1: // flags sent again, cleared
+			e.CommonProperties.ResponseFlags = &accesslogv3.ResponseFlags{}
+		case 2: // the ext_authz metadata again, without a decision id
+			md, _ := structpb.NewStruct(map[string]any{"tier": "standard"})
+			e.CommonProperties.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{ExtAuthzFilter: md}}
+		case 3: // a decision id that is a number
+			md, _ := structpb.NewStruct(map[string]any{"decision_id": 42})
+			e.CommonProperties.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{ExtAuthzFilter: md}}
+		case 4:
+			e = logEntry(id, 503, nil)
+			e.CommonProperties.ResponseFlags = &accesslogv3.ResponseFlags{UpstreamRemoteReset: true}
+		}
+		return e
+	}
+	field := func(num protowire.Number, b []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+	}
+	mapEntry := func(k string, v []byte) []byte {
+		return append(field(mapKeyNum, []byte(k)), field(mapValueNum, v)...)
+	}
+	// raw are entries protobuf would not write but reads: a flag sent
+	// as false, and a Value that holds a string, then a number.
+	raw := func() []byte {
+		if r.IntN(2) == 0 {
+			flags := protowire.AppendVarint(protowire.AppendTag(nil, 5, protowire.VarintType), 0)
+			return field(entryCommon, field(commonFlags, flags))
+		}
+		value := field(valueStringValue, []byte(id))
+		if r.IntN(2) == 0 {
+			value = protowire.AppendFixed64(protowire.AppendTag(value, 2, protowire.Fixed64Type), 1)
+		}
+		st := field(structFieldsMap, mapEntry("decision_id", value))
+		return field(entryCommon, field(commonMetadata, field(metadataFilter, mapEntry(ExtAuthzFilter, st))))
+	}
+	for round := range 500 {
+		var entries [][]byte
+		for range 1 + r.IntN(3) {
+			var entry []byte
+			for range 2 + r.IntN(2) {
+				e := randomEntry(r)
+				if r.IntN(2) == 0 {
+					e = special()
+				}
+				b, err := proto.Marshal(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.IntN(3) == 0 {
+					b = raw()
+				}
+				entry = append(entry, b...)
+			}
+			entries = append(entries, entry)
+		}
+		var logs []byte
+		for _, e := range entries {
+			logs = protowire.AppendBytes(protowire.AppendTag(logs, entriesLogEntry, protowire.BytesType), e)
+		}
+		b := protowire.AppendBytes(protowire.AppendTag(nil, msgHTTPLogs, protowire.BytesType), logs)
+		var msg alsv3.StreamAccessLogsMessage
+		if err := proto.Unmarshal(b, &msg); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		d := &alsDecode{max: 4}
+		if err := decodeALS(b, d); err != nil {
+			t.Fatalf("round %d: decodeALS: %v", round, err)
+		}
+		checkAgainstProto(t, &msg, d)
+	}
 }
