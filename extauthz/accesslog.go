@@ -292,7 +292,7 @@ func settlementOf(e *logView, st *settleScratch) (engine.Settlement, string) {
 		return s, SkipMalformed
 	}
 	s.Status = int(e.code)
-	if s.Status != 0 && e.upstreamFailure && !e.viaUpstream {
+	if s.Status != 0 && e.upstreamFailed() && !e.viaUpstream {
 		// Envoy answered for an upstream that never did (a reset, a
 		// timeout): that is "no response" to a settle rule.
 		s.Status = 0

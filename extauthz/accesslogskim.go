@@ -30,13 +30,21 @@ const (
 	valueStringValue protowire.Number = 3  // Value.string_value
 )
 
-// valueKinds are the members of google.protobuf.Value's kind oneof, by
-// field number, with their wire types: null_value, number_value,
-// string_value, bool_value, struct_value and list_value. A field of
-// another wire type is not the member (protobuf keeps it as unknown).
-var valueKinds = map[protowire.Number]protowire.Type{
-	1: protowire.VarintType, 2: protowire.Fixed64Type, valueStringValue: protowire.BytesType,
-	4: protowire.VarintType, 5: protowire.BytesType, 6: protowire.BytesType,
+// isValueKind reports whether a field is a member of
+// google.protobuf.Value's kind oneof: null_value (1), number_value (2),
+// string_value (3), bool_value (4), struct_value (5) or list_value (6),
+// each with its own wire type. A field of another wire type is not the
+// member (protobuf keeps it as unknown).
+func isValueKind(num protowire.Number, typ protowire.Type) bool {
+	switch num {
+	case 1, 4:
+		return typ == protowire.VarintType
+	case 2:
+		return typ == protowire.Fixed64Type
+	case valueStringValue, 5, 6:
+		return typ == protowire.BytesType
+	}
+	return false
 }
 
 // upstreamFailureFlags are the ResponseFlags fields that say the upstream
@@ -71,15 +79,22 @@ type logView struct {
 	headerSet, headBad bool
 	code               uint32
 	viaUpstream        bool
-	upstreamFailure    bool
 	// failFlags has bit i set when upstreamFailureFlags[i] was last
-	// written true; upstreamFailure is failFlags != 0.
+	// written true (see upstreamFailed).
 	failFlags uint16
 	// headers are the logged response headers (names in lower case);
 	// oversized is set when they exceed the bounds, and they are dropped.
 	headers   []logHeader
 	oversized bool
 }
+
+// upstreamFailed reports whether the entry's response flags say the
+// upstream never answered.
+func (e *logView) upstreamFailed() bool { return e.failFlags != 0 }
+
+// clearID forgets the decision id read from the metadata: a map key sent
+// again replaces what an earlier one said.
+func (e *logView) clearID() { e.id, e.idSet, e.idBad = uuid.UUID{}, false, false }
 
 // logHeader is one logged response header: its name as sent, in lower
 // case, and its value.
@@ -209,7 +224,6 @@ func (e *logView) readCommon(b []byte) error {
 						}
 					}
 				}
-				e.upstreamFailure = e.failFlags != 0
 				return nil
 			})
 		case commonMetadata:
@@ -222,8 +236,8 @@ func (e *logView) readCommon(b []byte) error {
 					return err
 				}
 				// A key sent again replaces its Struct, as in the
-				// protobuf map: what an earlier one said is gone.
-				e.id, e.idSet, e.idBad = uuid.UUID{}, false, false
+				// protobuf map.
+				e.clearID()
 				return e.readAuthzStruct(st)
 			})
 		}
@@ -243,10 +257,10 @@ func (e *logView) readAuthzStruct(b []byte) error {
 		}
 		// The last decision_id wins, and within its Value the last
 		// member of the kind oneof that was sent.
-		e.id, e.idSet, e.idBad = uuid.UUID{}, false, false
+		e.clearID()
 		var s []byte
 		err = eachField(val, func(num protowire.Number, typ protowire.Type, v []byte) error {
-			if k, ok := valueKinds[num]; ok && k == typ {
+			if isValueKind(num, typ) {
 				s = nil
 				if num == valueStringValue {
 					s = v

@@ -32,7 +32,7 @@ type settleView struct {
 // viewFromSkim is settleView of a decoded entry.
 func viewFromSkim(e *logView) settleView {
 	v := settleView{code: e.code, oversized: e.oversized, idSet: e.idSet, idBad: e.idBad, headerSet: e.headerSet,
-		headerBad: e.headBad, viaUpstream: e.viaUpstream, fail: e.upstreamFailure}
+		headerBad: e.headBad, viaUpstream: e.viaUpstream, fail: e.upstreamFailed()}
 	if e.idSet && !e.idBad {
 		v.id = e.id.String()
 	}
