@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/quotagate/quotagate/store/sqlite"
 )
 
 var t0 = time.Date(2026, 1, 31, 22, 0, 0, 0, time.UTC)
@@ -357,4 +359,36 @@ func TestVerifyWhileAppending(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestOpenOnSharedFile: a ledger opened on the state store's File writes
+// through it and outlives the store's share, whichever closes first; a
+// File of another path is refused before anything is written.
+func TestOpenOnSharedFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ledger.db")
+	f, err := sqlite.OpenFile(path, false, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, filepath.Join(dir, "other.db"), Options{File: f}); err == nil || !strings.Contains(err.Error(), "shared file") {
+		t.Fatalf("Open with another path's File: %v, want an error naming the shared file", err)
+	}
+	l, err := Open(ctx, path, Options{File: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil { // the store's share goes first
+		t.Fatal(err)
+	}
+	if err := l.Append(ctx, []Record{{Kind: KindCharge, Time: time.Now(), Subject: "alice", Charged: 1}}); err != nil {
+		t.Fatalf("Append after the other holder closed: %v", err)
+	}
+	if res, err := l.Verify(ctx); err != nil || !res.OK || res.Records != 1 {
+		t.Fatalf("Verify: %+v, %v", res, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

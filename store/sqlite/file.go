@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -93,13 +94,7 @@ func (f *File) Close() error {
 	}
 	f.holders--
 	if f.holders == 0 {
-		werr := f.write.Close()
-		rerr := f.read.Close()
-		if werr != nil {
-			f.closeErr = werr
-		} else {
-			f.closeErr = rerr
-		}
+		f.closeErr = errors.Join(f.write.Close(), f.read.Close())
 	}
 	return f.closeErr
 }

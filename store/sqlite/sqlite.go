@@ -41,7 +41,6 @@ func (o Options) withDefaults() Options {
 // use.
 type Store struct {
 	file *File
-	path string
 	opts Options
 	// The statements, prepared once (on the connection that runs them)
 	// instead of parsed on every call: load on the readers; upsert and
@@ -81,7 +80,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		f.Close()
 		return nil, fmt.Errorf("store/sqlite: %s: %w", path, err)
 	}
-	s := &Store{file: f, path: path, opts: opts}
+	s := &Store{file: f, opts: opts}
 	if err := s.prepare(ctx); err != nil {
 		s.closeStmts()
 		f.Close()
@@ -196,7 +195,7 @@ func PrepareDir(dir, what, alternative string) error {
 func (s *Store) Commits() int64 { return s.commits.Load() }
 
 // Path returns the database file's path.
-func (s *Store) Path() string { return s.path }
+func (s *Store) Path() string { return s.file.Path() }
 
 // Load returns the saved snapshot for key, or ok == false if none.
 func (s *Store) Load(ctx context.Context, key string) (engine.Snapshot, bool, error) {
