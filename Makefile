@@ -43,6 +43,7 @@ FUZZ_TARGETS := \
 	./extauthz:FuzzRouteSpellings \
 	./extauthz:FuzzSkimCheck \
 	./extauthz/pathnorm:FuzzPath \
+	./store/sqlite:FuzzDecodeLogRow \
 	./store/sqlite:FuzzDecodePending \
 	./telemetry:FuzzExporterTarget
 fuzz:

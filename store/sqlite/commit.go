@@ -15,8 +15,10 @@ import (
 // the queue itself.
 type saveReq struct {
 	rows []row
+	size int    // the bytes of rows' data
 	also TxFunc // run in the same transaction; nil for none
 	err  error  // the failure of this request alone (its also)
+	seq  int64  // its snapshot log row, once written; 0 for none
 	done chan saveResult
 }
 
@@ -69,11 +71,11 @@ func (s *Store) SaveWith(ctx context.Context, snaps []engine.Snapshot, also TxFu
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store/sqlite: save: %w", err)
 	}
-	rows, err := encode(snaps)
+	rows, size, err := encode(snaps)
 	if err != nil {
 		return err
 	}
-	req := &saveReq{rows: rows, also: also, done: make(chan saveResult, 1)}
+	req := &saveReq{rows: rows, size: size, also: also, done: make(chan saveResult, 1)}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -104,7 +106,14 @@ func (s *Store) lead(ctx context.Context, own *saveReq) error {
 	s.pending = nil
 	s.mu.Unlock()
 
-	err := s.commit(context.WithoutCancel(ctx), batch)
+	ctx = context.WithoutCancel(ctx)
+	err := s.foldIfFull(ctx)
+	if err == nil {
+		err = s.commit(ctx, batch)
+	}
+	if err == nil {
+		s.logged(batch)
+	}
 	var ownErr error
 	for _, r := range batch {
 		rerr := err
@@ -116,6 +125,11 @@ func (s *Store) lead(ctx context.Context, own *saveReq) error {
 			continue
 		}
 		r.done <- saveResult{err: rerr}
+	}
+	if err == nil && s.foldDue() {
+		// The batch is saved whether or not the fold succeeds: a failed
+		// fold leaves the log and recent as they are, for the next one.
+		s.fold(ctx)
 	}
 
 	s.mu.Lock()
@@ -158,7 +172,7 @@ func (s *Store) commitOnce(ctx context.Context, batch []*saveReq, isolate bool) 
 			tx.Rollback()
 		}
 	}()
-	stmt := tx.StmtContext(ctx, s.upsert)
+	stmt := tx.StmtContext(ctx, s.insertLog)
 	defer stmt.Close()
 	for i, r := range batch {
 		r.err = nil
@@ -167,12 +181,12 @@ func (s *Store) commitOnce(ctx context.Context, batch []*saveReq, isolate bool) 
 			r.err = s.saveWithin(ctx, tx, stmt, i, r)
 			continue
 		case r.also != nil:
-			if execRows(ctx, stmt, r.rows) != nil || r.also(ctx, tx) != nil {
+			if s.appendLog(ctx, stmt, r) != nil || r.also(ctx, tx) != nil {
 				return errAlsoFailed
 			}
 			continue
 		}
-		if err := execRows(ctx, stmt, r.rows); err != nil {
+		if err := s.appendLog(ctx, stmt, r); err != nil {
 			return err
 		}
 	}
@@ -190,13 +204,14 @@ func (s *Store) saveWithin(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, i in
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT "+sp); err != nil {
 		return fmt.Errorf("store/sqlite: save: savepoint: %w", err)
 	}
-	err := execRows(ctx, stmt, r.rows)
+	err := s.appendLog(ctx, stmt, r)
 	if err == nil {
 		if err = r.also(ctx, tx); err != nil {
 			err = fmt.Errorf("store/sqlite: save: %w", err)
 		}
 	}
 	if err != nil {
+		r.seq = 0 // rolled back
 		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO "+sp); rerr != nil {
 			return fmt.Errorf("store/sqlite: save: roll back to savepoint: %w (after %w)", rerr, err)
 		}
@@ -207,10 +222,11 @@ func (s *Store) saveWithin(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, i in
 	return err
 }
 
+// execRows upserts rows with stmt, the prepared upsert.
 func execRows(ctx context.Context, stmt *sql.Stmt, rows []row) error {
 	for _, rw := range rows {
 		if _, err := stmt.ExecContext(ctx, rw.key, rw.version, rw.data); err != nil {
-			return fmt.Errorf("store/sqlite: save %q: %w", rw.key, err)
+			return fmt.Errorf("save %q: %w", rw.key, err)
 		}
 	}
 	return nil
@@ -218,19 +234,18 @@ func execRows(ctx context.Context, stmt *sql.Stmt, rows []row) error {
 
 // encode validates and encodes snaps in the caller's goroutine, so that
 // one caller's bad snapshot never fails a transaction shared with others.
-// The rows share one buffer.
-func encode(snaps []engine.Snapshot) ([]row, error) {
-	rows := make([]row, len(snaps))
+// The rows share one buffer, of size bytes.
+func encode(snaps []engine.Snapshot) (rows []row, size int, err error) {
+	rows = make([]row, len(snaps))
 	ends := make([]int, len(snaps))
 	buf := make([]byte, 0, 96*len(snaps))
 	for i := range snaps {
 		snap := &snaps[i]
 		if snap.Version > math.MaxInt64 {
-			return nil, fmt.Errorf("store/sqlite: save %q: version %d does not fit in a signed 64-bit column", snap.Key, snap.Version)
+			return nil, 0, fmt.Errorf("store/sqlite: save %q: version %d does not fit in a signed 64-bit column", snap.Key, snap.Version)
 		}
-		var err error
 		if buf, err = appendSnapshot(buf, snap); err != nil {
-			return nil, fmt.Errorf("store/sqlite: save %q: encode: %w", snap.Key, err)
+			return nil, 0, fmt.Errorf("store/sqlite: save %q: encode: %w", snap.Key, err)
 		}
 		ends[i] = len(buf)
 	}
@@ -239,5 +254,5 @@ func encode(snaps []engine.Snapshot) ([]row, error) {
 		rows[i] = row{key: snaps[i].Key, version: int64(snaps[i].Version), data: buf[start:ends[i]:ends[i]]}
 		start = ends[i]
 	}
-	return rows, nil
+	return rows, len(buf), nil
 }

@@ -3,6 +3,12 @@
 //
 // Each key keeps the snapshot with the highest version: the upsert only
 // replaces a row with a newer one, so batches may arrive in any order.
+// A Save appends its snapshots to the table snapshot_log as one row, and
+// the newest of each key are upserted into the table snapshots in key
+// order by a fold, once every few hundred saves: a subject that many
+// flushes save is written to the table once, and a flush writes a few
+// pages instead of most of the table's (see snaplog.go). Open folds what
+// a process that did not Close left in the log; Close folds the rest.
 // Concurrent Save calls are group-committed: while one transaction is being
 // written, the calls that arrive queue up and the next of them commits
 // them all in one transaction, so under DurabilitySync they share a single

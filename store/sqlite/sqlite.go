@@ -45,8 +45,19 @@ type Store struct {
 	// The statements, prepared once (on the connection that runs them)
 	// instead of parsed on every call: load on the readers; upsert and
 	// the pending table's on the writer.
-	load, upsert                            *sql.Stmt
+	load, upsert, insertLog, deleteLog      *sql.Stmt
 	putPending, deletePending, prunePending *sql.Stmt
+
+	// The snapshot log (snaplog.go). recent holds, per key, the newest
+	// snapshot this store wrote to the log since the last fold; logSeqs
+	// are those log rows, of logBytes bytes of snapshots. Only the
+	// leader (or Close) changes them, under rmu, which Load takes too.
+	rmu             sync.Mutex
+	recent          map[string]row
+	logSeqs         []int64
+	logBytes        int
+	folds, foldErrs atomic.Int64
+	foldAt          foldLimits
 
 	mu       sync.Mutex
 	pending  []*saveReq // waiting for the next commit
@@ -80,7 +91,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		f.Close()
 		return nil, fmt.Errorf("store/sqlite: %s: %w", path, err)
 	}
-	s := &Store{file: f, opts: opts}
+	if err := recoverLog(ctx, f.Writer(), upsert); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("store/sqlite: %s: %w", path, err)
+	}
+	s := &Store{file: f, opts: opts, recent: make(map[string]row), foldAt: defaultFoldLimits}
 	if err := s.prepare(ctx); err != nil {
 		s.closeStmts()
 		f.Close()
@@ -96,8 +111,10 @@ func (s *Store) prepare(ctx context.Context) error {
 		db   *sql.DB
 		sql  string
 	}{
-		{&s.load, s.file.Reader(), `SELECT data FROM snapshots WHERE key = ?1`},
+		{&s.load, s.file.Reader(), `SELECT version, data FROM snapshots WHERE key = ?1`},
 		{&s.upsert, s.file.Writer(), upsert},
+		{&s.insertLog, s.file.Writer(), `INSERT INTO snapshot_log (data) VALUES (?1)`},
+		{&s.deleteLog, s.file.Writer(), `DELETE FROM snapshot_log WHERE seq = ?1`},
 		{&s.putPending, s.file.Writer(), putPending},
 		{&s.deletePending, s.file.Writer(), `DELETE FROM pending WHERE id = ?1`},
 		{&s.prunePending, s.file.Writer(), `DELETE FROM pending WHERE expires <= ?1`},
@@ -113,7 +130,7 @@ func (s *Store) prepare(ctx context.Context) error {
 
 // closeStmts closes the statements prepare prepared.
 func (s *Store) closeStmts() {
-	for _, st := range []*sql.Stmt{s.load, s.upsert, s.putPending, s.deletePending, s.prunePending} {
+	for _, st := range []*sql.Stmt{s.load, s.upsert, s.insertLog, s.deleteLog, s.putPending, s.deletePending, s.prunePending} {
 		if st != nil {
 			st.Close()
 		}
@@ -205,14 +222,31 @@ func (s *Store) Load(ctx context.Context, key string) (engine.Snapshot, bool, er
 	if closed {
 		return engine.Snapshot{}, false, ErrClosed
 	}
+	// The newer of the table's row and the one in recent: recent may
+	// hold an older version than a fold wrote, when a stale save came
+	// after it.
+	s.rmu.Lock()
+	rw, logged := s.recent[key]
+	s.rmu.Unlock()
+	var version int64
 	var data []byte
-	err := s.load.QueryRowContext(ctx, key).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return engine.Snapshot{}, false, nil
-	}
-	if err != nil {
+	err := s.load.QueryRowContext(ctx, key).Scan(&version, &data)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		if !logged {
+			return engine.Snapshot{}, false, nil
+		}
+	case err != nil:
 		return engine.Snapshot{}, false, fmt.Errorf("store/sqlite: load %q: %w", key, err)
 	}
+	if logged && (data == nil || rw.version > version) {
+		data = rw.data
+	}
+	return decodeRow(key, data)
+}
+
+// decodeRow decodes the snapshot of key.
+func decodeRow(key string, data []byte) (engine.Snapshot, bool, error) {
 	snap, err := decodeSnapshot(data)
 	if err != nil {
 		return engine.Snapshot{}, false, fmt.Errorf("store/sqlite: load %q: decode: %w", key, err)
@@ -221,16 +255,19 @@ func (s *Store) Load(ctx context.Context, key string) (engine.Snapshot, bool, er
 	return snap, true, nil
 }
 
-// Close waits for Saves in progress, then closes the database. It is
-// idempotent; later calls return the first call's result.
+// Close waits for Saves in progress, folds the snapshot log into the
+// table, then closes the database. It is idempotent; later calls return
+// the first call's result. When the fold fails, the log keeps the
+// snapshots and the next Open folds them.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 		s.inflight.Wait()
+		ferr := s.fold(context.Background())
 		s.closeStmts()
-		s.closeErr = s.file.Close()
+		s.closeErr = errors.Join(ferr, s.file.Close())
 	})
 	return s.closeErr
 }
@@ -264,6 +301,12 @@ var migrations = []string{
 		data    BLOB NOT NULL
 	) WITHOUT ROWID;
 	CREATE INDEX pending_expires ON pending (expires)`,
+	// Saves append their snapshots here, one row each, until a fold
+	// writes the newest of each key into snapshots (snaplog.go).
+	`CREATE TABLE snapshot_log (
+		seq  INTEGER PRIMARY KEY,
+		data BLOB NOT NULL
+	)`,
 }
 
 // migrate applies the missing migrations in one write transaction, so two
