@@ -45,6 +45,7 @@ FUZZ_TARGETS := \
 	./extauthz/pathnorm:FuzzPath \
 	./store/sqlite:FuzzDecodeLogRow \
 	./store/sqlite:FuzzDecodePending \
+	./store/sqlite:FuzzDecodePendingLog \
 	./telemetry:FuzzExporterTarget
 fuzz:
 	GO=$(GO) bash .ci/fuzz $(FUZZTIME) $(FUZZ_TARGETS)

@@ -167,12 +167,12 @@ func (m *MemoryStore) SavePending(ctx context.Context, snaps []Snapshot, recs []
 		}
 	}
 	for _, r := range recs {
+		if old, ok := m.pend[r.ID]; ok && old.State == PendingSettled && r.State == PendingOpen && old.Expires.After(now) {
+			continue // a settled mark is never undone by an older save
+		}
 		if r.State == PendingDropped || !r.Expires.After(now) {
 			delete(m.pend, r.ID)
 			continue
-		}
-		if old, ok := m.pend[r.ID]; ok && old.State == PendingSettled && r.State == PendingOpen {
-			continue // a settled mark is never undone by an older save
 		}
 		r.Windows = slices.Clone(r.Windows)
 		m.pend[r.ID] = r

@@ -126,10 +126,13 @@ func (s *Store) lead(ctx context.Context, own *saveReq) error {
 		}
 		r.done <- saveResult{err: rerr}
 	}
+	// The batch is saved whether or not these succeed: a failed fold or
+	// compaction leaves the logs as they are, for the next one.
 	if err == nil && s.foldDue() {
-		// The batch is saved whether or not the fold succeeds: a failed
-		// fold leaves the log and recent as they are, for the next one.
 		s.fold(ctx)
+	}
+	if err == nil && s.compactDue() {
+		s.compact(ctx)
 	}
 
 	s.mu.Lock()

@@ -22,12 +22,14 @@
 // transactions (see File).
 //
 // Store is an engine.PendingStore: pending decisions and settled ids are
-// rows of the table "pending" (id, expiry, the record in a compact binary
-// encoding, see pendingcodec.go; JSON rows of earlier versions are still
-// read), written in the transaction that saves the snapshots they go
-// with (SaveWith), so a graceful restart keeps them and a settlement
-// after it is applied once.
-// Expired rows are deleted at most once a second, with a save.
+// appended, each transaction's as one row, to the table pending_log (the
+// records in a compact binary encoding, see pendingcodec.go), in the
+// transaction that saves the snapshots they go with (SaveWith), so a
+// graceful restart keeps them and a settlement after it is applied once.
+// A compaction replays the log and writes back only what is live, when
+// the log has grown to twice that plus 4 MiB (see pending.go). Rows of the
+// table pending, which earlier versions wrote (JSON rows among them), are
+// still read, and the first compaction moves them into the log.
 //
 // Snapshots are stored in a compact binary encoding (see codec.go); rows
 // written as JSON by earlier versions are still read, and rewritten in

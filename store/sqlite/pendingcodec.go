@@ -101,6 +101,10 @@ func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
+func appendBytes(b, p []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(p))), p...)
+}
+
 // decodePending decodes a pending row: id is its key, data its data in
 // either format. A row that does not decode, or whose JSON names another
 // id, is an error.

@@ -47,7 +47,7 @@ func appendLogRow(b []byte, rows []row) []byte {
 	b = append(b, logFormat)
 	for i := range rows {
 		b = appendString(b, rows[i].key)
-		b = appendString(b, string(rows[i].data))
+		b = appendBytes(b, rows[i].data)
 	}
 	return b
 }

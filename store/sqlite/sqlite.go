@@ -45,8 +45,7 @@ type Store struct {
 	// The statements, prepared once (on the connection that runs them)
 	// instead of parsed on every call: load on the readers; upsert and
 	// the pending table's on the writer.
-	load, upsert, insertLog, deleteLog      *sql.Stmt
-	putPending, deletePending, prunePending *sql.Stmt
+	load, upsert, insertLog, deleteLog, insertPendingLog *sql.Stmt
 
 	// The snapshot log (snaplog.go). recent holds, per key, the newest
 	// snapshot this store wrote to the log since the last fold; logSeqs
@@ -65,8 +64,15 @@ type Store struct {
 	closed   bool
 	inflight sync.WaitGroup
 	commits  atomic.Int64 // transactions committed by Save
-	// pruned is when (unix ns) expired pending records were last deleted.
-	pruned atomic.Int64
+
+	// The pending log (pending.go): the bytes and rows written to it
+	// since the last compaction, the bytes that one wrote, the latest
+	// now written (unix ns), and the growth past twice the live bytes
+	// that starts a compaction.
+	pendLogBytes, pendLiveBytes atomic.Int64
+	pendLogRows, pendNow        atomic.Int64
+	compactMin                  int64
+	compactions, compactErrs    atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -95,7 +101,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		f.Close()
 		return nil, fmt.Errorf("store/sqlite: %s: %w", path, err)
 	}
-	s := &Store{file: f, opts: opts, recent: make(map[string]row), foldAt: defaultFoldLimits}
+	s := &Store{file: f, opts: opts, recent: make(map[string]row), foldAt: defaultFoldLimits, compactMin: defaultCompactMin}
 	if err := s.prepare(ctx); err != nil {
 		s.closeStmts()
 		f.Close()
@@ -115,9 +121,7 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.upsert, s.file.Writer(), upsert},
 		{&s.insertLog, s.file.Writer(), `INSERT INTO snapshot_log (data) VALUES (?1)`},
 		{&s.deleteLog, s.file.Writer(), `DELETE FROM snapshot_log WHERE seq = ?1`},
-		{&s.putPending, s.file.Writer(), putPending},
-		{&s.deletePending, s.file.Writer(), `DELETE FROM pending WHERE id = ?1`},
-		{&s.prunePending, s.file.Writer(), `DELETE FROM pending WHERE expires <= ?1`},
+		{&s.insertPendingLog, s.file.Writer(), `INSERT INTO pending_log (data) VALUES (?1)`},
 	} {
 		stmt, err := p.db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -130,7 +134,7 @@ func (s *Store) prepare(ctx context.Context) error {
 
 // closeStmts closes the statements prepare prepared.
 func (s *Store) closeStmts() {
-	for _, st := range []*sql.Stmt{s.load, s.upsert, s.insertLog, s.deleteLog, s.putPending, s.deletePending, s.prunePending} {
+	for _, st := range []*sql.Stmt{s.load, s.upsert, s.insertLog, s.deleteLog, s.insertPendingLog} {
 		if st != nil {
 			st.Close()
 		}
@@ -304,6 +308,13 @@ var migrations = []string{
 	// Saves append their snapshots here, one row each, until a fold
 	// writes the newest of each key into snapshots (snaplog.go).
 	`CREATE TABLE snapshot_log (
+		seq  INTEGER PRIMARY KEY,
+		data BLOB NOT NULL
+	)`,
+	// Transactions append the pending records they write here, one row
+	// each; a compaction rewrites what is live (pending.go). The table
+	// pending is read until the first compaction empties it.
+	`CREATE TABLE pending_log (
 		seq  INTEGER PRIMARY KEY,
 		data BLOB NOT NULL
 	)`,

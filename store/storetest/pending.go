@@ -104,6 +104,19 @@ func testPendingSettled(t *testing.T, s engine.Store) {
 	if len(got) != 1 || got[open.ID].State != engine.PendingSettled || !got[open.ID].Expires.Equal(mark.Expires) {
 		t.Fatalf("after settling: %+v, want the settled mark alone", got)
 	}
+	// Landing late after the open record expired, it still leaves the
+	// mark; once the mark has expired, a new open record is kept.
+	late := t0.Add(20 * time.Minute)
+	savePending(t, ps, nil, late, open)
+	if got := loadPending(t, ps, late); len(got) != 1 || got[open.ID].State != engine.PendingSettled {
+		t.Fatalf("after an expired open record landed late: %+v, want the settled mark alone", got)
+	}
+	again := open
+	again.Expires = mark.Expires.Add(time.Hour)
+	savePending(t, ps, nil, mark.Expires, again)
+	if got := loadPending(t, ps, mark.Expires); len(got) != 1 || got[open.ID].State != engine.PendingOpen {
+		t.Fatalf("after the mark expired: %+v, want the new open record", got)
+	}
 }
 
 func testPendingExpiry(t *testing.T, s engine.Store) {
