@@ -43,6 +43,7 @@ FUZZ_TARGETS := \
 	./extauthz:FuzzRouteSpellings \
 	./extauthz:FuzzSkimCheck \
 	./extauthz/pathnorm:FuzzPath \
+	./ledger:FuzzUnpackLines \
 	./store/sqlite:FuzzDecodeLogRow \
 	./store/sqlite:FuzzDecodePending \
 	./store/sqlite:FuzzDecodePendingLog \

@@ -67,9 +67,15 @@ func (l *Ledger) appendTx(ctx context.Context, tx *sql.Tx, recs []Record) (block
 	defer linesPool.Put(buf)
 	blk := chainBlock((*buf)[:0], recs, headSeq, headHash)
 	*buf = blk.lines
-	// SQLite copies the bytes as they are; PostgreSQL's TEXT wants a string.
-	var lines any = blk.lines
-	if l.dialect.mark != sqliteDialect.mark {
+	// SQLite keeps the lines compressed (pack.go) and copies the bytes as
+	// they are; PostgreSQL's TEXT wants a string.
+	var lines any
+	if l.dialect.mark == sqliteDialect.mark {
+		packed := linesPool.Get().(*[]byte)
+		defer linesPool.Put(packed)
+		*packed = packLines(*packed, blk.lines)
+		lines = *packed
+	} else {
 		lines = string(blk.lines)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO ledger_blocks (first_seq, last_seq, first_ns, last_ns, records)

@@ -163,13 +163,20 @@ func lines(fs ...func([]string) []string) []func([]string) []string { return fs 
 // forger with write access to the database would.
 func editBlock(t *testing.T, l *Ledger, firstSeq int64, edit func(lines []string) []string) {
 	t.Helper()
-	var recs string
-	if err := l.db.QueryRow(`SELECT records FROM ledger_blocks WHERE first_seq = $1`, firstSeq).Scan(&recs); err != nil {
+	var stored []byte
+	if err := l.db.QueryRow(`SELECT records FROM ledger_blocks WHERE first_seq = $1`, firstSeq).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := unpackLines(stored)
+	if err != nil {
 		t.Fatal(err)
 	}
 	ls := edit(strings.Split(strings.TrimSuffix(recs, "\n"), "\n"))
-	if _, err := l.db.Exec(`UPDATE ledger_blocks SET records = $1 WHERE first_seq = $2`,
-		strings.Join(ls, "\n")+"\n", firstSeq); err != nil {
+	var edited any = strings.Join(ls, "\n") + "\n"
+	if len(stored) > 0 && stored[0] == packedBlock {
+		edited = packLines(nil, []byte(edited.(string))) // stored as it was
+	}
+	if _, err := l.db.Exec(`UPDATE ledger_blocks SET records = $1 WHERE first_seq = $2`, edited, firstSeq); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -54,9 +54,14 @@ func (l *Ledger) scanBlocks(ctx context.Context, where string, args []any, fn fu
 		var blocks []storedBlock
 		for rows.Next() {
 			var b storedBlock
-			if err := rows.Scan(&b.firstSeq, &b.lines); err != nil {
+			var stored []byte
+			if err := rows.Scan(&b.firstSeq, &stored); err != nil {
 				rows.Close()
 				return l.wrap("scan", err)
+			}
+			if b.lines, err = unpackLines(stored); err != nil {
+				rows.Close()
+				return l.wrap("scan", errCorrupt)
 			}
 			blocks = append(blocks, b)
 		}

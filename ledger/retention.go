@@ -45,9 +45,15 @@ func (l *Ledger) Prune(ctx context.Context, before time.Time) (n int64, err erro
 	// Another process may have appended since the fold above.
 	keepFrom = min(keepFrom, rollupSeq+1)
 	var lastSeq int64
-	var lines string
+	var stored []byte
 	err = tx.QueryRowContext(ctx, `SELECT last_seq, records FROM ledger_blocks WHERE first_seq < $1
-		ORDER BY first_seq DESC LIMIT 1`, keepFrom).Scan(&lastSeq, &lines)
+		ORDER BY first_seq DESC LIMIT 1`, keepFrom).Scan(&lastSeq, &stored)
+	var lines string
+	if err == nil {
+		if lines, err = unpackLines(stored); err != nil {
+			err = errCorrupt
+		}
+	}
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		// Nothing old enough.

@@ -108,15 +108,21 @@ func (l *Ledger) Verify(ctx context.Context) (VerifyResult, error) {
 	return res, nil
 }
 
-// storedBlock is a row of ledger_blocks.
+// storedBlock is a row of ledger_blocks; broken says why its stored
+// lines could not be read.
 type storedBlock struct {
 	firstSeq, lastSeq int64
 	lines             string
+	broken            error
 }
 
 // checkBlock checks b's records after prev, advancing prev past each good
 // one. It returns how many records it accepted and the first failure.
 func checkBlock(b storedBlock, prev *link) (int64, *VerifyResult) {
+	if b.broken != nil {
+		return 0, &VerifyResult{BadSeq: b.firstSeq, Problem: fmt.Sprintf(
+			"the block of records %d to %d cannot be read (altered): %v", b.firstSeq, b.lastSeq, b.broken)}
+	}
 	var n int64
 	lines := b.lines
 	for lines != "" {
@@ -174,9 +180,11 @@ func (l *Ledger) readBlocks(ctx context.Context, tx *sql.Tx, after int64, limit 
 	var out []storedBlock
 	for rows.Next() {
 		var b storedBlock
-		if err := rows.Scan(&b.firstSeq, &b.lastSeq, &b.lines); err != nil {
+		var stored []byte
+		if err := rows.Scan(&b.firstSeq, &b.lastSeq, &stored); err != nil {
 			return nil, l.wrap("read blocks", err)
 		}
+		b.lines, b.broken = unpackLines(stored)
 		out = append(out, b)
 	}
 	if err := rows.Err(); err != nil {

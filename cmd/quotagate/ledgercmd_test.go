@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/klauspost/compress/s2"
 
 	"github.com/quotagate/quotagate/ledger"
 )
@@ -171,9 +172,9 @@ func TestRunLedgerVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`UPDATE ledger_blocks SET records = REPLACE(records, '"seq":3,', '"seq":3,"admin":{"actor":"x"},')`); err != nil {
-		t.Fatal(err)
-	}
+	tamperBlocks(t, db, func(lines string) string {
+		return strings.Replace(lines, `"seq":3,`, `"seq":3,"admin":{"actor":"x"},`, 1)
+	})
 	db.Close()
 	stdout.Reset()
 	err = runLedger(ctx, []string{"verify"}, func(k string) string {
@@ -189,5 +190,37 @@ func TestRunLedgerVerify(t *testing.T) {
 
 	if err := runLedger(ctx, []string{"rewrite"}, noEnv, &stdout, &stderr); !errors.As(err, &ee) || ee.code != 2 {
 		t.Fatalf("unknown subcommand = %v, want a usage error", err)
+	}
+}
+
+// tamperBlocks rewrites the lines of every ledger block with edit, as a
+// forger with write access to the file would: SQLite blocks are stored
+// S2-compressed after a 0x00 byte (ledger/pack.go), and written back as
+// text, which the ledger reads too.
+func tamperBlocks(t *testing.T, db *sql.DB, edit func(lines string) string) {
+	t.Helper()
+	rows, err := db.Query(`SELECT first_seq, records FROM ledger_blocks`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edits := map[int64]string{}
+	for rows.Next() {
+		var seq int64
+		var stored []byte
+		if err := rows.Scan(&seq, &stored); err != nil {
+			t.Fatal(err)
+		}
+		if len(stored) > 0 && stored[0] == 0 {
+			if stored, err = s2.Decode(nil, stored[1:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		edits[seq] = edit(string(stored))
+	}
+	rows.Close()
+	for seq, lines := range edits {
+		if _, err := db.Exec(`UPDATE ledger_blocks SET records = ?1 WHERE first_seq = ?2`, lines, seq); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
