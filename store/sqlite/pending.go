@@ -25,9 +25,10 @@ var _ engine.PendingStore = (*Store)(nil)
 // A compaction replays the log, drops what was dropped or has expired,
 // writes what is live back as a few rows and deletes the rows it read;
 // it runs after the commit that takes the log past twice the bytes the
-// last one wrote, plus compactMin. LoadPending replays the log the same
-// way. The rows of the table pending, which earlier versions wrote, are
-// replayed first, and deleted by the first compaction.
+// last one wrote, plus compactMin (see compactDue). LoadPending replays
+// the log the same way. The rows of the table pending, which earlier
+// versions wrote, are replayed first, and deleted by the first
+// compaction.
 //
 // Each row also holds the now of its save: a record that expires at or
 // before the latest now in the log counts as deleted (PendingStore's
@@ -45,8 +46,9 @@ var _ engine.PendingStore = (*Store)(nil)
 const pendingLogFormat = 0x01
 
 // defaultCompactMin is the log's growth, in bytes, past twice what the
-// last compaction wrote, that starts the next; compactRows the number of
-// rows written since the last that starts one too.
+// last compaction wrote, that starts the next; past compactRows rows
+// (small ones: under sync durability a row per decision, or a save's now
+// alone) the log need only have doubled.
 const (
 	defaultCompactMin = 4 << 20
 	compactRows       = 4096
@@ -306,7 +308,8 @@ func (s *Store) LoadPending(ctx context.Context, now time.Time) ([]engine.Pendin
 // compactDue reports whether the pending log has grown enough since the
 // last compaction to run one.
 func (s *Store) compactDue() bool {
-	return s.pendLogBytes.Load() >= 2*s.pendLiveBytes.Load()+s.compactMin || s.pendLogRows.Load() >= compactRows
+	grown, live := s.pendLogBytes.Load(), s.pendLiveBytes.Load()
+	return grown >= 2*live+s.compactMin || (s.pendLogRows.Load() >= compactRows && grown >= 2*live)
 }
 
 // compact replays the pending log and writes what is live back, in rows
