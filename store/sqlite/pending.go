@@ -317,61 +317,52 @@ func (s *Store) compactDue() bool {
 // every row it read (and those of the table pending), in one transaction.
 // On failure nothing changed, and the next compaction tries again. Only
 // the leader calls it.
-func (s *Store) compact(ctx context.Context) (err error) {
-	tx, err := s.file.Writer().BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store/sqlite: compact the pending log: begin: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
-			s.compactErrs.Add(1)
-		}
-	}()
-	live, latest, last, err := replay(ctx, tx, s.pendNow.Load())
-	if err != nil {
-		return fmt.Errorf("store/sqlite: compact the pending log: %w", err)
-	}
-	type kept struct {
-		id uuid.UUID
-		e  pendEntry
-	}
-	all := make([]kept, 0, len(live))
-	for id, e := range live {
-		all = append(all, kept{id, e})
-	}
-	slices.SortFunc(all, func(a, b kept) int { return cmp.Compare(a.e.expires, b.e.expires) })
-	if _, err := tx.ExecContext(ctx, `DELETE FROM pending_log WHERE seq <= ?1`, last); err != nil {
-		return fmt.Errorf("store/sqlite: compact the pending log: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM pending`); err != nil {
-		return fmt.Errorf("store/sqlite: compact the pending log: %w", err)
-	}
-	put := tx.StmtContext(ctx, s.insertPendingLog)
-	defer put.Close()
+func (s *Store) compact(ctx context.Context) error {
 	var written int64
-	latest = max(latest, s.pendNow.Load())
-	head := binary.AppendVarint([]byte{pendingLogFormat}, latest)
-	buf := slices.Clone(head)
-	for i, k := range all {
-		buf = appendEntry(buf, k.id, k.e)
-		if len(buf) < compactChunk && i < len(all)-1 {
-			continue
+	err := s.writeTx(ctx, "compact the pending log", &s.compactErrs, func(tx *sql.Tx) error {
+		live, latest, last, err := replay(ctx, tx, s.pendNow.Load())
+		if err != nil {
+			return err
 		}
-		if _, err := put.ExecContext(ctx, buf); err != nil {
-			return fmt.Errorf("store/sqlite: compact the pending log: %w", err)
+		type kept struct {
+			id uuid.UUID
+			e  pendEntry
 		}
-		written += int64(len(buf))
-		buf = buf[:len(head)]
-	}
-	if len(all) == 0 && latest != 0 {
-		// Keep the latest now.
-		if _, err := put.ExecContext(ctx, head); err != nil {
-			return fmt.Errorf("store/sqlite: compact the pending log: %w", err)
+		all := make([]kept, 0, len(live))
+		for id, e := range live {
+			all = append(all, kept{id, e})
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store/sqlite: compact the pending log: commit: %w", err)
+		slices.SortFunc(all, func(a, b kept) int { return cmp.Compare(a.e.expires, b.e.expires) })
+		if _, err := tx.ExecContext(ctx, `DELETE FROM pending_log WHERE seq <= ?1`, last); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM pending`); err != nil {
+			return err
+		}
+		put := tx.StmtContext(ctx, s.insertPendingLog)
+		defer put.Close()
+		latest = max(latest, s.pendNow.Load())
+		head := binary.AppendVarint([]byte{pendingLogFormat}, latest)
+		buf := slices.Clone(head)
+		for i, k := range all {
+			buf = appendEntry(buf, k.id, k.e)
+			if len(buf) < compactChunk && i < len(all)-1 {
+				continue
+			}
+			if _, err := put.ExecContext(ctx, buf); err != nil {
+				return err
+			}
+			written += int64(len(buf))
+			buf = buf[:len(head)]
+		}
+		if len(all) == 0 && latest != 0 {
+			// Keep the latest now.
+			_, err = put.ExecContext(ctx, head)
+		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	s.compactions.Add(1)
 	s.pendLiveBytes.Store(written)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // The snapshot log is how Save writes.
@@ -145,7 +146,7 @@ func (s *Store) foldIfFull(ctx context.Context) error {
 // fold upserts recent into the snapshots table, in key order, and deletes
 // this store's log rows, in one transaction. On failure nothing changed,
 // and the next fold tries again. Only the leader (or Close) calls it.
-func (s *Store) fold(ctx context.Context) (err error) {
+func (s *Store) fold(ctx context.Context) error {
 	s.rmu.Lock()
 	rows := make([]row, 0, len(s.recent))
 	for _, rw := range s.recent {
@@ -158,30 +159,23 @@ func (s *Store) fold(ctx context.Context) (err error) {
 	}
 	slices.SortFunc(rows, func(a, b row) int { return strings.Compare(a.key, b.key) })
 
-	tx, err := s.file.Writer().BeginTx(ctx, nil)
+	err := s.writeTx(ctx, "fold the snapshot log", &s.foldErrs, func(tx *sql.Tx) error {
+		upsert := tx.StmtContext(ctx, s.upsert)
+		defer upsert.Close()
+		if err := execRows(ctx, upsert, rows); err != nil {
+			return err
+		}
+		del := tx.StmtContext(ctx, s.deleteLog)
+		defer del.Close()
+		for _, seq := range seqs {
+			if _, err := del.ExecContext(ctx, seq); err != nil {
+				return fmt.Errorf("delete row %d: %w", seq, err)
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("store/sqlite: fold the snapshot log: begin: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
-			s.foldErrs.Add(1)
-		}
-	}()
-	upsert := tx.StmtContext(ctx, s.upsert)
-	defer upsert.Close()
-	if err := execRows(ctx, upsert, rows); err != nil {
-		return fmt.Errorf("store/sqlite: fold the snapshot log: %w", err)
-	}
-	del := tx.StmtContext(ctx, s.deleteLog)
-	defer del.Close()
-	for _, seq := range seqs {
-		if _, err := del.ExecContext(ctx, seq); err != nil {
-			return fmt.Errorf("store/sqlite: fold the snapshot log: delete row %d: %w", seq, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store/sqlite: fold the snapshot log: commit: %w", err)
+		return err
 	}
 	s.folds.Add(1)
 
@@ -193,6 +187,25 @@ func (s *Store) fold(ctx context.Context) (err error) {
 		}
 	}
 	s.logSeqs, s.logBytes = s.logSeqs[:0], 0
+	return nil
+}
+
+// writeTx runs fn in a transaction on the writer and commits it. On
+// failure it rolls back, counts the failure in failed and returns the
+// error, saying it could not do what.
+func (s *Store) writeTx(ctx context.Context, what string, failed *atomic.Int64, fn func(*sql.Tx) error) error {
+	tx, err := s.file.Writer().BeginTx(ctx, nil)
+	if err == nil {
+		if err = fn(tx); err == nil {
+			err = tx.Commit()
+		} else {
+			tx.Rollback()
+		}
+	}
+	if err != nil {
+		failed.Add(1)
+		return fmt.Errorf("store/sqlite: %s: %w", what, err)
+	}
 	return nil
 }
 
