@@ -113,6 +113,11 @@ func (s *Store) lead(ctx context.Context, own *saveReq) error {
 	}
 	if err == nil {
 		s.logged(batch)
+		if s.pend.on {
+			s.pendLogBytes.Add(int64(s.pend.committed()))
+		}
+	} else {
+		s.pend.aborted()
 	}
 	var ownErr error
 	for _, r := range batch {
@@ -166,6 +171,7 @@ var errAlsoFailed = errors.New("store/sqlite: save: work failed without a savepo
 // call that has work of its own when isolate is set. Without, the first
 // failing work rolls everything back with errAlsoFailed.
 func (s *Store) commitOnce(ctx context.Context, batch []*saveReq, isolate bool) (err error) {
+	s.pend.aborted() // what an earlier attempt staged
 	tx, err := s.file.Writer().BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store/sqlite: save: begin: %w", err)
@@ -175,6 +181,9 @@ func (s *Store) commitOnce(ctx context.Context, batch []*saveReq, isolate bool) 
 			tx.Rollback()
 		}
 	}()
+	if err := s.pend.deleteDead(ctx, tx); err != nil {
+		return fmt.Errorf("store/sqlite: save: delete dead pending log rows: %w", err)
+	}
 	stmt := tx.StmtContext(ctx, s.insertLog)
 	defer stmt.Close()
 	for i, r := range batch {
@@ -207,6 +216,7 @@ func (s *Store) saveWithin(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, i in
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT "+sp); err != nil {
 		return fmt.Errorf("store/sqlite: save: savepoint: %w", err)
 	}
+	staged := len(s.pend.staged)
 	err := s.appendLog(ctx, stmt, r)
 	if err == nil {
 		if err = r.also(ctx, tx); err != nil {
@@ -215,6 +225,7 @@ func (s *Store) saveWithin(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, i in
 	}
 	if err != nil {
 		r.seq = 0 // rolled back
+		s.pend.staged = s.pend.staged[:staged]
 		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO "+sp); rerr != nil {
 			return fmt.Errorf("store/sqlite: save: roll back to savepoint: %w (after %w)", rerr, err)
 		}

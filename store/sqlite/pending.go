@@ -100,16 +100,24 @@ func (s *Store) PendingTx(recs []engine.PendingRecord, now time.Time) (TxFunc, e
 	return func(ctx context.Context, tx *sql.Tx) error {
 		put := tx.StmtContext(ctx, s.insertPendingLog)
 		defer put.Close()
-		if _, err := put.ExecContext(ctx, buf); err != nil {
+		res, err := put.ExecContext(ctx, buf)
+		if err != nil {
 			if len(recs) == 0 {
 				return fmt.Errorf("pending records: %w", err)
 			}
 			return fmt.Errorf("pending records (%s first): %w", recs[0].ID, err)
 		}
-		// Counted when written: a transaction rolled back only makes the
-		// next compaction a little earlier, or the next row of a now a
-		// little later.
-		s.pendLogBytes.Add(int64(len(buf)))
+		if seq, err := res.LastInsertId(); err == nil {
+			s.pend.stage(seq, buf)
+		} else {
+			s.pend.off()
+		}
+		// Counted when written (tracked rows when committed): a
+		// transaction rolled back only makes the next compaction a
+		// little earlier, or the next row of a now a little later.
+		if !s.pend.on {
+			s.pendLogBytes.Add(int64(len(buf)))
+		}
 		s.pendLogRows.Add(1)
 		for {
 			last := s.pendNow.Load()
@@ -212,6 +220,20 @@ type queryer interface {
 // in the log, which it returns too (as latest), with the last log row it
 // read.
 func replay(ctx context.Context, q queryer, now int64) (live map[uuid.UUID]pendEntry, latest, last int64, err error) {
+	if live, latest, last, err = replayAll(ctx, q); err != nil {
+		return nil, 0, 0, err
+	}
+	now = max(now, latest)
+	for id, e := range live {
+		if e.expires <= now {
+			delete(live, id)
+		}
+	}
+	return live, latest, last, nil
+}
+
+// replayAll is replay keeping the records that expired.
+func replayAll(ctx context.Context, q queryer) (live map[uuid.UUID]pendEntry, latest, last int64, err error) {
 	live = make(map[uuid.UUID]pendEntry)
 	rows, err := q.QueryContext(ctx, `SELECT id, settled, expires, data FROM pending`)
 	if err != nil {
@@ -258,12 +280,6 @@ func replay(ctx context.Context, q queryer, now int64) (live map[uuid.UUID]pendE
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, 0, err
-	}
-	now = max(now, latest)
-	for id, e := range live {
-		if e.expires <= now {
-			delete(live, id)
-		}
 	}
 	return live, latest, last, nil
 }
@@ -319,9 +335,12 @@ func (s *Store) compactDue() bool {
 // the leader calls it.
 func (s *Store) compact(ctx context.Context) error {
 	var written int64
+	var rows []trackedRow
+	var live map[uuid.UUID]pendEntry
 	err := s.writeTx(ctx, "compact the pending log", &s.compactErrs, func(tx *sql.Tx) error {
-		live, latest, last, err := replay(ctx, tx, s.pendNow.Load())
-		if err != nil {
+		var latest, last int64
+		var err error
+		if live, latest, last, err = replay(ctx, tx, s.pendNow.Load()); err != nil {
 			return err
 		}
 		type kept struct {
@@ -344,31 +363,56 @@ func (s *Store) compact(ctx context.Context) error {
 		latest = max(latest, s.pendNow.Load())
 		head := binary.AppendVarint([]byte{pendingLogFormat}, latest)
 		buf := slices.Clone(head)
+		first := 0 // the first entry of the row being filled
 		for i, k := range all {
 			buf = appendEntry(buf, k.id, k.e)
 			if len(buf) < compactChunk && i < len(all)-1 {
 				continue
 			}
-			if _, err := put.ExecContext(ctx, buf); err != nil {
+			seq, err := insertRow(ctx, put, buf)
+			if err != nil {
 				return err
 			}
+			for j := first; j <= i; j++ {
+				all[j].e.seq = seq
+			}
+			rows = append(rows, trackedRow{seq: seq, bytes: len(buf)})
+			first = i + 1
 			written += int64(len(buf))
 			buf = buf[:len(head)]
 		}
 		if len(all) == 0 && latest != 0 {
 			// Keep the latest now.
-			_, err = put.ExecContext(ctx, head)
+			seq, err := insertRow(ctx, put, head)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, trackedRow{seq: seq, bytes: len(head)})
+			written += int64(len(head))
 		}
-		return err
+		for _, k := range all {
+			live[k.id] = k.e
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
+	s.pend.reset(rows, live)
 	s.compactions.Add(1)
 	s.pendLiveBytes.Store(written)
 	s.pendLogBytes.Store(written)
 	s.pendLogRows.Store(0)
 	return nil
+}
+
+// insertRow inserts data as a pending log row with put, returning its seq.
+func insertRow(ctx context.Context, put *sql.Stmt, data []byte) (int64, error) {
+	res, err := put.ExecContext(ctx, data)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
 }
 
 // Compactions returns how many compactions of the pending log committed,

@@ -73,6 +73,7 @@ type Store struct {
 	pendLogRows, pendNow        atomic.Int64
 	compactMin                  int64
 	compactions, compactErrs    atomic.Int64
+	pend                        pendTrack // the leader's (pendtrack.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -106,6 +107,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.closeStmts()
 		f.Close()
 		return nil, fmt.Errorf("store/sqlite: %s: prepare: %w", path, err)
+	}
+	if err := s.trackLog(ctx); err != nil {
+		s.closeStmts()
+		f.Close()
+		return nil, fmt.Errorf("store/sqlite: %s: read the pending log: %w", path, err)
 	}
 	return s, nil
 }
