@@ -325,6 +325,10 @@ func (s *Store) LoadPending(ctx context.Context, now time.Time) ([]engine.Pendin
 // last compaction to run one.
 func (s *Store) compactDue() bool {
 	grown, live := s.pendLogBytes.Load(), s.pendLiveBytes.Load()
+	if s.pend.on {
+		// The log's bytes, against what its live records take.
+		live = int64(s.pend.liveBytes)
+	}
 	return grown >= 2*live+s.compactMin || (s.pendLogRows.Load() >= compactRows && grown >= 2*live)
 }
 

@@ -30,6 +30,9 @@ type pendTrack struct {
 	rows   []trackedRow // the log's rows, in seq order
 	staged []stagedRow  // written by the transaction being committed
 	dead   []trackedRow // deleted from the head, by the next commit
+	// liveBytes estimates the bytes of the live records: each counts
+	// its row's bytes over the records put in it.
+	liveBytes int
 }
 
 // pendLoc is where a live record is, and what keeps it there.
@@ -39,11 +42,13 @@ type pendLoc struct {
 	expires int64
 }
 
-// trackedRow is a log row: how many live records it holds, and its size.
+// trackedRow is a log row: how many live records it holds, its size,
+// and what each record put in it counts in liveBytes.
 type trackedRow struct {
 	seq   int64
 	live  int
 	bytes int
+	per   int
 }
 
 // stagedRow is a row a transaction wrote.
@@ -75,7 +80,13 @@ func (t *pendTrack) committed() (grown int) {
 			t.off()
 			return grown
 		}
-		t.rows = append(t.rows, trackedRow{seq: st.seq, bytes: len(st.data)})
+		puts := 0
+		decodePendingLog(st.data, func(_ int64, _ uuid.UUID, e pendEntry) {
+			if e.state != engine.PendingDropped {
+				puts++
+			}
+		})
+		t.rows = append(t.rows, trackedRow{seq: st.seq, bytes: len(st.data), per: len(st.data) / max(1, puts)})
 		grown += len(st.data)
 		decodePendingLog(st.data, func(now int64, id uuid.UUID, e pendEntry) { t.apply(st.seq, now, id, e) })
 	}
@@ -95,17 +106,21 @@ func (t *pendTrack) apply(seq, now int64, id uuid.UUID, e pendEntry) {
 		return
 	}
 	if ok {
-		if i, found := t.row(old.seq); found {
-			t.rows[i].live--
-		}
+		t.count(old.seq, -1)
 		delete(t.where, id)
 	}
 	if e.state == engine.PendingDropped {
 		return
 	}
 	t.where[id] = pendLoc{seq: seq, settled: e.state == engine.PendingSettled, expires: e.expires}
+	t.count(seq, 1)
+}
+
+// count adds n live records to row seq, if tracked.
+func (t *pendTrack) count(seq int64, n int) {
 	if i, found := t.row(seq); found {
-		t.rows[i].live++
+		t.rows[i].live += n
+		t.liveBytes += n * t.rows[i].per
 	}
 }
 
@@ -133,11 +148,16 @@ func (t *pendTrack) off() { *t = pendTrack{} }
 // replay found them), from scratch.
 func (t *pendTrack) reset(rows []trackedRow, live map[uuid.UUID]pendEntry) {
 	*t = pendTrack{on: true, where: make(map[uuid.UUID]pendLoc, len(live)), rows: rows}
+	puts := make(map[int64]int, len(rows))
+	for _, e := range live {
+		puts[e.seq]++
+	}
+	for i := range t.rows {
+		t.rows[i].per = t.rows[i].bytes / max(1, puts[t.rows[i].seq])
+	}
 	for id, e := range live {
 		t.where[id] = pendLoc{seq: e.seq, settled: e.state == engine.PendingSettled, expires: e.expires}
-		if i, found := t.row(e.seq); found {
-			t.rows[i].live++
-		}
+		t.count(e.seq, 1)
 	}
 }
 
@@ -195,6 +215,5 @@ func (s *Store) trackLog(ctx context.Context) error {
 	}
 	s.pend.reset(rows, live)
 	s.pendLogBytes.Store(int64(total))
-	s.pendLiveBytes.Store(int64(total))
 	return nil
 }

@@ -65,10 +65,10 @@ type Store struct {
 	inflight sync.WaitGroup
 	commits  atomic.Int64 // transactions committed by Save
 
-	// The pending log (pending.go): the bytes and rows written to it
-	// since the last compaction, the bytes that one wrote, the latest
-	// now written (unix ns), and the growth past twice the live bytes
-	// that starts a compaction.
+	// The pending log (pending.go): its bytes, the rows written since
+	// the last compaction, the bytes that one wrote (what is live, when
+	// pend does not track it), the latest now written (unix ns), and the
+	// growth past twice the live bytes that starts a compaction.
 	pendLogBytes, pendLiveBytes atomic.Int64
 	pendLogRows, pendNow        atomic.Int64
 	compactMin                  int64
