@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -187,10 +188,16 @@ func TestSettleUnmatchedAgedOutEvicted(t *testing.T) {
 		t.Errorf("stats after aging out: %+v, want 1 aged out, none held", s)
 	}
 	// Fill the table many times over: the first decisions are evicted.
+	// Each charge is another caller's, so that none is refused (alice's
+	// hourly limit would stop at 100, leaving some parts of the table
+	// short of full: the first decision was then kept in 2% of runs).
 	now := t0.Add(20 * time.Minute)
 	first := chargeAt(t, e, now, Request{Subject: "alice", Action: "translate", Units: 1})
 	for i := range 40 * pendingShards {
-		chargeAt(t, e, now.Add(time.Duration(i+1)*time.Millisecond), Request{Subject: "alice", Action: "translate", Units: 1})
+		d := chargeAt(t, e, now.Add(time.Duration(i+1)*time.Millisecond), Request{Subject: fmt.Sprintf("filler-%d", i), Action: "translate", Units: 1})
+		if !d.Allowed {
+			t.Fatalf("filler charge %d refused: %s", i, d.Reason)
+		}
 	}
 	s := e.PendingStats()
 	if s.Evicted == 0 || s.Held > cfg.PendingSize {
