@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/quotagate/quotagate/store/redis/redistest"
 	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
@@ -59,15 +59,16 @@ type server struct {
 	client         authv3.AuthorizationClient
 }
 
-// freeAddr returns a loopback address with a port that was free just now.
+// freeAddr returns a loopback address for the server to listen on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Not port 0: another package's socket could take it before the
+	// server binds it (see redistest.FreePort).
+	addr, err := redistest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // startServer starts quotagate serve with the config file (empty for the

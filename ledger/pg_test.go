@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -15,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/quotagate/quotagate/store/redis/redistest"
 )
 
 // pgServer is a throwaway PostgreSQL server on a loopback port, started
@@ -113,7 +114,7 @@ func startPostgres() (*pgServer, error) {
 			return nil, err
 		}
 	}
-	if s.port, err = freePort(); err != nil {
+	if s.port, err = redistest.FreePort(); err != nil {
 		return nil, err
 	}
 	data := filepath.Join(dir, "data")
@@ -143,15 +144,6 @@ func (s *pgServer) run(name string, args ...string) ([]byte, error) {
 func (s *pgServer) stop() {
 	s.run("pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop")
 	os.RemoveAll(s.dir)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // backends runs fn once per back end, each with a fresh, empty ledger DSN.

@@ -2,9 +2,7 @@ package redistest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,34 +34,6 @@ func checkInstalled() error {
 		}
 	}
 	return nil
-}
-
-// freePort returns a free loopback port; with bus set, port+10000 (a
-// cluster node's bus port) is free as well.
-func freePort(bus bool) (int, error) {
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("redistest: find a free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if !bus {
-			l.Close()
-			return port, nil
-		}
-		if port+10000 > 65535 {
-			l.Close()
-			continue
-		}
-		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
-		l.Close()
-		if err != nil {
-			continue
-		}
-		l2.Close()
-		return port, nil
-	}
-	return 0, errors.New("redistest: found no free port pair for a cluster node and its bus")
 }
 
 // NewServer starts redis-server with extra arguments (such as
