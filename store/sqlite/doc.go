@@ -26,8 +26,10 @@
 // records in a compact binary encoding, see pendingcodec.go), in the
 // transaction that saves the snapshots they go with (SaveWith), so a
 // graceful restart keeps them and a settlement after it is applied once.
-// A compaction replays the log and writes back only what is live, when
-// the log has grown to twice that plus 4 MiB (see pending.go). Rows of the
+// A row is deleted once its records are all dropped or replaced (rows die
+// oldest first, see pendtrack.go); a compaction replays the log and
+// writes back only what is live, when the log has grown to twice that
+// plus 4 MiB (see pending.go). Rows of the
 // table pending, which earlier versions wrote (JSON rows among them), are
 // still read, and the first compaction moves them into the log.
 //
