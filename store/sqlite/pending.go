@@ -97,6 +97,12 @@ func (s *Store) PendingTx(recs []engine.PendingRecord, now time.Time) (TxFunc, e
 	if err != nil {
 		return nil, err
 	}
+	puts := 0
+	for i := range recs {
+		if recs[i].State != engine.PendingDropped {
+			puts++
+		}
+	}
 	return func(ctx context.Context, tx *sql.Tx) error {
 		put := tx.StmtContext(ctx, s.insertPendingLog)
 		defer put.Close()
@@ -108,7 +114,7 @@ func (s *Store) PendingTx(recs []engine.PendingRecord, now time.Time) (TxFunc, e
 			return fmt.Errorf("pending records (%s first): %w", recs[0].ID, err)
 		}
 		if seq, err := res.LastInsertId(); err == nil {
-			s.pend.stage(seq, buf)
+			s.pend.stage(seq, buf, puts)
 		} else {
 			s.pend.off()
 		}

@@ -51,17 +51,19 @@ type trackedRow struct {
 	per   int
 }
 
-// stagedRow is a row a transaction wrote.
+// stagedRow is a row a transaction wrote, with puts records put in it.
 type stagedRow struct {
 	seq  int64
 	data []byte
+	puts int
 }
 
-// stage records that the transaction being committed wrote data as row
-// seq. The caller is the leader.
-func (t *pendTrack) stage(seq int64, data []byte) {
+// stage records that the transaction being committed wrote data, with
+// puts records put (not dropped) in it, as row seq. The caller is the
+// leader.
+func (t *pendTrack) stage(seq int64, data []byte, puts int) {
 	if t.on {
-		t.staged = append(t.staged, stagedRow{seq, data})
+		t.staged = append(t.staged, stagedRow{seq, data, puts})
 	}
 }
 
@@ -73,20 +75,18 @@ func (t *pendTrack) committed() (grown int) {
 		grown -= d.bytes
 	}
 	t.dead = t.dead[:0]
-	for _, st := range t.staged {
+	for i, st := range t.staged {
 		if n := len(t.rows); n > 0 && t.rows[n-1].seq >= st.seq {
 			// Not after the last row: another process wrote to the
-			// log. Leave the rest to compactions.
+			// log. Leave the rest to compactions, counting every row
+			// written.
+			for _, rest := range t.staged[i:] {
+				grown += len(rest.data)
+			}
 			t.off()
 			return grown
 		}
-		puts := 0
-		decodePendingLog(st.data, func(_ int64, _ uuid.UUID, e pendEntry) {
-			if e.state != engine.PendingDropped {
-				puts++
-			}
-		})
-		t.rows = append(t.rows, trackedRow{seq: st.seq, bytes: len(st.data), per: len(st.data) / max(1, puts)})
+		t.rows = append(t.rows, trackedRow{seq: st.seq, bytes: len(st.data), per: len(st.data) / max(1, st.puts)})
 		grown += len(st.data)
 		decodePendingLog(st.data, func(now int64, id uuid.UUID, e pendEntry) { t.apply(st.seq, now, id, e) })
 	}
