@@ -23,7 +23,10 @@ import (
 // compaction rewrites them (compactDue).
 //
 // It is the leader's alone: the work of a transaction stages the rows it
-// wrote, and only a commit applies them.
+// wrote, and only a commit applies them. A row another process wrote
+// (another store on the file) is not tracked, and a tombstone in a row
+// this store tracks could kill a record in it: on the first such row,
+// tracking stops, and compactions alone keep the log.
 type pendTrack struct {
 	on     bool // off until Open found no rows of the table pending
 	where  map[uuid.UUID]pendLoc
@@ -76,9 +79,11 @@ func (t *pendTrack) committed() (grown int) {
 	}
 	t.dead = t.dead[:0]
 	for i, st := range t.staged {
-		if n := len(t.rows); n > 0 && t.rows[n-1].seq >= st.seq {
-			// Not after the last row: another process wrote to the
-			// log. Leave the rest to compactions, counting every row
+		if n := len(t.rows); n > 0 && st.seq != t.rows[n-1].seq+1 {
+			// Not right after the last row (a row's seq is the
+			// largest plus one, and the newest row stays): another
+			// process wrote to the log. Its rows are not tracked, so
+			// leave the log to compactions, counting every row
 			// written.
 			for _, rest := range t.staged[i:] {
 				grown += len(rest.data)
