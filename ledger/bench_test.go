@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -156,11 +157,16 @@ func BenchmarkWriterAppend(b *testing.B) {
 	drained := make(chan struct{})
 	go func() { // stands in for Run, without the database
 		defer close(drained)
+		var out []Record
 		for {
 			select {
-			case <-w.queue:
 			case <-stop:
 				return
+			default:
+			}
+			out = w.queue.take(out[:0], 4096)
+			if len(out) == 0 {
+				runtime.Gosched()
 			}
 		}
 	}()

@@ -76,7 +76,7 @@ func (o WriterOptions) withDefaults() WriterOptions {
 type Writer struct {
 	led   *Ledger
 	opts  WriterOptions
-	queue chan Record
+	queue queue
 	waits chan waitReq  // AppendWait's records, committed before it returns
 	kick  chan struct{} // a batch's worth is queued: write now
 	spill spill
@@ -115,8 +115,8 @@ func NewWriter(led *Ledger, opts WriterOptions) *Writer {
 		led:      led,
 		opts:     opts,
 		lastFold: opts.Now(),
-		queue:    make(chan Record, opts.QueueSize),
-		waits:    make(chan waitReq, opts.QueueSize),
+		queue:    queue{max: opts.QueueSize},
+		waits:    make(chan waitReq, min(opts.QueueSize, opts.BatchSize)),
 		kick:     make(chan struct{}, 1),
 		spill:    spill{m: make(map[spillKey]*Spill)},
 	}
@@ -125,17 +125,15 @@ func NewWriter(led *Ledger, opts WriterOptions) *Writer {
 // Append queues r and reports true, or, when the queue is full, adds r to
 // a spill summary and reports false. It never blocks on I/O.
 func (w *Writer) Append(r Record) bool {
-	select {
-	case w.queue <- r:
+	if n, ok := w.queue.push(r); ok {
 		w.appended.Add(1)
-		if len(w.queue) >= w.opts.BatchSize {
+		if n >= w.opts.BatchSize {
 			select {
 			case w.kick <- struct{}{}:
 			default:
 			}
 		}
 		return true
-	default:
 	}
 	w.spill.add(r)
 	n := w.overflowed.Add(1)
@@ -155,8 +153,9 @@ type waitReq struct {
 // of durability "sync". Concurrent calls are group-committed: each batch
 // Run writes takes every waiting record (and the queued ones), so they
 // share one transaction and, with Options.Sync, one fsync. It needs Run
-// to be running. An error means r is not committed yet; the Writer keeps
-// retrying it like any other record.
+// to be running. Up to BatchSize calls wait in line; more block until Run
+// takes some, or ctx ends. An error means r is not committed yet; the
+// Writer keeps retrying it like any other record.
 func (w *Writer) AppendWait(ctx context.Context, r Record) error {
 	req := waitReq{rec: r, done: make(chan error, 1)}
 	select {
@@ -180,7 +179,7 @@ func (w *Writer) Stats() WriterStats {
 		Overflowed:  w.overflowed.Load(),
 		Written:     w.written.Load(),
 		WriteErrors: w.writeErrors.Load(),
-		Queued:      len(w.queue) + len(w.waits),
+		Queued:      w.queue.len() + len(w.waits),
 	}
 }
 
@@ -247,13 +246,8 @@ func (w *Writer) fill(b *batch) {
 		select {
 		case req := <-w.waits:
 			b.add(req)
-			continue
 		default:
-		}
-		select {
-		case r := <-w.queue:
-			b.recs = append(b.recs, r)
-		default:
+			b.recs = w.queue.take(b.recs, w.opts.BatchSize-len(b.recs))
 			return
 		}
 	}
@@ -272,7 +266,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 		if err := w.write(ctx, &b); err != nil {
 			return err
 		}
-		if len(b.recs) == 0 && len(w.queue) == 0 && len(w.waits) == 0 {
+		if len(b.recs) == 0 && w.queue.len() == 0 && len(w.waits) == 0 {
 			break
 		}
 	}
