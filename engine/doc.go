@@ -38,6 +38,13 @@
 // event delivery happens under a shard lock; functions whose names end in
 // Locked require the lock of the state they touch.
 //
+// Run's periodic flushes are paced (pace.go): they step a Pacer, which
+// pauses the work for 100µs once it has run 200µs, outside any lock, so
+// that a server on one core reads and answers the Checks that arrived
+// rather than leaving them behind a flush of several milliseconds. The
+// Store's Save and the ledger writer step the same Pacer (WithPacer), so
+// that all background work pauses together.
+//
 // A request that does not fit now but would within its tier's MaxDelay (and
 // its Deadline) is admitted with a Delay: the reservation is charged at
 // once, in the window it falls in. Charge waits the delay out; if its

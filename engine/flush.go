@@ -22,6 +22,7 @@ type flushItem struct {
 func (e *Engine) Flush(ctx context.Context) error {
 	e.flushMu.Lock()
 	defer e.flushMu.Unlock()
+	pace := PacerFrom(ctx)
 	var items []flushItem
 	var snaps []Snapshot
 	var recs []PendingRecord
@@ -54,9 +55,10 @@ func (e *Engine) Flush(ctx context.Context) error {
 		}
 		sh.mu.Unlock()
 		e.saveQueued(ctx, sh, q)
+		pace.Step()
 	}
 	e.sweepStore()
-	recs = e.pending.takeChanges(recs)
+	recs = e.pending.takeChanges(recs, pace)
 	if len(snaps) == 0 && len(recs) == 0 {
 		return nil
 	}
@@ -64,7 +66,7 @@ func (e *Engine) Flush(ctx context.Context) error {
 	if err != nil {
 		e.pending.requeue(recs)
 	}
-	e.completeFlush(items, snaps, err == nil)
+	e.completeFlush(items, snaps, err == nil, pace)
 	if err != nil {
 		return fmt.Errorf("engine: flush %d snapshots: %w", len(snaps), err)
 	}
@@ -73,12 +75,13 @@ func (e *Engine) Flush(ctx context.Context) error {
 
 // completeFlush records the outcome of a flush: saved versions on
 // success; on failure the states are marked dirty again for the next one.
-func (e *Engine) completeFlush(items []flushItem, snaps []Snapshot, ok bool) {
+func (e *Engine) completeFlush(items []flushItem, snaps []Snapshot, ok bool, pace *Pacer) {
 	locked := -1
 	for j, it := range items {
 		if it.si != locked {
 			if locked >= 0 {
 				e.shards[locked].mu.Unlock()
+				pace.Step()
 			}
 			locked = it.si
 			e.shards[locked].mu.Lock()
@@ -101,18 +104,25 @@ func (e *Engine) completeFlush(items []flushItem, snaps []Snapshot, ok bool) {
 }
 
 // Run flushes every FlushInterval until ctx is done, then flushes one last
-// time. A failed periodic flush is counted in Stats.StoreErrors and retried
+// time. The periodic flushes are paced (see Pacer) so that a large one
+// does not hold up Checks: by the Pacer ctx carries, which the process's
+// other background work should share, or by one of Run's own. The last
+// flush is not paced. A failed periodic flush is counted in Stats.StoreErrors and retried
 // at the next tick. Run returns nil on a clean stop, or the error of the
 // final flush.
 func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.flushEvery)
 	defer t.Stop()
+	paced := ctx
+	if PacerFrom(ctx) == nil {
+		paced = WithPacer(ctx, &Pacer{})
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			return e.Flush(context.WithoutCancel(ctx))
+			return e.Flush(WithPacer(context.WithoutCancel(ctx), nil))
 		case <-t.C:
-			_ = e.Flush(ctx) // counted in StoreErrors; the states stay dirty
+			_ = e.Flush(paced) // counted in StoreErrors; the states stay dirty
 		}
 	}
 }

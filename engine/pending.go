@@ -322,8 +322,8 @@ func (t *pendingTable) recordsOf(out []PendingRecord, ids []uuid.UUID) []Pending
 
 // takeChanges appends to out the records whose change is the table's own
 // (drops, and settlements that changed no state) since the last call, for
-// a PendingStore.
-func (t *pendingTable) takeChanges(out []PendingRecord) []PendingRecord {
+// a PendingStore. It steps pace after each part.
+func (t *pendingTable) takeChanges(out []PendingRecord, pace *Pacer) []PendingRecord {
 	for i := range t.parts {
 		p := &t.parts[i]
 		p.mu.Lock()
@@ -346,6 +346,7 @@ func (t *pendingTable) takeChanges(out []PendingRecord) []PendingRecord {
 		}
 		p.changed = p.changed[:0]
 		p.mu.Unlock()
+		pace.Step()
 	}
 	return out
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/quotagate/quotagate/engine"
 )
 
 // maxParams bounds the placeholders of one statement, well under the
@@ -39,6 +41,7 @@ func (l *Ledger) Append(ctx context.Context, recs []Record) (err error) {
 	if err := tx.Commit(); err != nil {
 		return l.wrap("append: commit", err)
 	}
+	engine.PacerFrom(ctx).Step()
 	l.foldIfLarge(ctx, l.pending.add(blk.firstSeq, blk.lastSeq, recs))
 	return nil
 }
@@ -65,7 +68,7 @@ func (l *Ledger) appendTx(ctx context.Context, tx *sql.Tx, recs []Record) (block
 	}
 	buf := linesPool.Get().(*[]byte)
 	defer linesPool.Put(buf)
-	blk := chainBlock((*buf)[:0], recs, headSeq, headHash)
+	blk := chainBlock((*buf)[:0], recs, headSeq, headHash, engine.PacerFrom(ctx))
 	*buf = blk.lines
 	// SQLite keeps the lines compressed (pack.go) and copies the bytes as
 	// they are; PostgreSQL's TEXT wants a string.
@@ -102,13 +105,16 @@ var linesPool = sync.Pool{New: func() any { return new([]byte) }}
 // chainBlock numbers and links recs after the record (seq, hash), and
 // encodes them as block lines, "<hash> <prev_hash or -> <json>\n",
 // appended to buf.
-func chainBlock(buf []byte, recs []Record, seq int64, hash string) block {
+func chainBlock(buf []byte, recs []Record, seq int64, hash string, pace *engine.Pacer) block {
 	blk := block{firstSeq: seq + 1, firstNS: math.MaxInt64, lastNS: math.MinInt64}
 	// hashed is "<prev_hash>\n<body>", what the hash covers, in one
 	// buffer so that it is hashed in one call without allocating.
 	hashed := make([]byte, 0, 1024)
 	var hexSum [2 * sha256.Size]byte
 	for i := range recs {
+		if i%32 == 31 {
+			pace.Step()
+		}
 		r := &recs[i]
 		seq++
 		r.Seq, r.PrevHash = seq, hash

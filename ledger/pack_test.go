@@ -18,7 +18,7 @@ func TestBlocksStoredPacked(t *testing.T) {
 	l := openLedger(t, filepath.Join(t.TempDir(), "ledger.db"))
 	// The first block as an earlier version stored it: text.
 	first := someRecords(10)
-	blk := chainBlock(nil, first, 0, "")
+	blk := chainBlock(nil, first, 0, "", nil)
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestBlocksStoredPacked(t *testing.T) {
 // FuzzUnpackLines: reading any stored block never panics, and lines that
 // read back pack to a block that reads back the same.
 func FuzzUnpackLines(f *testing.F) {
-	blk := chainBlock(nil, someRecords(3), 0, "")
+	blk := chainBlock(nil, someRecords(3), 0, "", nil)
 	f.Add(packLines(nil, blk.lines))
 	f.Add(blk.lines)
 	f.Add([]byte{packedBlock, 0xff, 0xff, 0xff, 0xff, 0x0f})

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/quotagate/quotagate/engine"
 )
 
 // WriterOptions configures a Writer. The zero value of each field means
@@ -185,7 +187,9 @@ func (w *Writer) Stats() WriterStats {
 
 // Run writes queued records in batches until ctx is done, then flushes
 // what is left and returns the flush's error (nil when everything was
-// written). A batch is written every FlushInterval, as soon as BatchSize
+// written). Its writes step the engine.Pacer ctx carries (one of its own
+// if none), but for a batch that AppendWait callers wait on, and the last
+// flush. A batch is written every FlushInterval, as soon as BatchSize
 // records wait, or as soon as an AppendWait call waits. Run also writes
 // spill records and applies retention.
 func (w *Writer) Run(ctx context.Context) error {
@@ -193,6 +197,10 @@ func (w *Writer) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var b batch
 	failing := false
+	paced := ctx
+	if engine.PacerFrom(ctx) == nil {
+		paced = engine.WithPacer(ctx, &engine.Pacer{})
+	}
 	for {
 		// After a failed write, wait for the next tick instead of retrying
 		// at the rate records arrive.
@@ -204,7 +212,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		ticked := false
 		select {
 		case <-ctx.Done():
-			return w.Flush(context.WithoutCancel(ctx))
+			return w.Flush(engine.WithPacer(context.WithoutCancel(ctx), nil))
 		case <-kick:
 		case req := <-waits:
 			b.add(req)
@@ -216,10 +224,14 @@ func (w *Writer) Run(ctx context.Context) error {
 		// group commit for AppendWait, and what amortizes a transaction and
 		// the rollup upserts over many records otherwise.
 		w.fill(&b)
-		failing = w.write(ctx, &b) != nil
+		wctx := paced
+		if len(b.dones) > 0 {
+			wctx = engine.WithPacer(ctx, nil) // AppendWait callers wait on it
+		}
+		failing = w.write(wctx, &b) != nil
 		if ticked {
-			w.foldIfDue(ctx)
-			w.pruneIfDue(ctx)
+			w.foldIfDue(paced)
+			w.pruneIfDue(paced)
 		}
 		w.writeMu.Unlock()
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/quotagate/quotagate/config"
+	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/extauthz"
 	"github.com/quotagate/quotagate/telemetry"
 )
@@ -392,6 +393,9 @@ type background struct {
 
 func (a *app) startBackground(ctx context.Context) *background {
 	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The engine's flushes and the ledger's blocks pause together, so
+	// that Checks get the processor between their slices (engine.Pacer).
+	base = engine.WithPacer(base, &engine.Pacer{})
 	bg := &background{cancel: cancel}
 	var engCtx, writerCtx, notifyCtx context.Context
 	engCtx, bg.stopEngine = context.WithCancel(base)

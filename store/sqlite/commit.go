@@ -107,14 +107,24 @@ func (s *Store) lead(ctx context.Context, own *saveReq) error {
 	s.mu.Unlock()
 
 	ctx = context.WithoutCancel(ctx)
+	pace := engine.PacerFrom(ctx)
+	if len(batch) > 1 {
+		// Others wait on this commit (a Check in durability sync among
+		// them, maybe): no pauses for them.
+		pace = nil
+		ctx = engine.WithPacer(ctx, nil)
+	}
 	err := s.foldIfFull(ctx)
 	if err == nil {
+		pace.Step()
 		err = s.commit(ctx, batch)
 	}
 	if err == nil {
+		pace.Step()
 		s.logged(batch)
 		if s.pend.on {
-			s.pendLogBytes.Add(int64(s.pend.committed()))
+			pace.Step()
+			s.pendLogBytes.Add(int64(s.pend.committed(pace)))
 		}
 	} else {
 		s.pend.aborted()
@@ -134,6 +144,7 @@ func (s *Store) lead(ctx context.Context, own *saveReq) error {
 	// The batch is saved whether or not these succeed: a failed fold or
 	// compaction leaves the logs as they are, for the next one.
 	if err == nil && s.foldDue() {
+		pace.Step()
 		s.fold(ctx)
 	}
 	if err == nil && s.compactDue() {
@@ -236,9 +247,12 @@ func (s *Store) saveWithin(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, i in
 	return err
 }
 
-// execRows upserts rows with stmt, the prepared upsert.
+// execRows upserts rows with stmt, the prepared upsert, stepping the
+// Pacer ctx carries after each.
 func execRows(ctx context.Context, stmt *sql.Stmt, rows []row) error {
+	pace := engine.PacerFrom(ctx)
 	for _, rw := range rows {
+		pace.Step()
 		if _, err := stmt.ExecContext(ctx, rw.key, rw.version, rw.data); err != nil {
 			return fmt.Errorf("save %q: %w", rw.key, err)
 		}

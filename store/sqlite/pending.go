@@ -344,6 +344,7 @@ func (s *Store) compactDue() bool {
 // On failure nothing changed, and the next compaction tries again. Only
 // the leader calls it.
 func (s *Store) compact(ctx context.Context) error {
+	pace := engine.PacerFrom(ctx)
 	var written int64
 	var rows []trackedRow
 	var live map[uuid.UUID]pendEntry
@@ -379,6 +380,7 @@ func (s *Store) compact(ctx context.Context) error {
 			if len(buf) < compactChunk && i < len(all)-1 {
 				continue
 			}
+			pace.Step()
 			seq, err := insertRow(ctx, put, buf)
 			if err != nil {
 				return err

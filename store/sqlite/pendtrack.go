@@ -71,9 +71,9 @@ func (t *pendTrack) stage(seq int64, data []byte, puts int) {
 }
 
 // committed applies the staged rows (and the deletion of the dead ones)
-// once their transaction committed, and finds the rows that died. It
-// returns the bytes the log grew by.
-func (t *pendTrack) committed() (grown int) {
+// once their transaction committed, and finds the rows that died, stepping
+// pace every 64 records. It returns the bytes the log grew by.
+func (t *pendTrack) committed(pace *engine.Pacer) (grown int) {
 	for _, d := range t.dead {
 		grown -= d.bytes
 	}
@@ -93,7 +93,13 @@ func (t *pendTrack) committed() (grown int) {
 		}
 		t.rows = append(t.rows, trackedRow{seq: st.seq, bytes: len(st.data), per: len(st.data) / max(1, st.puts)})
 		grown += len(st.data)
-		decodePendingLog(st.data, func(now int64, id uuid.UUID, e pendEntry) { t.apply(st.seq, now, id, e) })
+		n := 0
+		decodePendingLog(st.data, func(now int64, id uuid.UUID, e pendEntry) {
+			if n++; n%64 == 0 {
+				pace.Step()
+			}
+			t.apply(st.seq, now, id, e)
+		})
 	}
 	t.staged = t.staged[:0]
 	// The dead head, but the newest row.

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pacer breaks a long run of background work (a flush, a ledger block, a
+// fold) into slices, with a short sleep between them, so that Checks are
+// not kept waiting behind it.
+//
+// The Go scheduler gives a running goroutine its processor until it blocks
+// or has run for 10 ms, and it looks for network input only when nothing
+// else is runnable. A server pinned to one core (GOMAXPROCS 1) therefore
+// reads no request while a flush runs: a flush of 5 ms every 100 ms put
+// every twentieth Check 5 ms late. runtime.Gosched does not help, because
+// the yielding goroutine is itself runnable and is picked again before the
+// network is polled. A sleep parks it, so the scheduler polls the network
+// and runs the Checks that arrived, and the timer brings the work back.
+//
+// One Pacer is shared by all the background work of a process: its
+// pauses are meant to leave nothing but Checks runnable. Two goroutines
+// pacing themselves apart took turns instead, one working while the
+// other slept, and the network went unpolled as before. So a Step that
+// falls in another goroutine's pause sleeps until it ends, and a slice
+// counts the work of every goroutine that steps.
+//
+// Step costs a clock read and an uncontended lock; it sleeps only once a
+// slice has been used, so short runs of work never sleep. A nil *Pacer
+// never sleeps.
+type Pacer struct {
+	// Slice is the work done between pauses; zero means 200µs.
+	Slice time.Duration
+	// Pause is how long each pause lasts; zero means 100µs. An idle
+	// process may sleep up to a millisecond: the poller's timeout is in
+	// milliseconds.
+	Pause time.Duration
+
+	mu     sync.Mutex
+	began  time.Time // the current slice's start
+	last   time.Time // the last Step, by any goroutine
+	resume time.Time // the end of the current pause
+	pauses atomic.Int64
+}
+
+// quietAfter is how long without a Step ends a run of work: the next
+// Step starts a fresh slice rather than pausing at once.
+const quietAfter = 5 * time.Millisecond
+
+// Step marks a point where the work may pause: it sleeps when the current
+// slice has been used, or when another goroutine's pause is under way.
+func (p *Pacer) Step() {
+	if p == nil {
+		return
+	}
+	slice, pause := p.Slice, p.Pause
+	if slice <= 0 {
+		slice = 200 * time.Microsecond
+	}
+	if pause <= 0 {
+		pause = 100 * time.Microsecond
+	}
+	now := time.Now()
+	var sleep time.Duration
+	p.mu.Lock()
+	switch {
+	case now.Before(p.resume):
+		sleep = p.resume.Sub(now)
+	case p.began.IsZero() || now.Sub(p.last) > quietAfter:
+		p.began = now
+	case now.Sub(p.began) >= slice:
+		sleep = pause
+		p.resume = now.Add(pause)
+		p.began = p.resume
+	}
+	p.last = now
+	p.mu.Unlock()
+	if sleep > 0 {
+		p.pauses.Add(1)
+		time.Sleep(sleep)
+	}
+}
+
+// Pauses reports how many times Step has slept.
+func (p *Pacer) Pauses() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.pauses.Load()
+}
+
+type pacerKey struct{}
+
+// WithPacer returns ctx carrying p, for the code that does the work ctx
+// is passed to (a Store's Save, a ledger append) to pace itself with.
+func WithPacer(ctx context.Context, p *Pacer) context.Context {
+	return context.WithValue(ctx, pacerKey{}, p)
+}
+
+// PacerFrom returns the Pacer ctx carries, or nil: work done for a caller
+// that is waiting on it (a synchronous flush, an admin call) is not paced:
+// give it WithPacer(ctx, nil).
+func PacerFrom(ctx context.Context) *Pacer {
+	p, _ := ctx.Value(pacerKey{}).(*Pacer)
+	return p
+}

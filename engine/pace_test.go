@@ -1,0 +1,85 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestPacerSleepsOnlyOnceASliceIsUsed(t *testing.T) {
+	p := &Pacer{Slice: 5 * time.Millisecond, Pause: 20 * time.Millisecond}
+	begin := time.Now()
+	for range 100 {
+		p.Step()
+	}
+	if n := p.Pauses(); n != 0 && time.Since(begin) < 5*time.Millisecond {
+		t.Fatalf("paused %d times within one slice, want 0", n)
+	}
+	p = &Pacer{Slice: 2 * time.Millisecond, Pause: 20 * time.Millisecond}
+	p.Step()
+	time.Sleep(3 * time.Millisecond) // work that used the slice without stepping (under quietAfter)
+	start := time.Now()
+	p.Step()
+	if n := p.Pauses(); n != 1 {
+		t.Fatalf("paused %d times after the slice, want 1", n)
+	}
+	if d := time.Since(start); d < 20*time.Millisecond {
+		t.Errorf("the pause lasted %v, want at least Pause (20ms)", d)
+	}
+	p.Step() // a fresh slice began with the pause's end
+	if n := p.Pauses(); n != 1 {
+		t.Errorf("paused %d times, want still 1 right after a pause", n)
+	}
+}
+
+func TestPacerQuietSpellStartsAFreshSlice(t *testing.T) {
+	p := &Pacer{Slice: time.Millisecond, Pause: time.Millisecond}
+	p.Step()
+	time.Sleep(quietAfter + 5*time.Millisecond)
+	p.Step() // the work of a new flush, not the slice of the old one
+	if n := p.Pauses(); n != 0 {
+		t.Errorf("paused %d times after a quiet spell, want 0", n)
+	}
+}
+
+// TestPacerSharedPauseHoldsEveryone is why one Pacer serves all the
+// background work: a goroutine that steps while another pauses waits for
+// the pause to end, so the two do not take turns on the processor.
+func TestPacerSharedPauseHoldsEveryone(t *testing.T) {
+	p := &Pacer{Slice: time.Millisecond, Pause: 80 * time.Millisecond}
+	p.Step()
+	time.Sleep(2 * time.Millisecond)
+	var wg sync.WaitGroup
+	wg.Go(p.Step) // starts the pause
+	time.Sleep(10 * time.Millisecond)
+	start := time.Now()
+	p.Step() // within it
+	waited := time.Since(start)
+	wg.Wait()
+	if waited < 50*time.Millisecond {
+		t.Errorf("a step during another goroutine's pause returned after %v, want it held to the pause's end (about 70ms)", waited)
+	}
+	if n := p.Pauses(); n != 2 {
+		t.Errorf("Pauses = %d, want 2 (the pause and the step that waited it out)", n)
+	}
+}
+
+func TestPacerNilAndContext(t *testing.T) {
+	var p *Pacer
+	p.Step() // a nil Pacer never sleeps nor panics
+	if p.Pauses() != 0 {
+		t.Error("nil Pacer reports pauses")
+	}
+	if PacerFrom(context.Background()) != nil {
+		t.Error("PacerFrom(Background) is not nil")
+	}
+	q := &Pacer{}
+	ctx := WithPacer(context.Background(), q)
+	if PacerFrom(ctx) != q {
+		t.Error("PacerFrom does not return the Pacer WithPacer set")
+	}
+	if PacerFrom(WithPacer(ctx, nil)) != nil {
+		t.Error("WithPacer(ctx, nil) does not turn pacing off")
+	}
+}
