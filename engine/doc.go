@@ -43,7 +43,8 @@
 // that a server on one core reads and answers the Checks that arrived
 // rather than leaving them behind a flush of several milliseconds. The
 // Store's Save and the ledger writer step the same Pacer (WithPacer), so
-// that all background work pauses together.
+// that all background work pauses together. With GOMAXPROCS above one,
+// another processor polls the network meanwhile, and nothing pauses.
 //
 // A request that does not fit now but would within its tier's MaxDelay (and
 // its Deadline) is admitted with a Delay: the reservation is charged at

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,12 @@ import (
 // falls in another goroutine's pause sleeps until it ends, and a slice
 // counts the work of every goroutine that steps.
 //
+// With more than one processor another one polls the network while the
+// background work runs, and pausing would only slow the work: Step paces
+// only while GOMAXPROCS is at most MaxProcs (1 by default), which is what
+// Go picks for a process limited to one core (taskset, or a CPU limit of
+// one in a container).
+//
 // Step costs a clock read and an uncontended lock; it sleeps only once a
 // slice has been used, so short runs of work never sleep. A nil *Pacer
 // never sleeps.
@@ -37,6 +44,9 @@ type Pacer struct {
 	// process may sleep up to a millisecond: the poller's timeout is in
 	// milliseconds.
 	Pause time.Duration
+	// MaxProcs is the largest GOMAXPROCS at which Step paces; zero
+	// means 1.
+	MaxProcs int
 
 	mu     sync.Mutex
 	began  time.Time // the current slice's start
@@ -52,7 +62,7 @@ const quietAfter = 5 * time.Millisecond
 // Step marks a point where the work may pause: it sleeps when the current
 // slice has been used, or when another goroutine's pause is under way.
 func (p *Pacer) Step() {
-	if p == nil {
+	if p == nil || runtime.GOMAXPROCS(0) > max(p.MaxProcs, 1) {
 		return
 	}
 	slice, pause := p.Slice, p.Pause

@@ -2,13 +2,18 @@ package engine
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 )
 
+// manyProcs makes a test's Pacer pace whatever GOMAXPROCS the test runs
+// with.
+const manyProcs = 1 << 20
+
 func TestPacerSleepsOnlyOnceASliceIsUsed(t *testing.T) {
-	p := &Pacer{Slice: 5 * time.Millisecond, Pause: 20 * time.Millisecond}
+	p := &Pacer{Slice: 5 * time.Millisecond, Pause: 20 * time.Millisecond, MaxProcs: manyProcs}
 	begin := time.Now()
 	for range 100 {
 		p.Step()
@@ -16,7 +21,7 @@ func TestPacerSleepsOnlyOnceASliceIsUsed(t *testing.T) {
 	if n := p.Pauses(); n != 0 && time.Since(begin) < 5*time.Millisecond {
 		t.Fatalf("paused %d times within one slice, want 0", n)
 	}
-	p = &Pacer{Slice: 2 * time.Millisecond, Pause: 20 * time.Millisecond}
+	p = &Pacer{Slice: 2 * time.Millisecond, Pause: 20 * time.Millisecond, MaxProcs: manyProcs}
 	p.Step()
 	time.Sleep(3 * time.Millisecond) // work that used the slice without stepping (under quietAfter)
 	start := time.Now()
@@ -34,7 +39,7 @@ func TestPacerSleepsOnlyOnceASliceIsUsed(t *testing.T) {
 }
 
 func TestPacerQuietSpellStartsAFreshSlice(t *testing.T) {
-	p := &Pacer{Slice: time.Millisecond, Pause: time.Millisecond}
+	p := &Pacer{Slice: time.Millisecond, Pause: time.Millisecond, MaxProcs: manyProcs}
 	p.Step()
 	time.Sleep(quietAfter + 5*time.Millisecond)
 	p.Step() // the work of a new flush, not the slice of the old one
@@ -47,7 +52,7 @@ func TestPacerQuietSpellStartsAFreshSlice(t *testing.T) {
 // background work: a goroutine that steps while another pauses waits for
 // the pause to end, so the two do not take turns on the processor.
 func TestPacerSharedPauseHoldsEveryone(t *testing.T) {
-	p := &Pacer{Slice: time.Millisecond, Pause: 80 * time.Millisecond}
+	p := &Pacer{Slice: time.Millisecond, Pause: 80 * time.Millisecond, MaxProcs: manyProcs}
 	p.Step()
 	time.Sleep(2 * time.Millisecond)
 	var wg sync.WaitGroup
@@ -81,5 +86,27 @@ func TestPacerNilAndContext(t *testing.T) {
 	}
 	if PacerFrom(WithPacer(ctx, nil)) != nil {
 		t.Error("WithPacer(ctx, nil) does not turn pacing off")
+	}
+}
+
+// TestPacerIdleWithSeveralProcessors: with more processors than MaxProcs,
+// another one polls the network meanwhile, and Step never sleeps.
+func TestPacerIdleWithSeveralProcessors(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	p := &Pacer{Slice: time.Millisecond, Pause: time.Second}
+	p.Step()
+	time.Sleep(2 * time.Millisecond)
+	p.Step()
+	if n := p.Pauses(); n != 0 {
+		t.Errorf("paused %d times with GOMAXPROCS 2 and MaxProcs 1, want 0", n)
+	}
+	runtime.GOMAXPROCS(1)
+	start := time.Now()
+	p.Slice, p.Pause = time.Millisecond, 10*time.Millisecond
+	p.Step()
+	time.Sleep(2 * time.Millisecond)
+	p.Step()
+	if n := p.Pauses(); n != 1 || time.Since(start) < 10*time.Millisecond {
+		t.Errorf("paused %d times with GOMAXPROCS 1, want 1 pause of at least 10ms (took %v)", n, time.Since(start))
 	}
 }
