@@ -13,7 +13,7 @@ import (
 const manyProcs = 1 << 20
 
 func TestPacerSleepsOnlyOnceASliceIsUsed(t *testing.T) {
-	p := &Pacer{Slice: 5 * time.Millisecond, Pause: 20 * time.Millisecond, MaxProcs: manyProcs}
+	p := &Pacer{Slice: 5 * time.Millisecond, Pause: 20 * time.Millisecond, MaxProcs: manyProcs, quiet: time.Hour}
 	begin := time.Now()
 	for range 100 {
 		p.Step()
@@ -21,9 +21,9 @@ func TestPacerSleepsOnlyOnceASliceIsUsed(t *testing.T) {
 	if n := p.Pauses(); n != 0 && time.Since(begin) < 5*time.Millisecond {
 		t.Fatalf("paused %d times within one slice, want 0", n)
 	}
-	p = &Pacer{Slice: 2 * time.Millisecond, Pause: 20 * time.Millisecond, MaxProcs: manyProcs}
+	p = &Pacer{Slice: 2 * time.Millisecond, Pause: 20 * time.Millisecond, MaxProcs: manyProcs, quiet: time.Hour}
 	p.Step()
-	time.Sleep(3 * time.Millisecond) // work that used the slice without stepping (under quietAfter)
+	time.Sleep(3 * time.Millisecond) // work that used the slice without stepping
 	start := time.Now()
 	p.Step()
 	if n := p.Pauses(); n != 1 {
@@ -52,18 +52,22 @@ func TestPacerQuietSpellStartsAFreshSlice(t *testing.T) {
 // background work: a goroutine that steps while another pauses waits for
 // the pause to end, so the two do not take turns on the processor.
 func TestPacerSharedPauseHoldsEveryone(t *testing.T) {
-	p := &Pacer{Slice: time.Millisecond, Pause: 80 * time.Millisecond, MaxProcs: manyProcs}
+	p := &Pacer{Slice: time.Millisecond, Pause: 200 * time.Millisecond, MaxProcs: manyProcs, quiet: time.Hour}
 	p.Step()
 	time.Sleep(2 * time.Millisecond)
 	var wg sync.WaitGroup
 	wg.Go(p.Step) // starts the pause
-	time.Sleep(10 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); p.Pauses() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the other goroutine's Step never paused")
+		}
+	}
 	start := time.Now()
 	p.Step() // within it
 	waited := time.Since(start)
 	wg.Wait()
 	if waited < 50*time.Millisecond {
-		t.Errorf("a step during another goroutine's pause returned after %v, want it held to the pause's end (about 70ms)", waited)
+		t.Errorf("a step during another goroutine's pause returned after %v, want it held to the pause's end (up to 200ms)", waited)
 	}
 	if n := p.Pauses(); n != 2 {
 		t.Errorf("Pauses = %d, want 2 (the pause and the step that waited it out)", n)
@@ -93,7 +97,7 @@ func TestPacerNilAndContext(t *testing.T) {
 // another one polls the network meanwhile, and Step never sleeps.
 func TestPacerIdleWithSeveralProcessors(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	p := &Pacer{Slice: time.Millisecond, Pause: time.Second}
+	p := &Pacer{Slice: time.Millisecond, Pause: time.Second, quiet: time.Hour}
 	p.Step()
 	time.Sleep(2 * time.Millisecond)
 	p.Step()
