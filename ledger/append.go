@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,8 +19,8 @@ import (
 // limits of both back ends (SQLite 32766, PostgreSQL 65535).
 const maxParams = 4000
 
-// Append adds recs to the end of the chain, as one block, in one
-// transaction, and their usage to the rollups pending in memory (folded
+// Append adds recs to the end of the chain, as blocks of at most
+// blockRecords records, in one transaction, and their usage to the rollups pending in memory (folded
 // into the rollup tables by FoldRollups, in a later transaction that
 // moves a watermark with them, so that a crash loses none and counts none
 // twice). It sets each record's Seq, PrevHash and Hash and normalizes its
@@ -33,16 +34,21 @@ func (l *Ledger) Append(ctx context.Context, recs []Record) (err error) {
 	if err != nil {
 		return l.wrap("append: begin", err)
 	}
-	blk, err := l.appendTx(ctx, tx, recs)
-	if err != nil {
+	if err := l.appendTx(ctx, tx, recs); err != nil {
 		tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return l.wrap("append: commit", err)
 	}
-	engine.PacerFrom(ctx).Step()
-	l.foldIfLarge(ctx, l.pending.add(blk.firstSeq, blk.lastSeq, recs))
+	pace := engine.PacerFrom(ctx)
+	pace.Step()
+	subjects := 0
+	for part := range slices.Chunk(recs, rollupStep) {
+		subjects = l.pending.add(part[0].Seq, part[len(part)-1].Seq, part)
+		pace.Step()
+	}
+	l.foldIfLarge(ctx, subjects)
 	return nil
 }
 
@@ -52,45 +58,62 @@ func (l *Ledger) Append(ctx context.Context, recs []Record) (err error) {
 // commits or rolls back tx. The records' usage reaches the rollups at the
 // next FoldRollups, which reads it from the chain.
 func (l *Ledger) AppendTx(ctx context.Context, tx *sql.Tx, recs []Record) error {
-	_, err := l.appendTx(ctx, tx, recs)
-	return err
+	return l.appendTx(ctx, tx, recs)
 }
 
-func (l *Ledger) appendTx(ctx context.Context, tx *sql.Tx, recs []Record) (block, error) {
+func (l *Ledger) appendTx(ctx context.Context, tx *sql.Tx, recs []Record) error {
 	if len(recs) == 0 {
-		return block{}, nil
+		return nil
 	}
 	var headSeq int64
 	var headHash string
 	q := `SELECT head_seq, head_hash FROM ledger_chain WHERE id = 1` + l.dialect.lockHead
 	if err := tx.QueryRowContext(ctx, q).Scan(&headSeq, &headHash); err != nil {
-		return block{}, l.wrap("append: read chain head", err)
+		return l.wrap("append: read chain head", err)
 	}
 	buf := linesPool.Get().(*[]byte)
 	defer linesPool.Put(buf)
-	blk := chainBlock((*buf)[:0], recs, headSeq, headHash, engine.PacerFrom(ctx))
-	*buf = blk.lines
-	// SQLite keeps the lines compressed (pack.go) and copies the bytes as
-	// they are; PostgreSQL's TEXT wants a string.
-	var lines any
-	if l.dialect.mark == sqliteDialect.mark {
-		packed := linesPool.Get().(*[]byte)
-		defer linesPool.Put(packed)
-		*packed = packLines(*packed, blk.lines)
-		lines = *packed
-	} else {
-		lines = string(blk.lines)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO ledger_blocks (first_seq, last_seq, first_ns, last_ns, records)
-		VALUES ($1, $2, $3, $4, $5)`, blk.firstSeq, blk.lastSeq, blk.firstNS, blk.lastNS, lines); err != nil {
-		return block{}, l.wrap("append: insert block", err)
+	packed := linesPool.Get().(*[]byte)
+	defer linesPool.Put(packed)
+	pace := engine.PacerFrom(ctx)
+	for part := range slices.Chunk(recs, blockRecords) {
+		blk := chainBlock((*buf)[:0], part, headSeq, headHash, pace)
+		*buf = blk.lines
+		// SQLite keeps the lines compressed (pack.go) and copies the bytes
+		// as they are; PostgreSQL's TEXT wants a string.
+		var lines any
+		if l.dialect.mark == sqliteDialect.mark {
+			*packed = packLines(*packed, blk.lines)
+			lines = *packed
+		} else {
+			lines = string(blk.lines)
+		}
+		pace.Step()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO ledger_blocks (first_seq, last_seq, first_ns, last_ns, records)
+			VALUES ($1, $2, $3, $4, $5)`, blk.firstSeq, blk.lastSeq, blk.firstNS, blk.lastNS, lines); err != nil {
+			return l.wrap("append: insert block", err)
+		}
+		headSeq, headHash = blk.lastSeq, part[len(part)-1].Hash
+		pace.Step()
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE ledger_chain SET head_seq = $1, head_hash = $2 WHERE id = 1`,
-		blk.lastSeq, recs[len(recs)-1].Hash); err != nil {
-		return block{}, l.wrap("append: move chain head", err)
+		headSeq, headHash); err != nil {
+		return l.wrap("append: move chain head", err)
 	}
-	return blk, nil
+	return nil
 }
+
+// blockRecords bounds the records of one block row. An append of more is
+// stored as several blocks, in one transaction, so that encoding,
+// compressing and inserting each is a short step that a Pacer can pause
+// after (an insert of 600 records' lines kept the processor for over a
+// millisecond), and so that reading one record decompresses at most this
+// many.
+const blockRecords = 128
+
+// rollupStep is how many records' usage Append adds to the pending
+// rollups between two steps of its Pacer (about 4 µs a record).
+const rollupStep = 32
 
 // block is a batch of records ready to store.
 type block struct {

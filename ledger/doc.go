@@ -13,9 +13,10 @@
 //
 // The Check path hands records to a Writer, whose Append only queues. Run
 // writes the queue in batches: each batch is one transaction that stores
-// the records as one block (a row of chained lines, so a record costs its
-// encoding and hash rather than a row and its indexes; SQLite keeps the
-// lines S2-compressed, about four times smaller, see pack.go). The batches'
+// the records as blocks of up to 128 (a block is a row of chained lines,
+// so a record costs its encoding and hash rather than a row and its
+// indexes; SQLite keeps the lines S2-compressed, about four times smaller,
+// see pack.go). The batches'
 // usage is summed in memory and folded into the rollups every
 // RollupInterval (see Rollups below). Under durability "sync", AppendWait
 // returns once the record is committed; concurrent calls share one

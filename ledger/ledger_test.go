@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/quotagate/quotagate/engine"
 	"github.com/quotagate/quotagate/store/sqlite"
 )
 
@@ -398,4 +400,73 @@ func TestOpenOnSharedFile(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestAppendSplitsLargeBatches: an Append of more than blockRecords
+// records stores them as blocks of at most blockRecords, in one
+// transaction, pausing its Pacer between them; the chain, lookups and
+// rollups are as if it were one block.
+func TestAppendSplitsLargeBatches(t *testing.T) {
+	backends(t, func(t *testing.T, dsn func() string) {
+		l := openLedger(t, dsn())
+		// A Pacer that pauses at every step, whatever GOMAXPROCS is.
+		pace := &engine.Pacer{Slice: time.Nanosecond, Pause: time.Microsecond, MaxProcs: 1 << 20}
+		ctx := engine.WithPacer(context.Background(), pace)
+		n := 2*blockRecords + 44
+		recs := make([]Record, n)
+		for i := range recs {
+			recs[i] = charge(fmt.Sprintf("user-%d", i%7), "ops", "standard", "translate",
+				t0.Add(time.Duration(i)*time.Second), i%5 != 4, int64(i), int64(i%9+1))
+		}
+		if err := l.Append(ctx, recs[:3]); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		if err := l.Append(ctx, recs[3:]); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		if pace.Pauses() == 0 {
+			t.Error("the Pacer never paused: Append takes no steps")
+		}
+
+		rows, err := l.db.QueryContext(context.Background(), `SELECT first_seq, last_seq FROM ledger_blocks ORDER BY first_seq`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got [][2]int64
+		for rows.Next() {
+			var b [2]int64
+			if err := rows.Scan(&b[0], &b[1]); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, b)
+		}
+		rows.Close()
+		want := [][2]int64{{1, 3}, {4, 131}, {132, 259}, {260, int64(n)}}
+		if !slices.Equal(got, want) {
+			t.Fatalf("blocks (first_seq, last_seq) = %v; want %v", got, want)
+		}
+		for i, r := range recs {
+			if r.Seq != int64(i+1) || (i > 0 && r.PrevHash != recs[i-1].Hash) {
+				t.Fatalf("record %d: seq %d, prev %q; want %d linked to the one before", i, r.Seq, r.PrevHash, i+1)
+			}
+		}
+		res, err := l.Verify(context.Background())
+		if err != nil || !res.OK || res.Records != int64(n) {
+			t.Fatalf("Verify = %+v, %v; want ok with %d records", res, err, n)
+		}
+		for _, i := range []int{0, 3, 130, 131, 259, n - 1} {
+			r, ok, err := l.Find(context.Background(), recs[i].ID)
+			if err != nil || !ok || r.Seq != recs[i].Seq || r.Hash != recs[i].Hash {
+				t.Fatalf("Find(record %d) = seq %d hash %q, %v, %v; want seq %d", i, r.Seq, r.Hash, ok, err, recs[i].Seq)
+			}
+		}
+		q := Query{From: t0, To: t0.Add(time.Hour), By: GrainHour}
+		usage, err := l.Usage(context.Background(), q)
+		if err != nil {
+			t.Fatalf("Usage: %v", err)
+		}
+		if want := expectedUsage(recs, q); !reflect.DeepEqual(usage, want) {
+			t.Fatalf("Usage = %+v; want %+v", usage, want)
+		}
+	})
 }

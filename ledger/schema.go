@@ -8,10 +8,12 @@ package ledger
 // migration that has shipped.
 var migrations = [][]string{
 	{
-		// ledger_blocks holds the hash chain, one row per appended batch:
-		// records is one line per record, "<hash> <prev_hash> <json>\n",
-		// in sequence order. A row per batch instead of per record keeps
-		// the batcher's cost per record to encoding and hashing it.
+		// ledger_blocks holds the hash chain, one row per block of up to
+		// 128 appended records (blockRecords; earlier versions wrote one
+		// per batch): records is one line per record, "<hash> <prev_hash>
+		// <json>\n", in sequence order. A row per block instead of per
+		// record keeps the batcher's cost per record to encoding and
+		// hashing it.
 		// first_ns and last_ns bound the records' times, for retention and
 		// for finding a record by its (time-ordered) id.
 		`CREATE TABLE ledger_blocks (
