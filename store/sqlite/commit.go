@@ -192,9 +192,13 @@ func (s *Store) commitOnce(ctx context.Context, batch []*saveReq, isolate bool) 
 			tx.Rollback()
 		}
 	}()
+	// Each statement is a step that pace may pause after (a background
+	// flush: lead passes no Pacer when a caller waits on the commit).
+	pace := engine.PacerFrom(ctx)
 	if err := s.pend.deleteDead(ctx, tx); err != nil {
 		return fmt.Errorf("store/sqlite: save: delete dead pending log rows: %w", err)
 	}
+	pace.Step()
 	stmt := tx.StmtContext(ctx, s.insertLog)
 	defer stmt.Close()
 	for i, r := range batch {
@@ -204,14 +208,20 @@ func (s *Store) commitOnce(ctx context.Context, batch []*saveReq, isolate bool) 
 			r.err = s.saveWithin(ctx, tx, stmt, i, r)
 			continue
 		case r.also != nil:
-			if s.appendLog(ctx, stmt, r) != nil || r.also(ctx, tx) != nil {
+			if s.appendLog(ctx, stmt, r) != nil {
 				return errAlsoFailed
 			}
+			pace.Step()
+			if r.also(ctx, tx) != nil {
+				return errAlsoFailed
+			}
+			pace.Step()
 			continue
 		}
 		if err := s.appendLog(ctx, stmt, r); err != nil {
 			return err
 		}
+		pace.Step()
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store/sqlite: save: commit: %w", err)
