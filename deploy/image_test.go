@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/quotagate/quotagate/e2e/freeport"
 	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
@@ -305,14 +305,17 @@ func parseUser(t *testing.T, u string) (uint32, uint32) {
 	return uint32(uid), uint32(gid)
 }
 
+// freeAddr returns a loopback address for a child process to listen on,
+// from below the kernel's ephemeral range (see freeport.Port): a
+// port found by listening on port 0 and closing is the kernel's to hand
+// out again meanwhile.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // waitReady waits until /readyz answers 200.

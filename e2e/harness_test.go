@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/quotagate/quotagate/store/redis/redistest"
+	"github.com/quotagate/quotagate/e2e/freeport"
 	"github.com/quotagate/quotagate/telemetry/logtest"
 )
 
@@ -63,8 +63,8 @@ type server struct {
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	// Not port 0: another package's socket could take it before the
-	// server binds it (see redistest.FreePort).
-	addr, err := redistest.FreeAddr()
+	// server binds it (see freeport.Port).
+	addr, err := freeport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}

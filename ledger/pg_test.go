@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quotagate/quotagate/store/redis/redistest"
+	"github.com/quotagate/quotagate/e2e/freeport"
 )
 
 // pgServer is a throwaway PostgreSQL server on a loopback port, started
@@ -114,7 +114,7 @@ func startPostgres() (*pgServer, error) {
 			return nil, err
 		}
 	}
-	if s.port, err = redistest.FreePort(); err != nil {
+	if s.port, err = freeport.Port(); err != nil {
 		return nil, err
 	}
 	data := filepath.Join(dir, "data")
