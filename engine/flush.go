@@ -113,10 +113,7 @@ func (e *Engine) completeFlush(items []flushItem, snaps []Snapshot, ok bool, pac
 func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.flushEvery)
 	defer t.Stop()
-	paced := ctx
-	if PacerFrom(ctx) == nil {
-		paced = WithPacer(ctx, &Pacer{})
-	}
+	paced := Paced(ctx)
 	for {
 		select {
 		case <-ctx.Done():

@@ -116,6 +116,16 @@ func WithPacer(ctx context.Context, p *Pacer) context.Context {
 	return context.WithValue(ctx, pacerKey{}, p)
 }
 
+// Paced returns ctx if it carries a Pacer, else ctx carrying a new one:
+// for a background loop whose work must be paced even when its caller
+// shares no Pacer with it.
+func Paced(ctx context.Context) context.Context {
+	if PacerFrom(ctx) != nil {
+		return ctx
+	}
+	return WithPacer(ctx, &Pacer{})
+}
+
 // PacerFrom returns the Pacer ctx carries, or nil: work done for a caller
 // that is waiting on it (a synchronous flush, an admin call) is not paced:
 // give it WithPacer(ctx, nil).

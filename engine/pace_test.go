@@ -91,6 +91,12 @@ func TestPacerNilAndContext(t *testing.T) {
 	if PacerFrom(WithPacer(ctx, nil)) != nil {
 		t.Error("WithPacer(ctx, nil) does not turn pacing off")
 	}
+	if PacerFrom(Paced(ctx)) != q {
+		t.Error("Paced replaced the Pacer ctx carries")
+	}
+	if PacerFrom(Paced(context.Background())) == nil {
+		t.Error("Paced(Background) carries no Pacer")
+	}
 }
 
 // TestPacerIdleWithSeveralProcessors: with more processors than MaxProcs,

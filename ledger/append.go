@@ -20,12 +20,13 @@ import (
 const maxParams = 4000
 
 // Append adds recs to the end of the chain, as blocks of at most
-// blockRecords records, in one transaction, and their usage to the rollups pending in memory (folded
-// into the rollup tables by FoldRollups, in a later transaction that
-// moves a watermark with them, so that a crash loses none and counts none
-// twice). It sets each record's Seq, PrevHash and Hash and normalizes its
-// times to UTC. Several processes may append to one database: each
-// transaction holds the chain head until it commits.
+// blockRecords records, in one transaction, and their usage to the
+// rollups pending in memory (folded into the rollup tables by
+// FoldRollups, in a later transaction that moves a watermark with them,
+// so that a crash loses none and counts none twice). It sets each
+// record's Seq, PrevHash and Hash and normalizes its times to UTC. Several
+// processes may append to one database: each transaction holds the chain
+// head until it commits.
 func (l *Ledger) Append(ctx context.Context, recs []Record) (err error) {
 	if len(recs) == 0 {
 		return nil

@@ -197,10 +197,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	defer tick.Stop()
 	var b batch
 	failing := false
-	paced := ctx
-	if engine.PacerFrom(ctx) == nil {
-		paced = engine.WithPacer(ctx, &engine.Pacer{})
-	}
+	paced := engine.Paced(ctx)
 	for {
 		// After a failed write, wait for the next tick instead of retrying
 		// at the rate records arrive.
