@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 const usage = `Usage: loadgen [flags]
-       loadgen table [--compare NAME/BASELINE<=RATIO]... [--strict] RESULT.json...
+       loadgen table [--compare NAME/BASELINE<=RATIO]... [--compare-p99 NAME/BASELINE<=+DURATION]... [--strict] RESULT.json...
        loadgen otlp-sink [--addr HOST:PORT]
 
 loadgen drives Envoy ext_authz Check calls at a server: --concurrency callers,
@@ -80,7 +80,8 @@ denials and errors, and with --server-pid the server's CPU time per Check
 from /proc/PID/stat over exactly the measured window.
 
 "loadgen table" prints saved --json results side by side, with the ratio of
-server CPU per Check for each --compare.
+server CPU per Check for each --compare, and the difference of p99 latency
+for each --compare-p99 (judged only between runs paced to one --rate).
 
 "loadgen otlp-sink" serves the OTLP/gRPC trace and metrics services on
 --addr, accepting and discarding every export, until interrupted; it then

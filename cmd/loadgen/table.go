@@ -52,6 +52,8 @@ func runTable(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	var cmps compareFlags
 	fs.Var(&cmps, "compare", "`NAME/BASELINE<=RATIO`: print NAME's server CPU per Check over BASELINE's against the target (repeatable)")
+	var p99s latencyCompareFlags
+	fs.Var(&p99s, "compare-p99", "`NAME/BASELINE<=+DURATION`: print NAME's p99 latency against BASELINE's plus DURATION, judged only when both ran at one --rate (repeatable)")
 	strict := fs.Bool("strict", false, "exit non-zero when a target is missed")
 	var bases baseFlags
 	fs.Var(&bases, "baseline", "`NAME`: also print every server's CPU per Check as a ratio of NAME's, the median of the per-round ratios with each round's (repeatable: one column each)")
@@ -74,6 +76,7 @@ func runTable(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	missed += writeLatencyComparisons(stdout, results, p99s)
 	if len(bases) > 0 {
 		fmt.Fprintln(stdout)
 		if err := writeRatioTable(stdout, results, bases); err != nil {
