@@ -61,6 +61,8 @@ func TestSetupErrors(t *testing.T) {
 		{name: "bad resource attributes", env: map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "a"}, wantErr: "OTEL_RESOURCE_ATTRIBUTES"},
 		{name: "unknown traces exporter", env: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, wantErr: "OTEL_TRACES_EXPORTER"},
 		{name: "bad export interval", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_METRIC_EXPORT_INTERVAL": "soon"}, wantErr: "OTEL_METRIC_EXPORT_INTERVAL"},
+		{name: "bad export batch", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "0"}, wantErr: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"},
+		{name: "export batch not a number", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "lots"}, wantErr: "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -204,3 +204,56 @@ func FuzzExporterTarget(f *testing.F) {
 		}
 	})
 }
+
+// TestTraceExportBatches: a trace export carries at most 64 spans by
+// default, so that converting a batch is a short stretch of CPU, and
+// OTEL_BSP_MAX_EXPORT_BATCH_SIZE sets another bound. No span is lost
+// either way.
+func TestTraceExportBatches(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		env      string // OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+		maxBatch int
+	}{
+		{name: "default", maxBatch: defaultExportBatchSpans},
+		{name: "set", env: "100", maxBatch: 100},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			endpoint, s := startGRPCReceiver(t)
+			p, err := Setup(context.Background(), Options{
+				Getenv: envMap(map[string]string{
+					"OTEL_EXPORTER_OTLP_ENDPOINT":    endpoint,
+					"OTEL_EXPORTER_OTLP_PROTOCOL":    "grpc",
+					"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": tt.env,
+				}),
+				SampleAllowed: 1, SampleRejected: 1,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Shutdown(context.Background())
+			const spans = 300
+			tracer := p.TracerProvider.Tracer("test")
+			for range spans {
+				_, sp := tracer.Start(context.Background(), "check")
+				sp.End()
+			}
+			flush(t, p)
+			batches := s.Batches()
+			total, largest := 0, 0
+			for _, n := range batches {
+				total += n
+				largest = max(largest, n)
+			}
+			if total != spans {
+				t.Fatalf("the receiver got %d spans in %v, want %d", total, batches, spans)
+			}
+			if largest > tt.maxBatch {
+				t.Errorf("an export carried %d spans (%v), want at most %d", largest, batches, tt.maxBatch)
+			}
+			if len(batches) < (spans+tt.maxBatch-1)/tt.maxBatch {
+				t.Errorf("%d exports (%v) cannot each hold at most %d spans", len(batches), batches, tt.maxBatch)
+			}
+		})
+	}
+}

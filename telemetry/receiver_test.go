@@ -23,17 +23,28 @@ import (
 type sink struct {
 	mu      sync.Mutex
 	spans   []*tracepb.Span
+	batches []int // spans per trace export, in order
 	metrics []*metricspb.Metric
 }
 
 func (s *sink) addTraces(req *collectortrace.ExportTraceServiceRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	n := 0
 	for _, rs := range req.GetResourceSpans() {
 		for _, ss := range rs.GetScopeSpans() {
 			s.spans = append(s.spans, ss.GetSpans()...)
+			n += len(ss.GetSpans())
 		}
 	}
+	s.batches = append(s.batches, n)
+}
+
+// Batches returns how many spans each trace export carried, in order.
+func (s *sink) Batches() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.batches...)
 }
 
 func (s *sink) addMetrics(req *collectormetrics.ExportMetricsServiceRequest) {

@@ -146,7 +146,11 @@ func (p *Providers) setupTraces(ctx context.Context, opts Options, res *resource
 		if err != nil {
 			return err
 		}
-		tOpts = append(tOpts, sdktrace.WithBatcher(exp))
+		batch, err := exportBatchSpans(opts.Getenv)
+		if err != nil {
+			return err
+		}
+		tOpts = append(tOpts, sdktrace.WithBatcher(exp, sdktrace.WithMaxExportBatchSize(batch)))
 		p.targets = append(p.targets, exporterTarget("TRACES", target))
 		exporters++
 	}
