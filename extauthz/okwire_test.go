@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"testing"
@@ -53,14 +54,38 @@ func TestOKWire(t *testing.T) {
 	if !proto.Equal(sendResponse(&denied), checkResponse(&denied)) {
 		t.Error("sendResponse of a denial is not checkResponse's")
 	}
+	sent(t, sendResponse(&denied))
 }
 
-// sent is resp as its receiver reads it.
+// TestCodecSendsWireOnlyResponsesAsTheyAre: the codec passes an okWire
+// response's bytes through only when nothing else is set, which protobuf
+// would encode too; every other message goes through protobuf.
+func TestCodecSendsWireOnlyResponsesAsTheyAre(t *testing.T) {
+	v := Verdict{Allowed: true, Headers: []Header{{Key: "x-quota-remaining", Value: "9"}}}
+	resp := okWire(&v)
+	if wireOnly(resp) == nil {
+		t.Fatal("wireOnly does not recognize okWire's response")
+	}
+	withStatus := okWire(&v)
+	withStatus.Status = checkResponse(&v).Status
+	for _, m := range []any{withStatus, &authv3.CheckResponse{}, &authv3.CheckRequest{}, (*authv3.CheckResponse)(nil)} {
+		if wireOnly(m) != nil {
+			t.Errorf("wireOnly(%T %v) passes it through; only a response of unknown fields alone may be", m, m)
+		}
+	}
+	sent(t, withStatus) // through protobuf: its status and the unknown fields
+}
+
+// sent is resp as its receiver reads it, sent through the server's codec.
 func sent(t *testing.T, resp *authv3.CheckResponse) *authv3.CheckResponse {
 	t.Helper()
-	b, err := proto.Marshal(resp)
+	data, err := newLenientCodec().Marshal(resp)
 	if err != nil {
 		t.Fatal(err)
+	}
+	b := data.Materialize()
+	if want, err := proto.Marshal(resp); err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("the codec sends %x, want protobuf's %x (%v)", b, want, err)
 	}
 	out := new(authv3.CheckResponse)
 	if err := proto.Unmarshal(b, out); err != nil {
