@@ -39,9 +39,11 @@
 // Locked require the lock of the state they touch.
 //
 // Run's periodic flushes are paced (pace.go): they step a Pacer, which
-// pauses the work for 100µs once it has run 200µs, outside any lock, so
-// that a server on one core reads and answers the Checks that arrived
-// rather than leaving them behind a flush of several milliseconds. The
+// pauses the work once it has run 200µs, outside any lock, for at least
+// 100µs and until the network has been polled (yield_linux.go waits on a
+// timerfd through the runtime's poller), so that a server on one core
+// reads and answers the Checks that arrived rather than leaving them
+// behind a flush of several milliseconds. The
 // Store's Save and the ledger writer step the same Pacer (WithPacer), so
 // that all background work pauses together. With GOMAXPROCS above one,
 // another processor polls the network meanwhile, and nothing pauses.
