@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"strings"
 	"time"
 )
 
@@ -17,9 +16,8 @@ type latencyComparison struct {
 // parseLatencyComparison parses NAME/BASELINE<=+DURATION, e.g.
 // quotagate/noop-plain<=+1ms.
 func parseLatencyComparison(s string) (latencyComparison, error) {
-	pair, over, ok := strings.Cut(s, "<=+")
-	name, base, ok2 := strings.Cut(pair, "/")
-	if !ok || !ok2 || name == "" || base == "" {
+	name, base, over, ok := splitComparison(s, "<=+")
+	if !ok {
 		return latencyComparison{}, fmt.Errorf("loadgen: --compare-p99 %q: want NAME/BASELINE<=+DURATION, e.g. quotagate/noop-plain<=+1ms", s)
 	}
 	d, err := time.ParseDuration(over)
@@ -27,18 +25,6 @@ func parseLatencyComparison(s string) (latencyComparison, error) {
 		return latencyComparison{}, fmt.Errorf("loadgen: --compare-p99 %q: %q is not a duration of 0 or more, such as 1ms", s, over)
 	}
 	return latencyComparison{Name: name, Baseline: base, Over: d}, nil
-}
-
-type latencyCompareFlags []latencyComparison
-
-func (c *latencyCompareFlags) String() string { return fmt.Sprint(*c) }
-func (c *latencyCompareFlags) Set(s string) error {
-	cmp, err := parseLatencyComparison(s)
-	if err != nil {
-		return err
-	}
-	*c = append(*c, cmp)
-	return nil
 }
 
 // writeLatencyComparisons prints one line per comparison of p99 latency
@@ -74,10 +60,7 @@ func writeLatencyComparisons(w io.Writer, results []Result, cmps []latencyCompar
 		for k := range min(len(r.runs), len(base.runs)) {
 			rounds = append(rounds, r.runs[k].Latency.P99-base.runs[k].Latency.P99)
 		}
-		judged, by := diff, ""
-		if len(rounds) >= minRoundsForMedian {
-			judged, by = median(rounds), fmt.Sprintf(" (median of %d rounds)", len(rounds))
-		}
+		judged, by := judge(diff, rounds)
 		verdict := "met"
 		if judged > float64(c.Over.Microseconds()) {
 			verdict = "MISSED"

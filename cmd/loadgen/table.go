@@ -21,9 +21,8 @@ type comparison struct {
 
 // parseComparison parses NAME/BASELINE<=RATIO, e.g. quotagate/noop<=1.30.
 func parseComparison(s string) (comparison, error) {
-	pair, ratio, ok := strings.Cut(s, "<=")
-	name, base, ok2 := strings.Cut(pair, "/")
-	if !ok || !ok2 || name == "" || base == "" {
+	name, base, ratio, ok := splitComparison(s, "<=")
+	if !ok {
 		return comparison{}, fmt.Errorf("loadgen: --compare %q: want NAME/BASELINE<=RATIO, e.g. quotagate/noop<=1.30", s)
 	}
 	max, err := strconv.ParseFloat(ratio, 64)
@@ -33,15 +32,34 @@ func parseComparison(s string) (comparison, error) {
 	return comparison{Name: name, Baseline: base, Max: max}, nil
 }
 
-type compareFlags []comparison
+// splitComparison splits NAME/BASELINE<op>LIMIT; ok is false when a part
+// is missing.
+func splitComparison(s, op string) (name, base, limit string, ok bool) {
+	pair, limit, ok1 := strings.Cut(s, op)
+	name, base, ok2 := strings.Cut(pair, "/")
+	return name, base, limit, ok1 && ok2 && name != "" && base != ""
+}
 
-func (c *compareFlags) String() string { return fmt.Sprint(*c) }
-func (c *compareFlags) Set(s string) error {
-	cmp, err := parseComparison(s)
+// repeated is a flag that may be given many times: each value is parsed
+// and appended to *list.
+type repeated[T any] struct {
+	list  *[]T
+	parse func(string) (T, error)
+}
+
+func (r repeated[T]) String() string {
+	if r.list == nil || len(*r.list) == 0 {
+		return "" // no "(default [])" in the usage
+	}
+	return fmt.Sprint(*r.list)
+}
+
+func (r repeated[T]) Set(s string) error {
+	v, err := r.parse(s)
 	if err != nil {
 		return err
 	}
-	*c = append(*c, cmp)
+	*r.list = append(*r.list, v)
 	return nil
 }
 
@@ -50,13 +68,13 @@ func runTable(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadgen table", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
-	var cmps compareFlags
-	fs.Var(&cmps, "compare", "`NAME/BASELINE<=RATIO`: print NAME's server CPU per Check over BASELINE's against the target (repeatable)")
-	var p99s latencyCompareFlags
-	fs.Var(&p99s, "compare-p99", "`NAME/BASELINE<=+DURATION`: print NAME's p99 latency against BASELINE's plus DURATION, judged only when both ran at one --rate (repeatable)")
+	var cmps []comparison
+	fs.Var(repeated[comparison]{&cmps, parseComparison}, "compare", "`NAME/BASELINE<=RATIO`: print NAME's server CPU per Check over BASELINE's against the target (repeatable)")
+	var p99s []latencyComparison
+	fs.Var(repeated[latencyComparison]{&p99s, parseLatencyComparison}, "compare-p99", "`NAME/BASELINE<=+DURATION`: print NAME's p99 latency against BASELINE's plus DURATION, judged only when both ran at one --rate (repeatable)")
 	strict := fs.Bool("strict", false, "exit non-zero when a target is missed")
-	var bases baseFlags
-	fs.Var(&bases, "baseline", "`NAME`: also print every server's CPU per Check as a ratio of NAME's, the median of the per-round ratios with each round's (repeatable: one column each)")
+	var bases []string
+	fs.Var(repeated[string]{&bases, parseBaseline}, "baseline", "`NAME`: also print every server's CPU per Check as a ratio of NAME's, the median of the per-round ratios with each round's (repeatable: one column each)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -163,10 +181,7 @@ func writeTable(w io.Writer, results []Result, cmps []comparison) (int, error) {
 		}
 		ratio := r.ServerCPUPerCheck / base.ServerCPUPerCheck
 		rounds := roundRatios(r.runs, base.runs)
-		judged, by := ratio, ""
-		if len(rounds) >= minRoundsForMedian {
-			judged, by = median(rounds), fmt.Sprintf(" (median of %d rounds)", len(rounds))
-		}
+		judged, by := judge(ratio, rounds)
 		verdict := "met"
 		if judged > c.Max {
 			verdict = "MISSED"
@@ -203,6 +218,16 @@ func writeTable(w io.Writer, results []Result, cmps []comparison) (int, error) {
 // cannot decide the verdict.
 const minRoundsForMedian = 3
 
+// judge returns the figure a target is judged by: the median of the
+// per-round figures from minRoundsForMedian rounds on, with a note saying
+// so, and the merged runs' figure before.
+func judge(merged float64, rounds []float64) (judged float64, by string) {
+	if len(rounds) >= minRoundsForMedian {
+		return median(rounds), fmt.Sprintf(" (median of %d rounds)", len(rounds))
+	}
+	return merged, ""
+}
+
 // roundRatios returns, for each round that both have, the server CPU per
 // Check of runs over that of base (runs[k] and base[k] are round k+1).
 func roundRatios(runs, base []Result) []float64 {
@@ -225,15 +250,11 @@ func median(xs []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-type baseFlags []string
-
-func (b *baseFlags) String() string { return strings.Join(*b, ",") }
-func (b *baseFlags) Set(s string) error {
+func parseBaseline(s string) (string, error) {
 	if s == "" {
-		return fmt.Errorf("loadgen: table: --baseline is empty; give the name of a server in the results, e.g. noop-plain")
+		return "", fmt.Errorf("loadgen: table: --baseline is empty; give the name of a server in the results, e.g. noop-plain")
 	}
-	*b = append(*b, s)
-	return nil
+	return s, nil
 }
 
 // writeRatioTable prints issue 17's table: every server's CPU per Check
