@@ -23,10 +23,17 @@ func yield(d time.Duration) {
 	}
 	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(max(d.Nanoseconds(), 1))}
 	var count [8]byte // the expirations, which yield does not need
-	if unix.TimerfdSettime(t.fd, 0, &spec, nil) != nil {
+	failed := unix.TimerfdSettime(t.fd, 0, &spec, nil) != nil
+	if !failed {
+		_, err := t.file.Read(count[:])
+		failed = err != nil
+	}
+	if failed {
+		// A timerfd that failed is not reused: the next pause makes a
+		// fresh one rather than sleeping every time from now on.
+		t.file.Close()
 		time.Sleep(d)
-	} else if _, err := t.file.Read(count[:]); err != nil {
-		time.Sleep(d)
+		return
 	}
 	timerfds.mu.Lock()
 	timerfds.free = append(timerfds.free, t)
