@@ -108,6 +108,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	floor := heapFloor(f.gcHeapFloorMiB)
 	defer runtime.KeepAlive(floor)
+	defer pollDuringSweeps()()
 	level, err := telemetry.ParseLevel(f.logLevel)
 	if err != nil {
 		return exitError{code: 2, err: fmt.Errorf("serve: --log-level: %w", err)}
