@@ -401,3 +401,16 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorsQuoteLittle: an error response quotes a value the client sent
+// clipped, whatever its size, and still says what was wanted.
+func TestErrorsQuoteLittle(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	long := strings.Repeat("y", 100_000)
+	for path, says := range map[string]string{"/v1/usage?by=" + long: "want hour, day or month", "/v1/alerts?limit=" + long: "from 1 to"} {
+		code, body := f.do(t, "GET", path, "", tokenSecret("read"))
+		if code != http.StatusBadRequest || len(body) > 500 || !strings.Contains(body, "…(+99936 bytes)") || !strings.Contains(body, says) {
+			t.Errorf("GET %.40s… = %d %.300s (%d bytes); want 400 with the value clipped", path, code, body, len(body))
+		}
+	}
+}

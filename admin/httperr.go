@@ -7,12 +7,18 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/quotagate/quotagate/engine"
 )
 
 // maxBody bounds a request body, in bytes: far more than the largest
 // valid body (a profile with engine.MaxLimitsPerRequest limits), so that
 // only a body that could never be accepted is refused with 413.
 const maxBody = 64 << 10
+
+// maxErrorBytes bounds the message of an error response: one that quotes
+// a long query value or path is cut (engine.Clip).
+const maxErrorBytes = 1000
 
 // httpError is an error with the status and message a client sees; Err is
 // the detail an operator logs, never sent to the client.
@@ -34,7 +40,7 @@ func (e *httpError) Error() string {
 func (e *httpError) Unwrap() error { return e.Err }
 
 func errorf(code int, format string, args ...any) *httpError {
-	return &httpError{Code: code, Msg: fmt.Sprintf(format, args...)}
+	return &httpError{Code: code, Msg: engine.Clip(engine.Quotef(format, args...), maxErrorBytes)}
 }
 
 // errBody is the JSON body of every error response.

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/quotagate/quotagate/engine"
 )
 
 // Parse decodes a configuration from JSON or YAML (told apart by the first
@@ -416,7 +418,7 @@ func describe(n *node) string {
 	case '[':
 		return "a list"
 	case '"':
-		return strconv.Quote(n.text)
+		return strconv.Quote(engine.Clip(n.text, engine.MaxQuotedBytes))
 	case '0':
 		return n.text
 	case 'b':

@@ -24,8 +24,12 @@ type ValidationError struct {
 	Problems []*FieldError
 }
 
+// maxListedProblems is how many problems ValidationError.Error lists.
+const maxListedProblems = 20
+
 // Error lists the problems, one per line after the first when there are
-// several.
+// several, and at most maxListedProblems of them: the message goes to logs
+// and status pages. `quotagate config validate` lists every one.
 func (e *ValidationError) Error() string {
 	prefix := "config: "
 	if e.File != "" {
@@ -36,9 +40,12 @@ func (e *ValidationError) Error() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s%d problems:", prefix, len(e.Problems))
-	for _, p := range e.Problems {
+	for _, p := range e.Problems[:min(len(e.Problems), maxListedProblems)] {
 		b.WriteString("\n  ")
 		b.WriteString(p.Error())
+	}
+	if more := len(e.Problems) - maxListedProblems; more > 0 {
+		fmt.Fprintf(&b, "\n  … and %d more (quotagate config validate lists them all)", more)
 	}
 	return b.String()
 }
@@ -61,8 +68,10 @@ type problems struct {
 	mismatches []string
 }
 
+// addf adds a problem at path; a long value it quotes (%q) is clipped
+// (engine.Quotef).
 func (p *problems) addf(path, format string, args ...any) {
-	p.list = append(p.list, &FieldError{Path: path, Problem: fmt.Sprintf(format, args...)})
+	p.list = append(p.list, &FieldError{Path: path, Problem: engine.Quotef(format, args...)})
 }
 
 // addErr adds the FieldErrors in err, or err itself as a problem without a

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -55,5 +57,59 @@ func TestValidateReturnsFieldErrors(t *testing.T) {
 	fes := FieldErrors(err)
 	if len(fes) == 0 || fes[0].Path != "tiers" || !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("Validate(empty) = %v; want a FieldError at tiers wrapping ErrInvalidConfig", err)
+	}
+}
+
+func TestClip(t *testing.T) {
+	for _, tt := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"short", 5, "short"},
+		{"abcdef", 3, "abc…(+3 bytes)"},
+		{"aé", 2, "a…(+2 bytes)"}, // never half a character
+		{"é", 0, "…(+2 bytes)"},
+		{"ab", -1, "…(+2 bytes)"},
+	} {
+		if got := Clip(tt.s, tt.n); got != tt.want {
+			t.Errorf("Clip(%q, %d) = %q, want %q", tt.s, tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestQuotef(t *testing.T) {
+	long := strings.Repeat("x", 1000)
+	clipped := strconv.Quote(Clip(long, MaxQuotedBytes))
+	for _, tt := range []struct {
+		name   string
+		format string
+		args   []any
+		want   string
+	}{
+		{"short values as they are", "got %q, want %s", []any{"ab", "cd"}, `got "ab", want cd`},
+		{"a long quoted value is clipped, the rest kept", "unknown tier %q; want one of %s", []any{long, "free"}, "unknown tier " + clipped + "; want one of free"},
+		{"only what is quoted", "%s", []any{long}, long},
+		{"after %% and a width", "100%% %5d %-3q %q", []any{7, "a", long}, `100%     7 "a" ` + clipped},
+		{"a * width takes an argument", "%*d %q", []any{3, 7, long}, "  7 " + clipped},
+		{"not a string", "%q", []any{'x'}, `'x'`},
+		{"missing argument", "%q %q", []any{"a"}, `"a" %!q(MISSING)`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Quotef(tt.format, tt.args...); got != tt.want {
+				t.Errorf("Quotef = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFieldErrorIsBounded(t *testing.T) {
+	e := &FieldError{Path: "users." + strings.Repeat("k", 10_000), Problem: "bad " + strings.Repeat("v", 1<<20)}
+	got := e.Error()
+	if len(got) > maxPathBytes+maxProblemBytes+60 {
+		t.Fatalf("Error() is %d bytes for a %d-byte path and a %d-byte problem", len(got), len(e.Path), len(e.Problem))
+	}
+	if !strings.HasPrefix(got, "users.kkk") || !strings.Contains(got, "…(+") || !strings.Contains(got, ": bad vvv") {
+		t.Errorf("Error() = %.300q", got)
 	}
 }

@@ -1,0 +1,58 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestProblemsAreBounded: what a file holds sets how many problems it has
+// and how long its values are, never how long the message of the error
+// that logs and status pages show is; every problem stays in Problems.
+func TestProblemsAreBounded(t *testing.T) {
+	long := strings.Repeat("x", 1<<20)
+	users := map[string]any{}
+	for i := range 5000 {
+		users[fmt.Sprintf("u%04d", i)] = map[string]any{"tier": "nope"}
+	}
+	data, err := json.Marshal(map[string]any{"quota_manager": map[string]any{
+		"tiers":        map[string]any{"free": map[string]any{"api_calls_per_hour": 10}},
+		"default_tier": long,
+		long:           1,
+		"users":        users,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse(data)
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 5002 {
+		t.Fatalf("Parse = %.300v, want 5002 problems", err)
+	}
+	msg := err.Error()
+	if n := len(msg); n > 30_000 {
+		t.Errorf("the error's message is %d bytes", n)
+	}
+	if want := "… and 4982 more (quotagate config validate lists them all)"; !strings.HasSuffix(msg, want) {
+		t.Errorf("the message ends %q, want %q", msg[max(0, len(msg)-200):], want)
+	}
+	var tier string
+	for _, p := range ve.Problems {
+		if p.Path == "quota_manager.default_tier" {
+			tier = p.Error()
+		}
+	}
+	// The value is clipped; what to do about it is kept.
+	if want := `…(+1048512 bytes)"; want one of free`; !strings.HasSuffix(tier, want) {
+		t.Errorf("default_tier problem = %.200q…, want it to end %q", tier, want)
+	}
+}
+
+func TestNotAnObjectQuotesLittle(t *testing.T) {
+	_, err := Parse([]byte(strings.Repeat("a", 1<<20)))
+	if err == nil || len(err.Error()) > 200 || !strings.Contains(err.Error(), "must hold an object with a quota_manager key") {
+		t.Errorf("Parse of a long scalar = %.300v", err)
+	}
+}
