@@ -226,11 +226,18 @@ func (s keepAllStore) Save(ctx context.Context, snaps []Snapshot) error { return
 
 // heapInUse returns the bytes of heap in use after a full collection.
 func heapInUse() int64 {
+	b, _ := heapLive()
+	return b
+}
+
+// heapLive returns the heap in use after two collections, in bytes, and
+// how many objects it holds: what every collection marks.
+func heapLive() (inUse, objects int64) {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapInuse)
+	return int64(ms.HeapInuse), int64(ms.HeapObjects)
 }
 
 // freeTierRules is a tier with an hourly and a daily limit and a monthly

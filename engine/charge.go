@@ -83,6 +83,7 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 		d.deny(ReasonUnknownSubject, rs.msgs.UnknownSubject)
 		return nil
 	}
+	d.Subject = c.req.Subject // the cached copy (acquire)
 	// Plan and decide: here (decide.go), or through the Authority
 	// (remote.go), which releases the locks for its round trip.
 	var held bool

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"context"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/google/uuid"
 )
@@ -88,5 +91,39 @@ func TestPendingQueueOrder(t *testing.T) {
 	}
 	if s := tab.stats(late); s.AgedOut != 15 || s.Held != 50-16-1 {
 		t.Errorf("stats %+v, want 15 aged out and 33 held", s)
+	}
+}
+
+// TestRequestsShareTheCachedSubject: what outlives a request (its pending
+// record, its decision) holds the subject as the state's cache has it, not
+// the request's own copy, so that a table of pending decisions holds one
+// string per subject and not one per request for the collector to mark.
+func TestRequestsShareTheCachedSubject(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	e, err := newFrom(settleBenchConfig(func() time.Time { return t0 }, 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := strings.Clone("alice")
+	for i := range 3 {
+		req := Request{Subject: strings.Clone("alice"), Action: "priced", Units: 1}
+		if i == 0 {
+			req.Subject = first
+		}
+		d, err := e.Charge(context.Background(), req)
+		if err != nil || !d.Allowed {
+			t.Fatalf("Charge %d = %+v, %v", i, d, err)
+		}
+		p := e.pending.part(d.ID)
+		idx, ok := p.byID.find(d.ID, &p.recs)
+		if !ok {
+			t.Fatalf("Charge %d: no pending record", i)
+		}
+		if got := p.recs.at(idx).subject; got != "alice" || unsafe.StringData(got) != unsafe.StringData(first) {
+			t.Errorf("Charge %d: the pending record holds its request's copy of %q, not the cached one", i, got)
+		}
+		if unsafe.StringData(d.Subject) != unsafe.StringData(first) {
+			t.Errorf("Charge %d: the decision holds its request's copy of the subject", i)
+		}
 	}
 }

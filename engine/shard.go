@@ -41,6 +41,11 @@ type subjectState struct {
 	// inline backs windows while there are at most two, so that the common
 	// case reads the state and its counters from one allocation.
 	inline [2]windowState
+	// key is the key the state is cached under. A request for it uses this
+	// copy of the subject (acquire), so that what outlives the request (a
+	// pending decision, a ledger row) holds one string per subject, not
+	// each request's own. The field fits the state's size class (288 B).
+	key string
 }
 
 // profileState is a run-time profile with its limits compiled against the
@@ -374,6 +379,9 @@ func (e *Engine) acquire(ctx context.Context, rs *ruleset, req *Request, u *user
 			teamName = actual
 			continue
 		}
+		if st.key == req.Subject {
+			req.Subject = st.key // the cached copy: see subjectState.key
+		}
 		*h = held{si: si, ti: ti, st: st, ts: ts, team: tr, teamName: teamName}
 		return nil
 	}
@@ -438,6 +446,7 @@ func (e *Engine) load(ctx context.Context, rs *ruleset, i int, key string, creat
 			sh.mu.Unlock()
 			return false, nil
 		}
+		st.key = key
 		sh.lru.Add(key, st)
 		q := sh.takeQueuedLocked()
 		sh.mu.Unlock()

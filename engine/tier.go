@@ -27,7 +27,7 @@ type ruleset struct {
 	teams        map[string]*teamRules
 	teamOf       map[string]string // member -> team
 	requiredTier map[string]Tier   // feature -> cheapest tier that includes it
-	declared     map[string]bool   // actions priced or named in a features list
+	declared     map[string]string // actions priced or named in a features list, to their names
 	threshold    int64             // percent
 	msgs         Messages
 	shedAt       [PriorityCritical + 1]float64

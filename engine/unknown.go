@@ -68,7 +68,8 @@ func (rs *ruleset) screenAction(req *Request) (unknown string) {
 	if req.Action == "" {
 		return ""
 	}
-	if rs.declared[req.Action] {
+	if name, ok := rs.declared[req.Action]; ok {
+		req.Action = name // the ruleset's copy, shared by what outlives the request
 		return ""
 	}
 	unknown = req.Action
@@ -83,20 +84,21 @@ func (rs *ruleset) screenAction(req *Request) (unknown string) {
 
 // declaredActions is the set of actions c knows: those priced in Actions
 // and those a tier or role lists among its features (free, but deliberate).
-// Any other action is unknown.
-func declaredActions(c *Rules) map[string]bool {
-	set := make(map[string]bool, len(c.Actions))
+// Any other action is unknown. Each maps to itself: the copy of its name
+// that requests use (screenAction).
+func declaredActions(c *Rules) map[string]string {
+	set := make(map[string]string, len(c.Actions))
 	for a := range c.Actions {
-		set[a] = true
+		set[a] = a
 	}
 	for _, tc := range c.Tiers {
 		for _, f := range tc.Features {
-			set[f] = true
+			set[f] = f
 		}
 	}
 	for _, rc := range c.Roles {
 		for _, f := range rc.Features {
-			set[f] = true
+			set[f] = f
 		}
 	}
 	return set
