@@ -109,9 +109,11 @@ func Decrypt(data []byte, opts LoadOptions) ([]byte, error) {
 	if err != nil {
 		return nil, decryptError(err, opts)
 	}
-	plain, err := io.ReadAll(r)
+	plain, err := ReadAll(r)
+	if errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("config: the encrypted file decrypts to more than 64 MiB: %w", err)
+	}
 	if err != nil {
-		clear(plain)
 		return nil, fmt.Errorf("config: the encrypted file is corrupt or truncated (%w); restore it, or encrypt the plaintext again with quotagate config encrypt", err)
 	}
 	return plain, nil

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -54,5 +57,49 @@ func TestNotAnObjectQuotesLittle(t *testing.T) {
 	_, err := Parse([]byte(strings.Repeat("a", 1<<20)))
 	if err == nil || len(err.Error()) > 200 || !strings.Contains(err.Error(), "must hold an object with a quota_manager key") {
 		t.Errorf("Parse of a long scalar = %.300v", err)
+	}
+}
+
+// zeros is an endless reader of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestReadAllIsBounded: a configuration of MaxFileBytes is read, one byte
+// more is refused, and nothing past that byte is read.
+func TestReadAllIsBounded(t *testing.T) {
+	if data, err := ReadAll(io.LimitReader(zeros{}, MaxFileBytes)); err != nil || len(data) != MaxFileBytes {
+		t.Fatalf("ReadAll of MaxFileBytes = %d bytes, %v", len(data), err)
+	}
+	if _, err := ReadAll(zeros{}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("ReadAll of an endless reader = %v, want ErrTooLarge", err)
+	}
+}
+
+// TestTooLargeIsRefusedOnLoadAndReload: a file past MaxFileBytes is
+// refused with its name, at start and on reload, where the running
+// configuration stays.
+func TestTooLargeIsRefusedOnLoadAndReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.yaml")
+	writeFile(t, path, tierYAML("10"))
+	var a applied
+	w := startWatcher(t, path, LoadOptions{}, &a)
+	// Valid YAML up to its end, then zeros: a sparse file, nothing on disk.
+	if err := os.Truncate(path, MaxFileBytes+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path, LoadOptions{})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Load = %v, want ErrTooLarge naming the file", err)
+	}
+	eventually(t, "the reload is refused", func() bool { return w.Status().Failures >= 1 })
+	if st := w.Status(); !strings.Contains(st.LastError, "larger than 64 MiB") {
+		t.Errorf("LastError = %q, want the size named", st.LastError)
+	}
+	if _, n := a.lastPerHour(); n != 0 {
+		t.Errorf("applied %d configurations, want none", n)
 	}
 }

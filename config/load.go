@@ -3,9 +3,48 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
+
+// MaxFileBytes bounds a configuration file, and what an encrypted one
+// decrypts to: 64 MiB, room for about a million users. Decoding takes
+// about seven times a file's size in memory, so a larger file (most
+// likely the wrong one) is refused before it is read whole, and a reload
+// cannot take a running server's memory.
+const MaxFileBytes = 64 << 20
+
+// ErrTooLarge is returned for a configuration larger than MaxFileBytes.
+var ErrTooLarge = errors.New("the configuration is larger than 64 MiB, the most quotagate reads: check that this is the right file; per-subject settings beyond that belong in run-time profiles (the admin API's PUT /v1/subjects/{id}/profile)")
+
+// ReadFile reads the configuration file at path, refusing one larger than
+// MaxFileBytes with ErrTooLarge.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxFileBytes {
+		return nil, ErrTooLarge // without reading it
+	}
+	return ReadAll(f)
+}
+
+// ReadAll reads a configuration from r, refusing one larger than
+// MaxFileBytes with ErrTooLarge; it never holds more than one byte over.
+func ReadAll(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		clear(data)
+		return nil, ErrTooLarge
+	}
+	return data, nil
+}
 
 // Load reads the configuration file at path, decrypts it in memory if it is
 // age-encrypted (see LoadOptions), then parses and validates it as Parse
@@ -14,7 +53,10 @@ import (
 // require_encryption is refused, and so is any plaintext file when
 // opts.RequireEncryption is set. Every error names the file.
 func Load(path string, opts LoadOptions) (*File, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
+	if errors.Is(err, ErrTooLarge) {
+		return nil, inFile(path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

@@ -116,7 +116,7 @@ func (w *Watcher) observe() fileState {
 	if err != nil {
 		return fileState{err: err.Error()}
 	}
-	data, err := os.ReadFile(w.path)
+	data, err := ReadFile(w.path)
 	if err != nil {
 		return fileState{err: err.Error()}
 	}

@@ -146,10 +146,16 @@ func configInput(cmd string, pos []string, stdin io.Reader) (name string, data [
 		return "", nil, usageError("%s: want one FILE (- for standard input), got %d arguments (see quotagate %s --help)", cmd, len(pos), cmd)
 	}
 	if pos[0] == "-" {
-		data, err = io.ReadAll(stdin)
-		return "standard input", data, err
+		data, err = config.ReadAll(stdin)
+		if err != nil {
+			return "", nil, fmt.Errorf("%s: standard input: %w", cmd, err)
+		}
+		return "standard input", data, nil
 	}
-	data, err = os.ReadFile(pos[0])
+	data, err = config.ReadFile(pos[0])
+	if errors.Is(err, config.ErrTooLarge) {
+		return "", nil, fmt.Errorf("%s: %s: %w", cmd, pos[0], err)
+	}
 	if err != nil {
 		// A FILE that cannot be read is bad usage, as the README says.
 		return "", nil, usageError("%s: %w; name an existing, readable file or - for standard input", cmd, err)
