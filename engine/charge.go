@@ -64,9 +64,10 @@ func (e *Engine) decideOnce(ctx context.Context, now time.Time, req *Request, d 
 	rs := e.rules.Load()
 	d.ID = newDecisionID(now)
 	unknown := rs.screenAction(req)
-	d.Subject, d.Action, d.Workflow, d.Units = req.Subject, req.Action, req.Workflow, req.Units
+	d.Subject, d.Action, d.Units = req.Subject, req.Action, req.Units
 	c := charge{e: e, rs: rs, req: *req, now: now.UnixNano(), factor: e.cap.factorValue()}
 	c.prepare()
+	d.Workflow = c.req.Workflow
 	if c.refuseStateless(d, unknown) {
 		return nil
 	}
@@ -165,7 +166,9 @@ type charge struct {
 // lock is taken.
 func (c *charge) prepare() {
 	c.user = c.rs.users[c.req.Subject]
-	c.wf = c.rs.workflows[c.req.Workflow]
+	if c.wf = c.rs.workflows[c.req.Workflow]; c.wf != nil {
+		c.req.Workflow = c.wf.name // the ruleset's copy, shared by what outlives the request
+	}
 	c.static = c.rs.staticTier(&c.req, c.user)
 	var ok bool
 	c.cost, ok = c.rs.cost(&c.req)

@@ -95,18 +95,22 @@ func TestPendingQueueOrder(t *testing.T) {
 }
 
 // TestRequestsShareTheCachedSubject: what outlives a request (its pending
-// record, its decision) holds the subject as the state's cache has it, not
-// the request's own copy, so that a table of pending decisions holds one
+// record, its decision) holds the subject as the state's cache has it, and
+// a configured action and workflow as the rules have them, not the
+// request's own copies, so that a table of pending decisions holds one
 // string per subject and not one per request for the collector to mark.
 func TestRequestsShareTheCachedSubject(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
-	e, err := newFrom(settleBenchConfig(func() time.Time { return t0 }, 16))
+	cfg := settleBenchConfig(func() time.Time { return t0 }, 16)
+	cfg.Workflows = map[string]WorkflowConfig{"etl": {}}
+	e, err := newFrom(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	rs := e.rules.Load()
 	first := strings.Clone("alice")
 	for i := range 3 {
-		req := Request{Subject: strings.Clone("alice"), Action: "priced", Units: 1}
+		req := Request{Subject: strings.Clone("alice"), Action: strings.Clone("priced"), Workflow: strings.Clone("etl"), Units: 1}
 		if i == 0 {
 			req.Subject = first
 		}
@@ -124,6 +128,13 @@ func TestRequestsShareTheCachedSubject(t *testing.T) {
 		}
 		if unsafe.StringData(d.Subject) != unsafe.StringData(first) {
 			t.Errorf("Charge %d: the decision holds its request's copy of the subject", i)
+		}
+		r := p.recs.at(idx)
+		if unsafe.StringData(r.action) != unsafe.StringData(rs.declared["priced"]) || unsafe.StringData(d.Action) != unsafe.StringData(r.action) {
+			t.Errorf("Charge %d: the record or decision holds its request's copy of the action", i)
+		}
+		if unsafe.StringData(r.workflow) != unsafe.StringData(rs.workflows["etl"].name) || unsafe.StringData(d.Workflow) != unsafe.StringData(r.workflow) {
+			t.Errorf("Charge %d: the record or decision holds its request's copy of the workflow", i)
 		}
 	}
 }

@@ -78,6 +78,7 @@ type roleRules struct {
 }
 
 type workflowRules struct {
+	name     string // the copy of its name that requests use (prepare)
 	limits   []limitRule
 	priority *Priority
 }
@@ -144,7 +145,7 @@ func compile(r Rules) *ruleset {
 		}
 	}
 	for name, wc := range r.Workflows {
-		rs.workflows[name] = &workflowRules{limits: rs.compileLimits("workflow:"+name+":", wc.Limits),
+		rs.workflows[name] = &workflowRules{name: name, limits: rs.compileLimits("workflow:"+name+":", wc.Limits),
 			priority: wc.Priority}
 	}
 	for name, tc := range r.Teams {
