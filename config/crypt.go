@@ -54,7 +54,7 @@ type LoadOptions struct {
 func (o LoadOptions) identities() ([]age.Identity, error) {
 	var ids []age.Identity
 	if o.IdentityFile != "" {
-		b, err := os.ReadFile(o.IdentityFile)
+		b, err := readKeyFile(o.IdentityFile)
 		if err != nil {
 			return nil, fmt.Errorf("config: read the age identity file (%s): %w", EnvIdentityFile, err)
 		}
@@ -82,8 +82,27 @@ func (o LoadOptions) identities() ([]age.Identity, error) {
 	return ids, nil
 }
 
+// maxKeyFileBytes bounds an age identity, recipients or passphrase file:
+// such a file holds a few hundred bytes.
+const maxKeyFileBytes = 1 << 20
+
+// readKeyFile reads an identity, recipients or passphrase file, refusing
+// one larger than maxKeyFileBytes without reading more of it.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, over, err := readAtMost(f, maxKeyFileBytes)
+	if over {
+		return nil, fmt.Errorf("%s is larger than 1 MiB, and an age key, recipients or passphrase file holds a few hundred bytes: check the path", path)
+	}
+	return b, err
+}
+
 func readPassphrase(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := readKeyFile(path)
 	if err != nil {
 		return "", fmt.Errorf("config: read the passphrase file: %w", err)
 	}
@@ -164,7 +183,7 @@ func (o EncryptOptions) recipients() ([]age.Recipient, error) {
 		rs = append(rs, r)
 	}
 	if o.RecipientsFile != "" {
-		b, err := os.ReadFile(o.RecipientsFile)
+		b, err := readKeyFile(o.RecipientsFile)
 		if err != nil {
 			return nil, fmt.Errorf("config: read the recipients file: %w", err)
 		}

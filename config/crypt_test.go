@@ -60,6 +60,11 @@ func TestLoadErrors(t *testing.T) {
 		return p
 	}
 	passFile := write("pass.txt", []byte("correct horse\n"))
+	// A key file of 2 MiB, sparse: nothing on disk, and refused unread.
+	hugeKey := write("huge-key.txt", nil)
+	if err := os.Truncate(hugeKey, 2<<20); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		path string
@@ -89,6 +94,14 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "missing identity file", path: "testdata/age/example.json.age", opts: LoadOptions{IdentityFile: filepath.Join(dir, "nope")},
 			want: "config: testdata/age/example.json.age: read the age identity file (QUOTAGATE_AGE_IDENTITY_FILE): open ",
+		},
+		{
+			name: "identity file too large", path: "testdata/age/example.json.age", opts: LoadOptions{IdentityFile: hugeKey},
+			want: "read the age identity file (QUOTAGATE_AGE_IDENTITY_FILE): " + hugeKey + " is larger than 1 MiB, and an age key, recipients or passphrase file holds a few hundred bytes: check the path",
+		},
+		{
+			name: "passphrase file too large", path: "testdata/age/example.json.age", opts: LoadOptions{PassphraseFile: hugeKey},
+			want: "read the passphrase file: " + hugeKey + " is larger than 1 MiB",
 		},
 		{
 			name: "not an identity file", path: "testdata/age/example.json.age", opts: LoadOptions{IdentityFile: passFile},
@@ -192,6 +205,13 @@ func TestEncryptRoundTrip(t *testing.T) {
 }
 
 func TestEncryptOptionErrors(t *testing.T) {
+	hugeRecipients := filepath.Join(t.TempDir(), "recipients.txt")
+	if err := os.WriteFile(hugeRecipients, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(hugeRecipients, 2<<20); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		opts EncryptOptions
@@ -199,6 +219,7 @@ func TestEncryptOptionErrors(t *testing.T) {
 	}{
 		{name: "nothing", want: "config: nothing to encrypt to; give a recipient (age1...), a recipients file or a passphrase file"},
 		{name: "bad recipient", opts: EncryptOptions{Recipients: []string{"age1nope"}}, want: `config: recipient "age1nope": `},
+		{name: "recipients file too large", opts: EncryptOptions{RecipientsFile: hugeRecipients}, want: "config: read the recipients file: " + hugeRecipients + " is larger than 1 MiB"},
 		{
 			name: "both", opts: EncryptOptions{Recipients: []string{"age1kljm50g8fra2ccuytl9gwtv3yzd6rghf3ejt6wyxnv2ctcy20a7srdvctx"}, PassphraseFile: "testdata/example.json"},
 			want: "config: a passphrase cannot be combined with recipients; choose one",

@@ -35,15 +35,23 @@ func ReadFile(path string) ([]byte, error) {
 // ReadAll reads a configuration from r, refusing one larger than
 // MaxFileBytes with ErrTooLarge; it never holds more than one byte over.
 func ReadAll(r io.Reader) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, MaxFileBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxFileBytes {
-		clear(data)
+	data, over, err := readAtMost(r, MaxFileBytes)
+	if over {
 		return nil, ErrTooLarge
 	}
-	return data, nil
+	return data, err
+}
+
+// readAtMost reads r to its end, or to one byte past max: over reports
+// that, and then data is nil. What was read is cleared on error or when
+// over (it may be a key).
+func readAtMost(r io.Reader, max int64) (data []byte, over bool, err error) {
+	data, err = io.ReadAll(io.LimitReader(r, max+1))
+	if over = int64(len(data)) > max; over || err != nil {
+		clear(data)
+		return nil, over, err
+	}
+	return data, false, nil
 }
 
 // Load reads the configuration file at path, decrypts it in memory if it is
