@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -28,6 +29,11 @@ func BenchmarkParse(b *testing.B) {
 
 // FuzzParse checks that no input makes Parse panic, and that whatever it
 // accepts converts to engine.Rules.
+// maxErrorMessageBytes bounds what Parse's error says: the listed
+// problems, each a path and a problem clipped by FieldError.Error, and a
+// line of header and of how many more there are.
+const maxErrorMessageBytes = maxListedProblems*(200+1000+60) + 200
+
 func FuzzParse(f *testing.F) {
 	f.Add(exampleJSON)
 	f.Add(Default())
@@ -36,9 +42,16 @@ func FuzzParse(f *testing.F) {
 	// Mistyped values beside invalid ones: decoded around, reported at once.
 	f.Add([]byte("quota_manager:\n  tiers:\n    a: {api_calls_per_hour: ten, priority: urgent, limits: [{max: 1.5, per: [day]}]}\nstore: {durability: async, flush_interval: 5}\n"))
 	f.Add([]byte(`{"quota_manager": {"tiers": {"a": {"api_calls_per_hour": "1"}}, "users": {"u": {"tier": 3}}}, "identity": {"header": {"trusted": true}}}`))
+	// Long values, quoted by the problems they cause.
+	f.Add([]byte(`{"quota_manager": {"tiers": {"a": {"api_calls_per_hour": 1}}, "default_tier": "` + strings.Repeat("x", 20000) + `", "` + strings.Repeat("k", 20000) + `": 1}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse(data)
 		if err != nil {
+			// The message is bounded whatever the input: values are
+			// clipped and at most maxListedProblems are listed.
+			if n := len(err.Error()); n > maxErrorMessageBytes {
+				t.Fatalf("error message of %d bytes for %d bytes of input: %.300q", n, len(data), err)
+			}
 			// Every problem is reported at once, the same way each time,
 			// each with a path and a description.
 			if _, again := Parse(data); again == nil || again.Error() != err.Error() {

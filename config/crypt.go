@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 
@@ -89,12 +88,7 @@ const maxKeyFileBytes = 1 << 20
 // readKeyFile reads an identity, recipients or passphrase file, refusing
 // one larger than maxKeyFileBytes without reading more of it.
 func readKeyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, over, err := readAtMost(f, maxKeyFileBytes)
+	b, over, err := readFileAtMost(path, maxKeyFileBytes)
 	if over {
 		return nil, fmt.Errorf("%s is larger than 1 MiB, and an age key, recipients or passphrase file holds a few hundred bytes: check the path", path)
 	}

@@ -21,15 +21,25 @@ var ErrTooLarge = errors.New("the configuration is larger than 64 MiB, the most 
 // ReadFile reads the configuration file at path, refusing one larger than
 // MaxFileBytes with ErrTooLarge.
 func ReadFile(path string) ([]byte, error) {
+	data, over, err := readFileAtMost(path, MaxFileBytes)
+	if over {
+		return nil, ErrTooLarge
+	}
+	return data, err
+}
+
+// readFileAtMost is readAtMost for the file at path; a regular file
+// larger than max is refused from its size, without reading it.
+func readFileAtMost(path string, max int64) (data []byte, over bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxFileBytes {
-		return nil, ErrTooLarge // without reading it
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > max {
+		return nil, true, nil
 	}
-	return ReadAll(f)
+	return readAtMost(f, max)
 }
 
 // ReadAll reads a configuration from r, refusing one larger than

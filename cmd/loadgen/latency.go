@@ -61,19 +61,10 @@ func writeLatencyComparisons(w io.Writer, results []Result, cmps []latencyCompar
 			rounds = append(rounds, r.runs[k].Latency.P99-base.runs[k].Latency.P99)
 		}
 		judged, by := judge(diff, rounds)
-		verdict := "met"
-		if judged > float64(c.Over.Microseconds()) {
-			verdict = "MISSED"
-			missed++
-		}
-		perRound := ""
-		if len(rounds) >= 2 {
-			perRound = "; per round"
-			for _, x := range rounds {
-				perRound += fmt.Sprintf(" %+.2f", x/1e3)
-			}
-			perRound += fmt.Sprintf(" ms, median %+.2f ms", median(rounds)/1e3)
-		}
+		verdict := verdictOf(judged > float64(c.Over.Microseconds()), &missed)
+		perRound := roundsText(rounds,
+			func(x float64) string { return fmt.Sprintf(" %+.2f", x/1e3) },
+			func(m float64) string { return fmt.Sprintf(" ms, median %+.2f ms", m/1e3) })
 		fmt.Fprintf(w, "%s/%s p99 at %g Checks/s: %.2f ms against %.2f ms (%+.2f ms)%s  %s  %s%s\n",
 			c.Name, c.Baseline, r.runs[0].Rate, r.Latency.P99/1e3, base.Latency.P99/1e3, diff/1e3, perRound, target, verdict, by)
 	}

@@ -182,19 +182,10 @@ func writeTable(w io.Writer, results []Result, cmps []comparison) (int, error) {
 		ratio := r.ServerCPUPerCheck / base.ServerCPUPerCheck
 		rounds := roundRatios(r.runs, base.runs)
 		judged, by := judge(ratio, rounds)
-		verdict := "met"
-		if judged > c.Max {
-			verdict = "MISSED"
-			missed++
-		}
-		perRound := ""
-		if len(rounds) >= 2 {
-			perRound = "; per round"
-			for _, x := range rounds {
-				perRound += fmt.Sprintf(" %.2fx", x)
-			}
-			perRound += fmt.Sprintf(", median %.3fx", median(rounds))
-		}
+		verdict := verdictOf(judged > c.Max, &missed)
+		perRound := roundsText(rounds,
+			func(x float64) string { return fmt.Sprintf(" %.2fx", x) },
+			func(m float64) string { return fmt.Sprintf(", median %.3fx", m) })
 		fmt.Fprintf(w, "%s/%s server CPU per Check: %.3fx (%+.1f µs)%s  target <= %.2fx  %s%s\n",
 			c.Name, c.Baseline, ratio, r.ServerCPUPerCheck-base.ServerCPUPerCheck, perRound, c.Max, verdict, by)
 		if r.ServerInstructions > 0 && base.ServerInstructions > 0 {
@@ -226,6 +217,30 @@ func judge(merged float64, rounds []float64) (judged float64, by string) {
 		return median(rounds), fmt.Sprintf(" (median of %d rounds)", len(rounds))
 	}
 	return merged, ""
+}
+
+// verdictOf returns "MISSED", counted in missed, when over; else "met".
+func verdictOf(over bool, missed *int) string {
+	if over {
+		*missed++
+		return "MISSED"
+	}
+	return "met"
+}
+
+// roundsText returns "; per round", each round as item writes it and the
+// median as med writes it; "" for fewer than two rounds.
+func roundsText(rounds []float64, item, med func(float64) string) string {
+	if len(rounds) < 2 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("; per round")
+	for _, x := range rounds {
+		b.WriteString(item(x))
+	}
+	b.WriteString(med(median(rounds)))
+	return b.String()
 }
 
 // roundRatios returns, for each round that both have, the server CPU per
